@@ -1,0 +1,64 @@
+# One entry point for everything a developer or CI does. `make test` works on a fresh machine:
+# it creates the virtual environment, installs the project, builds the test binaries when missing
+# (hack/build-test-binaries, cached outside the repo) and runs the whole suite.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+TEST_BIN_DIR := $(shell hack/build-test-binaries --print-dir)
+export AKSNTH_TEST_BIN_DIR := $(TEST_BIN_DIR)
+PYTEST_ARGS ?=
+
+.PHONY: help venv test-binaries test unit integration e2e lint fmt demo bench audit clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP) ## create the virtual environment and install the project with its test tools
+
+test-binaries: ## build kube-apiserver, kube-controller-manager, etcd, helm, pushgateway (cached)
+	hack/build-test-binaries
+
+test: venv test-binaries ## the whole suite: unit, integration (real control plane) and end-to-end
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+unit: venv ## unit tests only (no binaries, no network)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+integration: venv test-binaries ## integration tests against the real control plane
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+e2e: venv test-binaries ## end-to-end scenarios: the handler as a process
+	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+
+lint: venv ## ruff, mypy and the import layers
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+fmt: venv ## format and fix what ruff can
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+demo: venv test-binaries ## a local control plane, the IMDS simulator and the handler draining a Spot node
+	$(BIN)/python -m aksnth.demo $(DEMO_ARGS)
+
+bench: venv test-binaries ## benchmarks: reaction time, drain throughput, footprint (prints a table)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+audit: venv ## audit the dependencies for known vulnerabilities (needs advisory data from the network)
+	$(BIN)/python -m pip install --quiet pip-audit
+	$(BIN)/pip-audit --skip-editable
+
+clean: ## remove the virtual environment and caches (the test binaries stay in their cache)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

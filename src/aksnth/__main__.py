@@ -1,0 +1,3 @@
+from aksnth.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,158 @@
+"""One validated, immutable settings object, split by concern.
+
+``aksnth.cli`` builds it from flags, environment variables and the ``-config`` file; every component
+receives only its own part. Pure: no I/O here.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from aksnth.model import EventType
+
+DEFAULT_ENDPOINT = "http://169.254.169.254/metadata/scheduledevents?api-version=2020-07-01"
+DEFAULT_ALERT_MESSAGE = "Draining node={{ .NodeName }}, type={{ .Event.EventType }}"
+DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org"
+DEFAULT_WEB_ADDRESS = ":17923"
+
+# The original's behaviour: every type but Freeze; Freeze joins with -drainOnFreezeEvent.
+DEFAULT_EVENT_TYPES = frozenset(
+    {EventType.REBOOT, EventType.REDEPLOY, EventType.PREEMPT, EventType.TERMINATE}
+)
+
+
+class Secret:
+    """A string that must never be logged: ``repr`` and ``str`` hide it, ``reveal()`` gives it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class TaintEffect(enum.StrEnum):
+    NO_SCHEDULE = "NoSchedule"
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"
+    NO_EXECUTE = "NoExecute"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogSettings:
+    level: str = "INFO"
+    pretty: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KubeSettings:
+    kubeconfig: str = ""  # empty: in-cluster configuration
+    node_name: str
+    request_timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImdsSettings:
+    endpoint: str = DEFAULT_ENDPOINT
+    poll_interval_seconds: float = 1.0
+    request_timeout_seconds: float = 5.0
+
+    @property
+    def compute_url(self) -> str:
+        """/metadata/instance/compute on the same host as the Scheduled Events endpoint."""
+        scheme, _, rest = self.endpoint.partition("://")
+        host = rest.split("/", 1)[0]
+        return f"{scheme}://{host}/metadata/instance/compute?api-version=2021-02-01"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseSettings:
+    """What the node response does: consumed by ``aksnth.policy`` and the kube executors."""
+
+    event_types: frozenset[EventType] = DEFAULT_EVENT_TYPES
+    drain_on_freeze: bool = False
+    taint_node: bool = False
+    taint_effect: TaintEffect = TaintEffect.NO_SCHEDULE
+    pod_grace_period_seconds: int = -1  # -1: each pod's own
+    node_grace_period_seconds: int = 120  # drain timeout
+    exclude_from_load_balancers: bool = True
+    uncordon_after_event: bool = True
+    approve_events: bool = False
+    disable_eviction: bool = False
+    dry_run: bool = False
+    exit_after_node_drain: bool = False
+    resource_name: str = ""  # empty: derived from the node's spec.providerID
+
+    @property
+    def selected_event_types(self) -> frozenset[EventType]:
+        if self.drain_on_freeze:
+            return self.event_types | {EventType.FREEZE}
+        return self.event_types
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookSettings:
+    url: Secret  # may carry credentials
+    method: str = "POST"
+    content_type: str = "application/json"
+    timeout_seconds: float = 30.0
+    template: str = ""  # the body template text (from -webhook.template or the file)
+    template_name: str = "webhook.template"  # file name or flag name, for error positions
+    insecure_skip_verify: bool = False
+    http_proxy: Secret = field(default_factory=lambda: Secret(""))
+    retries: int = 3
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TelegramSettings:
+    token: Secret
+    chat_id: int
+    message_template: str = DEFAULT_ALERT_MESSAGE
+    api_url: str = DEFAULT_TELEGRAM_API_URL
+    http_proxy: Secret = field(default_factory=lambda: Secret(""))
+    timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NotifySettings:
+    webhooks: tuple[WebhookSettings, ...] = ()
+    telegram: TelegramSettings | None = None
+    notify_on_drain_finished: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.webhooks) or self.telegram is not None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebSettings:
+    address: str = DEFAULT_WEB_ADDRESS
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    log: LogSettings = field(default_factory=LogSettings)
+    kube: KubeSettings
+    imds: ImdsSettings = field(default_factory=ImdsSettings)
+    response: ResponseSettings = field(default_factory=ResponseSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
+    web: WebSettings = field(default_factory=WebSettings)
+    grace_period_seconds: float = 10.0  # shutdown grace of the process
+    sentry_dsn: Secret = field(default_factory=lambda: Secret(""))

@@ -1,0 +1,1 @@
+"""The Kubernetes side: node mutations, the drain and Kubernetes Events, through lightkube."""

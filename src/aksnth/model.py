@@ -1,0 +1,93 @@
+"""Typed values shared by every layer: the Scheduled Events document and its events.
+
+Pure data (no I/O). The IMDS wire format (PascalCase JSON) is parsed into these in
+``aksnth.azure.documents``; nothing above the parser sees IMDS's names.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class EventType(enum.StrEnum):
+    FREEZE = "Freeze"
+    REBOOT = "Reboot"
+    REDEPLOY = "Redeploy"
+    PREEMPT = "Preempt"
+    TERMINATE = "Terminate"
+    UNKNOWN = "Unknown"
+
+    @classmethod
+    def parse(cls, text: str) -> EventType:
+        """Case-insensitive; anything we do not know becomes UNKNOWN instead of an error."""
+        for member in cls:
+            if member.value.lower() == text.strip().lower():
+                return member
+        return cls.UNKNOWN
+
+
+class EventStatus(enum.StrEnum):
+    SCHEDULED = "Scheduled"
+    STARTED = "Started"
+    UNKNOWN = "Unknown"
+
+    @classmethod
+    def parse(cls, text: str) -> EventStatus:
+        for member in cls:
+            if member.value.lower() == text.strip().lower():
+                return member
+        return cls.UNKNOWN
+
+
+# Event types that end with the VM gone: the node is never given back after these.
+FATAL_EVENT_TYPES = frozenset({EventType.PREEMPT, EventType.TERMINATE})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduledEvent:
+    event_id: str
+    event_type: EventType
+    event_type_raw: str
+    resource_type: str
+    resources: tuple[str, ...]
+    status: EventStatus
+    status_raw: str
+    not_before: datetime | None  # timezone-aware UTC; None once Started (IMDS sends "")
+    not_before_raw: str
+    description: str = ""
+    event_source: str = ""
+    duration_seconds: int = -1  # -1: unknown; 0: no expected impact
+
+    def concerns(self, resource_name: str) -> bool:
+        """True when this VM (by its Azure resource name) is among the event's resources."""
+        wanted = resource_name.lower()
+        return any(r.lower() == wanted for r in self.resources)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduledEventsDocument:
+    incarnation: int
+    events: tuple[ScheduledEvent, ...] = field(default_factory=tuple)
+
+    def by_id(self) -> dict[str, ScheduledEvent]:
+        return {e.event_id: e for e in self.events}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceMetadata:
+    """The part of /metadata/instance/compute used in notifications. All strings, as IMDS sends."""
+
+    name: str = ""
+    vm_scale_set_name: str = ""
+    location: str = ""
+    zone: str = ""
+    vm_size: str = ""
+    priority: str = ""
+    eviction_policy: str = ""
+    resource_id: str = ""
+    resource_group_name: str = ""
+    subscription_id: str = ""
+    vm_id: str = ""
+    computer_name: str = ""

@@ -1,0 +1,1 @@
+"""Notifications: Go-template payloads, webhooks and Telegram."""

@@ -1,0 +1,1 @@
+"""Observability: Prometheus metrics, the health/metrics HTTP server and structured logs."""
