@@ -91,3 +91,16 @@ class InstanceMetadata:
     subscription_id: str = ""
     vm_id: str = ""
     computer_name: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeSnapshot:
+    """What the handler and the notifications need to know about this node, read from the API."""
+
+    name: str
+    provider_id: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    unschedulable: bool = False
+    boot_id: str = ""
+    pod_names: tuple[str, ...] = ()
