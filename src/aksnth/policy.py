@@ -1,0 +1,159 @@
+"""Pure decisions: given the latest Scheduled Events document and what we already know, what to do.
+
+No I/O and no clock: ``now`` is an argument, so the whole decision table is unit-tested with fixed
+datetimes. The handler executes the returned plan; every action in it is safe to run twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from aksnth.config import ResponseSettings
+from aksnth.model import FATAL_EVENT_TYPES, EventStatus, EventType, ScheduledEvent, ScheduledEventsDocument
+
+# A Preempt may come without NotBefore (or be seen late): Azure promises at most 30 s of notice.
+PREEMPT_NOTICE = timedelta(seconds=30)
+# Started events (e.g. a Reboot after a hardware failure, with no Scheduled phase) have no NotBefore:
+# the impact is now, so the drain gets this much as a best effort.
+STARTED_NOTICE = timedelta(seconds=30)
+# Even when the deadline is already behind us the drain is attempted for at least this long.
+MIN_DRAIN = timedelta(seconds=5)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KnownEvent:
+    """What the handler remembers of an event it has seen (in memory, and on the node annotation)."""
+
+    event_id: str
+    event_type: EventType
+    last_status: EventStatus
+    responded: bool  # we started a response (cordon/drain) for it
+    finished: bool = False  # given back, or left alone for good
+    boot_id: str = ""  # the node's bootID when we responded
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Respond:
+    """Protect the node and drain it before ``drain_deadline``."""
+
+    event: ScheduledEvent
+    event_deadline: datetime  # when the VM is expected to be affected
+    drain_deadline: datetime  # the earlier of the event deadline and -nodeGracePeriodSeconds
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GiveBack:
+    """Undo what we changed on the node for this event (uncordon only if we cordoned)."""
+
+    event_id: str
+    event_type: EventType
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finish:
+    """Forget an event without giving the node back (the VM is going away, or give-back is off)."""
+
+    event_id: str
+    event_type: EventType
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ignore:
+    """An event that concerns this VM but whose type is not selected; logged once."""
+
+    event: ScheduledEvent
+    reason: str
+
+
+Action = Respond | GiveBack | Finish | Ignore
+
+
+def event_deadline(event: ScheduledEvent, *, first_seen: datetime) -> datetime:
+    """When the event is expected to hit the VM."""
+    if event.not_before is not None:
+        return event.not_before
+    if event.event_type is EventType.PREEMPT:
+        return first_seen + PREEMPT_NOTICE
+    return first_seen + STARTED_NOTICE
+
+
+def drain_deadline(event_deadline_at: datetime, *, now: datetime, node_grace_period_seconds: int) -> datetime:
+    """The earlier of the event's deadline and the drain timeout, but never less than MIN_DRAIN away."""
+    deadline = min(event_deadline_at, now + timedelta(seconds=node_grace_period_seconds))
+    return max(deadline, now + MIN_DRAIN)
+
+
+def decide(
+    document: ScheduledEventsDocument,
+    *,
+    resource_name: str,
+    known: Mapping[str, KnownEvent],
+    settings: ResponseSettings,
+    now: datetime,
+    boot_id: str = "",
+    first_seen: Mapping[str, datetime] | None = None,
+) -> tuple[Action, ...]:
+    """The plan for this document. ``known`` holds every event we remember, by EventId."""
+    first_seen = first_seen or {}
+    actions: list[Action] = []
+    present: dict[str, ScheduledEvent] = {}
+    selected = settings.selected_event_types
+
+    for event in document.events:
+        if not event.concerns(resource_name):
+            continue
+        present[event.event_id] = event
+        if event.event_id in known:
+            continue
+        if event.event_type not in selected:
+            why = (
+                "Freeze events are ignored unless -drainOnFreezeEvent is set"
+                if event.event_type is EventType.FREEZE
+                else f"event type {event.event_type_raw!r} is not in -eventTypes"
+            )
+            actions.append(Ignore(event=event, reason=why))
+            continue
+        seen_at = first_seen.get(event.event_id, now)
+        deadline = event_deadline(event, first_seen=seen_at)
+        actions.append(
+            Respond(
+                event=event,
+                event_deadline=deadline,
+                drain_deadline=drain_deadline(
+                    deadline, now=now, node_grace_period_seconds=settings.node_grace_period_seconds
+                ),
+                reason=f"{event.event_type.value} {event.status.value} for {resource_name}",
+            )
+        )
+
+    for event_id, memory in known.items():
+        if memory.finished or not memory.responded:
+            continue
+        rebooted = bool(boot_id and memory.boot_id and boot_id != memory.boot_id)
+        if event_id in present and not rebooted:
+            continue
+        actions.append(_after_event(memory, rebooted=rebooted, settings=settings))
+    return tuple(actions)
+
+
+def _after_event(memory: KnownEvent, *, rebooted: bool, settings: ResponseSettings) -> GiveBack | Finish:
+    """An event we responded to ended (left the document) or the node came back from a reboot."""
+    kind = memory.event_type
+    if rebooted:
+        ended = "the node rebooted (its bootID changed)"
+    elif memory.last_status is EventStatus.STARTED:
+        ended = "the event ended"
+    else:
+        ended = "the event was cancelled before it started"
+    if kind in FATAL_EVENT_TYPES and memory.last_status is EventStatus.STARTED and not rebooted:
+        return Finish(
+            event_id=memory.event_id, event_type=kind, reason=f"{ended}; {kind.value} removes the VM"
+        )
+    if not settings.uncordon_after_event:
+        return Finish(event_id=memory.event_id, event_type=kind, reason=f"{ended}; -uncordonAfterEvent=false")
+    return GiveBack(event_id=memory.event_id, event_type=kind, reason=ended)

@@ -1,0 +1,183 @@
+"""The decision table, with fixed datetimes and no I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from aksnth.config import ResponseSettings
+from aksnth.model import EventStatus, EventType, ScheduledEvent, ScheduledEventsDocument
+from aksnth.policy import (
+    Finish,
+    GiveBack,
+    Ignore,
+    KnownEvent,
+    Respond,
+    decide,
+    drain_deadline,
+    event_deadline,
+)
+
+NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
+ME = "aks-spot-12345678-vmss_3"
+
+
+def event(
+    kind: str = "Preempt",
+    *,
+    event_id: str = "E1",
+    status: str = "Scheduled",
+    not_before: datetime | None = None,
+    resources: tuple[str, ...] = (ME,),
+) -> ScheduledEvent:
+    return ScheduledEvent(
+        event_id=event_id,
+        event_type=EventType.parse(kind),
+        event_type_raw=kind,
+        resource_type="VirtualMachine",
+        resources=resources,
+        status=EventStatus.parse(status),
+        status_raw=status,
+        not_before=not_before,
+        not_before_raw="",
+    )
+
+
+def doc(*events: ScheduledEvent) -> ScheduledEventsDocument:
+    return ScheduledEventsDocument(incarnation=1, events=events)
+
+
+def known(
+    kind: str, status: str = "Scheduled", *, event_id: str = "E1", **kw: object
+) -> dict[str, KnownEvent]:
+    return {
+        event_id: KnownEvent(
+            event_id=event_id,
+            event_type=EventType.parse(kind),
+            last_status=EventStatus.parse(status),
+            responded=True,
+            **kw,  # type: ignore[arg-type]
+        )
+    }
+
+
+def plan(document, *, settings=None, memory=None, boot_id=""):
+    return decide(
+        document,
+        resource_name=ME,
+        known=memory or {},
+        settings=settings or ResponseSettings(),
+        now=NOW,
+        boot_id=boot_id,
+    )
+
+
+@pytest.mark.parametrize("kind", ["Preempt", "Terminate", "Reboot", "Redeploy"])
+def test_default_types_are_responded_to(kind):
+    (action,) = plan(doc(event(kind, not_before=NOW + timedelta(minutes=10))))
+    assert isinstance(action, Respond)
+    assert action.event.event_type.value == kind
+
+
+def test_freeze_is_ignored_by_default_and_drained_with_the_flag():
+    (ignored,) = plan(doc(event("Freeze", not_before=NOW + timedelta(minutes=15))))
+    assert isinstance(ignored, Ignore)
+    assert "-drainOnFreezeEvent" in ignored.reason
+    (respond,) = plan(
+        doc(event("Freeze", not_before=NOW + timedelta(minutes=15))),
+        settings=ResponseSettings(drain_on_freeze=True),
+    )
+    assert isinstance(respond, Respond)
+
+
+def test_event_types_flag_narrows_the_selection():
+    settings = ResponseSettings(event_types=frozenset({EventType.PREEMPT}))
+    (action,) = plan(doc(event("Reboot")), settings=settings)
+    assert isinstance(action, Ignore)
+    assert "-eventTypes" in action.reason
+
+
+def test_event_for_another_vm_is_not_ours():
+    assert plan(doc(event(resources=("aks-spot-12345678-vmss_4",)))) == ()
+
+
+def test_resource_names_match_case_insensitively():
+    (action,) = plan(doc(event(resources=(ME.upper(),))))
+    assert isinstance(action, Respond)
+
+
+def test_known_event_still_present_does_nothing():
+    assert plan(doc(event()), memory=known("Preempt")) == ()
+
+
+def test_preempt_without_not_before_gets_thirty_seconds_from_sighting():
+    assert event_deadline(event("Preempt"), first_seen=NOW) == NOW + timedelta(seconds=30)
+
+
+def test_drain_deadline_is_the_earlier_of_event_and_grace_period():
+    far = NOW + timedelta(minutes=15)
+    assert drain_deadline(far, now=NOW, node_grace_period_seconds=120) == NOW + timedelta(seconds=120)
+    near = NOW + timedelta(seconds=20)
+    assert drain_deadline(near, now=NOW, node_grace_period_seconds=120) == near
+
+
+def test_drain_deadline_in_the_past_still_leaves_a_best_effort_window():
+    past = NOW - timedelta(seconds=10)
+    assert drain_deadline(past, now=NOW, node_grace_period_seconds=120) == NOW + timedelta(seconds=5)
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "expected", "reason_part"),
+    [
+        ("Reboot", "Started", GiveBack, "ended"),
+        ("Redeploy", "Started", GiveBack, "ended"),
+        ("Freeze", "Started", GiveBack, "ended"),
+        ("Reboot", "Scheduled", GiveBack, "cancelled"),
+        ("Preempt", "Scheduled", GiveBack, "cancelled"),
+        ("Terminate", "Scheduled", GiveBack, "cancelled"),
+        ("Preempt", "Started", Finish, "removes the VM"),
+        ("Terminate", "Started", Finish, "removes the VM"),
+    ],
+)
+def test_an_event_that_leaves_the_document(kind, status, expected, reason_part):
+    (action,) = plan(doc(), memory=known(kind, status))
+    assert type(action) is expected
+    assert reason_part in action.reason
+
+
+def test_uncordon_after_event_false_never_gives_back():
+    (action,) = plan(
+        doc(), memory=known("Reboot", "Started"), settings=ResponseSettings(uncordon_after_event=False)
+    )
+    assert isinstance(action, Finish)
+    assert "-uncordonAfterEvent=false" in action.reason
+
+
+def test_a_changed_boot_id_gives_back_even_while_the_event_is_listed():
+    memory = known("Reboot", "Started", boot_id="boot-1")
+    assert plan(doc(event("Reboot", status="Started")), memory=memory, boot_id="boot-1") == ()
+    (action,) = plan(doc(event("Reboot", status="Started")), memory=memory, boot_id="boot-2")
+    assert isinstance(action, GiveBack)
+    assert "bootID" in action.reason
+
+
+def test_finished_or_unanswered_events_are_left_alone():
+    memory = {
+        "E1": KnownEvent(
+            event_id="E1",
+            event_type=EventType.REBOOT,
+            last_status=EventStatus.STARTED,
+            responded=True,
+            finished=True,
+        ),
+        "E2": KnownEvent(
+            event_id="E2", event_type=EventType.FREEZE, last_status=EventStatus.SCHEDULED, responded=False
+        ),
+    }
+    assert plan(doc(), memory=memory) == ()
+
+
+def test_two_events_at_once_each_get_a_response():
+    actions = plan(doc(event("Reboot", event_id="A"), event("Redeploy", event_id="B")))
+    assert [a.event.event_id for a in actions if isinstance(a, Respond)] == ["A", "B"]
