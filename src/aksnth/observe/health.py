@@ -1,0 +1,117 @@
+"""Liveness and readiness as plain state: the main loop reports, the probes ask.
+
+Liveness answers one question: is the main loop still turning? It never depends on IMDS, the API
+server, Telegram or webhooks, so an outage of any of them cannot make the kubelet restart a pod
+that is working correctly. Readiness says the handler can do its job: it knows which Azure
+resource it is and it reads the Scheduled Events endpoint successfully.
+
+Pure: times come from an injectable monotonic clock, and both verdicts take ``now``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+
+class Verdict(NamedTuple):
+    ok: bool
+    reason: str
+
+
+class Health:
+    """Heartbeat and poll bookkeeping for ``/healthz`` and ``/readyz``.
+
+    ``stall_after_seconds`` (liveness) and ``stale_after_seconds`` (readiness: how old the last
+    successful poll may be) both default to ``max(30, 10 * period)``. The stall clock starts at
+    construction, so the loop must beat also while it waits during start-up.
+    """
+
+    def __init__(
+        self,
+        *,
+        period_seconds: float,
+        stall_after_seconds: float | None = None,
+        stale_after_seconds: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if period_seconds <= 0:
+            raise ValueError(f"period_seconds must be positive, got {period_seconds}")
+        default_window = max(30.0, 10.0 * period_seconds)
+        self.period_seconds = period_seconds
+        self.stall_after_seconds = default_window if stall_after_seconds is None else stall_after_seconds
+        self.stale_after_seconds = default_window if stale_after_seconds is None else stale_after_seconds
+        self._clock = clock
+        self._started_at = clock()
+        self._last_beat: float | None = None
+        self._resource_name: str | None = None
+        self._polls = 0
+        self._last_success: float | None = None
+        self._consecutive_failures = 0
+        self._last_error = ""
+
+    def now(self) -> float:
+        return self._clock()
+
+    # --- reports from the main loop ---------------------------------------------------------------
+
+    def beat(self) -> None:
+        """The main loop is alive."""
+        self._last_beat = self._clock()
+
+    def polled(self, ok: bool, *, error: str = "") -> None:
+        """An IMDS poll finished; ``error`` is a short, secret-free description of a failure."""
+        self._polls += 1
+        if ok:
+            self._last_success = self._clock()
+            self._consecutive_failures = 0
+            self._last_error = ""
+        else:
+            self._consecutive_failures += 1
+            self._last_error = error
+
+    def resource_known(self, name: str) -> None:
+        """The Azure resource name of this node is known (events can be matched)."""
+        self._resource_name = name
+
+    @property
+    def resource_name(self) -> str | None:
+        return self._resource_name
+
+    # --- the probes -----------------------------------------------------------------------------
+
+    def liveness(self, now: float | None = None) -> Verdict:
+        now = self._clock() if now is None else now
+        last = self._started_at if self._last_beat is None else self._last_beat
+        silent_for = now - last
+        if silent_for > self.stall_after_seconds:
+            what = "has not started" if self._last_beat is None else "has not beaten"
+            return Verdict(
+                False,
+                f"main loop {what} for {silent_for:.0f}s (limit {self.stall_after_seconds:.0f}s)",
+            )
+        return Verdict(True, "main loop running")
+
+    def readiness(self, now: float | None = None) -> Verdict:
+        now = self._clock() if now is None else now
+        if self._resource_name is None:
+            return Verdict(False, "Azure resource name of this node not known yet")
+        if self._polls == 0:
+            return Verdict(False, "waiting for the first Scheduled Events poll")
+        if self._consecutive_failures:
+            detail = f": {self._last_error}" if self._last_error else ""
+            return Verdict(
+                False,
+                f"Scheduled Events endpoint failing ({self._consecutive_failures} "
+                f"consecutive failed polls){detail}",
+            )
+        assert self._last_success is not None  # a poll happened and the last one succeeded
+        age = now - self._last_success
+        if age > self.stale_after_seconds:
+            return Verdict(
+                False,
+                f"last successful Scheduled Events poll {age:.0f}s ago "
+                f"(limit {self.stale_after_seconds:.0f}s)",
+            )
+        return Verdict(True, f"watching Scheduled Events for {self._resource_name}")
