@@ -1,0 +1,285 @@
+"""HTTP client instrumentation: every outgoing request is counted, timed and tracked while in flight.
+
+Three callers, three shapes:
+
+* IMDS and notifications use httpx directly: wrap their transport in :class:`InstrumentedTransport`
+  (or take one from :func:`imds_transport` / :func:`webhook_transport`).
+* The Kubernetes client (lightkube) owns its HTTP client; :class:`ApiServerMetrics` offers a
+  transport wrapper, an event-hook pair and a context manager, so the kube layer can pick whichever
+  hook point lightkube allows. These are duck-typed: they work with ``httpx`` and with the ``httpx2``
+  fork that recent lightkube releases are built on.
+
+Labels stay low-cardinality and secret-free: the endpoint label is the path for IMDS and only
+``scheme://host[:port]`` for webhooks, because a webhook or Telegram URL may carry a token.
+Durations are measured to the response headers, as the Go original's round-tripper middleware does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+import httpx
+from prometheus_client import Counter, Gauge, Histogram
+
+from aksnth.observe.metrics import (
+    APISERVER_REQUEST_DURATION,
+    APISERVER_REQUESTS,
+    HTTP_EVENTS_DURATION,
+    HTTP_EVENTS_IN_FLIGHT,
+    HTTP_EVENTS_REQUESTS,
+    HTTP_WEBHOOK_DURATION,
+    HTTP_WEBHOOK_IN_FLIGHT,
+    HTTP_WEBHOOK_REQUESTS,
+)
+
+#: ``code`` label of a request that got no HTTP answer (connection refused, reset, TLS, timeout).
+CODE_ERROR = "error"
+#: ``code`` label of a request abandoned by its caller (task cancelled, e.g. by ``asyncio.timeout``).
+CODE_CANCELLED = "cancelled"
+
+
+def path_label(url: httpx.URL) -> str:
+    """The URL's path without query (``/metadata/scheduledevents``): the IMDS endpoint label."""
+    return url.path or "/"
+
+
+def origin_label(url: httpx.URL) -> str:
+    """``scheme://host[:port]`` only: no user info, path or query, which may carry secrets."""
+    host = url.host
+    if ":" in host:  # an IPv6 literal; httpx gives it without brackets
+        host = f"[{host}]"
+    port = "" if url.port is None else f":{url.port}"
+    return f"{url.scheme}://{host}{port}"
+
+
+class InstrumentedTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that records in-flight, count (code, method, endpoint) and duration (method).
+
+    ``code`` is the HTTP status as text, ``"error"`` when no answer came back and ``"cancelled"``
+    when the caller gave up first. The wrapped transport is closed with this one.
+    """
+
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport,
+        *,
+        in_flight: Gauge,
+        requests: Counter,
+        duration: Histogram,
+        endpoint_label: Callable[[httpx.URL], str],
+    ) -> None:
+        self._inner = inner
+        self._in_flight = in_flight
+        self._requests = requests
+        self._duration = duration
+        self._endpoint_label = endpoint_label
+
+    @property
+    def inner(self) -> httpx.AsyncBaseTransport:
+        return self._inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        method = request.method
+        endpoint = self._endpoint_label(request.url)
+        code = CODE_ERROR
+        self._in_flight.inc()
+        started = time.perf_counter()
+        try:
+            response = await self._inner.handle_async_request(request)
+            code = str(response.status_code)
+            return response
+        except asyncio.CancelledError:
+            code = CODE_CANCELLED
+            raise
+        finally:
+            self._duration.labels(method=method).observe(time.perf_counter() - started)
+            self._requests.labels(code=code, method=method, endpoint=endpoint).inc()
+            self._in_flight.dec()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def imds_transport(inner: httpx.AsyncBaseTransport | None = None) -> InstrumentedTransport:
+    """A transport for the Scheduled Events client, counted in ``http_events_*``.
+
+    Build the client with ``trust_env=False`` as well: IMDS must never go through a proxy, and
+    httpx mounts environment proxies in front of a custom transport when ``trust_env`` is on.
+    """
+    return InstrumentedTransport(
+        inner if inner is not None else httpx.AsyncHTTPTransport(),
+        in_flight=HTTP_EVENTS_IN_FLIGHT,
+        requests=HTTP_EVENTS_REQUESTS,
+        duration=HTTP_EVENTS_DURATION,
+        endpoint_label=path_label,
+    )
+
+
+def webhook_transport(inner: httpx.AsyncBaseTransport | None = None) -> InstrumentedTransport:
+    """A transport for webhook and Telegram requests, counted in ``http_webhook_*``.
+
+    Pass an ``httpx.AsyncHTTPTransport(verify=..., proxy=...)`` as ``inner`` when TLS verification
+    or a proxy is configured: httpx ignores the client's ``verify``/``proxy`` for a custom transport.
+    """
+    return InstrumentedTransport(
+        inner if inner is not None else httpx.AsyncHTTPTransport(),
+        in_flight=HTTP_WEBHOOK_IN_FLIGHT,
+        requests=HTTP_WEBHOOK_REQUESTS,
+        duration=HTTP_WEBHOOK_DURATION,
+        endpoint_label=origin_label,
+    )
+
+
+# --- Kubernetes API server ------------------------------------------------------------------------
+
+
+class _Response(Protocol):
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def request(self) -> Any: ...
+
+
+class AsyncTransportLike(Protocol):
+    """What ``httpx`` and ``httpx2`` clients need from a transport."""
+
+    async def handle_async_request(self, request: Any) -> Any: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(slots=True)
+class ApiCall:
+    """Filled in by the caller of :meth:`ApiServerMetrics.measure` when it knows the status code."""
+
+    code: int | str | None = None
+
+
+def _status_of(exc: BaseException) -> int | None:
+    """The HTTP status an exception carries: ``KubeError.status`` or lightkube's ``ApiError.status.code``."""
+    status = getattr(exc, "status", None)
+    if isinstance(status, int):
+        return status
+    code = getattr(status, "code", None)
+    return code if isinstance(code, int) else None
+
+
+class ApiServerMetrics:
+    """Records ``apiserver_request_total{cluster,code}`` and ``apiserver_request_duration{cluster}``.
+
+    ``cluster`` names the cluster as the kube layer sees it (the Go original used the API server
+    host); it is one value per process, so the label stays bounded.
+    """
+
+    def __init__(
+        self,
+        cluster: str,
+        *,
+        requests: Counter = APISERVER_REQUESTS,
+        duration: Histogram = APISERVER_REQUEST_DURATION,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.cluster = cluster
+        self._requests = requests
+        self._duration = duration
+        self._clock = clock
+        # Start times for the event hooks, keyed by request object; weak, so a request that never
+        # gets a response (network error) does not leak an entry.
+        self._started: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+    def record(self, *, code: int | str, duration_seconds: float) -> None:
+        self._requests.labels(cluster=self.cluster, code=str(code)).inc()
+        self._duration.labels(cluster=self.cluster).observe(duration_seconds)
+
+    @contextmanager
+    def measure(self) -> Iterator[ApiCall]:
+        """Time one API call. Set ``call.code`` when the status is known; otherwise a normal exit
+        counts as ``200`` and an exception as its status (``KubeError``/``ApiError``) or ``"error"``.
+
+        >>> with metrics.measure() as call:
+        ...     node = await client.get(Node, name)
+        """
+        call = ApiCall()
+        started = self._clock()
+        try:
+            yield call
+        except asyncio.CancelledError:
+            self.record(code=CODE_CANCELLED, duration_seconds=self._clock() - started)
+            raise
+        except BaseException as exc:
+            status = call.code if call.code is not None else _status_of(exc)
+            elapsed = self._clock() - started
+            self.record(code=CODE_ERROR if status is None else status, duration_seconds=elapsed)
+            raise
+        self.record(code=200 if call.code is None else call.code, duration_seconds=self._clock() - started)
+
+    def event_hooks(self) -> dict[str, list[Callable[[Any], Any]]]:
+        """``event_hooks`` for an ``httpx``/``httpx2`` ``AsyncClient``: counts every answered request.
+
+        Requests that get no answer at all are not seen by response hooks; use :meth:`transport`
+        or :meth:`measure` where network failures must be counted too.
+        """
+
+        async def on_request(request: Any) -> None:
+            self._started[request] = self._clock()
+
+        async def on_response(response: _Response) -> None:
+            started = self._started.pop(response.request, None)
+            if started is not None:
+                self.record(code=response.status_code, duration_seconds=self._clock() - started)
+
+        return {"request": [on_request], "response": [on_response]}
+
+    def transport(self, inner: AsyncTransportLike) -> ApiServerTransport:
+        return ApiServerTransport(inner, metrics=self)
+
+
+class ApiServerTransport:
+    """A transport wrapper (``httpx`` or ``httpx2``) that records every API server request."""
+
+    def __init__(self, inner: AsyncTransportLike, *, metrics: ApiServerMetrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+
+    async def handle_async_request(self, request: Any) -> Any:
+        with self._metrics.measure() as call:
+            response = await self._inner.handle_async_request(request)
+            call.code = response.status_code
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        await self.aclose()
+
+
+__all__ = [
+    "CODE_CANCELLED",
+    "CODE_ERROR",
+    "ApiCall",
+    "ApiServerMetrics",
+    "ApiServerTransport",
+    "AsyncTransportLike",
+    "InstrumentedTransport",
+    "imds_transport",
+    "origin_label",
+    "path_label",
+    "webhook_transport",
+]
