@@ -1,0 +1,278 @@
+"""The metrics and health HTTP server: ``/metrics``, ``/healthz``, ``/readyz`` and a tiny index.
+
+Read-only by construction: GET and HEAD only, no endpoint changes anything. The HTTP/1.1 parsing is
+deliberately minimal and defensive (bounded request head, timeouts, one request per connection,
+``Connection: close``), because the port is reachable from the pod network (and the node network
+with ``hostNetwork``) and the handler must keep working whatever a client sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+from aksnth.errors import ConfigError
+from aksnth.observe.health import Health, Verdict
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_HEAD_BYTES = 8192
+DEFAULT_READ_TIMEOUT_SECONDS = 5.0
+DEFAULT_WRITE_TIMEOUT_SECONDS = 10.0
+DEFAULT_MAX_CONNECTIONS = 32
+STOP_TIMEOUT_SECONDS = 5.0
+
+_INDEX = b"""<!doctype html>
+<html><head><title>aks-node-termination-handler</title></head><body>
+<h1>aks-node-termination-handler</h1>
+<ul>
+<li><a href="/metrics">/metrics</a>: Prometheus metrics</li>
+<li><a href="/healthz">/healthz</a>: liveness (the main loop is running)</li>
+<li><a href="/readyz">/readyz</a>: readiness (Scheduled Events are being read)</li>
+</ul></body></html>
+"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListenAddress:
+    """A parsed Go-style listen address; ``host`` None means every interface."""
+
+    host: str | None
+    port: int
+
+    def __str__(self) -> str:
+        if self.host is None:
+            return f":{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_listen_address(address: str) -> ListenAddress:
+    """Parse ``:17923``, ``127.0.0.1:17923``, ``[::1]:17923`` or ``localhost:17923`` (Go's form)."""
+    problem = f"-web.address {address!r}: "
+    if address.startswith("["):
+        close = address.find("]")
+        if close < 0 or not address[close + 1 :].startswith(":"):
+            raise ConfigError(problem + "expected [IPv6]:port, e.g. [::1]:17923")
+        host, port_text = address[1:close], address[close + 2 :]
+        if not host:
+            raise ConfigError(problem + "empty IPv6 address in brackets")
+    else:
+        host, sep, port_text = address.rpartition(":")
+        if not sep:
+            raise ConfigError(problem + "missing port; expected host:port or :port, e.g. :17923")
+        if ":" in host:
+            raise ConfigError(problem + "an IPv6 address must be in brackets, e.g. [::1]:17923")
+    if not port_text.isascii() or not port_text.isdigit():
+        raise ConfigError(problem + f"port {port_text!r} is not a number")
+    port = int(port_text)
+    if port > 65535:
+        raise ConfigError(problem + f"port {port} is out of range 0-65535")
+    if any(c.isspace() or c in "/?#@" for c in host):
+        raise ConfigError(problem + f"host {host!r} is not a valid host name or address")
+    return ListenAddress(host=host or None, port=port)
+
+
+@dataclass(frozen=True, slots=True)
+class _Response:
+    status: HTTPStatus
+    content_type: str
+    body: bytes
+    extra_headers: tuple[tuple[str, str], ...] = ()
+
+
+def _text(status: HTTPStatus, message: str | None = None) -> _Response:
+    return _Response(status, "text/plain; charset=utf-8", f"{message or status.phrase}\n".encode())
+
+
+def _probe(verdict: Verdict) -> _Response:
+    body = json.dumps({"status": "ok" if verdict.ok else "unhealthy", "reason": verdict.reason})
+    status = HTTPStatus.OK if verdict.ok else HTTPStatus.SERVICE_UNAVAILABLE
+    return _Response(status, "application/json", body.encode() + b"\n")
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: HTTPStatus, message: str | None = None) -> None:
+        super().__init__(message or status.phrase)
+        self.status = status
+
+
+def _parse_request_line(head: bytes) -> tuple[str, str]:
+    """Method and path of a request head; the headers are not needed by any endpoint."""
+    line, _, _ = head.partition(b"\r\n")
+    try:
+        text = line.decode("ascii")
+    except UnicodeDecodeError:
+        raise _BadRequest(HTTPStatus.BAD_REQUEST, "request line is not ASCII") from None
+    parts = text.split(" ")
+    if len(parts) != 3 or not all(parts):
+        raise _BadRequest(HTTPStatus.BAD_REQUEST, "malformed request line")
+    method, target, version = parts
+    if version not in ("HTTP/1.0", "HTTP/1.1"):
+        if version.startswith("HTTP/"):
+            raise _BadRequest(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED)
+        raise _BadRequest(HTTPStatus.BAD_REQUEST, "malformed request line")
+    if not method.isalpha() or not method.isupper():
+        raise _BadRequest(HTTPStatus.BAD_REQUEST, "malformed method")
+    if target.startswith(("http://", "https://")):  # absolute-form: keep only the path
+        scheme_end = target.index("//") + 2
+        slash = target.find("/", scheme_end)
+        target = "/" if slash < 0 else target[slash:]
+    if not target.startswith("/"):
+        raise _BadRequest(HTTPStatus.BAD_REQUEST, "request target must be a path")
+    path = target.split("?", 1)[0].split("#", 1)[0]
+    return method, path
+
+
+class MetricsServer:
+    """The HTTP server; ``start()`` returns the bound port (useful with port 0), ``stop()`` ends it."""
+
+    def __init__(
+        self,
+        address: str,
+        health: Health,
+        *,
+        registry: CollectorRegistry = REGISTRY,
+        read_timeout_seconds: float = DEFAULT_READ_TIMEOUT_SECONDS,
+        write_timeout_seconds: float = DEFAULT_WRITE_TIMEOUT_SECONDS,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> None:
+        self.address = parse_listen_address(address)
+        self._health = health
+        self._registry = registry
+        self._read_timeout = read_timeout_seconds
+        self._write_timeout = write_timeout_seconds
+        self._max_connections = max_connections
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._routes: dict[str, Callable[[], _Response]] = {
+            "/": lambda: _Response(HTTPStatus.OK, "text/html; charset=utf-8", _INDEX),
+            "/metrics": self._metrics,
+            "/healthz": lambda: _probe(self._health.liveness()),
+            "/readyz": lambda: _probe(self._health.readiness()),
+        }
+
+    @property
+    def port(self) -> int:
+        if self._server is None or not self._server.sockets:
+            raise RuntimeError("the metrics server is not running")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> int:
+        try:
+            self._server = await asyncio.start_server(
+                self._handle,
+                host=self.address.host,
+                port=self.address.port,
+                limit=MAX_REQUEST_HEAD_BYTES,
+                reuse_address=True,
+            )
+        except OSError as exc:
+            raise ConfigError(f"-web.address {self.address}: cannot listen: {exc.strerror or exc}") from exc
+        log.info("metrics and health server listening", extra={"address": str(self.address)})
+        return self.port
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        for task in list(self._connections):
+            task.cancel()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STOP_TIMEOUT_SECONDS):
+                await asyncio.gather(*self._connections, return_exceptions=True)
+                await server.wait_closed()
+
+    async def __aenter__(self) -> MetricsServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # --- one connection, one request ------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            if len(self._connections) > self._max_connections:
+                await self._send(writer, "GET", _text(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections"))
+                return
+            method, response = await self._answer(reader)
+            if response is not None:
+                await self._send(writer, method, response)
+        except (ConnectionError, TimeoutError):
+            pass  # the client went away or is too slow; nothing to answer
+        except Exception:
+            log.exception("metrics server: unexpected error while answering a request")
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await writer.wait_closed()
+
+    async def _answer(self, reader: asyncio.StreamReader) -> tuple[str, _Response | None]:
+        try:
+            async with asyncio.timeout(self._read_timeout):
+                head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return "GET", None  # closed before a whole request head arrived
+        except asyncio.LimitOverrunError:
+            return "GET", _text(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
+        except TimeoutError:
+            return "GET", _text(HTTPStatus.REQUEST_TIMEOUT)
+        try:
+            method, path = _parse_request_line(head)
+        except _BadRequest as exc:
+            return "GET", _text(exc.status, str(exc))
+        route = self._routes.get(path)
+        if route is None:
+            return method, _text(HTTPStatus.NOT_FOUND)
+        if method not in ("GET", "HEAD"):
+            return method, _Response(
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                "text/plain; charset=utf-8",
+                b"Method Not Allowed\n",
+                (("Allow", "GET, HEAD"),),
+            )
+        log.debug("metrics server: %s %s", method, path)
+        return method, route()
+
+    def _metrics(self) -> _Response:
+        return _Response(HTTPStatus.OK, CONTENT_TYPE_LATEST, generate_latest(self._registry))
+
+    async def _send(self, writer: asyncio.StreamWriter, method: str, response: _Response) -> None:
+        headers = [
+            f"HTTP/1.1 {response.status.value} {response.status.phrase}",
+            f"Content-Type: {response.content_type}",
+            f"Content-Length: {len(response.body)}",
+            "Cache-Control: no-store",
+            "X-Content-Type-Options: nosniff",
+            "Connection: close",
+            *(f"{name}: {value}" for name, value in response.extra_headers),
+        ]
+        writer.write(("\r\n".join(headers) + "\r\n\r\n").encode("ascii"))
+        if method != "HEAD":
+            writer.write(response.body)
+        async with asyncio.timeout(self._write_timeout):
+            await writer.drain()
+
+
+async def serve(address: str, health: Health) -> None:
+    """Serve metrics and probes on ``address`` until cancelled. A bad address is a ``ConfigError``."""
+    server = MetricsServer(address, health)
+    await server.start()
+    try:
+        await asyncio.Event().wait()  # until cancelled
+    finally:
+        await asyncio.shield(server.stop())

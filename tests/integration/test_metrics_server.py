@@ -1,0 +1,240 @@
+"""The metrics and health server over real HTTP on loopback: scrape, probes, errors, hostile clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from prometheus_client import CONTENT_TYPE_LATEST
+
+import aksnth.observe.metrics  # noqa: F401 - registers every metric in the default registry
+from aksnth.errors import ConfigError
+from aksnth.observe.health import Health
+from aksnth.observe.server import MetricsServer, serve
+
+PREFIX = "aks_node_termination_handler_"
+# The Go original's metric families, as a dashboard built for it queries them.
+ORIGINAL_METRICS = {
+    "scheduled_events_total": "counter",
+    "error_reading_endpoint_total": "counter",
+    "apiserver_request_total": "counter",
+    "apiserver_request_duration": "histogram",
+    "http_events_in_flight_requests": "gauge",
+    "http_events_requests_total": "counter",
+    "http_events_request_duration_seconds": "histogram",
+    "http_webhook_in_flight_requests": "gauge",
+    "http_webhook_requests_total": "counter",
+    "http_webhook_request_duration_seconds": "histogram",
+}
+ADDED_METRICS = {
+    "drain_duration_seconds": "histogram",
+    "evictions_total": "counter",
+    "event_to_cordon_seconds": "histogram",
+    "notifications_total": "counter",
+    "document_incarnation": "gauge",
+    "last_successful_poll_timestamp_seconds": "gauge",
+    "build_info": "gauge",
+}
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def health(clock: FakeClock) -> Health:
+    return Health(period_seconds=1.0, clock=clock)
+
+
+@pytest.fixture
+async def server(health: Health) -> AsyncIterator[MetricsServer]:
+    async with MetricsServer("127.0.0.1:0", health, read_timeout_seconds=0.5) as running:
+        yield running
+
+
+@pytest.fixture
+async def client(server: MetricsServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{server.port}", trust_env=False, timeout=5
+    ) as http:
+        yield http
+
+
+async def raw_exchange(port: int, request: bytes) -> bytes:
+    """Send raw bytes and read the whole answer (the server closes every connection)."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout=5)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout=5)
+    finally:
+        writer.close()
+
+
+async def test_metrics_exposes_every_metric_family_with_help_and_type(client: httpx.AsyncClient) -> None:
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == CONTENT_TYPE_LATEST
+    text = response.text
+    for name, kind in {**ORIGINAL_METRICS, **ADDED_METRICS}.items():
+        assert f"# HELP {PREFIX}{name} " in text, name
+        assert f"# TYPE {PREFIX}{name} {kind}" in text, name
+    assert f"{PREFIX}http_events_in_flight_requests 0.0" in text
+    assert "process_resident_memory_bytes" in text or "python_info" in text
+
+
+async def test_probes_follow_the_health_state(
+    client: httpx.AsyncClient, health: Health, clock: FakeClock
+) -> None:
+    health.beat()
+
+    before_first_poll = await client.get("/readyz")
+    assert before_first_poll.status_code == 503
+    assert before_first_poll.json()["status"] == "unhealthy"
+    assert "resource name" in before_first_poll.json()["reason"]
+    assert (await client.get("/healthz")).json() == {"status": "ok", "reason": "main loop running"}
+
+    health.resource_known("aks-spot-vmss_0")
+    health.polled(False, error="IMDS answered 500")
+    while_failing = await client.get("/readyz")
+    assert while_failing.status_code == 503
+    assert "IMDS answered 500" in while_failing.json()["reason"]
+    assert (await client.get("/healthz")).status_code == 200
+
+    health.polled(True)
+    after = await client.get("/readyz")
+    assert after.status_code == 200
+    assert after.headers["content-type"] == "application/json"
+    assert after.json()["status"] == "ok"
+
+    clock.now += 31  # the loop stopped beating and polling
+    stalled = await client.get("/healthz")
+    assert stalled.status_code == 503
+    assert json.loads(stalled.content) == {"status": "unhealthy", "reason": stalled.json()["reason"]}
+    assert "has not beaten" in stalled.json()["reason"]
+
+
+async def test_index_lists_the_endpoints(client: httpx.AsyncClient) -> None:
+    response = await client.get("/")
+    assert response.status_code == 200
+    assert all(path in response.text for path in ("/metrics", "/healthz", "/readyz"))
+
+
+async def test_head_answers_headers_without_body(client: httpx.AsyncClient) -> None:
+    response = await client.head("/healthz")
+    assert response.status_code in (200, 503)
+    assert response.content == b""
+    assert int(response.headers["content-length"]) > 0
+    assert response.headers["connection"] == "close"
+
+
+async def test_unknown_path_is_404_and_query_is_ignored(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/nope")).status_code == 404
+    assert (await client.get("/metrics?name[]=x")).status_code == 200
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+async def test_other_methods_are_405(client: httpx.AsyncClient, method: str) -> None:
+    response = await client.request(method, "/healthz")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD"
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"garbage\r\n\r\n", b"400"),
+        (b"GET /healthz\r\n\r\n", b"400"),
+        (b"GET healthz HTTP/1.1\r\n\r\n", b"400"),
+        (b"GET /healthz HTTP/2.0\r\n\r\n", b"505"),
+        (b"\xff\xfe /x HTTP/1.1\r\n\r\n", b"400"),
+        (b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\n\r\n", b"431"),
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: y\r\n" * 2000 + b"\r\n", b"431"),
+    ],
+)
+async def test_malformed_requests_get_an_error_and_the_server_keeps_serving(
+    server: MetricsServer, client: httpx.AsyncClient, request_bytes: bytes, status: bytes
+) -> None:
+    answer = await raw_exchange(server.port, request_bytes)
+    assert answer.startswith(b"HTTP/1.1 " + status), answer[:80]
+    assert (await client.get("/metrics")).status_code == 200
+
+
+async def test_absolute_form_target_is_served(server: MetricsServer) -> None:
+    answer = await raw_exchange(server.port, b"GET http://127.0.0.1/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 ")
+
+
+async def test_a_silent_client_is_timed_out(server: MetricsServer, client: httpx.AsyncClient) -> None:
+    answer = await raw_exchange(server.port, b"GET /healthz HTTP/1.1\r\n")  # head never ends
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert (await client.get("/healthz")).status_code in (200, 503)
+
+
+async def test_a_client_that_hangs_up_early_does_not_disturb_the_server(
+    server: MetricsServer, client: httpx.AsyncClient
+) -> None:
+    for _ in range(20):
+        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", server.port), timeout=5)
+        writer.write(b"GET /met")
+        writer.close()
+    assert (await client.get("/metrics")).status_code == 200
+
+
+async def test_concurrent_scrapes(client: httpx.AsyncClient) -> None:
+    responses = await asyncio.gather(*(client.get("/metrics") for _ in range(20)))
+    assert {response.status_code for response in responses} == {200}
+
+
+async def test_serve_runs_until_cancelled_and_frees_the_port(health: Health) -> None:
+    probe = MetricsServer("127.0.0.1:0", health)
+    port = await probe.start()
+    await probe.stop()  # a free port to hand to serve()
+
+    task = asyncio.create_task(serve(f"127.0.0.1:{port}", health))
+    async with httpx.AsyncClient(trust_env=False, timeout=5) as http:
+        for _ in range(500):  # bounded wait for the listener
+            try:
+                response = await http.get(f"http://127.0.0.1:{port}/healthz")
+                break
+            except httpx.ConnectError:
+                await asyncio.sleep(0.01)
+        else:
+            pytest.fail("serve() did not start listening")
+        assert response.status_code == 200
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    again = MetricsServer(f"127.0.0.1:{port}", health)
+    assert await again.start() == port
+    await again.stop()
+
+
+async def test_a_busy_port_is_a_config_error(server: MetricsServer, health: Health) -> None:
+    with pytest.raises(ConfigError, match="cannot listen"):
+        await MetricsServer(f"127.0.0.1:{server.port}", health).start()
+
+
+async def test_ipv6_loopback(health: Health) -> None:
+    try:
+        server = MetricsServer("[::1]:0", health)
+        port = await server.start()
+    except ConfigError:
+        pytest.skip("no IPv6 loopback on this machine")
+    try:
+        async with httpx.AsyncClient(trust_env=False, timeout=5) as http:
+            assert (await http.get(f"http://[::1]:{port}/healthz")).status_code == 200
+    finally:
+        await server.stop()
