@@ -1,0 +1,227 @@
+"""Client for the Azure Instance Metadata Service: Scheduled Events and compute metadata.
+
+The edge to IMDS: httpx errors and HTTP statuses become ``ImdsUnavailable``, bad documents
+``ImdsDocumentError``. Every request is bounded by ``ImdsSettings.request_timeout_seconds`` as a
+whole (connect, send, wait and read), and bodies are streamed with a size cap so that an endless
+or huge answer cannot eat memory. IMDS must never be reached through a proxy.
+
+``PollBackoff`` says how long to wait before the next poll; it never sleeps itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import math
+import random
+import time
+from types import TracebackType
+from typing import Self
+
+import httpx
+
+from aksnth import __version__
+from aksnth.azure.documents import MAX_DOCUMENT_BYTES, excerpt, parse_document, parse_instance_metadata
+from aksnth.config import ImdsSettings
+from aksnth.errors import ImdsDocumentError, ImdsError, ImdsUnavailable
+from aksnth.model import InstanceMetadata, ScheduledEventsDocument
+
+log = logging.getLogger(__name__)
+
+METADATA_HEADERS = {"Metadata": "true", "User-Agent": f"aks-node-termination-handler/{__version__}"}
+# How much of an error answer is read, to quote it in the message.
+ERROR_BODY_BYTES = 2048
+
+
+class ImdsClient:
+    """Reads Scheduled Events, approves events and reads compute metadata from IMDS."""
+
+    def __init__(self, settings: ImdsSettings, *, client: httpx.AsyncClient | None = None) -> None:
+        self._settings = settings
+        self._owns_client = client is None
+        # trust_env=False: no proxy from the environment, ever (IMDS rejects proxied requests, and
+        # a proxy would see the traffic). A client passed in is the caller's to configure and close.
+        self._client = client or httpx.AsyncClient(
+            trust_env=False,
+            follow_redirects=False,
+            timeout=httpx.Timeout(settings.request_timeout_seconds),
+        )
+
+    @property
+    def settings(self) -> ImdsSettings:
+        return self._settings
+
+    async def fetch_document(self) -> ScheduledEventsDocument:
+        """GET the Scheduled Events document."""
+        body = await self._request("GET", self._settings.endpoint)
+        return parse_document(body)
+
+    async def approve_event(self, event_id: str) -> None:
+        """POST a StartRequest for ``event_id``: Azure may then start the event before NotBefore."""
+        if not event_id.strip():
+            raise ValueError("approve_event needs a non-empty EventId")
+        payload = json.dumps({"StartRequests": [{"EventId": event_id}]}).encode()
+        await self._request("POST", self._settings.endpoint, content=payload)
+
+    async def fetch_instance_metadata(self) -> InstanceMetadata:
+        """GET ``/metadata/instance/compute`` on the same host as the Scheduled Events endpoint."""
+        body = await self._request("GET", self._settings.compute_url)
+        return parse_instance_metadata(body)
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def _request(self, method: str, url: str, *, content: bytes | None = None) -> bytes:
+        """One request under one deadline; the body of a 200 answer, capped at MAX_DOCUMENT_BYTES."""
+        timeout = self._settings.request_timeout_seconds
+        headers = dict(METADATA_HEADERS)
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            async with asyncio.timeout(timeout):
+                async with self._client.stream(method, url, headers=headers, content=content) as response:
+                    if response.status_code != httpx.codes.OK:
+                        raise await _unavailable(method, url, response)
+                    return await _read_capped(response, method, url)
+        except TimeoutError as exc:
+            raise ImdsUnavailable(f"{method} {url}: no complete answer within {timeout:g}s") from exc
+        except httpx.TimeoutException as exc:
+            raise ImdsUnavailable(f"{method} {url}: timed out ({type(exc).__name__})") from exc
+        except httpx.HTTPError as exc:
+            raise ImdsUnavailable(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+
+
+async def _read_capped(response: httpx.Response, method: str, url: str) -> bytes:
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > MAX_DOCUMENT_BYTES:
+        raise ImdsDocumentError(
+            f"{method} {url}: answer declares {declared} bytes, more than the {MAX_DOCUMENT_BYTES} accepted"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_DOCUMENT_BYTES:
+            raise ImdsDocumentError(
+                f"{method} {url}: answer is longer than the {MAX_DOCUMENT_BYTES} bytes accepted; "
+                "stopped reading"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _unavailable(method: str, url: str, response: httpx.Response) -> ImdsUnavailable:
+    head = bytearray()
+    async for chunk in response.aiter_bytes():
+        head += chunk
+        if len(head) >= ERROR_BODY_BYTES:
+            break
+    reason = response.reason_phrase or httpx.codes.get_reason_phrase(response.status_code)
+    quoted = f": {excerpt(bytes(head))}" if head.strip() else ""
+    return ImdsUnavailable(
+        f"{method} {url}: HTTP {response.status_code} {reason}{quoted}",
+        status=response.status_code,
+        retry_after_seconds=parse_retry_after(response.headers.get("Retry-After")),
+    )
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); None if unusable."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            moment = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = moment.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+# --- backoff -----------------------------------------------------------------------------------
+
+# IMDS allows 5 requests per second per VM; never poll faster than that, whatever else says so.
+MIN_REQUEST_SPACING_SECONDS = 0.2
+DEFAULT_BACKOFF_CAP_SECONDS = 30.0
+# Microsoft: "410 Gone: retry after some time for a max of 70 seconds". The first answers after
+# Scheduled Events is switched on can also take long. Retried quickly for that long, then backed off.
+GONE_RETRY_WINDOW_SECONDS = 70.0
+GONE_RETRY_DELAY_SECONDS = 1.0
+
+
+class PollBackoff:
+    """The delay before the next IMDS poll, from the outcome of the last one. Pure logic: no sleeping.
+
+    * success: the poll interval;
+    * 410 Gone: quick retries (at most once a second) for up to 70 s of consecutive 410s;
+    * any other error (429, 5xx, timeouts, network errors, bad documents): exponential from the
+      interval up to ``cap_seconds``, with jitter (downwards, never below the interval) so that the
+      pods of a DaemonSet do not retry in lockstep; a ``Retry-After`` is honoured up to the cap;
+    * never less than 0.2 s between requests (the IMDS limit is 5 requests per second).
+
+    ``attempt`` counts the consecutive failures (0 after a success), for "attempt i" logging.
+    """
+
+    def __init__(
+        self,
+        interval_seconds: float,
+        *,
+        cap_seconds: float = DEFAULT_BACKOFF_CAP_SECONDS,
+        jitter: float = 0.2,
+        rng: random.Random | None = None,
+    ) -> None:
+        if interval_seconds <= 0:
+            raise ValueError(f"poll interval must be positive, got {interval_seconds}")
+        if not 0 <= jitter < 1:
+            raise ValueError(f"jitter must be in [0, 1), got {jitter}")
+        self.interval_seconds = max(interval_seconds, MIN_REQUEST_SPACING_SECONDS)
+        self.cap_seconds = max(cap_seconds, self.interval_seconds)
+        self.jitter = jitter
+        self._rng = rng or random.Random()
+        self.attempt = 0
+        self._gone_seconds = 0.0  # time spent waiting in the current run of 410s
+
+    def on_success(self) -> float:
+        self.attempt = 0
+        self._gone_seconds = 0.0
+        return self.interval_seconds
+
+    def on_error(self, exc: ImdsError) -> float:
+        self.attempt += 1
+        status = exc.status if isinstance(exc, ImdsUnavailable) else None
+        retry_after = exc.retry_after_seconds if isinstance(exc, ImdsUnavailable) else None
+        if status == httpx.codes.GONE and self._gone_seconds < GONE_RETRY_WINDOW_SECONDS:
+            delay = min(self.interval_seconds, GONE_RETRY_DELAY_SECONDS)
+        else:
+            if status != httpx.codes.GONE:
+                self._gone_seconds = 0.0
+            delay = self._exponential()
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.cap_seconds))
+        delay = max(delay, MIN_REQUEST_SPACING_SECONDS)
+        if status == httpx.codes.GONE:
+            self._gone_seconds += delay
+        return delay
+
+    def _exponential(self) -> float:
+        # 2**attempt grows without bound; stop doubling once past the cap.
+        exponent = min(self.attempt - 1, 32)
+        raw = min(self.cap_seconds, self.interval_seconds * 2.0**exponent)
+        jittered = raw * (1.0 - self.jitter * self._rng.random())
+        return max(self.interval_seconds, jittered)
