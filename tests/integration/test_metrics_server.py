@@ -55,7 +55,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def health(clock: FakeClock) -> Health:
-    return Health(period_seconds=1.0, clock=clock)
+    return Health(poll_interval_seconds=1.0, clock=clock)
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def health(clock: FakeClock) -> Health:
-    return Health(period_seconds=1.0, clock=clock)
+    return Health(poll_interval_seconds=1.0, clock=clock)
 
 
 @pytest.mark.parametrize(
@@ -33,19 +33,19 @@ def health(clock: FakeClock) -> Health:
     [(1.0, 30.0), (3.0, 30.0), (5.0, 50.0), (0.5, 30.0)],
 )
 def test_default_windows_are_max_of_30s_and_ten_periods(period: float, expected: float) -> None:
-    health = Health(period_seconds=period)
+    health = Health(poll_interval_seconds=period)
     assert health.stall_after_seconds == expected
     assert health.stale_after_seconds == expected
 
 
 def test_explicit_windows_win() -> None:
-    health = Health(period_seconds=1.0, stall_after_seconds=7, stale_after_seconds=9)
+    health = Health(poll_interval_seconds=1.0, stall_after_seconds=7, stale_after_seconds=9)
     assert (health.stall_after_seconds, health.stale_after_seconds) == (7, 9)
 
 
 def test_period_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="period_seconds"):
-        Health(period_seconds=0)
+    with pytest.raises(ValueError, match="poll_interval_seconds"):
+        Health(poll_interval_seconds=0)
 
 
 def test_live_at_start_within_the_stall_window(health: Health, clock: FakeClock) -> None:

@@ -31,15 +31,15 @@ class Health:
     def __init__(
         self,
         *,
-        period_seconds: float,
+        poll_interval_seconds: float,
         stall_after_seconds: float | None = None,
         stale_after_seconds: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if period_seconds <= 0:
-            raise ValueError(f"period_seconds must be positive, got {period_seconds}")
-        default_window = max(30.0, 10.0 * period_seconds)
-        self.period_seconds = period_seconds
+        if poll_interval_seconds <= 0:
+            raise ValueError(f"poll_interval_seconds must be positive, got {poll_interval_seconds}")
+        default_window = max(30.0, 10.0 * poll_interval_seconds)
+        self.poll_interval_seconds = poll_interval_seconds
         self.stall_after_seconds = default_window if stall_after_seconds is None else stall_after_seconds
         self.stale_after_seconds = default_window if stale_after_seconds is None else stale_after_seconds
         self._clock = clock

@@ -120,3 +120,18 @@ BUILD_INFO = Gauge(
     namespace=NAMESPACE,
 )
 BUILD_INFO.labels(version=__version__, python_version=platform.python_version()).set(1)
+
+
+# The transport factories live in ``aksnth.observe.httpmetrics`` (they need httpx, and they import
+# the objects above). They are reachable from here as well, imported on first use to avoid a cycle.
+_HTTPMETRICS_NAMES = frozenset(
+    {"InstrumentedTransport", "ApiServerMetrics", "imds_transport", "webhook_transport"}
+)
+
+
+def __getattr__(name: str) -> object:
+    if name in _HTTPMETRICS_NAMES:
+        from aksnth.observe import httpmetrics  # noqa: PLC0415 - deferred: httpmetrics imports this module
+
+        return getattr(httpmetrics, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
