@@ -93,6 +93,7 @@ async def test_metrics_exposes_every_metric_family_with_help_and_type(client: ht
         assert f"# TYPE {PREFIX}{name} {kind}" in text, name
     assert f"{PREFIX}http_events_in_flight_requests 0.0" in text
     assert "process_resident_memory_bytes" in text or "python_info" in text
+    assert "_created" not in text  # like the Go original: no *_created series
 
 
 async def test_probes_follow_the_health_state(

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import platform
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 from aksnth import __version__
 
 NAMESPACE = "aks_node_termination_handler"
+
+# No ``*_created`` series: the Go original has none, and in the text format each would be one more
+# series per label set for every scrape to store.
+disable_created_metrics()
 
 # --- the original's metrics (names, types and labels unchanged) ---------------------------------
 SCHEDULED_EVENTS = Counter(
