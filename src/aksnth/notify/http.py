@@ -1,0 +1,288 @@
+"""HTTP delivery shared by the webhook and Telegram sinks: transport, retries, redaction.
+
+One request function walks the retry schedule: each attempt is bounded as a whole by
+``asyncio.timeout`` (connect, TLS, a slow body: everything), transient failures (connection errors,
+timeouts, 429, 5xx) are retried with exponential backoff and jitter, ``Retry-After`` is honoured,
+and any other answer ends the delivery at once. Every message that leaves this module is redacted:
+webhook URLs and Telegram paths can carry tokens, so only ``scheme://host[:port]`` is ever shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import httpx
+
+from aksnth.errors import NotifyError
+from aksnth.observe.httpmetrics import origin_label, webhook_transport
+
+log = logging.getLogger(__name__)
+
+_BODY_SNIPPET_CHARS = 200
+
+
+class DeliveryError(NotifyError):
+    """A notification was not delivered; says after how many attempts and with which last status."""
+
+    def __init__(self, message: str, *, attempts: int, status: int | None = None):
+        super().__init__(message)
+        self.attempts = attempts
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backoff:
+    """Delays between attempts: ``initial * multiplier**(n-1)``, capped, with "equal jitter"
+    (a random point in the upper half of the step) so that a DaemonSet's pods, all notified of
+    the same platform event, do not retry a shared receiver in lock-step."""
+
+    initial_seconds: float = 1.0
+    multiplier: float = 2.0
+    max_seconds: float = 10.0
+    # A receiver may ask for any wait; longer than this and the notification would be stale anyway.
+    max_retry_after_seconds: float = 30.0
+
+    def delay(self, retry: int, *, retry_after: float | None = None, rand: float = 0.5) -> float:
+        """Seconds to wait before retry number ``retry`` (1-based); ``rand`` is in [0, 1)."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_retry_after_seconds)
+        step = min(self.initial_seconds * self.multiplier ** (retry - 1), self.max_seconds)
+        return step / 2 + step / 2 * rand
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    retries: int = 3  # attempts = retries + 1
+    attempt_timeout_seconds: float = 30.0  # bounds one whole attempt
+    backoff: Backoff = field(default_factory=Backoff)
+
+    @property
+    def attempts(self) -> int:
+        return max(self.retries, 0) + 1
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """``Retry-After`` as seconds: delta-seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
+
+
+def is_retryable_status(status: int) -> bool:
+    return status == 429 or 500 <= status <= 599
+
+
+class Redactor:
+    """Replaces every secret fragment (a URL, its password, a token) with ``***`` in a text."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        # Longest first, so that a URL is replaced whole before its password would be.
+        self._secrets = sorted({s for s in secrets if s and s != "/"}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def url_secrets(url: str) -> list[str]:
+    """The parts of a URL that may be secret: all of it, its user info, its path and query."""
+    if not url:
+        return []
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        return [url]
+    parts = [url, str(parsed)]
+    if parsed.userinfo:
+        parts.append(parsed.userinfo.decode("ascii", "replace"))
+    if parsed.password:
+        parts.append(parsed.password)
+    if len(parsed.path) > 1:
+        parts.append(parsed.path)
+    if parsed.query:
+        parts.append(parsed.query.decode("ascii", "replace"))
+    return parts
+
+
+def safe_origin(url: str) -> str:
+    """``scheme://host[:port]`` of a URL, the only part of it that ever reaches a log."""
+    try:
+        return origin_label(httpx.URL(url))
+    except (httpx.InvalidURL, TypeError):
+        return "<invalid URL>"
+
+
+def build_transport(*, verify: bool = True, proxy: str = "") -> httpx.AsyncBaseTransport:
+    """The network transport of one sink, counted in ``http_webhook_*``.
+
+    TLS verification and the proxy live on the transport: httpx ignores a client's ``verify`` and
+    ``proxy`` for requests that go through a custom transport. ``retries=0``: we retry ourselves.
+    """
+    inner = httpx.AsyncHTTPTransport(verify=verify, proxy=httpx.Proxy(proxy) if proxy else None, retries=0)
+    return webhook_transport(inner)
+
+
+class _Borrowed(httpx.AsyncBaseTransport):
+    """A transport owned by someone else: our client uses it but never closes it."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def new_client(
+    *, transport: httpx.AsyncBaseTransport | None, verify: bool, proxy: str, timeout_seconds: float
+) -> httpx.AsyncClient:
+    """A client for one sink: its own instrumented transport, or a borrowed one when given.
+
+    ``trust_env=False``: proxies come from our settings only, never from the environment.
+    """
+    chosen = build_transport(verify=verify, proxy=proxy) if transport is None else _Borrowed(transport)
+    return httpx.AsyncClient(transport=chosen, trust_env=False, timeout=httpx.Timeout(timeout_seconds))
+
+
+def is_certificate_error(exc: BaseException) -> bool:
+    """True when a connection failed because the server's certificate was not trusted."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return True
+        current = current.__cause__ or current.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+
+
+def _describe(exc: BaseException, redact: Redactor) -> str:
+    text = redact(str(exc).strip())
+    name = type(exc).__name__
+    return f"{name}: {text}" if text else name
+
+
+def _snippet(response: httpx.Response, redact: Redactor) -> str:
+    try:
+        text = response.text.strip()
+    except (UnicodeDecodeError, LookupError):
+        return ""
+    if len(text) > _BODY_SNIPPET_CHARS:
+        text = text[:_BODY_SNIPPET_CHARS] + "…"
+    return redact(text)
+
+
+def describe_refusal(response: httpx.Response, redact: Redactor) -> str:
+    """The default wording of a non-retryable answer: status, reason and the start of the body."""
+    body = _snippet(response, redact)
+    reason = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
+    return f"{reason}: {body}" if body else reason
+
+
+def header_retry_after(response: httpx.Response) -> float | None:
+    return parse_retry_after(response.headers.get("retry-after"))
+
+
+async def deliver(
+    client: httpx.AsyncClient,
+    request: httpx.Request,
+    *,
+    policy: RetryPolicy,
+    target: str,
+    redact: Redactor,
+    certificate_hint: str = "",
+    refusal: Callable[[httpx.Response, Redactor], str] = describe_refusal,
+    retry_after: Callable[[httpx.Response], float | None] = header_retry_after,
+    rand: Callable[[], float] = random.random,
+) -> httpx.Response:
+    """Send ``request`` until it gets a 2xx answer; return that answer or raise :class:`DeliveryError`.
+
+    ``target`` names the receiver in messages (``webhook https://host``); it must hold no secret.
+    The error is raised ``from None`` on purpose: httpx exceptions keep the request URL, and a
+    chained traceback is exactly where a token would leak; its text is in the message, redacted.
+    """
+    attempts = policy.attempts
+    timeout = policy.attempt_timeout_seconds
+    last_status: int | None = None
+    problem = "not attempted"
+    for attempt in range(1, attempts + 1):
+        wait_hint: float | None = None
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(timeout):
+                response = await client.send(request)
+        except (TimeoutError, httpx.TimeoutException):
+            problem = f"no complete answer within {timeout:g}s"
+        except httpx.ProxyError as exc:
+            # The proxy itself refused (e.g. 407 on CONNECT): a configuration problem, not transient.
+            raise DeliveryError(
+                f"{target}: the proxy refused the request ({_describe(exc, redact)}); "
+                "check -webhook.http-proxy and its credentials",
+                attempts=attempt,
+                status=last_status,
+            ) from None
+        except httpx.TransportError as exc:
+            if is_certificate_error(exc):
+                hint = f"; {certificate_hint}" if certificate_hint else ""
+                raise DeliveryError(
+                    f"{target}: TLS certificate verification failed ({_describe(exc, redact)}){hint}",
+                    attempts=attempt,
+                    status=last_status,
+                ) from None
+            problem = f"connection failed ({_describe(exc, redact)})"
+        else:
+            status = response.status_code
+            if 200 <= status <= 299:
+                log.debug(
+                    "%s answered HTTP %d in %.3fs (attempt %d/%d)",
+                    target,
+                    status,
+                    time.monotonic() - started,
+                    attempt,
+                    attempts,
+                )
+                return response
+            last_status = status
+            if not is_retryable_status(status):
+                raise DeliveryError(
+                    f"{target} refused the notification: {refusal(response, redact)} "
+                    f"(attempt {attempt}/{attempts}; client errors are not retried)",
+                    attempts=attempt,
+                    status=status,
+                ) from None
+            problem = refusal(response, redact)
+            wait_hint = retry_after(response)
+        if attempt == attempts:
+            break
+        delay = policy.backoff.delay(attempt, retry_after=wait_hint, rand=rand())
+        log.warning("%s: %s (attempt %d/%d); retrying in %.1fs", target, problem, attempt, attempts, delay)
+        await asyncio.sleep(delay)
+    status_text = "none" if last_status is None else str(last_status)
+    raise DeliveryError(
+        f"{target}: {problem} (gave up after {attempts} attempt{'s' if attempts != 1 else ''}, "
+        f"last HTTP status {status_text})",
+        attempts=attempts,
+        status=last_status,
+    ) from None

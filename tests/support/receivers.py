@@ -1,0 +1,358 @@
+"""Real HTTP receivers on loopback for the notification tests: they record and can be scripted.
+
+Each receiver is a threaded ``http.server`` on 127.0.0.1 with an ephemeral port, so it keeps
+answering however the test's event loop is busy. A script of replies is played in order (fail twice
+with 500, then the default); a reply can hang until the receiver stops, trickle its body, or carry
+headers such as Retry-After. TLS uses a self-signed certificate made with ``cryptography``.
+Also here: a Telegram Bot API look-alike, a real forward proxy (``proxy.py``) and the Pushgateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+_HANG_LIMIT_SECONDS = 60.0  # a hanging reply never outlives this, even if stop() is forgotten
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reply:
+    status: int = 200
+    body: bytes = b"ok"
+    headers: tuple[tuple[str, str], ...] = (("Content-Type", "text/plain"),)
+    hang: bool = False  # never answer (until the receiver stops)
+    trickle_seconds: float = 0.0  # send the headers, then the body one byte per this many seconds
+
+
+def json_reply(value: object, *, status: int = 200) -> Reply:
+    return Reply(
+        status=status, body=json.dumps(value).encode(), headers=(("Content-Type", "application/json"),)
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-cased names
+    body: bytes
+    received_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+    def json(self) -> object:
+        return json.loads(self.body)
+
+
+Responder = Callable[[Recorded], Reply]
+
+
+class Receiver:
+    """Records every request; answers from ``script`` in order, then with ``responder`` or ``default``."""
+
+    def __init__(
+        self,
+        *,
+        script: Iterable[Reply] = (),
+        default: Reply | None = None,
+        responder: Responder | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self._script = list(script)
+        self._default = default or Reply()
+        self._responder = responder
+        self._tls = tls
+        self._lock = threading.Lock()
+        self._requests: list[Recorded] = []
+        self._answered = 0
+        self.release = threading.Event()  # ends hanging replies
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="receiver", daemon=True
+        )
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self.release.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    # --- what the test reads --------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def origin(self) -> str:
+        return f"{'https' if self._tls else 'http'}://127.0.0.1:{self.port}"
+
+    def url(self, path: str = "/") -> str:
+        return self.origin + path
+
+    @property
+    def requests(self) -> list[Recorded]:
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def answered(self) -> int:
+        """Requests that got a complete answer (a hanging one does not count)."""
+        with self._lock:
+            return self._answered
+
+    async def wait_for_requests(self, count: int, *, within_seconds: float = 10.0) -> list[Recorded]:
+        """Bounded poll until ``count`` requests have arrived; fails the test otherwise."""
+        async with asyncio.timeout(within_seconds):
+            # Polled: requests arrive on the server's threads, not on this event loop.
+            while len(self.requests) < count:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        return self.requests
+
+    # --- serving --------------------------------------------------------------------------------
+    def _next_reply(self, request: Recorded) -> Reply:
+        with self._lock:
+            self._requests.append(request)
+            if self._script:
+                return self._script.pop(0)
+        return self._responder(request) if self._responder else self._default
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                recorded = Recorded(
+                    method=self.command,
+                    path=self.path,
+                    headers={k.lower(): v for k, v in self.headers.items()},
+                    body=body,
+                )
+                reply = receiver._next_reply(recorded)
+                if reply.hang:
+                    receiver.release.wait(_HANG_LIMIT_SECONDS)
+                    self.close_connection = True
+                    return
+                self.send_response(reply.status)
+                for name, value in reply.headers:
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(reply.body)))
+                self.end_headers()
+                if reply.trickle_seconds:
+                    for index in range(len(reply.body)):
+                        if receiver.release.wait(reply.trickle_seconds):
+                            self.close_connection = True
+                            return
+                        self.wfile.write(reply.body[index : index + 1])
+                        self.wfile.flush()
+                else:
+                    self.wfile.write(reply.body)
+                with receiver._lock:
+                    receiver._answered += 1
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass  # quiet: pytest shows what matters
+
+        return Handler
+
+
+# --- TLS ----------------------------------------------------------------------------------------
+def self_signed_server_context(folder: Path) -> ssl.SSLContext:
+    """A server TLS context with a fresh self-signed certificate for 127.0.0.1 (trusted by nobody)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aksnth-test-receiver")])
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = folder / "receiver.crt", folder / "receiver.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    return context
+
+
+# --- Telegram Bot API look-alike ----------------------------------------------------------------
+class TelegramApi(Receiver):
+    """Answers ``/bot<token>/getMe`` and ``/bot<token>/sendMessage`` like the Bot API does."""
+
+    def __init__(self, token: str, *, script: Iterable[Reply] = ()) -> None:
+        self.token = token
+        self._message_id = 0
+        super().__init__(script=script, responder=self._answer)
+
+    def _answer(self, request: Recorded) -> Reply:
+        prefix = f"/bot{self.token}/"
+        if not request.path.startswith(prefix):
+            return json_reply({"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401)
+        method = request.path[len(prefix) :]
+        if method == "getMe":
+            bot = {"id": 4242, "is_bot": True, "first_name": "aksnth", "username": "aksnth_test_bot"}
+            return json_reply({"ok": True, "result": bot})
+        if method == "sendMessage":
+            payload = json.loads(request.body)
+            if not isinstance(payload.get("chat_id"), int) or not payload.get("text"):
+                return json_reply(
+                    {"ok": False, "error_code": 400, "description": "Bad Request: message text is empty"},
+                    status=400,
+                )
+            self._message_id += 1
+            result = {
+                "message_id": self._message_id,
+                "chat": {"id": payload["chat_id"]},
+                "text": payload["text"],
+            }
+            return json_reply({"ok": True, "result": result})
+        return json_reply({"ok": False, "error_code": 404, "description": "Not Found"}, status=404)
+
+    def messages(self) -> list[dict[str, object]]:
+        return [r.json() for r in self.requests if r.path.endswith("/sendMessage")]  # type: ignore[misc]
+
+
+# --- real programs --------------------------------------------------------------------------------
+def _wait_for_port(port: int, *, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            probe.settimeout(0.2)
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+@contextmanager
+def forward_proxy(folder: Path, *, basic_auth: str = "user:pass") -> Iterator[int]:
+    """A real forward proxy (proxy.py) on loopback that requires basic auth; yields its port."""
+    folder.mkdir(parents=True, exist_ok=True)
+    port_file = folder / "proxy.port"
+    command = [
+        sys.executable, "-m", "proxy",
+        "--hostname", "127.0.0.1", "--port", "0", "--port-file", str(port_file),
+        "--basic-auth", basic_auth, "--num-acceptors", "1", "--num-workers", "1",
+        "--log-level", "WARNING", "--data-dir", str(folder),
+    ]  # fmt: skip
+    log = (folder / "proxy.log").open("wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 15
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"proxy.py did not start: {(folder / 'proxy.log').read_text()}")
+            time.sleep(0.05)
+        port = int(port_file.read_text().split()[0])
+        _wait_for_port(port)
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+        log.close()
+
+
+def binaries_dir() -> Path:
+    configured = os.environ.get("AKSNTH_TEST_BIN_DIR")
+    if configured:
+        return Path(configured)
+    root = Path(__file__).resolve().parents[2]
+    printed = subprocess.run(
+        [str(root / "hack" / "build-test-binaries"), "--print-dir"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return Path(printed.stdout.strip())
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def pushgateway(folder: Path) -> Iterator[str]:
+    """The real Prometheus Pushgateway on 127.0.0.1:<free port>; yields its base URL."""
+    binary = binaries_dir() / "pushgateway"
+    if not (binary.exists() or shutil.which(str(binary))):
+        raise FileNotFoundError(f"{binary} is missing: run hack/build-test-binaries")
+    folder.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    log = (folder / "pushgateway.log").open("wb")
+    process = subprocess.Popen(
+        [str(binary), f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_for_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+        log.close()
