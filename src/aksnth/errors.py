@@ -51,9 +51,12 @@ class WriteConflict(KubeError):
 class EvictionBlocked(KubeError):
     """An eviction was refused for now (HTTP 429), usually by a PodDisruptionBudget."""
 
-    def __init__(self, message: str, *, retry_after_seconds: float | None = None):
+    def __init__(
+        self, message: str, *, retry_after_seconds: float | None = None, budget: str | None = None
+    ):
         super().__init__(message, status=429)
         self.retry_after_seconds = retry_after_seconds
+        self.budget = budget  # the PodDisruptionBudget that refused, when the API server names it
 
 
 class KubeUnavailable(KubeError):

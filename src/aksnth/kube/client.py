@@ -1,0 +1,245 @@
+"""The Kubernetes API client: opening it, and the one place where its errors become ours.
+
+lightkube sits on ``httpx2``. Every request goes through a transport wrapper that records
+``apiserver_request_total{cluster,code}`` and ``apiserver_request_duration{cluster}`` (answered,
+failed and abandoned requests alike). Callers wrap each API call in :func:`api_call`, which bounds it
+in time and translates ``lightkube.ApiError`` and ``httpx2`` errors into the ``KubeError`` tree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import httpx2
+from lightkube import ApiError, AsyncClient
+from lightkube.config.client_adapter import verify_cluster
+from lightkube.config.kubeconfig import KubeConfig, SingleConfig
+from lightkube.core.exceptions import ConfigError as LightkubeConfigError
+
+from aksnth.config import KubeSettings
+from aksnth.errors import (
+    ConfigError,
+    EvictionBlocked,
+    KubeError,
+    KubeForbidden,
+    KubeUnavailable,
+    WriteConflict,
+)
+from aksnth.kube.keys import FIELD_MANAGER
+from aksnth.observe.httpmetrics import ApiServerMetrics
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: ``cluster`` label when running with the in-cluster ServiceAccount (no kubeconfig to name it).
+IN_CLUSTER: Final = "in-cluster"
+#: Concurrent connections to the API server: the drain issues up to this many evictions at once.
+MAX_CONNECTIONS: Final = 32
+#: Upper bound of one API call as a whole (httpx's timeouts bound each phase, not the sum).
+DEFAULT_CALL_TIMEOUT_SECONDS: Final = 30.0
+#: Longest text of an API error we put into a message or a log line.
+MAX_MESSAGE_CHARS: Final = 300
+
+
+def load_config(kubeconfig: str) -> tuple[SingleConfig, str]:
+    """The kubeconfig file's current context (or the in-cluster ServiceAccount) and the cluster label."""
+    try:
+        if kubeconfig:
+            path = Path(kubeconfig).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"-kubeconfig {kubeconfig}: no such file")
+            config = KubeConfig.from_file(path).get()
+            if config is None:
+                raise ConfigError(f"-kubeconfig {kubeconfig}: no current context and no context to use")
+            return config, config.context.cluster or config.context_name
+        in_cluster = KubeConfig.from_service_account().get()
+    except LightkubeConfigError as exc:
+        where = f"-kubeconfig {kubeconfig}" if kubeconfig else "in-cluster configuration"
+        raise ConfigError(f"{where}: {shorten(str(exc))}") from exc
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        # lightkube reports unreadable or malformed files as the underlying error.
+        where = f"-kubeconfig {kubeconfig}" if kubeconfig else "in-cluster configuration (is this a pod?)"
+        raise ConfigError(f"{where}: cannot be loaded: {shorten(str(exc))}") from exc
+    assert in_cluster is not None
+    return in_cluster, IN_CLUSTER
+
+
+def open_client(settings: KubeSettings) -> AsyncClient:
+    """A lightkube ``AsyncClient`` for the kubeconfig file (or in-cluster), metered, with timeouts.
+
+    The caller closes it (``await client.close()``). Environment proxies are not used for the API
+    server: the transport is our own, and in a pod the API server is reached directly.
+    """
+    config, cluster = load_config(settings.kubeconfig)
+    seconds = settings.request_timeout_seconds
+    timeout = httpx2.Timeout(seconds, connect=min(seconds, 5.0))
+    if config.user is None:
+        raise ConfigError(f"kubeconfig context {config.context_name!r} names no user to authenticate as")
+    try:
+        # httpx ignores the client's ``verify`` when a transport is given: it has to go here.
+        ssl_context = verify_cluster(config.cluster, config.user, config.abs_file)
+    except (OSError, ValueError, LightkubeConfigError) as exc:
+        raise ConfigError(f"TLS settings of cluster {cluster!r}: {shorten(str(exc))}") from exc
+    inner = httpx2.AsyncHTTPTransport(
+        verify=ssl_context,
+        limits=httpx2.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=8),
+    )
+    transport = ApiServerMetrics(cluster).transport(inner)
+    return AsyncClient(
+        config,
+        timeout=timeout,
+        field_manager=FIELD_MANAGER,
+        transport=transport,  # type: ignore[arg-type]  # duck-typed httpx2 transport
+    )
+
+
+# --- errors -----------------------------------------------------------------------------------------
+
+
+def shorten(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """One line, at most ``limit`` characters: API error bodies can be long and multi-line."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _retry_after(response: httpx2.Response | None, details: Any) -> float | None:
+    """Seconds from the Retry-After header, else from ``status.details.retryAfterSeconds``."""
+    if response is not None:
+        header = response.headers.get("Retry-After", "")
+        try:
+            return max(float(header), 0.0)
+        except ValueError:
+            pass
+    seconds = getattr(details, "retryAfterSeconds", None)
+    return float(seconds) if isinstance(seconds, int | float) and seconds > 0 else None
+
+
+def _budget_name(details: Any, message: str) -> str | None:
+    """The PodDisruptionBudget named in a 429 from the Eviction API (``causes[].message``)."""
+    texts = [getattr(c, "message", "") or "" for c in (getattr(details, "causes", None) or [])] + [message]
+    for text in texts:
+        marker = "disruption budget "
+        start = text.find(marker)
+        if start >= 0:
+            name = text[start + len(marker) :].split()[0].rstrip(".,")
+            if name and name != "is":
+                return name
+    return None
+
+
+def translate(exc: BaseException, what: str, *, not_found: type[KubeError] = KubeError) -> KubeError | None:
+    """The ``KubeError`` for a lightkube/httpx2 error, or None if ``exc`` is none of theirs.
+
+    ``not_found`` is the class for a 404 (``NodeNotFound`` when reading our own node); other 404s
+    are a plain ``KubeError`` with ``status=404``.
+    """
+    if isinstance(exc, ApiError):
+        status = exc.status
+        response: httpx2.Response | None = getattr(exc, "response", None)  # None for watch errors
+        code = status.code or (response.status_code if response is not None else 0)
+        raw = status.message or ""
+        text = shorten(f"{what}: {raw or status.reason or f'HTTP {code}'}")
+        return _by_status(code, text, response=response, details=status.details, raw=raw, not_found=not_found)
+    if isinstance(exc, httpx2.HTTPStatusError):
+        # Not a JSON Status answer (a proxy, a load balancer): only the status code is trusted.
+        code = exc.response.status_code
+        text = shorten(f"{what}: HTTP {code} {exc.response.reason_phrase}")
+        return _by_status(code, text, response=exc.response, details=None, raw="", not_found=not_found)
+    if isinstance(exc, httpx2.HTTPError):
+        kind = type(exc).__name__
+        return KubeUnavailable(shorten(f"{what}: {kind}: {exc}" if str(exc) else f"{what}: {kind}"))
+    return None
+
+
+def _by_status(
+    code: int,
+    text: str,
+    *,
+    response: httpx2.Response | None,
+    details: Any,
+    raw: str,
+    not_found: type[KubeError],
+) -> KubeError:
+    if code == 404:
+        return not_found(text, status=404)
+    if code == 409:
+        return WriteConflict(text, status=409)
+    if code == 429:
+        return EvictionBlocked(
+            text, retry_after_seconds=_retry_after(response, details), budget=_budget_name(details, raw)
+        )
+    if code in (401, 403):
+        return KubeForbidden(text, status=code)
+    if code >= 500:
+        return KubeUnavailable(text, status=code)
+    return KubeError(text, status=code)
+
+
+@asynccontextmanager
+async def api_call(
+    what: str,
+    *,
+    not_found: type[KubeError] = KubeError,
+    timeout_seconds: float = DEFAULT_CALL_TIMEOUT_SECONDS,
+) -> AsyncIterator[None]:
+    """Bound one API call in time and translate its errors; ``what`` names it in messages.
+
+    >>> async with api_call(f"get node {name}", not_found=NodeNotFound):
+    ...     node = await client.get(Node, name)
+    """
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            yield
+    except TimeoutError as exc:
+        raise KubeUnavailable(f"{what}: no answer within {timeout_seconds:g}s") from exc
+    except (ApiError, httpx2.HTTPError) as exc:
+        translated = translate(exc, what, not_found=not_found)
+        assert translated is not None
+        raise translated from exc
+
+
+# --- retries ----------------------------------------------------------------------------------------
+
+RETRYABLE: Final = (KubeUnavailable, WriteConflict)
+
+
+def backoff_seconds(attempt: int, *, base: float = 0.1, cap: float = 2.0) -> float:
+    """Exponential backoff with full jitter for attempt 1, 2, 3…: at most ``base·2^(attempt-1)``, ``cap``."""
+    return random.uniform(0.0, min(cap, base * 2 ** (attempt - 1))) + base / 2
+
+
+async def with_retries(
+    fn: Callable[[], Awaitable[T]],
+    *,
+    attempts: int = 5,
+    deadline: float | None = None,
+    retry_on: tuple[type[BaseException], ...] = RETRYABLE,
+    what: str = "Kubernetes API call",
+) -> T:
+    """Call ``fn`` until it succeeds, at most ``attempts`` times and not past ``deadline`` (loop time).
+
+    Only ``retry_on`` errors are retried (a conflict means "re-read and try again": ``fn`` must
+    re-read); the last error is raised as it is. Sleeps are cancellable.
+    """
+    loop = asyncio.get_running_loop()
+    for attempt in range(1, attempts + 1):
+        try:
+            return await fn()
+        except retry_on as exc:
+            delay = backoff_seconds(attempt)
+            if isinstance(exc, EvictionBlocked) and exc.retry_after_seconds:
+                delay = exc.retry_after_seconds
+            out_of_time = deadline is not None and loop.time() + delay >= deadline
+            if attempt == attempts or out_of_time:
+                log.warning("%s failed (attempt %d/%d, giving up): %s", what, attempt, attempts, exc)
+                raise
+            log.info("%s failed (attempt %d/%d, retrying in %.2fs): %s", what, attempt, attempts, delay, exc)
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable: attempts must be at least 1")

@@ -1,0 +1,367 @@
+"""Every option of the handler, once: flag name, type, default, environment variable, config-file keys.
+
+The Go original's flags keep their names, defaults (except ``-period`` and ``-webhook.insecureSkip``,
+see docs/flags.md) and environment variables; its ``-config`` file keys are the lower-cased Go field
+names, listed in ``config_keys`` where they differ from our own key (the flag name, lower-cased, with
+dots and dashes removed). ``--help`` and docs/flags.md follow the order of this table.
+"""
+
+from __future__ import annotations
+
+from aksnth.config import (
+    DEFAULT_ALERT_MESSAGE,
+    DEFAULT_ENDPOINT,
+    DEFAULT_TELEGRAM_API_URL,
+    DEFAULT_WEB_ADDRESS,
+)
+from aksnth.flags import Kind, Option
+
+GENERAL = "General"
+IMDS = "Azure IMDS"
+RESPONSE = "Node response"
+NOTIFICATIONS = "Notifications"
+TELEGRAM = "Telegram"
+WEBHOOK = "Webhook"
+WEB = "Web/metrics"
+LOGGING = "Logging"
+GROUPS = (GENERAL, IMDS, RESPONSE, NOTIFICATIONS, TELEGRAM, WEBHOOK, WEB, LOGGING)
+
+DEFAULT_EVENT_TYPES = ("Reboot,Redeploy,Preempt,Terminate",)
+
+OPTIONS: tuple[Option, ...] = (
+    # General
+    Option(
+        name="config",
+        kind=Kind.STRING,
+        default="",
+        env="CONFIG",
+        group=GENERAL,
+        usage="YAML config file; its keys override flags and environment variables",
+        config_keys=("configfile",),
+        in_config=False,
+    ),
+    Option(
+        name="node",
+        kind=Kind.STRING,
+        default="",
+        env="MY_NODE_NAME",
+        group=GENERAL,
+        usage="name of the Kubernetes node this handler runs on (required)",
+        config_keys=("nodename",),
+    ),
+    Option(
+        name="kubeconfig",
+        kind=Kind.STRING,
+        default="",
+        group=GENERAL,
+        usage="kubeconfig file; empty means the in-cluster configuration",
+        config_keys=("kubeconfigfile",),
+    ),
+    Option(
+        name="kube.requestTimeout",
+        kind=Kind.DURATION,
+        default=10.0,
+        group=GENERAL,
+        usage="timeout of each Kubernetes API request",
+    ),
+    Option(
+        name="resource.name",
+        kind=Kind.STRING,
+        default="",
+        group=GENERAL,
+        usage="Azure resource name of this VM; empty means derived from the node's spec.providerID",
+    ),
+    Option(
+        name="gracePeriodSeconds",
+        kind=Kind.INT,
+        default=10,
+        group=GENERAL,
+        usage="seconds the process takes to shut down after SIGTERM",
+    ),
+    Option(
+        name="exitAfterNodeDrain",
+        kind=Kind.BOOL,
+        default=False,
+        group=GENERAL,
+        usage="exit with code 0 once the node is drained",
+    ),
+    Option(
+        name="dryRun",
+        kind=Kind.BOOL,
+        default=False,
+        group=GENERAL,
+        usage="log, record events and notify, but change nothing on the node or its pods",
+    ),
+    Option(
+        name="sentry.dsn",
+        kind=Kind.STRING,
+        default="",
+        group=GENERAL,
+        usage="accepted for compatibility; Sentry is not supported (a warning is logged)",
+        secret=True,
+    ),
+    Option(
+        name="version",
+        kind=Kind.BOOL,
+        default=False,
+        group=GENERAL,
+        usage="print the version and exit",
+        in_config=False,
+    ),
+    # Azure IMDS
+    Option(
+        name="endpoint",
+        kind=Kind.STRING,
+        default=DEFAULT_ENDPOINT,
+        group=IMDS,
+        usage="Scheduled Events URL of the Instance Metadata Service",
+    ),
+    Option(
+        name="period",
+        kind=Kind.DURATION,
+        default=1.0,
+        group=IMDS,
+        usage="poll interval (at least 200ms: IMDS allows 5 requests per second per VM)",
+    ),
+    Option(
+        name="request.timeout",
+        kind=Kind.DURATION,
+        default=5.0,
+        group=IMDS,
+        usage="timeout of each IMDS request",
+    ),
+    Option(
+        name="eventTypes",
+        kind=Kind.LIST,
+        default=DEFAULT_EVENT_TYPES,
+        group=IMDS,
+        usage="event types to act on, comma-separated: Freeze, Reboot, Redeploy, Preempt, Terminate",
+    ),
+    Option(
+        name="drainOnFreezeEvent",
+        kind=Kind.BOOL,
+        default=False,
+        group=IMDS,
+        usage="also act on Freeze events (adds Freeze to -eventTypes)",
+    ),
+    Option(
+        name="approveEvents",
+        kind=Kind.BOOL,
+        default=False,
+        group=IMDS,
+        usage="approve the event (POST StartRequests) once the node is drained, so Azure proceeds early",
+    ),
+    # Node response
+    Option(
+        name="taint.node",
+        kind=Kind.BOOL,
+        default=False,
+        group=RESPONSE,
+        usage="taint the node aks-node-termination-handler/<event type>=<event id> before draining",
+    ),
+    Option(
+        name="taint.effect",
+        kind=Kind.STRING,
+        default="NoSchedule",
+        group=RESPONSE,
+        usage="effect of that taint: NoSchedule, PreferNoSchedule or NoExecute (applied after the drain)",
+    ),
+    Option(
+        name="podGracePeriodSeconds",
+        kind=Kind.INT,
+        default=-1,
+        group=RESPONSE,
+        usage="grace period given to evicted pods; -1 means each pod's own",
+    ),
+    Option(
+        name="nodeGracePeriodSeconds",
+        kind=Kind.INT,
+        default=120,
+        group=RESPONSE,
+        usage="maximum time in seconds to drain the node",
+    ),
+    Option(
+        name="disableEviction",
+        kind=Kind.BOOL,
+        default=False,
+        group=RESPONSE,
+        usage="delete pods instead of evicting them (bypasses PodDisruptionBudgets)",
+    ),
+    Option(
+        name="excludeFromLoadBalancers",
+        kind=Kind.BOOL,
+        default=True,
+        group=RESPONSE,
+        usage="label the node node.kubernetes.io/exclude-from-external-load-balancers during the event",
+    ),
+    Option(
+        name="uncordonAfterEvent",
+        kind=Kind.BOOL,
+        default=True,
+        group=RESPONSE,
+        usage="give the node back (uncordon, remove our taint and label) when the VM survives the event",
+    ),
+    # Notifications
+    Option(
+        name="notify.drainFinished",
+        kind=Kind.BOOL,
+        default=False,
+        group=NOTIFICATIONS,
+        usage="notify a second time when the drain has finished, with its result",
+    ),
+    # Telegram
+    Option(
+        name="telegram.token",
+        kind=Kind.STRING,
+        default="",
+        env="TELEGRAM_TOKEN",
+        group=TELEGRAM,
+        usage="Telegram bot token (prefer the environment variable or -telegram.token-file)",
+        secret=True,
+    ),
+    Option(
+        name="telegram.token-file",
+        kind=Kind.STRING,
+        default="",
+        env="TELEGRAM_TOKEN_FILE",
+        group=TELEGRAM,
+        usage="file holding the Telegram bot token (trailing newline ignored); wins over -telegram.token",
+    ),
+    Option(
+        name="telegram.chatID",
+        kind=Kind.STRING,
+        default="",
+        env="TELEGRAM_CHATID",
+        group=TELEGRAM,
+        usage="Telegram chat ID (an integer; required with a token)",
+    ),
+    Option(
+        name="telegram.apiURL",
+        kind=Kind.STRING,
+        default=DEFAULT_TELEGRAM_API_URL,
+        group=TELEGRAM,
+        usage="Telegram Bot API base URL",
+    ),
+    Option(
+        name="alert.message",
+        kind=Kind.STRING,
+        default=DEFAULT_ALERT_MESSAGE,
+        group=TELEGRAM,
+        usage="Telegram message template",
+    ),
+    # Webhook
+    Option(
+        name="webhook.url",
+        kind=Kind.STRING,
+        default="",
+        env="WEBHOOK_URL",
+        group=WEBHOOK,
+        usage="send notifications to this http(s) URL",
+        secret=True,
+    ),
+    Option(
+        name="webhook.url-file",
+        kind=Kind.STRING,
+        default="",
+        env="WEBHOOK_URL_FILE",
+        group=WEBHOOK,
+        usage="file holding the webhook URL (a trailing newline is ignored); wins over -webhook.url",
+    ),
+    Option(
+        name="webhook.method",
+        kind=Kind.STRING,
+        default="POST",
+        group=WEBHOOK,
+        usage="HTTP method of the webhook request",
+    ),
+    Option(
+        name="webhook.contentType",
+        kind=Kind.STRING,
+        default="application/json",
+        group=WEBHOOK,
+        usage="Content-Type header of the webhook request",
+    ),
+    Option(
+        name="webhook.header",
+        kind=Kind.LIST,
+        default=(),
+        group=WEBHOOK,
+        usage='extra request header "Name: value"; repeat the flag for more headers',
+        config_keys=("webhookheaders",),
+        secret=True,  # an Authorization header carries a credential
+    ),
+    Option(
+        name="webhook.timeout",
+        kind=Kind.DURATION,
+        default=30.0,
+        group=WEBHOOK,
+        usage="timeout of the whole webhook request, retries included",
+    ),
+    Option(
+        name="webhook.retries",
+        kind=Kind.INT,
+        default=3,
+        group=WEBHOOK,
+        usage="retries on connection errors, 429 and 5xx answers, with backoff",
+    ),
+    Option(
+        name="webhook.template",
+        kind=Kind.STRING,
+        default="",
+        env="WEBHOOK_TEMPLATE",
+        group=WEBHOOK,
+        usage="request body template (Go template syntax)",
+    ),
+    Option(
+        name="webhook.template-file",
+        kind=Kind.STRING,
+        default="",
+        env="WEBHOOK_TEMPLATE_FILE",
+        group=WEBHOOK,
+        usage="file holding the request body template, read at start-up; wins over -webhook.template",
+    ),
+    Option(
+        name="webhook.insecureSkip",
+        kind=Kind.BOOL,
+        default=False,
+        group=WEBHOOK,
+        usage="skip TLS certificate verification of the webhook (logged as a warning)",
+        config_keys=("webhookinsecure",),
+    ),
+    Option(
+        name="webhook.http-proxy",
+        kind=Kind.STRING,
+        default="",
+        env="WEBHOOK_HTTP_PROXY",
+        group=WEBHOOK,
+        usage="http(s) proxy for webhook requests; user:password@ in the URL is allowed",
+        config_keys=("webhookproxy",),
+        secret=True,
+    ),
+    # Web/metrics
+    Option(
+        name="web.address",
+        kind=Kind.STRING,
+        default=DEFAULT_WEB_ADDRESS,
+        group=WEB,
+        usage="listen address of the metrics and health server",
+        config_keys=("webhttpaddress",),
+    ),
+    # Logging
+    Option(
+        name="log.level",
+        kind=Kind.STRING,
+        default="INFO",
+        group=LOGGING,
+        usage="log level: debug, info, warning, error",
+    ),
+    Option(
+        name="log.pretty",
+        kind=Kind.BOOL,
+        default=False,
+        group=LOGGING,
+        usage="human-readable logs instead of JSON",
+    ),
+)
+
+BY_NAME = {option.name: option for option in OPTIONS}
