@@ -17,7 +17,7 @@ NAMESPACE = "aks_node_termination_handler"
 
 # No ``*_created`` series: the Go original has none, and in the text format each would be one more
 # series per label set for every scrape to store.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
 
 # --- the original's metrics (names, types and labels unchanged) ---------------------------------
 SCHEDULED_EVENTS = Counter(
