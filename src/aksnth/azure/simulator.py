@@ -77,12 +77,15 @@ TERMINATE_NOTICE_RANGE = (300.0, 900.0)
 STARTED_SECONDS = {"Freeze": 60.0, "Reboot": 600.0, "Redeploy": 600.0, "Preempt": 120.0, "Terminate": 120.0}
 # DurationInSeconds (expected impact) by default: -1 (unknown) but for a freeze (Microsoft's sample: 5).
 IMPACT_SECONDS = {"Freeze": 5}
+# Descriptions as Microsoft lists them, by type and source; Spot evictions come with none.
 DEFAULT_DESCRIPTIONS = {
-    "Freeze": "Virtual machine is being paused because of a memory-preserving Live Migration operation.",
-    "Reboot": "Virtual machine is going to be restarted as requested by authorized user.",
-    "Redeploy": "Host server is undergoing maintenance.",
-    "Preempt": "",
-    "Terminate": "",
+    (
+        "Freeze",
+        "Platform",
+    ): "Virtual machine is being paused because of a memory-preserving Live Migration operation.",
+    ("Reboot", "Platform"): "Host server is undergoing maintenance.",
+    ("Reboot", "User"): "Virtual machine is going to be restarted as requested by authorized user.",
+    ("Redeploy", "Platform"): "Host server is undergoing maintenance.",
 }
 FAULT_BODIES = ("garbage", "endless", "huge")
 HUGE_BODY_BYTES = 4 * 1024 * 1024
@@ -330,7 +333,9 @@ class ImdsSimulator:
                 event_type=canonical,
                 resources=list(resources),
                 source=source,
-                description=DEFAULT_DESCRIPTIONS[canonical] if description is None else description,
+                description=DEFAULT_DESCRIPTIONS.get((canonical, source), "")
+                if description is None
+                else description,
                 impact_seconds=IMPACT_SECONDS.get(canonical, -1)
                 if impact_seconds is None
                 else impact_seconds,
