@@ -535,9 +535,14 @@ def _at_least(values: _Values, name: str, minimum: int) -> int:
 def _listen_address(values: _Values) -> str:
     address = values.text("web.address").strip()
     host, colon, port = address.rpartition(":")
-    bracketed = host.startswith("[") == host.endswith("]")
-    if not colon or not port.isdigit() or int(port) > 65535 or not bracketed:
+    if not colon or not port.isdigit() or int(port) > 65535:
         raise ConfigError(
             f"{values.where('web.address')}: must be host:port or :port (e.g. :17923), got {address!r}"
+        )
+    half_bracketed = host.startswith("[") != host.endswith("]")
+    if half_bracketed or (":" in host and not host.startswith("[")):
+        raise ConfigError(
+            f"{values.where('web.address')}: an IPv6 address must be in brackets, e.g. [::1]:17923, "
+            f"got {address!r}"
         )
     return address

@@ -295,7 +295,7 @@ OPTIONS: tuple[Option, ...] = (
         kind=Kind.DURATION,
         default=30.0,
         group=WEBHOOK,
-        usage="timeout of the whole webhook request, retries included",
+        usage="timeout of each webhook attempt, from connecting to the end of the answer",
     ),
     Option(
         name="webhook.retries",

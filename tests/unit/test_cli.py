@@ -809,6 +809,10 @@ BAD_INPUT: list[tuple[list[str], str]] = [
         "cannot read kubeconfig file '/nonexistent/kubeconfig': no such file",
     ),
     (["-web.address=17923"], "-web.address: must be host:port or :port"),
+    (["-web.address=:70000"], "-web.address: must be host:port or :port"),
+    (["-web.address=:http"], "-web.address: must be host:port or :port"),
+    (["-web.address=::1:17923"], "-web.address: an IPv6 address must be in brackets, e.g. [::1]:17923"),
+    (["-web.address=[::1:17923"], "-web.address: an IPv6 address must be in brackets"),
     (["-log.level=loud"], "-log.level: unknown log level 'loud'"),
     (["stray"], "unexpected argument 'stray'"),
 ]
@@ -963,6 +967,20 @@ def test_help_lists_every_flag_default_and_variable(capsys: pytest.CaptureFixtur
     assert "-period duration\n        poll interval" in out and "(default 1s)" in out
     assert '(default "NoSchedule")' in out
     assert "imds-simulator" in out and "render-template" in out
+
+
+def test_the_docs_describe_every_flag_variable_and_webhook_key() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "flags.md").read_text(encoding="utf-8")
+    for option in OPTIONS:
+        assert f"| `-{option.name}`" in docs
+        if option.env:
+            assert f"`{option.env}`" in docs
+    for group in GROUPS:
+        assert f"### {group}\n" in docs
+    for key in ("url", "urlFile", "method", "contentType", "template", "templateFile", "timeout", "retries"):
+        assert f"| `{key}` |" in docs
+    for key in ("insecureSkip", "httpProxy", "headers"):
+        assert f"| `{key}` |" in docs
 
 
 @pytest.mark.parametrize(("name", "module"), list(cli.SUBCOMMANDS.items()))
