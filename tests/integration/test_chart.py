@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from tests.support.chart import (
     CHART_DIR,
     SEED_VALUES_DIR,

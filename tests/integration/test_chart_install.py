@@ -16,6 +16,7 @@ from lightkube.resources.authorization_v1 import SubjectAccessReview
 from lightkube.resources.core_v1 import ConfigMap, Secret, ServiceAccount
 from lightkube.resources.networking_v1 import NetworkPolicy
 from lightkube.resources.rbac_authorization_v1 import ClusterRole, ClusterRoleBinding
+
 from tests.support.chart import CHART_DIR, SEED_VALUES_DIR, chart_cluster_rules, run_helm
 
 pytestmark = pytest.mark.controlplane
@@ -120,8 +121,10 @@ SEED_COMMAND_LINES = [
 def test_readme_install_command_installs_the_daemonset(
     kubeconfig: Path, client: Client, installed: list[str], values_args: list[str]
 ) -> None:
-    helm_install(kubeconfig, RELEASE, *values_args)
+    output = helm_install(kubeconfig, RELEASE, *values_args)
     installed.append(RELEASE)
+    token_in_args = any(arg.startswith("args[0]=-telegram.token=") for arg in values_args)
+    assert ("Prefer secrets.telegramToken" in output) == token_in_args
 
     daemonset = client.get(DaemonSet, RELEASE, namespace=NAMESPACE)
     rendered_pod = assert_pod_template_is_admitted(client, daemonset)
