@@ -1,0 +1,216 @@
+"""Node mutations with optimistic concurrency, and reading the node.
+
+Each mutation reads the Node, hands a plain view of it to a pure function of
+``aksnth.kube.mutations`` (which returns the changed view and says whether anything changed), and
+writes the difference as a JSON merge patch that carries the resourceVersion it read. A concurrent
+writer turns the write into a 409; we then re-read and try again. With ``dry_run`` we log what
+would change and write nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Final
+
+from lightkube import AsyncClient
+from lightkube.resources.core_v1 import Node
+from lightkube.types import PatchType
+
+from aksnth.config import TaintEffect
+from aksnth.errors import NodeNotFound
+from aksnth.kube import mutations
+from aksnth.kube.client import api_call, with_retries
+from aksnth.kube.mutations import (
+    Change,
+    GiveBackResult,
+    NodeState,
+    Taint,
+    merge_patch,
+    protect,
+    set_record,
+    taint_after_drain,
+)
+from aksnth.kube.pods import list_pods_on_node
+from aksnth.kube.record import NodeRecord
+from aksnth.model import NodeSnapshot, ScheduledEvent
+
+__all__ = [
+    "GiveBackResult",
+    "NodeRecord",
+    "NodeSnapshot",
+    "apply_after_drain_taint",
+    "give_back",
+    "protect_node",
+    "read_node",
+    "read_node_with_pods",
+    "update_record",
+]
+
+log = logging.getLogger(__name__)
+
+#: Read-modify-write attempts before a conflict (or an unreachable API server) is given up on.
+WRITE_ATTEMPTS: Final = 6
+
+
+def _format_time(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def node_state(node: Node) -> NodeState:
+    meta = node.metadata
+    spec = node.spec
+    info = node.status.nodeInfo if node.status is not None else None
+    taints = tuple(
+        Taint(key=t.key, effect=t.effect, value=t.value or "", time_added=_format_time(t.timeAdded))
+        for t in ((spec.taints if spec else None) or [])
+    )
+    return NodeState(
+        name=(meta.name if meta else None) or "",
+        resource_version=(meta.resourceVersion if meta else None) or "",
+        labels=dict((meta.labels if meta else None) or {}),
+        annotations=dict((meta.annotations if meta else None) or {}),
+        unschedulable=bool(spec and spec.unschedulable),
+        taints=taints,
+        boot_id=(info.bootID if info else None) or "",
+        provider_id=(spec.providerID if spec else None) or "",
+    )
+
+
+async def read_node_state(client: AsyncClient, name: str) -> NodeState:
+    async with api_call(f"get node {name}", not_found=NodeNotFound):
+        node = await client.get(Node, name)
+    return node_state(node)
+
+
+async def read_node(client: AsyncClient, name: str) -> NodeSnapshot:
+    """The node as the handler and the notifications see it (labels, annotations, bootID…)."""
+    state = await with_retries(lambda: read_node_state(client, name), what=f"read node {name}")
+    return _snapshot(state)
+
+
+async def read_node_with_pods(client: AsyncClient, name: str) -> NodeSnapshot:
+    """:func:`read_node` plus the names of the pods on the node (for ``.NodePods`` in templates)."""
+    snapshot = await read_node(client, name)
+    pods = await with_retries(lambda: list_pods_on_node(client, name), what=f"list pods on node {name}")
+    return NodeSnapshot(
+        name=snapshot.name,
+        provider_id=snapshot.provider_id,
+        labels=snapshot.labels,
+        annotations=snapshot.annotations,
+        unschedulable=snapshot.unschedulable,
+        boot_id=snapshot.boot_id,
+        pod_names=tuple(sorted(p.name for p in pods)),
+    )
+
+
+def _snapshot(state: NodeState) -> NodeSnapshot:
+    return NodeSnapshot(
+        name=state.name,
+        provider_id=state.provider_id,
+        labels=dict(state.labels),
+        annotations=dict(state.annotations),
+        unschedulable=state.unschedulable,
+        boot_id=state.boot_id,
+    )
+
+
+async def _mutate(
+    client: AsyncClient, name: str, plan: Callable[[NodeState], Change], *, dry_run: bool, what: str
+) -> Change:
+    """Read → ``plan`` → write with the resourceVersion read; a 409 re-reads and plans again."""
+
+    async def attempt() -> Change:
+        change = plan(await read_node_state(client, name))
+        if not change.changed:
+            log.debug("%s node %s: nothing to change", what, name)
+            return change
+        if dry_run:
+            log.info("[dry run] %s node %s would change: %s", what, name, ", ".join(change.changes))
+            return change
+        async with api_call(f"{what} node {name}", not_found=NodeNotFound):
+            await client.patch(
+                Node, name, merge_patch(change.before, change.after), patch_type=PatchType.MERGE
+            )
+        log.info("%s node %s: %s", what, name, ", ".join(change.changes))
+        return change
+
+    return await with_retries(attempt, attempts=WRITE_ATTEMPTS, what=f"{what} node {name}")
+
+
+async def protect_node(
+    client: AsyncClient,
+    name: str,
+    *,
+    event: ScheduledEvent,
+    taint: bool,
+    effect: TaintEffect,
+    exclude_from_lb: bool,
+    dry_run: bool,
+    now: datetime | None = None,
+) -> NodeRecord:
+    """In one write: the exclude-from-load-balancers label, the cordon, and (unless the effect is
+    NoExecute, see :func:`apply_after_drain_taint`) the taint ``aks-node-termination-handler/<type>=<id>``.
+
+    Idempotent; records what we changed (and what was already so) in the state annotation.
+    """
+    moment = now or datetime.now(UTC)
+    change = await _mutate(
+        client,
+        name,
+        lambda state: protect(
+            state, event=event, taint=taint, effect=effect, exclude_from_lb=exclude_from_lb, now=moment
+        ),
+        dry_run=dry_run,
+        what="protect",
+    )
+    return change.record
+
+
+async def apply_after_drain_taint(
+    client: AsyncClient,
+    name: str,
+    *,
+    event: ScheduledEvent,
+    effect: TaintEffect = TaintEffect.NO_EXECUTE,
+    dry_run: bool,
+    now: datetime | None = None,
+) -> NodeRecord:
+    """The event's taint with ``effect`` (NoExecute), once the drain has honoured the PDBs. Idempotent."""
+    moment = now or datetime.now(UTC)
+    change = await _mutate(
+        client,
+        name,
+        lambda state: taint_after_drain(state, event=event, effect=effect, now=moment),
+        dry_run=dry_run,
+        what="taint",
+    )
+    return change.record
+
+
+async def update_record(
+    client: AsyncClient, name: str, mutate: Callable[[NodeRecord], NodeRecord], *, dry_run: bool
+) -> NodeRecord:
+    """Change only the state record (``mutate`` is pure; it may run more than once on a conflict)."""
+    change = await _mutate(
+        client, name, lambda state: set_record(state, mutate(state.record)), dry_run=dry_run, what="record"
+    )
+    return change.record
+
+
+async def give_back(client: AsyncClient, name: str, *, event_id: str, dry_run: bool) -> GiveBackResult:
+    """Undo our changes for ``event_id``: its taint; and when no other event of ours still holds the
+    node, the cordon (only if we cordoned) and the label (only if we added it). Records given_back.
+    """
+    results: list[GiveBackResult] = []
+
+    def plan(state: NodeState) -> Change:
+        change, result = mutations.give_back(state, event_id=event_id)
+        results.append(result)
+        return change
+
+    await _mutate(client, name, plan, dry_run=dry_run, what="give back")
+    result = results[-1]
+    return replace(result, dry_run=True) if dry_run else result

@@ -1,0 +1,65 @@
+"""The pods bound to one node: listed with a field selector (never all pods of the cluster), and seen
+through a plain, frozen view that the drain's pure planning works on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from lightkube import AsyncClient
+from lightkube.resources.core_v1 import Pod
+
+from aksnth.kube.client import api_call
+from aksnth.kube.keys import POD_NODE_NAME_FIELD
+
+#: Terminated pods hold no workload: nothing to evict.
+FINISHED_PHASES = frozenset({"Succeeded", "Failed"})
+#: What the API server fills in when a pod does not say (``spec.terminationGracePeriodSeconds``).
+DEFAULT_POD_GRACE_SECONDS = 30
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PodInfo:
+    namespace: str
+    name: str
+    uid: str = ""
+    phase: str = ""
+    controller_kind: str = ""  # kind of the controlling owner (ReplicaSet, DaemonSet, …), "" if none
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    priority_class: str = ""
+    grace_period_seconds: int = DEFAULT_POD_GRACE_SECONDS
+    has_empty_dir: bool = False
+    deleting: bool = False  # deletionTimestamp set: already terminating
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def pod_info(pod: Pod) -> PodInfo:
+    meta = pod.metadata
+    spec = pod.spec
+    controller = next((o for o in (meta.ownerReferences or []) if o.controller), None) if meta else None
+    grace = spec.terminationGracePeriodSeconds if spec is not None else None
+    return PodInfo(
+        namespace=(meta.namespace if meta else None) or "",
+        name=(meta.name if meta else None) or "",
+        uid=(meta.uid if meta else None) or "",
+        phase=(pod.status.phase if pod.status else None) or "",
+        controller_kind=controller.kind if controller is not None else "",
+        annotations=dict((meta.annotations if meta else None) or {}),
+        priority_class=(spec.priorityClassName if spec else None) or "",
+        grace_period_seconds=DEFAULT_POD_GRACE_SECONDS if grace is None else grace,
+        has_empty_dir=any(v.emptyDir is not None for v in ((spec.volumes if spec else None) or [])),
+        deleting=bool(meta and meta.deletionTimestamp),
+    )
+
+
+async def list_pods_on_node(client: AsyncClient, node_name: str) -> list[PodInfo]:
+    """Every pod bound to ``node_name``, in all namespaces (one list call, paginated by the server)."""
+    async with api_call(f"list pods on node {node_name}"):
+        return [
+            pod_info(pod)
+            async for pod in client.list(Pod, namespace="*", fields={POD_NODE_NAME_FIELD: node_name})
+        ]

@@ -1,0 +1,198 @@
+"""Error translation (one place for ApiError and httpx2 errors) and the retry helper."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx2
+import pytest
+from lightkube import ApiError
+
+from aksnth.errors import (
+    ConfigError,
+    EvictionBlocked,
+    KubeError,
+    KubeForbidden,
+    KubeUnavailable,
+    NodeNotFound,
+    WriteConflict,
+)
+from aksnth.kube.client import api_call, load_config, shorten, translate, with_retries
+
+REQUEST = httpx2.Request("POST", "https://127.0.0.1:6443/api/v1/namespaces/a/pods/p/eviction")
+
+
+def api_error(code: int, message: str = "boom", *, details: dict | None = None, headers: dict | None = None):
+    status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "code": code}
+    if details is not None:
+        status["details"] = details
+    response = httpx2.Response(
+        code,
+        content=json.dumps(status).encode(),
+        headers={"Content-Type": "application/json", **(headers or {})},
+        request=REQUEST,
+    )
+    return ApiError(request=REQUEST, response=response)
+
+
+@pytest.mark.parametrize(
+    ("code", "cls"),
+    [
+        (404, KubeError),
+        (409, WriteConflict),
+        (429, EvictionBlocked),
+        (401, KubeForbidden),
+        (403, KubeForbidden),
+        (500, KubeUnavailable),
+        (503, KubeUnavailable),
+        (422, KubeError),
+    ],
+)
+def test_api_errors_become_our_tree(code, cls):
+    error = translate(api_error(code), "evict pod a/p")
+    assert type(error) is cls
+    assert error.status == code
+    assert str(error) == "evict pod a/p: boom"
+
+
+def test_404_on_the_node_is_node_not_found():
+    assert isinstance(translate(api_error(404), "get node n", not_found=NodeNotFound), NodeNotFound)
+
+
+def test_429_carries_retry_after_and_the_budget_name():
+    error = translate(
+        api_error(
+            429,
+            "Cannot evict pod as it would violate the pod's disruption budget.",
+            details={
+                "causes": [
+                    {
+                        "reason": "DisruptionBudget",
+                        "message": "The disruption budget web-pdb needs 2 healthy pods and has 2 currently",
+                    }
+                ]
+            },
+            headers={"Retry-After": "3"},
+        ),
+        "evict pod a/p",
+    )
+    assert isinstance(error, EvictionBlocked)
+    assert error.budget == "web-pdb"
+    assert error.retry_after_seconds == 3.0
+
+
+def test_429_retry_after_from_status_details_when_no_header():
+    error = translate(api_error(429, "slow down", details={"retryAfterSeconds": 10}), "evict")
+    assert isinstance(error, EvictionBlocked)
+    assert error.retry_after_seconds == 10.0
+    assert error.budget is None
+
+
+def test_non_json_error_answers_are_translated_by_status_only():
+    response = httpx2.Response(502, content=b"<html>bad gateway</html>", request=REQUEST)
+    error = translate(httpx2.HTTPStatusError("x", request=REQUEST, response=response), "list pods")
+    assert isinstance(error, KubeUnavailable)
+    assert str(error) == "list pods: HTTP 502 Bad Gateway"
+
+
+def test_transport_errors_are_unavailable():
+    error = translate(httpx2.ConnectError("connection refused", request=REQUEST), "get node n")
+    assert isinstance(error, KubeUnavailable)
+    assert str(error) == "get node n: ConnectError: connection refused"
+
+
+def test_other_exceptions_are_not_ours_to_translate():
+    assert translate(ValueError("x"), "what") is None
+
+
+def test_long_messages_are_shortened_to_one_line():
+    text = shorten("a\n" * 500, limit=50)
+    assert len(text) == 50 and "\n" not in text and text.endswith("…")
+
+
+async def test_api_call_chains_the_library_error():
+    with pytest.raises(WriteConflict) as caught:
+        async with api_call("patch node n"):
+            raise api_error(409, "the object has been modified")
+    assert isinstance(caught.value.__cause__, ApiError)
+
+
+async def test_api_call_bounds_the_call():
+    with pytest.raises(KubeUnavailable, match=r"no answer within 0\.01s"):
+        async with api_call("get node n", timeout_seconds=0.01):
+            await asyncio.Event().wait()
+
+
+async def test_with_retries_retries_transient_errors_then_succeeds():
+    calls = []
+
+    async def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise KubeUnavailable("down")
+        return "ok"
+
+    assert await with_retries(flaky, attempts=5) == "ok"
+    assert len(calls) == 3
+
+
+async def test_with_retries_does_not_retry_what_retrying_cannot_fix():
+    calls = []
+
+    async def forbidden() -> None:
+        calls.append(1)
+        raise KubeForbidden("no", status=403)
+
+    with pytest.raises(KubeForbidden):
+        await with_retries(forbidden, attempts=5)
+    assert len(calls) == 1
+
+
+async def test_with_retries_gives_up_after_the_attempts_and_logs_them(caplog):
+    caplog.set_level("INFO", logger="aksnth.kube.client")
+
+    async def conflict() -> None:
+        raise WriteConflict("conflict", status=409)
+
+    with pytest.raises(WriteConflict):
+        await with_retries(conflict, attempts=2, what="patch node n")
+    assert "attempt 1/2" in caplog.text and "attempt 2/2, giving up" in caplog.text
+
+
+async def test_with_retries_stops_at_the_deadline():
+    loop = asyncio.get_running_loop()
+    calls = []
+
+    async def down() -> None:
+        calls.append(1)
+        raise KubeUnavailable("down")
+
+    with pytest.raises(KubeUnavailable):
+        await with_retries(down, attempts=100, deadline=loop.time() + 0.01)
+    assert len(calls) < 100
+
+
+def test_a_missing_kubeconfig_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(str(tmp_path / "nope"))
+
+
+def test_a_malformed_kubeconfig_is_a_config_error(tmp_path):
+    path = tmp_path / "config"
+    path.write_text("apiVersion: v1\nclusters: 3\n")
+    with pytest.raises(ConfigError, match="kubeconfig"):
+        load_config(str(path))
+
+
+def test_the_cluster_label_is_the_kubeconfig_cluster_name(tmp_path):
+    path = tmp_path / "config"
+    path.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "contexts: [{name: c, context: {cluster: prod-weu, user: u}}]\n"
+        "clusters: [{name: prod-weu, cluster: {server: 'https://127.0.0.1:6443'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+    )
+    config, cluster = load_config(str(path))
+    assert cluster == "prod-weu"
+    assert config.cluster.server == "https://127.0.0.1:6443"

@@ -1,0 +1,141 @@
+"""Drain planning: which pods go, in which order, with which grace period; how the result reads."""
+
+from __future__ import annotations
+
+import pytest
+
+from aksnth.kube.drainplan import (
+    DrainOutcome,
+    DrainResult,
+    PodClass,
+    PodIssue,
+    classify,
+    effective_grace_period,
+    plan_drain,
+    regular_phase_end,
+)
+from aksnth.kube.pods import PodInfo
+from aksnth.kube.record import NodeRecord
+
+
+def pod(name: str, namespace: str = "apps", **kw) -> PodInfo:
+    return PodInfo(namespace=namespace, name=name, uid=f"uid-{name}", phase=kw.pop("phase", "Running"), **kw)
+
+
+@pytest.mark.parametrize(
+    ("info", "expected"),
+    [
+        (pod("web", controller_kind="ReplicaSet"), PodClass.REGULAR),
+        (pod("bare"), PodClass.REGULAR),
+        (pod("cache", has_empty_dir=True), PodClass.REGULAR),  # emptyDir data is lost, the pod still goes
+        (pod("agent", controller_kind="DaemonSet"), PodClass.DAEMONSET),
+        (pod("static", annotations={"kubernetes.io/config.mirror": "abc"}), PodClass.MIRROR),
+        (pod("job", phase="Succeeded"), PodClass.FINISHED),
+        (pod("crashed", phase="Failed"), PodClass.FINISHED),
+        (pod("dns", namespace="kube-system", controller_kind="ReplicaSet"), PodClass.CRITICAL),
+        (pod("ingress", priority_class="system-cluster-critical"), PodClass.CRITICAL),
+        (pod("csi", priority_class="system-node-critical"), PodClass.CRITICAL),
+        (pod("proxy", namespace="kube-system", controller_kind="DaemonSet"), PodClass.DAEMONSET),
+        (
+            pod("etcd", namespace="kube-system", annotations={"kubernetes.io/config.mirror": "x"}),
+            PodClass.MIRROR,
+        ),
+        (pod("batch", priority_class="high"), PodClass.REGULAR),
+    ],
+)
+def test_classify(info, expected):
+    assert classify(info) is expected
+
+
+def test_plan_puts_regular_pods_first_critical_last_and_skips_the_rest():
+    pods = [
+        pod("z-web"),
+        pod("dns", namespace="kube-system"),
+        pod("a-web"),
+        pod("agent", controller_kind="DaemonSet"),
+        pod("ingress", priority_class="system-cluster-critical"),
+        pod("done", phase="Succeeded"),
+    ]
+    plan = plan_drain(pods)
+    assert [p.key for p in plan.regular] == ["apps/a-web", "apps/z-web"]
+    assert [p.key for p in plan.critical] == ["apps/ingress", "kube-system/dns"]
+    assert [(p.name, c) for p, c in plan.skipped] == [
+        ("agent", PodClass.DAEMONSET),
+        ("done", PodClass.FINISHED),
+    ]
+    assert [p.key for p in plan.to_remove] == ["apps/a-web", "apps/z-web", "apps/ingress", "kube-system/dns"]
+
+
+def test_plan_of_an_empty_node_is_empty():
+    plan = plan_drain([])
+    assert plan.to_remove == () and plan.skipped == ()
+
+
+@pytest.mark.parametrize(
+    ("pod_seconds", "configured", "time_left", "expected"),
+    [
+        (30, -1, 120.0, None),  # the pod's own fits: send nothing
+        (30, -1, 20.0, 19),  # cut to end a second before the deadline
+        (30, -1, 20.9, 19),
+        (30, 10, 120.0, 10),  # configured and fits
+        (30, 60, 30.0, 29),  # configured but cut
+        (30, -1, 0.5, 1),  # never below 1 s: 0 would force-delete
+        (30, 0, 100.0, 0),  # unless 0 is what was asked for
+        (0, -1, 10.0, None),
+    ],
+)
+def test_effective_grace_period(pod_seconds, configured, time_left, expected):
+    assert (
+        effective_grace_period(pod_seconds=pod_seconds, configured=configured, time_left=time_left)
+        == expected
+    )
+
+
+def test_regular_pods_get_two_thirds_of_the_time_when_critical_pods_wait():
+    assert regular_phase_end(100.0, 130.0, has_critical=True) == pytest.approx(120.0)
+    assert regular_phase_end(100.0, 130.0, has_critical=False) == 130.0
+    assert regular_phase_end(100.0, 90.0, has_critical=True) == 90.0
+
+
+def test_summary_names_what_remains_and_why():
+    result = DrainResult(
+        result=DrainOutcome.TIMED_OUT,
+        planned=("a/p1", "a/p2"),
+        evicted=("a/p1", "a/p2"),
+        skipped=(PodIssue(pod="a/ds", reason="daemonset"),),
+        remaining=(PodIssue(pod="a/p2", reason="blocked by PodDisruptionBudget pdb-a"),),
+        duration_seconds=29.96,
+    )
+    assert result.summary() == (
+        "timed_out: evicted 2 pod(s) in 30.0s, skipped 1; "
+        "1 remaining: a/p2 (blocked by PodDisruptionBudget pdb-a)"
+    )
+    assert not result.succeeded
+    data = result.as_template_data()
+    assert data["Result"] == "timed_out"
+    assert data["Remaining"] == ["a/p2 (blocked by PodDisruptionBudget pdb-a)"]
+
+
+def test_summary_of_a_dry_run_lists_what_would_be_evicted():
+    result = DrainResult(result=DrainOutcome.DRY_RUN, planned=("a/p1",), skipped=())
+    assert result.summary() == "dry run: would evict 1 pod(s) (a/p1), skip 0"
+    assert result.succeeded
+
+
+def test_summary_shortens_long_lists():
+    remaining = tuple(PodIssue(pod=f"a/p{i}", reason="still terminating") for i in range(8))
+    text = DrainResult(result=DrainOutcome.TIMED_OUT, remaining=remaining).summary(max_pods=2)
+    assert text.endswith("a/p0 (still terminating), a/p1 (still terminating), … (+6)")
+
+
+def test_outcome_compares_equal_to_its_text():
+    assert DrainOutcome.DRAINED == "drained"
+
+
+def test_the_record_keeps_a_summary_of_the_result():
+    result = DrainResult(result=DrainOutcome.DRAINED, evicted=("a/b",), duration_seconds=1.5)
+    record = NodeRecord.parse(
+        '{"events":[{"id":"E","type":"Preempt","firstSeen":"2024-05-01T12:00:00Z","phase":"protected"}]}'
+    )
+    drain = record.with_drain_result("E", result).events["E"].drain
+    assert drain is not None and (drain.result, drain.evicted, drain.duration_seconds) == ("drained", 1, 1.5)
