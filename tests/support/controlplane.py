@@ -1,0 +1,450 @@
+"""A real Kubernetes control plane on loopback for the test suite: etcd, kube-apiserver with RBAC and
+client-certificate authentication, and kube-controller-manager running only the disruption controller
+(so PodDisruptionBudget status is computed the way a cluster computes it).
+
+There is no kubelet and no scheduler: tests bind pods to nodes themselves and play the kubelet with
+`tests.support.kubelet.FakeKubelet`. Binaries come from `hack/build-test-binaries` (`make test-binaries`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+import yaml
+
+from tests.support.pki import Pki, write_pki
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REQUIRED_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
+_SHUTDOWN_GRACE_SECONDS = 10.0
+_POLL_INTERVAL_SECONDS = 0.05
+_LOG_TAIL_LINES = 40
+_KEEP_ENV = "AKSNTH_TEST_KEEP_CONTROLPLANE"
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane could not be started or a component died; the message names the log."""
+
+
+def find_bin_dir() -> Path:
+    """The folder with the test binaries: $AKSNTH_TEST_BIN_DIR, else what the build script prints."""
+    configured = os.environ.get("AKSNTH_TEST_BIN_DIR")
+    if configured:
+        return Path(configured)
+    script = REPO_ROOT / "hack" / "build-test-binaries"
+    printed = subprocess.run(
+        [str(script), "--print-dir"], check=True, capture_output=True, text=True, timeout=30
+    )
+    return Path(printed.stdout.strip())
+
+
+def missing_binaries(bin_dir: Path) -> list[str]:
+    return [name for name in REQUIRED_BINARIES if not os.access(bin_dir / name, os.X_OK)]
+
+
+def free_loopback_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: if the test process is killed outright, the kernel
+    # kills the component too, so no etcd or kube-apiserver outlives a crashed test run.
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+class _Component:
+    """One long-running program with its output in a log file."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def spawn(self) -> None:
+        with self.log_path.open("ab") as log_file:
+            log_file.write(f"\n==== {time.strftime('%H:%M:%S')} starting {self.name}\n".encode())
+            log_file.flush()
+            self._process = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 (only calls prctl, which is fork-safe)
+            )
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def exit_code(self) -> int | None:
+        return None if self._process is None else self._process.poll()
+
+    def stop(self, *, graceful: bool = True) -> None:
+        self.signal_stop(graceful=graceful)
+        self.wait_stopped()
+
+    def signal_stop(self, *, graceful: bool = True) -> None:
+        """SIGTERM (or SIGKILL when not graceful) without waiting; see `wait_stopped`."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM if graceful else signal.SIGKILL)
+
+    def wait_stopped(self) -> None:
+        """Waits for the exit after `signal_stop`; kills the program if it outlives the grace period."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        try:
+            process.wait(timeout=_SHUTDOWN_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            log.warning("%s ignored SIGTERM for %.0f s; killing it", self.name, _SHUTDOWN_GRACE_SECONDS)
+            process.kill()
+            process.wait(timeout=_SHUTDOWN_GRACE_SECONDS)
+
+    def tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log written)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def failure(self, problem: str) -> ControlPlaneError:
+        return ControlPlaneError(
+            f"{self.name} {problem}. Its log is {self.log_path}; last lines:\n{self.tail()}"
+        )
+
+
+class ControlPlane:
+    """etcd + kube-apiserver (+ kube-controller-manager with only the disruption controller) on
+    127.0.0.1, with a fresh CA and an admin kubeconfig (CN=admin, O=system:masters).
+
+    Use as a context manager, or call `start()` and `stop()`. Temporary data lives in one folder
+    (under /dev/shm when there is one: etcd is much faster on tmpfs) removed by `stop()`; set
+    AKSNTH_TEST_KEEP_CONTROLPLANE=1 to keep it for a post-mortem.
+    """
+
+    def __init__(
+        self,
+        *,
+        bin_dir: Path | None = None,
+        controller_manager: bool = True,
+        ready_timeout_seconds: float = 60.0,
+    ) -> None:
+        self.bin_dir = bin_dir if bin_dir is not None else find_bin_dir()
+        self.ready_timeout_seconds = ready_timeout_seconds
+        self._with_controller_manager = controller_manager
+        self.startup_seconds: float | None = None
+        self.work_dir: Path | None = None
+        self._pki: Pki | None = None
+        self._etcd: _Component | None = None
+        self._apiserver: _Component | None = None
+        self._controller_manager: _Component | None = None
+        self._apiserver_port = 0
+        self._apiserver_stopped = False
+        self._etcd_url = ""
+
+    # -- what tests use -------------------------------------------------------------------------
+
+    @property
+    def server_url(self) -> str:
+        return f"https://127.0.0.1:{self._apiserver_port}"
+
+    @property
+    def kubeconfig_path(self) -> Path:
+        return self._work() / "admin.kubeconfig"
+
+    @property
+    def ca_path(self) -> Path:
+        return self._pki_paths().ca_cert
+
+    @property
+    def log_dir(self) -> Path:
+        return self._work() / "logs"
+
+    def admin_ssl_context(self) -> ssl.SSLContext:
+        """Trusts the test CA and presents the admin client certificate."""
+        pki = self._pki_paths()
+        context = ssl.create_default_context(cafile=str(pki.ca_cert))
+        context.load_cert_chain(str(pki.admin_cert), str(pki.admin_key))
+        return context
+
+    def check_running(self) -> None:
+        """Raises ControlPlaneError (with the log tail) if a component that should run has died."""
+        for component in self._components():
+            if component is self._apiserver and self._apiserver_stopped:
+                continue
+            if not component.running:
+                raise component.failure(f"is not running (exit code {component.exit_code})")
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> ControlPlane:
+        missing = missing_binaries(self.bin_dir)
+        if missing:
+            raise ControlPlaneError(
+                f"test binaries missing from {self.bin_dir}: {', '.join(missing)}. "
+                "Run `make test-binaries` (it builds them with hack/build-test-binaries, a few minutes "
+                "once, cached afterwards), or point AKSNTH_TEST_BIN_DIR at a folder that has them."
+            )
+        began = time.monotonic()
+        shm = Path("/dev/shm")
+        parent = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+        self.work_dir = Path(tempfile.mkdtemp(prefix="aksnth-controlplane-", dir=parent))
+        self.log_dir.mkdir()
+        try:
+            self._pki = write_pki(self._work() / "pki")
+            self._spawn_etcd()
+            self._apiserver_port = free_loopback_port()
+            self._write_admin_kubeconfig()
+            self._apiserver = _Component(
+                "kube-apiserver", self._apiserver_argv(), self.log_dir / "kube-apiserver.log"
+            )
+            # No need to wait for etcd first: kube-apiserver keeps dialling it, and its /readyz
+            # includes etcd. Starting both at once saves most of etcd's start-up time.
+            self._apiserver.spawn()
+            self._wait_apiserver_ready()
+            if self._with_controller_manager:
+                self._start_controller_manager()
+        except BaseException:
+            self._teardown(keep_logs=True)
+            raise
+        self.startup_seconds = time.monotonic() - began
+        log.info("test control plane ready at %s in %.2f s", self.server_url, self.startup_seconds)
+        return self
+
+    def stop(self) -> None:
+        self._teardown(keep_logs=bool(os.environ.get(_KEEP_ENV)))
+
+    def __enter__(self) -> ControlPlane:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- restarting the API server alone (same port, same etcd, same certificates) --------------
+
+    def stop_apiserver(self, *, graceful: bool = True) -> None:
+        """Stops kube-apiserver; etcd and the controller manager keep running. `graceful=False`
+        kills it (SIGKILL), as a crash would."""
+        self._component(self._apiserver).stop(graceful=graceful)
+        self._apiserver_stopped = True
+
+    def start_apiserver(self) -> None:
+        """Starts kube-apiserver again on the same port and waits until it is ready."""
+        apiserver = self._component(self._apiserver)
+        if apiserver.running:
+            raise ControlPlaneError("kube-apiserver is already running")
+        apiserver.spawn()
+        self._apiserver_stopped = False
+        self._wait_apiserver_ready()
+
+    async def stop_apiserver_async(self, *, graceful: bool = True) -> None:
+        """`stop_apiserver` without blocking the event loop (the code under test keeps running)."""
+        await asyncio.to_thread(self.stop_apiserver, graceful=graceful)
+
+    async def start_apiserver_async(self) -> None:
+        """`start_apiserver` without blocking the event loop while waiting for readiness."""
+        apiserver = self._component(self._apiserver)
+        if apiserver.running:
+            raise ControlPlaneError("kube-apiserver is already running")
+        apiserver.spawn()  # in the loop's thread: the child's parent-death signal follows this thread
+        self._apiserver_stopped = False
+        await asyncio.to_thread(self._wait_apiserver_ready)
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _work(self) -> Path:
+        if self.work_dir is None:
+            raise ControlPlaneError("the control plane is not started")
+        return self.work_dir
+
+    def _pki_paths(self) -> Pki:
+        if self._pki is None:
+            raise ControlPlaneError("the control plane is not started")
+        return self._pki
+
+    @staticmethod
+    def _component(component: _Component | None) -> _Component:
+        if component is None:
+            raise ControlPlaneError("the control plane is not started")
+        return component
+
+    def _components(self) -> list[_Component]:
+        return [c for c in (self._controller_manager, self._apiserver, self._etcd) if c is not None]
+
+    def _spawn_etcd(self) -> None:
+        client_port, peer_port = free_loopback_port(), free_loopback_port()
+        client_url, peer_url = f"http://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer_port}"
+        self._etcd_url = client_url
+        self._etcd = _Component(
+            "etcd",
+            [
+                str(self.bin_dir / "etcd"),
+                "--name=aksnth-test",
+                f"--data-dir={self._work() / 'etcd'}",
+                f"--listen-client-urls={client_url}",
+                f"--advertise-client-urls={client_url}",
+                f"--listen-peer-urls={peer_url}",
+                f"--initial-advertise-peer-urls={peer_url}",
+                f"--initial-cluster=aksnth-test={peer_url}",
+                # Test data is thrown away: durability costs time and buys nothing here.
+                "--unsafe-no-fsync",
+                "--log-level=warn",
+            ],
+            self.log_dir / "etcd.log",
+        )
+        self._etcd.spawn()
+
+    def _apiserver_argv(self) -> list[str]:
+        pki = self._pki_paths()
+        return [
+            str(self.bin_dir / "kube-apiserver"),
+            f"--etcd-servers={self._etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={self._apiserver_port}",
+            f"--cert-dir={self._work() / 'apiserver-certs'}",
+            f"--tls-cert-file={pki.serving_cert}",
+            f"--tls-private-key-file={pki.serving_key}",
+            f"--client-ca-file={pki.ca_cert}",
+            "--authorization-mode=RBAC",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--allow-privileged=true",
+            # ServiceAccount: would reject pods until a service-account controller made "default".
+            # TaintNodesByCondition: would taint new nodes not-ready until a node-lifecycle controller
+            # saw them Ready; the test nodes stand for nodes that are already up.
+            "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition",
+            f"--service-account-issuer={self.server_url}",
+            f"--service-account-key-file={pki.service_account_public_key}",
+            f"--service-account-signing-key-file={pki.service_account_key}",
+            # One API server: no endpoint reconciliation for the kubernetes Service.
+            "--endpoint-reconciler-type=none",
+            # Close open watches when stopping (within 1 s) instead of hanging until they end, so
+            # stop_apiserver() is quick while clients watch.
+            "--shutdown-watch-termination-grace-period=1s",
+            "--profiling=false",
+        ]
+
+    def _wait_apiserver_ready(self) -> None:
+        apiserver = self._component(self._apiserver)
+        url = f"{self.server_url}/readyz"
+
+        def ready(client: httpx.Client) -> bool:
+            try:
+                return client.get(url).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        with httpx.Client(verify=self.admin_ssl_context(), timeout=2.0) as client:
+            self._wait_until(apiserver, "did not become ready (/readyz)", lambda: ready(client))
+
+    def _start_controller_manager(self) -> None:
+        self._controller_manager = _Component(
+            "kube-controller-manager",
+            [
+                str(self.bin_dir / "kube-controller-manager"),
+                f"--kubeconfig={self.kubeconfig_path}",
+                "--leader-elect=false",
+                # Only PDB status. Node lifecycle, pod GC and the rest would act on kubelet-less nodes.
+                "--controllers=disruption-controller",
+                "--secure-port=0",
+                "--profiling=false",
+            ],
+            self.log_dir / "kube-controller-manager.log",
+        )
+        self._controller_manager.spawn()
+
+    def _write_admin_kubeconfig(self) -> None:
+        pki = self._pki_paths()
+        self.kubeconfig_path.write_text(
+            yaml.safe_dump(
+                kubeconfig(
+                    server_url=self.server_url,
+                    ca_path=pki.ca_cert,
+                    user="admin",
+                    credentials={
+                        "client-certificate": str(pki.admin_cert),
+                        "client-key": str(pki.admin_key),
+                    },
+                )
+            )
+        )
+
+    def _wait_until(self, component: _Component, problem: str, condition: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + self.ready_timeout_seconds
+        while True:
+            if component is not self._etcd and self._etcd is not None and not self._etcd.running:
+                raise self._etcd.failure(
+                    f"exited (code {self._etcd.exit_code}) while {component.name} started"
+                )
+            if not component.running:
+                raise component.failure(f"exited with code {component.exit_code} during start-up")
+            try:
+                if condition():
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise component.failure(f"{problem} within {self.ready_timeout_seconds:.0f} s")
+            time.sleep(_POLL_INTERVAL_SECONDS)
+
+    def _teardown(self, *, keep_logs: bool) -> None:
+        # The API server and the controller manager together, etcd last: kube-apiserver's graceful
+        # shutdown hangs (until the grace period ends) when etcd is already gone.
+        clients = [c for c in (self._controller_manager, self._apiserver) if c is not None]
+        for component in clients:
+            component.signal_stop()
+        for component in clients:
+            component.wait_stopped()
+        if self._etcd is not None:
+            self._etcd.stop()
+        self._etcd = self._apiserver = self._controller_manager = None
+        if self.work_dir is None:
+            return
+        if keep_logs:
+            shutil.rmtree(self.work_dir / "etcd", ignore_errors=True)
+            log.warning("test control plane files kept in %s", self.work_dir)
+        else:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+
+
+def kubeconfig(
+    *, server_url: str, ca_path: Path, user: str, credentials: dict[str, str]
+) -> dict[str, object]:
+    """A one-context kubeconfig document (`credentials`: `token`, or `client-certificate`/`client-key`)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "aksnth-test", "cluster": {"server": server_url, "certificate-authority": str(ca_path)}}
+        ],
+        "users": [{"name": user, "user": credentials}],
+        "contexts": [{"name": user, "context": {"cluster": "aksnth-test", "user": user}}],
+        "current-context": user,
+    }
