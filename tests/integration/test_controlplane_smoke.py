@@ -1,0 +1,246 @@
+"""The test control plane behaves like a cluster where it matters to the handler: evictions go through
+the Eviction API and end through the (stand-in) kubelet, PDB status comes from the real disruption
+controller, RBAC denies what a ServiceAccount was not granted, and graceful deletions finish."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import httpx2
+import pytest
+from lightkube import ApiError, AsyncClient, KubeConfig
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Node, Pod
+from lightkube.resources.scheduling_v1 import PriorityClass
+
+from tests.support.cluster import (
+    MIRROR_ANNOTATION,
+    create_aks_node,
+    create_pdb,
+    create_pod,
+    create_pods,
+    create_replicaset,
+    pod_exists,
+    service_account_kubeconfig,
+    wait_pdb_observed,
+    wait_pod_gone,
+    wait_pod_running,
+)
+from tests.support.controlplane import ControlPlane, ControlPlaneError
+from tests.support.kubelet import FakeKubelet
+
+
+def eviction(name: str, namespace: str) -> Pod.Eviction:
+    return Pod.Eviction(metadata=ObjectMeta(name=name, namespace=namespace))
+
+
+@pytest.mark.controlplane
+async def test_aks_node_looks_like_a_vmss_spot_node(kube: AsyncClient) -> None:
+    aks = await create_aks_node(kube, vmss="aks-spot-87654321-vmss", instance_id="12")
+
+    node = await kube.get(Node, aks.name)
+
+    assert aks.resource_name == "aks-spot-87654321-vmss_12"
+    assert node.spec is not None and node.spec.providerID == aks.provider_id
+    assert aks.provider_id.endswith("/virtualMachineScaleSets/aks-spot-87654321-vmss/virtualMachines/12")
+    assert node.metadata is not None and node.metadata.labels is not None
+    assert node.metadata.labels["kubernetes.azure.com/scalesetpriority"] == "spot"
+    assert [(t.key, t.value, t.effect) for t in node.spec.taints or []] == [
+        ("kubernetes.azure.com/scalesetpriority", "spot", "NoSchedule")
+    ]
+    assert node.status is not None and node.status.nodeInfo is not None
+    assert node.status.nodeInfo.bootID == aks.boot_id
+    assert [c.status for c in node.status.conditions or [] if c.type == "Ready"] == ["True"]
+
+
+@pytest.mark.controlplane
+async def test_eviction_of_a_running_pod_completes_through_the_kubelet(
+    kube: AsyncClient, namespace: str
+) -> None:
+    node = await create_aks_node(kube)
+    async with FakeKubelet(kube, node=node.name) as kubelet:
+        pod = await create_pod(kube, namespace, node, grace_seconds=30)
+        assert pod.metadata is not None and pod.metadata.name is not None
+        name = pod.metadata.name
+        await wait_pod_running(kube, namespace, name)
+
+        await kube.create(eviction(name, namespace), name=name, namespace=namespace)
+
+        await wait_pod_gone(kube, namespace, name)
+        assert kubelet.deleted == [f"{namespace}/{name}"]
+
+
+@pytest.mark.controlplane
+async def test_pdb_without_allowed_disruptions_answers_429_and_keeps_the_pod(
+    kube: AsyncClient, namespace: str
+) -> None:
+    node = await create_aks_node(kube)
+    labels = {"app": "guarded"}
+    async with FakeKubelet(kube, node=node.name):
+        pods = await create_pods(kube, namespace, node, 2, labels=labels)
+        names = [p.metadata.name for p in pods if p.metadata is not None and p.metadata.name]
+        for name in names:
+            await wait_pod_running(kube, namespace, name)
+        pdb = await create_pdb(kube, namespace, labels, min_available=2)
+        assert pdb.metadata is not None and pdb.metadata.name is not None
+
+        observed = await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=2)
+        assert observed.status is not None and observed.status.disruptionsAllowed == 0
+
+        with pytest.raises(ApiError) as refused:
+            await kube.create(eviction(names[0], namespace), name=names[0], namespace=namespace)
+        assert refused.value.status.code == 429
+        assert "disruption budget" in (refused.value.status.message or "")
+        evicted = await kube.get(Pod, names[0], namespace=namespace)
+        assert evicted.metadata is not None and evicted.metadata.deletionTimestamp is None
+
+
+@pytest.mark.controlplane
+async def test_pdb_with_max_unavailable_counts_a_real_replicaset(kube: AsyncClient, namespace: str) -> None:
+    node = await create_aks_node(kube)
+    labels = {"app": "scaled"}
+    owner = await create_replicaset(kube, namespace, labels=labels, replicas=3)
+    async with FakeKubelet(kube, node=node.name):
+        pods = await create_pods(kube, namespace, node, 3, labels=labels, owner=owner)
+        for pod in pods:
+            assert pod.metadata is not None and pod.metadata.name is not None
+            await wait_pod_running(kube, namespace, pod.metadata.name)
+        pdb = await create_pdb(kube, namespace, labels, max_unavailable=1)
+        assert pdb.metadata is not None and pdb.metadata.name is not None
+
+        observed = await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=3)
+
+        assert observed.status is not None
+        assert (observed.status.currentHealthy, observed.status.disruptionsAllowed) == (3, 1)
+
+
+@pytest.mark.controlplane
+async def test_service_account_without_rights_is_forbidden(
+    kube: AsyncClient, control_plane: ControlPlane, namespace: str
+) -> None:
+    path = await service_account_kubeconfig(
+        kube, control_plane, namespace=namespace, name="nobody", cluster_rules=[]
+    )
+    weak = AsyncClient(KubeConfig.from_file(path))
+    try:
+        with pytest.raises(ApiError) as denied:
+            async for _ in weak.list(Pod, namespace=namespace):
+                pass
+        assert denied.value.status.code == 403
+    finally:
+        await weak.close()
+
+
+@pytest.mark.controlplane
+async def test_service_account_with_rules_can_do_what_they_grant(
+    kube: AsyncClient, control_plane: ControlPlane, namespace: str
+) -> None:
+    node = await create_aks_node(kube)
+    rules = [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]
+    path = await service_account_kubeconfig(
+        kube, control_plane, namespace=namespace, name="reader", cluster_rules=rules
+    )
+    reader = AsyncClient(KubeConfig.from_file(path))
+    try:
+        fetched = await reader.get(Node, node.name)
+        assert fetched.metadata is not None and fetched.metadata.name == node.name
+        with pytest.raises(ApiError) as denied:
+            await reader.delete(Node, node.name)
+        assert denied.value.status.code == 403
+    finally:
+        await reader.close()
+
+
+@pytest.mark.controlplane
+async def test_graceful_deletion_completes_through_the_kubelet(kube: AsyncClient, namespace: str) -> None:
+    node = await create_aks_node(kube)
+    async with FakeKubelet(kube, node=node.name, grace_period_scale=0.01) as kubelet:
+        pod = await create_pod(kube, namespace, node, owner=None, grace_seconds=50)
+        assert pod.metadata is not None and pod.metadata.name is not None
+        name = pod.metadata.name
+        await wait_pod_running(kube, namespace, name)
+
+        await kube.delete(Pod, name, namespace=namespace)
+        terminating = await kube.get(Pod, name, namespace=namespace)
+        assert terminating.metadata is not None and terminating.metadata.deletionTimestamp is not None
+
+        await wait_pod_gone(kube, namespace, name)
+        assert kubelet.deleted == [f"{namespace}/{name}"]
+
+
+@pytest.mark.controlplane
+async def test_pods_of_every_kind_can_be_created(kube: AsyncClient, namespace: str) -> None:
+    node = await create_aks_node(kube)
+    classes = {pc.metadata.name async for pc in kube.list(PriorityClass) if pc.metadata is not None}
+    assert {"system-node-critical", "system-cluster-critical"} <= classes
+
+    daemon = await create_pod(
+        kube, namespace, node, owner="DaemonSet", priority_class_name="system-node-critical"
+    )
+    mirror = await create_pod(kube, namespace, node, mirror=True)
+    stateful = await create_pod(kube, namespace, node, owner="StatefulSet", empty_dir=True)
+
+    assert daemon.spec is not None and daemon.spec.priority == 2000001000
+    assert [o.kind for o in (daemon.metadata.ownerReferences or [])] == ["DaemonSet"]  # type: ignore[union-attr]
+    assert mirror.metadata is not None and MIRROR_ANNOTATION in (mirror.metadata.annotations or {})
+    assert stateful.spec is not None and [v.emptyDir is not None for v in stateful.spec.volumes or []] == [
+        True
+    ]
+    assert await pod_exists(kube, namespace, stateful.metadata.name)  # type: ignore[union-attr,arg-type]
+
+
+@pytest.mark.controlplane
+async def test_api_server_restart_keeps_data_and_the_kubelet_recovers(
+    kube: AsyncClient, control_plane: ControlPlane, namespace: str
+) -> None:
+    node = await create_aks_node(kube)
+    async with FakeKubelet(kube, node=node.name):
+        before = await create_pod(kube, namespace, node)
+        assert before.metadata is not None and before.metadata.name is not None
+        await wait_pod_running(kube, namespace, before.metadata.name)
+
+        await control_plane.stop_apiserver_async()
+        with pytest.raises(httpx2.TransportError):
+            await kube.get(Node, node.name)
+        await control_plane.start_apiserver_async()
+
+        fetched = await kube.get(Node, node.name)
+        assert fetched.metadata is not None and fetched.metadata.name == node.name
+        after = await create_pod(kube, namespace, node)
+        assert after.metadata is not None and after.metadata.name is not None
+        await wait_pod_running(kube, namespace, after.metadata.name)
+
+
+def fake_binaries(folder: Path, *, apiserver_script: str) -> Path:
+    """Stand-ins for the real programs, to see how start-up failures are reported."""
+    scripts = {
+        "etcd": "exec sleep 60",
+        "kube-apiserver": apiserver_script,
+        "kube-controller-manager": "exec sleep 60",
+    }
+    for name, body in scripts.items():
+        path = folder / name
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(0o755)
+    return folder
+
+
+def test_missing_binaries_say_how_to_build_them(tmp_path: Path) -> None:
+    with pytest.raises(ControlPlaneError, match="make test-binaries") as missing:
+        ControlPlane(bin_dir=tmp_path).start()
+    assert "etcd, kube-apiserver, kube-controller-manager" in str(missing.value)
+
+
+def test_a_component_that_dies_at_start_up_is_reported_with_its_log(tmp_path: Path) -> None:
+    bin_dir = fake_binaries(tmp_path, apiserver_script='echo "Error: unknown flag: --bogus" >&2; exit 3')
+
+    with pytest.raises(ControlPlaneError) as failed:
+        ControlPlane(bin_dir=bin_dir, ready_timeout_seconds=10).start()
+
+    message = str(failed.value)
+    assert "kube-apiserver exited with code 3 during start-up" in message
+    assert "unknown flag: --bogus" in message
+    log_path = Path(message.split("Its log is ")[1].split(";", maxsplit=1)[0])
+    assert log_path.name == "kube-apiserver.log" and log_path.is_file()  # kept for the post-mortem
+    shutil.rmtree(log_path.parent.parent)
