@@ -1,0 +1,61 @@
+"""Shared by the tests/integration/test_kube_*.py modules: the handler's own API client, which
+authenticates as a ServiceAccount holding exactly the chart's ClusterRole rules."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from lightkube import AsyncClient
+
+from aksnth.config import KubeSettings
+from aksnth.kube.client import open_client
+from aksnth.model import EventStatus, EventType, ScheduledEvent
+from tests.support.chart import chart_cluster_rules
+from tests.support.cluster import service_account_kubeconfig, unique_suffix
+from tests.support.controlplane import ControlPlane
+
+
+@functools.cache
+def handler_rules() -> tuple[dict[str, Any], ...]:
+    """The chart's ClusterRole (with pod delete, which only -disableEviction needs)."""
+    return tuple(chart_cluster_rules(set_values=["rbac.allowPodDelete=true"]))
+
+
+@asynccontextmanager
+async def handler_client(
+    kube: AsyncClient, control_plane: ControlPlane, namespace: str
+) -> AsyncIterator[AsyncClient]:
+    """The client the handler opens (``open_client``), as a ServiceAccount with the chart's rights."""
+    path = await service_account_kubeconfig(
+        kube,
+        control_plane,
+        namespace=namespace,
+        name=f"aksnth-{unique_suffix()}",
+        cluster_rules=handler_rules(),
+    )
+    client = open_client(KubeSettings(kubeconfig=str(path), node_name="unused", request_timeout_seconds=10.0))
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def scheduled_event(
+    event_id: str | None = None, kind: EventType = EventType.PREEMPT, resource: str = "vmss_0"
+) -> ScheduledEvent:
+    now = datetime.now(UTC)
+    return ScheduledEvent(
+        event_id=event_id or f"EV-{unique_suffix()}",
+        event_type=kind,
+        event_type_raw=kind.value,
+        resource_type="VirtualMachine",
+        resources=(resource,),
+        status=EventStatus.SCHEDULED,
+        status_raw="Scheduled",
+        not_before=now + timedelta(seconds=30),
+        not_before_raw="",
+    )

@@ -1,0 +1,251 @@
+"""The drain against the real API server (chart's ServiceAccount, real disruption controller, a
+kubelet stand-in that finishes graceful deletions)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from lightkube import AsyncClient
+from lightkube.resources.core_v1 import Event, Pod
+
+from aksnth.kube.drain import PodProgress, drain_node
+from aksnth.kube.drainplan import DrainOutcome
+from aksnth.kube.events import REASON_POD_EVICTED, EventRecorder
+from tests.integration.kube_fixtures import handler_client
+from tests.support.cluster import (
+    create_aks_node,
+    create_pdb,
+    create_pod,
+    pod_exists,
+    wait_pdb_observed,
+    wait_pod_running,
+)
+from tests.support.controlplane import ControlPlane
+from tests.support.kubelet import FakeKubelet
+
+pytestmark = pytest.mark.controlplane
+
+
+@pytest.fixture
+async def handler_kube(
+    kube: AsyncClient, control_plane: ControlPlane, namespace: str
+) -> AsyncIterator[AsyncClient]:
+    async with handler_client(kube, control_plane, namespace) as client:
+        yield client
+
+
+def deadline_in(seconds: float) -> float:
+    return asyncio.get_running_loop().time() + seconds
+
+
+async def running(kube: AsyncClient, namespace: str, *names: str) -> None:
+    await asyncio.gather(*(wait_pod_running(kube, namespace, n) for n in names))
+
+
+async def test_drain_of_a_mixed_node_honours_order_skips_and_the_pdb(
+    kube: AsyncClient, handler_kube: AsyncClient, namespace: str
+):
+    node = await create_aks_node(kube)
+    spare = await create_aks_node(kube)  # where "the ReplicaSet controller" puts replacements
+    web = {"app": "web"}
+    # The kubelet lets terminating pods linger a moment, so that two disruptions at once would show.
+    async with FakeKubelet(kube, node=None, deletion_delay_seconds=0.3):
+        await create_pod(kube, namespace, node, name="rs-app")
+        await create_pod(kube, namespace, node, name="ds-agent", owner="DaemonSet")
+        await create_pod(kube, namespace, node, name="static-mirror", mirror=True)
+        await create_pod(kube, namespace, node, name="scratch", empty_dir=True)
+        await create_pod(
+            kube, namespace, node, name="critical", priority_class_name="system-cluster-critical"
+        )
+        for i in range(3):
+            await create_pod(kube, namespace, node, name=f"web-{i}", labels=web)
+        names = ["rs-app", "ds-agent", "static-mirror", "scratch", "critical", "web-0", "web-1", "web-2"]
+        await running(kube, namespace, *names)
+        pdb = await create_pdb(kube, namespace, web, min_available=2, name="web-pdb")
+        await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=3)
+
+        progress: list[PodProgress] = []
+        replacements = 0
+
+        terminating_at_eviction: list[int] = []
+
+        async def on_progress(p: PodProgress) -> None:
+            nonlocal replacements
+            progress.append(p)
+            if p.outcome == "evicted" and p.name.startswith("web-"):
+                terminating_at_eviction.append(
+                    len(
+                        [
+                            pod
+                            async for pod in kube.list(
+                                Pod, namespace=namespace, labels=web, fields={"spec.nodeName": node.name}
+                            )
+                            if pod.metadata.deletionTimestamp is not None
+                        ]
+                    )
+                )
+                # Play the ReplicaSet controller: a replacement comes up on another node.
+                replacements += 1
+                await create_pod(kube, namespace, spare, name=f"web-new-{replacements}", labels=web)
+
+        recorder = EventRecorder(handler_kube, host=node.name)
+        result = await drain_node(
+            handler_kube,
+            node.name,
+            deadline=deadline_in(60),
+            grace_period_seconds=-1,
+            disable_eviction=False,
+            dry_run=False,
+            on_progress=on_progress,
+            recorder=recorder,
+        )
+
+        assert result.result is DrainOutcome.DRAINED, result.summary()
+        assert sorted(result.evicted) == sorted(
+            f"{namespace}/{n}" for n in ["rs-app", "scratch", "critical", "web-0", "web-1", "web-2"]
+        )
+        assert sorted((s.pod, s.reason) for s in result.skipped) == [
+            (f"{namespace}/ds-agent", "daemonset"),
+            (f"{namespace}/static-mirror", "mirror"),
+        ]
+        assert result.remaining == ()
+        assert await pod_exists(kube, namespace, "ds-agent")
+        assert await pod_exists(kube, namespace, "static-mirror")
+        for gone in ["rs-app", "scratch", "critical", "web-0", "web-1", "web-2"]:
+            assert not await pod_exists(kube, namespace, gone)
+
+        # The PDB allowed one disruption at a time: whenever a web eviction was accepted, no other
+        # web pod on the node was still terminating.
+        assert terminating_at_eviction == [1, 1, 1]
+        assert result.pdb_blocked_retries >= 1
+        assert any(p.outcome == "blocked" and "web-pdb" in p.detail for p in progress)
+
+        # Critical pods only after the regular ones were gone.
+        first_critical = next(
+            i for i, p in enumerate(progress) if p.name == "critical" and p.outcome == "evicted"
+        )
+        regular_gone = [i for i, p in enumerate(progress) if p.outcome == "gone" and p.name != "critical"]
+        assert len(regular_gone) == 5 and max(regular_gone) < first_critical
+
+        # A PodEvicted Event on an evicted pod.
+        events = [
+            e
+            async for e in kube.list(
+                Event,
+                namespace=namespace,
+                fields={"involvedObject.name": "rs-app", "reason": REASON_POD_EVICTED},
+            )
+        ]
+        assert len(events) == 1 and events[0].source.component == "aks-node-termination-handler"
+
+
+async def test_a_pdb_that_never_allows_disruption_times_out_naming_the_pod(
+    kube: AsyncClient, handler_kube: AsyncClient, namespace: str
+):
+    node = await create_aks_node(kube)
+    async with FakeKubelet(kube, node=node.name):
+        await create_pod(kube, namespace, node, name="only", labels={"app": "db"})
+        await create_pod(kube, namespace, node, name="free")
+        await running(kube, namespace, "only", "free")
+        pdb = await create_pdb(kube, namespace, {"app": "db"}, min_available=1, name="db-pdb")
+        await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1)
+
+        result = await drain_node(
+            handler_kube,
+            node.name,
+            deadline=deadline_in(3),
+            grace_period_seconds=-1,
+            disable_eviction=False,
+            dry_run=False,
+        )
+
+    assert result.result is DrainOutcome.TIMED_OUT
+    assert [(r.pod, r.reason) for r in result.remaining] == [
+        (f"{namespace}/only", "blocked by PodDisruptionBudget db-pdb")
+    ]
+    assert result.evicted == (f"{namespace}/free",)
+    assert await pod_exists(kube, namespace, "only")
+    assert "db-pdb" in result.summary()
+
+
+async def test_disable_eviction_deletes_even_what_a_pdb_protects(
+    kube: AsyncClient, handler_kube: AsyncClient, namespace: str
+):
+    node = await create_aks_node(kube)
+    async with FakeKubelet(kube, node=node.name):
+        await create_pod(kube, namespace, node, name="only", labels={"app": "db"})
+        await running(kube, namespace, "only")
+        pdb = await create_pdb(kube, namespace, {"app": "db"}, min_available=1)
+        await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1)
+
+        result = await drain_node(
+            handler_kube,
+            node.name,
+            deadline=deadline_in(30),
+            grace_period_seconds=-1,
+            disable_eviction=True,
+            dry_run=False,
+        )
+
+    assert result.result is DrainOutcome.DRAINED, result.summary()
+    assert result.deleted == (f"{namespace}/only",) and result.evicted == ()
+    assert not await pod_exists(kube, namespace, "only")
+
+
+async def test_dry_run_lists_what_it_would_evict_and_changes_nothing(
+    kube: AsyncClient, handler_kube: AsyncClient, namespace: str
+):
+    node = await create_aks_node(kube)
+    await create_pod(kube, namespace, node, name="app")
+    await create_pod(kube, namespace, node, name="agent", owner="DaemonSet")
+
+    result = await drain_node(
+        handler_kube,
+        node.name,
+        deadline=deadline_in(30),
+        grace_period_seconds=-1,
+        disable_eviction=False,
+        dry_run=True,
+    )
+
+    assert result.result is DrainOutcome.DRY_RUN
+    assert result.planned == (f"{namespace}/app",)
+    assert result.evicted == () and result.remaining == ()
+    assert await pod_exists(kube, namespace, "app")
+
+
+async def test_a_pod_that_does_not_terminate_in_time_is_reported_as_still_terminating(
+    kube: AsyncClient, handler_kube: AsyncClient, namespace: str
+):
+    node = await create_aks_node(kube)
+    async with FakeKubelet(kube, node=node.name, deletion_delay_seconds=3600):
+        await create_pod(kube, namespace, node, name="slow")
+        await running(kube, namespace, "slow")
+        result = await drain_node(
+            handler_kube,
+            node.name,
+            deadline=deadline_in(2),
+            grace_period_seconds=-1,
+            disable_eviction=False,
+            dry_run=False,
+        )
+
+    assert result.result is DrainOutcome.TIMED_OUT
+    assert [(r.pod, r.reason) for r in result.remaining] == [(f"{namespace}/slow", "still terminating")]
+    assert result.evicted == (f"{namespace}/slow",)
+
+
+async def test_an_empty_node_is_drained_at_once(kube: AsyncClient, handler_kube: AsyncClient):
+    node = await create_aks_node(kube)
+    result = await drain_node(
+        handler_kube,
+        node.name,
+        deadline=deadline_in(30),
+        grace_period_seconds=-1,
+        disable_eviction=False,
+        dry_run=False,
+    )
+    assert result.result is DrainOutcome.DRAINED
+    assert result.planned == ()

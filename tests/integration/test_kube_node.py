@@ -1,0 +1,214 @@
+"""Node mutations against the real API server, as the chart's ServiceAccount: protect is idempotent,
+give-back undoes only our changes, dry-run writes nothing, a concurrent writer's 409 is retried."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from lightkube import AsyncClient, Client, KubeConfig
+from lightkube.resources.core_v1 import Node
+from lightkube.types import PatchType
+from prometheus_client import REGISTRY
+
+from aksnth.config import TaintEffect
+from aksnth.errors import NodeNotFound
+from aksnth.kube import node as kube_node
+from aksnth.kube.keys import EXCLUDE_FROM_LB_LABEL, STATE_ANNOTATION
+from aksnth.kube.record import NodeRecord, Phase
+from aksnth.model import EventType
+from tests.integration.kube_fixtures import handler_client, scheduled_event
+from tests.support.cluster import SPOT_TAINT, create_aks_node
+from tests.support.controlplane import ControlPlane
+
+pytestmark = pytest.mark.controlplane
+
+
+@pytest.fixture
+async def handler_kube(
+    kube: AsyncClient, control_plane: ControlPlane, namespace: str
+) -> AsyncIterator[AsyncClient]:
+    async with handler_client(kube, control_plane, namespace) as client:
+        yield client
+
+
+OUR_TAINT_PREFIX = "aks-node-termination-handler/"
+
+
+def taints_of(node: Node) -> list[tuple[str, str | None, str]]:
+    assert node.spec is not None
+    return [(t.key, t.value, t.effect) for t in node.spec.taints or []]
+
+
+async def test_read_node_gives_boot_id_provider_id_and_annotations(
+    kube: AsyncClient, handler_kube: AsyncClient
+):
+    aks = await create_aks_node(kube)
+    snapshot = await kube_node.read_node(handler_kube, aks.name)
+    assert snapshot.boot_id == aks.boot_id
+    assert snapshot.provider_id == aks.provider_id
+    assert not snapshot.unschedulable
+    assert snapshot.labels["kubernetes.azure.com/scalesetpriority"] == "spot"
+
+
+async def test_a_missing_node_is_node_not_found(handler_kube: AsyncClient):
+    with pytest.raises(NodeNotFound, match="get node no-such-node"):
+        await kube_node.read_node(handler_kube, "no-such-node")
+
+
+async def test_protect_is_idempotent_and_never_duplicates_the_taint(
+    kube: AsyncClient, handler_kube: AsyncClient
+):
+    aks = await create_aks_node(kube)
+    event = scheduled_event(kind=EventType.PREEMPT)
+    options = dict(
+        event=event, taint=True, effect=TaintEffect.NO_SCHEDULE, exclude_from_lb=True, dry_run=False
+    )
+
+    first = await kube_node.protect_node(handler_kube, aks.name, **options)
+    after_first = await kube.get(Node, aks.name)
+    second = await kube_node.protect_node(handler_kube, aks.name, **options)
+    after_second = await kube.get(Node, aks.name)
+
+    assert after_second.metadata.resourceVersion == after_first.metadata.resourceVersion  # nothing written
+    assert after_second.spec.unschedulable is True
+    assert after_second.metadata.labels[EXCLUDE_FROM_LB_LABEL] == "true"
+    assert taints_of(after_second) == [
+        (SPOT_TAINT["key"], SPOT_TAINT["value"], "NoSchedule"),
+        (f"{OUR_TAINT_PREFIX}preempt", event.event_id, "NoSchedule"),
+    ]
+    assert first == second
+    record = NodeRecord.parse(after_second.metadata.annotations[STATE_ANNOTATION])
+    assert record.cordoned_by_us and record.label_added_by_us
+    assert record.boot_id == aks.boot_id
+    assert record.events[event.event_id].phase is Phase.PROTECTED
+
+
+async def test_no_execute_taint_only_after_the_drain_and_once(kube: AsyncClient, handler_kube: AsyncClient):
+    aks = await create_aks_node(kube)
+    event = scheduled_event(kind=EventType.TERMINATE)
+    await kube_node.protect_node(
+        handler_kube,
+        aks.name,
+        event=event,
+        taint=True,
+        effect=TaintEffect.NO_EXECUTE,
+        exclude_from_lb=False,
+        dry_run=False,
+    )
+    assert [t for t in taints_of(await kube.get(Node, aks.name)) if t[0].startswith(OUR_TAINT_PREFIX)] == []
+    for _ in range(2):
+        await kube_node.apply_after_drain_taint(handler_kube, aks.name, event=event, dry_run=False)
+    ours = [t for t in taints_of(await kube.get(Node, aks.name)) if t[0].startswith(OUR_TAINT_PREFIX)]
+    assert ours == [(f"{OUR_TAINT_PREFIX}terminate", event.event_id, "NoExecute")]
+
+
+async def test_give_back_undoes_our_cordon_label_and_taint(kube: AsyncClient, handler_kube: AsyncClient):
+    aks = await create_aks_node(kube)
+    event = scheduled_event(kind=EventType.REBOOT)
+    await kube_node.protect_node(
+        handler_kube,
+        aks.name,
+        event=event,
+        taint=True,
+        effect=TaintEffect.NO_SCHEDULE,
+        exclude_from_lb=True,
+        dry_run=False,
+    )
+
+    result = await kube_node.give_back(handler_kube, aks.name, event_id=event.event_id, dry_run=False)
+
+    node = await kube.get(Node, aks.name)
+    assert not node.spec.unschedulable
+    assert EXCLUDE_FROM_LB_LABEL not in node.metadata.labels
+    assert taints_of(node) == [(SPOT_TAINT["key"], SPOT_TAINT["value"], "NoSchedule")]
+    assert result.uncordoned and result.label_removed
+    record = NodeRecord.parse(node.metadata.annotations[STATE_ANNOTATION])
+    assert record.events[event.event_id].phase is Phase.GIVEN_BACK
+
+
+async def test_an_admin_cordoned_node_stays_cordoned_after_give_back(
+    kube: AsyncClient, handler_kube: AsyncClient
+):
+    aks = await create_aks_node(kube, unschedulable=True)
+    event = scheduled_event(kind=EventType.FREEZE)
+    await kube_node.protect_node(
+        handler_kube,
+        aks.name,
+        event=event,
+        taint=True,
+        effect=TaintEffect.NO_SCHEDULE,
+        exclude_from_lb=True,
+        dry_run=False,
+    )
+
+    result = await kube_node.give_back(handler_kube, aks.name, event_id=event.event_id, dry_run=False)
+
+    node = await kube.get(Node, aks.name)
+    assert node.spec.unschedulable is True
+    assert result.kept_admin_cordon and not result.uncordoned
+    assert EXCLUDE_FROM_LB_LABEL not in node.metadata.labels  # the label was ours
+    assert not [t for t in taints_of(node) if t[0].startswith(OUR_TAINT_PREFIX)]
+
+
+async def test_dry_run_writes_nothing(kube: AsyncClient, handler_kube: AsyncClient):
+    aks = await create_aks_node(kube)
+    before = await kube.get(Node, aks.name)
+    event = scheduled_event()
+
+    record = await kube_node.protect_node(
+        handler_kube,
+        aks.name,
+        event=event,
+        taint=True,
+        effect=TaintEffect.NO_SCHEDULE,
+        exclude_from_lb=True,
+        dry_run=True,
+    )
+    result = await kube_node.give_back(handler_kube, aks.name, event_id=event.event_id, dry_run=True)
+    await kube_node.update_record(
+        handler_kube, aks.name, lambda r: r.with_finished(event.event_id), dry_run=True
+    )
+
+    after = await kube.get(Node, aks.name)
+    assert after.metadata.resourceVersion == before.metadata.resourceVersion
+    assert record.cordoned_by_us  # what would have been recorded
+    assert result.dry_run
+
+
+async def test_a_concurrent_writer_409_is_retried_and_its_change_kept(
+    kube: AsyncClient, handler_kube: AsyncClient, control_plane: ControlPlane
+):
+    aks = await create_aks_node(kube)
+    event = scheduled_event()
+    admin = Client(KubeConfig.from_file(control_plane.kubeconfig_path), timeout=10)
+    calls: list[int] = []
+
+    def mutate(record: NodeRecord) -> NodeRecord:
+        calls.append(1)
+        if len(calls) == 1:
+            # Someone else writes the node between our read and our write: our write must get a 409.
+            admin.patch(Node, aks.name, {"metadata": {"labels": {"team": "x"}}}, patch_type=PatchType.MERGE)
+        return record.with_event_seen(event, now=event.not_before)
+
+    try:
+        record = await kube_node.update_record(handler_kube, aks.name, mutate, dry_run=False)
+    finally:
+        admin.close()
+
+    assert len(calls) == 2
+    node = await kube.get(Node, aks.name)
+    assert node.metadata.labels["team"] == "x"
+    assert NodeRecord.parse(node.metadata.annotations[STATE_ANNOTATION]) == record
+    assert event.event_id in record.events
+
+
+async def test_requests_are_counted_with_the_kubeconfig_cluster_name(
+    kube: AsyncClient, handler_kube: AsyncClient
+):
+    aks = await create_aks_node(kube)
+    labels = {"cluster": "aksnth-test", "code": "200"}
+    before = REGISTRY.get_sample_value("aks_node_termination_handler_apiserver_request_total", labels) or 0.0
+    await kube_node.read_node(handler_kube, aks.name)
+    after = REGISTRY.get_sample_value("aks_node_termination_handler_apiserver_request_total", labels)
+    assert after == before + 1
