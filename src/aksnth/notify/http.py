@@ -267,7 +267,7 @@ async def deliver(
             last_status = status
             if not is_retryable_status(status):
                 raise DeliveryError(
-                    f"{target} refused the notification: {refusal(response, redact)} "
+                    f"{target} refused the request: {refusal(response, redact)} "
                     f"(attempt {attempt}/{attempts}; client errors are not retried)",
                     attempts=attempt,
                     status=status,
