@@ -1,0 +1,74 @@
+"""Footprint while nothing happens: RSS and CPU of the handler's process tree over an idle window at its
+default period, and how many IMDS and Kubernetes API requests it makes per minute meanwhile.
+
+The window starts a few seconds after the first IMDS poll, so start-up (imports, first reads of the
+node) is not counted as idle; start-up is reported on its own (time to first poll, its API requests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from bench.audit import between, count_by_kind
+from bench.lab import Lab
+from bench.process import Implementation, Sample
+
+log = logging.getLogger(__name__)
+
+_WARM_UP_SECONDS = 5.0
+_SAMPLE_SECONDS = 1.0
+
+
+async def measure_footprint(
+    lab: Lab, implementation: Implementation, *, idle_seconds: float
+) -> dict[str, Any]:
+    node = await lab.new_node()
+    process = lab.start_handler(implementation, node, label="footprint")
+    try:
+        first_poll = await lab.wait_first_poll(process)
+        await asyncio.sleep(_WARM_UP_SECONDS)
+        process.check_running()
+        window_start = time.time()
+        samples: list[Sample] = [process.sample()]
+        while samples[-1].at - samples[0].at < idle_seconds:
+            await asyncio.sleep(_SAMPLE_SECONDS)
+            process.check_running()
+            samples.append(process.sample())
+        window_end = time.time()
+    finally:
+        await process.stop()
+    window = samples[-1].at - samples[0].at
+    per_minute = 60.0 / (window_end - window_start)
+    imds = [t for t in lab.imds_request_times() if window_start <= t <= window_end]
+    audited = lab.audit()
+    api = between(audited, window_start, window_end)
+    start_up = between(audited, process.started_at, window_start)
+    rss_mib = [s.rss_kib / 1024 for s in samples]
+    cpu_percent = 100.0 * (samples[-1].cpu_seconds - samples[0].cpu_seconds) / window
+    log.info(
+        "%s footprint: RSS %.1f MiB (max %.1f), CPU %.2f %% of a core, %d IMDS and %d API requests in %.0f s",
+        implementation.name,
+        rss_mib[-1],
+        max(rss_mib),
+        cpu_percent,
+        len(imds),
+        len(api),
+        window,
+    )
+    return {
+        "idle_seconds": window,
+        "startup_seconds": first_poll - process.started_at,
+        "rss_mib": rss_mib[-1],
+        "rss_max_mib": max(rss_mib),
+        "rss_samples_mib": rss_mib,
+        "cpu_percent": cpu_percent,
+        "imds_requests_per_minute": len(imds) * per_minute,
+        "api_requests_per_minute": len(api) * per_minute,
+        "api_requests_idle_by_kind": count_by_kind(api),
+        "startup_api_requests": len(start_up),
+        "startup_api_requests_by_kind": count_by_kind(start_up),
+        "log": str(process.log_path),
+    }

@@ -1,0 +1,182 @@
+"""A handler under measurement: any program, started from a command-line template, with its footprint
+read from /proc.
+
+The template is split like a shell would split it (no shell runs it), then the placeholders are
+filled in each word, so a path with spaces stays one argument. Placeholders: {imds_url},
+{kubeconfig}, {node}, {resource}, {webhook_url}, {web_address}. The program runs in its own process
+group; stopping it (or the benchmark dying) ends the whole group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PLACEHOLDERS = ("imds_url", "kubeconfig", "node", "resource", "webhook_url", "web_address")
+OUR_PROGRAM = Path(sys.executable).parent / "aks-node-termination-handler"
+# Our handler with its defaults (the default -period of 1 s): only what the harness must point it at.
+OUR_TEMPLATE = (
+    f"{OUR_PROGRAM} -kubeconfig={{kubeconfig}} -node={{node}} -resource.name={{resource}} "
+    "-endpoint={imds_url} -webhook.url={webhook_url} -web.address={web_address}"
+)
+_STOP_GRACE_SECONDS = 15.0
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class HandlerExitedError(RuntimeError):
+    """The handler under measurement ended on its own; the message carries its last log lines."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Implementation:
+    name: str
+    template: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sample:
+    at: float  # monotonic
+    rss_kib: int  # VmRSS of the process and all its descendants
+    cpu_seconds: float  # utime + stime of the process and all its descendants (live ones)
+
+
+def command_line(template: str, values: dict[str, str]) -> list[str]:
+    """The argv of `template` with each `{placeholder}` replaced; unknown braces are left alone."""
+    unknown = set(values) - set(PLACEHOLDERS)
+    if unknown:
+        raise ValueError(f"not placeholders: {sorted(unknown)}")
+    argv = []
+    for word in shlex.split(template):
+        filled = word
+        for name in PLACEHOLDERS:
+            filled = filled.replace("{" + name + "}", values.get(name, ""))
+        argv.append(filled)
+    if not argv:
+        raise ValueError("the handler command template is empty")
+    return argv
+
+
+def _die_with_parent() -> None:
+    # Between fork and exec: the kernel kills the handler if the benchmark is killed outright.
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class HandlerProcess:
+    def __init__(self, argv: list[str], *, log_path: Path) -> None:
+        self.argv = argv
+        self.log_path = log_path
+        self.started_at = 0.0  # wall clock
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError("the handler is not started")
+        return self._process.pid
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log_file:
+            self.started_at = time.time()
+            self._process = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 (only prctl, fork-safe)
+            )
+
+    def check_running(self) -> None:
+        if self._process is not None and self._process.poll() is not None:
+            raise HandlerExitedError(
+                f"the handler exited with code {self._process.returncode}; its log is {self.log_path}:\n"
+                + self.tail()
+            )
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no output)"
+
+    async def stop(self) -> int | None:
+        """SIGTERM to the process group, SIGKILL after the grace period; the exit code."""
+        process, self._process = self._process, None
+        if process is None:
+            return None
+        _signal_group(process.pid, signal.SIGTERM)
+        try:
+            code = await asyncio.to_thread(process.wait, _STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            _signal_group(process.pid, signal.SIGKILL)
+            code = await asyncio.to_thread(process.wait, _STOP_GRACE_SECONDS)
+        _signal_group(process.pid, signal.SIGKILL)  # anything the handler left behind in its group
+        return code
+
+    def kill_now(self) -> None:
+        """For the last-resort cleanup path (no event loop): SIGKILL the group."""
+        if self._process is not None:
+            _signal_group(self._process.pid, signal.SIGKILL)
+            self._process.wait(timeout=5)
+            self._process = None
+
+    def sample(self) -> Sample:
+        """RSS (VmRSS of each process of the tree, summed) and CPU time (utime + stime) so far."""
+        rss_kib, ticks = 0, 0
+        for pid in _tree(self.pid):
+            stat = _read_stat(pid)
+            rss = _vm_rss_kib(pid)
+            if stat is None or rss is None:
+                continue  # gone meanwhile
+            ticks += int(stat[11]) + int(stat[12])  # utime, stime (fields 14 and 15 of stat)
+            rss_kib += rss
+        return Sample(at=time.monotonic(), rss_kib=rss_kib, cpu_seconds=ticks / _CLOCK_TICKS)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def _read_stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name (field 2) is in parentheses and may contain spaces: split after it.
+    return text[text.rindex(")") + 2 :].split()
+
+
+def _vm_rss_kib(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
+def _tree(root: int) -> list[int]:
+    """`root` and its descendants (a template may start a wrapper that starts the real handler)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        stat = _read_stat(int(entry))
+        if stat is not None:
+            children.setdefault(int(stat[1]), []).append(int(entry))  # ppid is field 4
+    found, frontier = [root], [root]
+    while frontier:
+        frontier = [child for pid in frontier for child in children.get(pid, [])]
+        found += frontier
+    return found

@@ -1,0 +1,257 @@
+"""The table: one row per figure, one column per implementation, the budget of DESIGN §6 where there is
+one (marked ok / MISS), and with two implementations the ratio second / first."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Results = dict[str, Any]  # one implementation's figures: {"reaction": …, "drain": {key: …}, "footprint": …}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Budget:
+    limit: float
+    at_most: bool = True  # False: at least
+    text: str = ""
+
+    def met(self, value: float) -> bool:
+        return value <= self.limit if self.at_most else value >= self.limit
+
+    def describe(self, unit: str) -> str:
+        return self.text or f"{'≤' if self.at_most else '≥'} {_number(self.limit, unit)}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Row:
+    section: str
+    figure: str
+    unit: str  # "s", "MiB", "%", "/min", "" (a count)
+    read: Callable[[Results], float | None]
+    budget: Budget | None = None
+
+
+def _get(*path: str) -> Callable[[Results], float | None]:
+    def read(results: Results) -> float | None:
+        value: Any = results
+        for key in path:
+            if not isinstance(value, dict) or key not in value:
+                return None
+            value = value[key]
+        return float(value) if isinstance(value, int | float) else None
+
+    return read
+
+
+def rows(*, events: int, cases: Sequence[tuple[str, str]], preempt_case: str | None) -> list[Row]:
+    """`cases`: (key, label) of each drain case, in order; `preempt_case`: the key of the 110-pod case."""
+    table: list[Row] = []
+    reaction = f"Reaction ({events} Preempt events, default period)"
+    for name, key in (("published → cordoned", "cordon_seconds"), ("published → webhook", "notify_seconds")):
+        for stat in ("p50", "p90", "p99", "max"):
+            budget = Budget(limit=1.2) if key == "cordon_seconds" and stat == "p99" else None
+            table.append(
+                Row(
+                    section=reaction,
+                    figure=f"{name} {stat}",
+                    unit="s",
+                    read=_get("reaction", key, stat),
+                    budget=budget,
+                )
+            )
+    for stat in ("p50", "max"):
+        table.append(
+            Row(
+                section=reaction,
+                figure=f"cancelled → uncordoned {stat}",
+                unit="s",
+                read=_get("reaction", "give_back_seconds", stat),
+            )
+        )
+    for key, label in cases:
+        section = f"Drain, {label}"
+        reference = key == "110"
+        table += [
+            Row(
+                section=section,
+                figure="published → cordoned",
+                unit="s",
+                read=_get("drain", key, "cordon_seconds"),
+            ),
+            Row(
+                section=section,
+                figure="published → first eviction",
+                unit="s",
+                read=_get("drain", key, "first_eviction_seconds"),
+            ),
+            Row(
+                section=section,
+                figure="evictions issued (first → last)",
+                unit="s",
+                read=_get("drain", key, "issue_seconds"),
+                budget=Budget(limit=1.0) if reference else None,
+            ),
+            Row(
+                section=section,
+                figure="cordon → last eviction",
+                unit="s",
+                read=_get("drain", key, "cordon_to_last_eviction_seconds"),
+            ),
+            Row(
+                section=section,
+                figure="cordon → node empty",
+                unit="s",
+                read=_get("drain", key, "cordon_to_empty_seconds"),
+                budget=Budget(limit=3.0) if reference else None,
+            ),
+            Row(
+                section=section,
+                figure="eviction requests",
+                unit="",
+                read=_get("drain", key, "eviction_requests"),
+            ),
+            Row(
+                section=section,
+                figure="  of which refused (429…)",
+                unit="",
+                read=_get("drain", key, "evictions_refused"),
+            ),
+            Row(
+                section=section,
+                figure="API requests (publication → empty)",
+                unit="",
+                read=_get("drain", key, "api_requests"),
+            ),
+        ]
+    if preempt_case is not None:
+        section = "Preempt budget (110 pods, 30 s notice)"
+        table += [
+            Row(
+                section=section,
+                figure="published → last eviction",
+                unit="s",
+                read=_get("drain", preempt_case, "last_eviction_seconds"),
+            ),
+            Row(
+                section=section,
+                figure="share of 30 s left for pods' shutdown",
+                unit="%",
+                read=lambda r: _percent(_get("drain", preempt_case, "preempt_budget_share_left")(r)),
+                budget=Budget(limit=90.0, at_most=False, text="well inside (≥ 90 %)"),
+            ),
+        ]
+    section = "Footprint (idle, default period)"
+    table += [
+        Row(
+            section=section,
+            figure="start → first IMDS poll",
+            unit="s",
+            read=_get("footprint", "startup_seconds"),
+        ),
+        Row(
+            section=section,
+            figure="API requests at start-up",
+            unit="",
+            read=_get("footprint", "startup_api_requests"),
+        ),
+        Row(
+            section=section,
+            figure="RSS, steady",
+            unit="MiB",
+            read=_get("footprint", "rss_mib"),
+            budget=Budget(limit=48.0),
+        ),
+        Row(section=section, figure="RSS, max", unit="MiB", read=_get("footprint", "rss_max_mib")),
+        Row(
+            section=section,
+            figure="CPU, idle",
+            unit="%",
+            read=_get("footprint", "cpu_percent"),
+            budget=Budget(limit=0.5, text="≤ 0.5 % of a core"),
+        ),
+        Row(
+            section=section,
+            figure="IMDS requests per minute",
+            unit="/min",
+            read=_get("footprint", "imds_requests_per_minute"),
+        ),
+        Row(
+            section=section,
+            figure="API requests per minute, idle",
+            unit="/min",
+            read=_get("footprint", "api_requests_per_minute"),
+            budget=Budget(limit=0.0, text="0"),
+        ),
+    ]
+    return table
+
+
+def _percent(share: float | None) -> float | None:
+    return None if share is None else 100.0 * share
+
+
+def _number(value: float, unit: str) -> str:
+    if math.isnan(value):
+        return "-"
+    if unit == "s":
+        return f"{value:.3f} s"
+    if unit == "MiB":
+        return f"{value:.1f} MiB"
+    if unit == "%":
+        return f"{value:.2f} %"
+    if unit == "/min":
+        return f"{value:.1f}/min"
+    return f"{value:.0f}"
+
+
+def render(table: Sequence[Row], results: dict[str, Results], names: Sequence[str]) -> str:
+    """A Markdown table (readable as is on a terminal)."""
+    header = ["figure", "budget", *names]
+    if len(names) == 2:
+        header.append(f"{names[1]} / {names[0]}")
+    lines: list[list[str]] = []
+    section = ""
+    for row in table:
+        if row.section != section:
+            section = row.section
+            lines.append([f"**{section}**", "", *([""] * (len(header) - 2))])
+        values = [row.read(results.get(name, {})) for name in names]
+        cells = [row.figure, row.budget.describe(row.unit) if row.budget else ""]
+        for value in values:
+            if value is None:
+                cells.append("-")
+                continue
+            mark = ""
+            if row.budget is not None:
+                mark = " ok" if row.budget.met(value) else " MISS"
+            cells.append(_number(value, row.unit) + mark)
+        if len(names) == 2:
+            first, second = values
+            ratio = "-" if first is None or second is None or first == 0 else f"{second / first:.2f}x"
+            cells.append(ratio)
+        lines.append(cells)
+    widths = [max(len(line[i]) for line in [header, *lines]) for i in range(len(header))]
+
+    def fmt(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    out = [fmt(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [fmt(line) for line in lines]
+    return "\n".join(out)
+
+
+def budget_verdicts(
+    table: Sequence[Row], results: dict[str, Results], names: Sequence[str]
+) -> dict[str, dict[str, bool | None]]:
+    """For each implementation, each budgeted figure: met, missed, or None (not measured)."""
+    verdicts: dict[str, dict[str, bool | None]] = {}
+    for name in names:
+        verdicts[name] = {}
+        for row in table:
+            if row.budget is None:
+                continue
+            value = row.read(results.get(name, {}))
+            verdicts[name][f"{row.section}: {row.figure}"] = None if value is None else row.budget.met(value)
+    return verdicts

@@ -1,0 +1,232 @@
+"""`make bench`: measure the handler (and optionally a second implementation) and print a table.
+
+    python -m bench.run [--events 20] [--pods 30,110,250] [--idle-seconds 60]
+                        [--only reaction,drain,footprint] [--candidate "CMD TEMPLATE"] [--json FILE]
+
+Everything runs on loopback: a real kube-apiserver + etcd (the test binaries), the IMDS simulator and
+a webhook receiver. See bench/README.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.drain import DrainCase, measure_drain
+from bench.footprint import measure_footprint
+from bench.lab import Lab
+from bench.process import OUR_TEMPLATE, PLACEHOLDERS, Implementation
+from bench.reaction import measure_reaction
+from bench.report import budget_verdicts, render, rows
+
+log = logging.getLogger("bench")
+
+SECTIONS = ("reaction", "drain", "footprint")
+GRACE_VARIANT = DrainCase(pods=110, grace_seconds=5)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description="Reaction time, drain throughput and footprint of the handler, against the local "
+        "control plane and the IMDS simulator; optionally side by side with another implementation.",
+        epilog=f"Command templates are split like a shell would, then these placeholders are filled in: "
+        f"{', '.join('{' + p + '}' for p in PLACEHOLDERS)}. Default template: {OUR_TEMPLATE}",
+    )
+    parser.add_argument("--events", type=int, default=20, help="Preempt events for the reaction figures")
+    parser.add_argument(
+        "--pods",
+        default="30,110,250",
+        help="drain cases, pods per node, comma-separated (default %(default)s)",
+    )
+    parser.add_argument(
+        "--no-grace-variant",
+        action="store_true",
+        help="skip the 110-pod case whose pods take 5 s to stop",
+    )
+    parser.add_argument("--idle-seconds", type=float, default=60.0, help="footprint window (default 60)")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="sections to run (default: all)")
+    parser.add_argument(
+        "--handler", default=OUR_TEMPLATE, help="command template of the first implementation"
+    )
+    parser.add_argument("--name", default="ours", help="column name of the first implementation")
+    parser.add_argument("--candidate", help="command template of a second implementation, measured alike")
+    parser.add_argument("--candidate-name", default="candidate", help="its column name")
+    parser.add_argument(
+        "--period",
+        type=float,
+        default=1.0,
+        help="the handlers' poll period in seconds, for the random publication offsets (default 1, ours)",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="seed of the random publication offsets")
+    parser.add_argument("--json", type=Path, help="write every figure to this file")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the handlers' logs and the audit log")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each measurement")
+    args = parser.parse_args(argv)
+    args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        parser.error(
+            f"--only: unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}"
+        )
+    try:
+        args.cases = [DrainCase(pods=int(p)) for p in args.pods.split(",") if p.strip()]
+    except ValueError:
+        parser.error(f"--pods: expected pod counts like 30,110,250, got {args.pods!r}")
+    if any(c.pods < 1 for c in args.cases):
+        parser.error("--pods: every count must be at least 1")
+    if not args.no_grace_variant and "drain" in args.sections:
+        args.cases.append(GRACE_VARIANT)
+    if args.events < 1 or args.idle_seconds < 5:
+        parser.error("--events must be at least 1 and --idle-seconds at least 5")
+    return args
+
+
+async def measure(
+    args: argparse.Namespace, implementations: list[Implementation], work_dir: Path
+) -> dict[str, Any]:
+    results: dict[str, dict[str, Any]] = {impl.name: {"errors": {}} for impl in implementations}
+    async with Lab(work_dir=work_dir) as lab:
+        log.info("control plane ready in %.1f s", lab.control_plane.startup_seconds or 0.0)
+        for section in args.sections:
+            for impl in implementations:
+                log.info("measuring %s of %s", section, impl.name)
+                began = time.monotonic()
+                try:
+                    if section == "reaction":
+                        results[impl.name]["reaction"] = await measure_reaction(
+                            lab, impl, events=args.events, period_seconds=args.period, seed=args.seed
+                        )
+                    elif section == "drain":
+                        drained = results[impl.name].setdefault("drain", {})
+                        for case in args.cases:
+                            try:
+                                drained[case.key] = await measure_drain(lab, impl, case)
+                            except Exception as exc:
+                                log.error("%s drain %s failed: %s", impl.name, case.label, exc)
+                                results[impl.name]["errors"][f"drain {case.key}"] = str(exc)
+                    else:
+                        results[impl.name]["footprint"] = await measure_footprint(
+                            lab, impl, idle_seconds=args.idle_seconds
+                        )
+                except Exception as exc:
+                    log.error("%s %s failed: %s", impl.name, section, exc)
+                    results[impl.name]["errors"][section] = str(exc)
+                log.info("%s of %s took %.0f s", section, impl.name, time.monotonic() - began)
+        if args.keep_logs and lab.control_plane.audit_log_path is not None:
+            shutil.copy(lab.control_plane.audit_log_path, work_dir / "audit.log")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("bench").setLevel(logging.INFO)
+    for noisy in ("httpx", "httpx2", "tests.support.controlplane", "aksnth.azure.simulator"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    implementations = [Implementation(name=args.name, template=args.handler)]
+    if args.candidate:
+        if args.candidate_name == args.name:
+            print("--candidate-name must differ from --name", file=sys.stderr)
+            return 2
+        implementations.append(Implementation(name=args.candidate_name, template=args.candidate))
+    work_dir = Path(tempfile.mkdtemp(prefix="aksnth-bench-"))
+    began = time.monotonic()
+    started_at = dt.datetime.now(dt.UTC)
+    try:
+        results = asyncio.run(_cancel_on_sigterm(measure(args, implementations, work_dir)))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print(f"interrupted; handler logs in {work_dir}", file=sys.stderr)
+        return 130
+    elapsed = time.monotonic() - began
+    names = [impl.name for impl in implementations]
+    table = rows(
+        events=args.events,
+        cases=[(c.key, c.label) for c in args.cases] if "drain" in args.sections else [],
+        preempt_case="110" if any(c.key == "110" for c in args.cases) and "drain" in args.sections else None,
+    )
+    table = [row for row in table if _section_selected(row.section, args.sections)]
+    print(render(table, results, names))
+    failed = {name: r["errors"] for name, r in results.items() if r["errors"]}
+    for name, errors in failed.items():
+        for section, message in errors.items():
+            print(f"\n{name}, {section}: {message.splitlines()[0] if message else 'failed'}")
+    print(f"\n{_machine()}; {elapsed:.0f} s in all")
+    if args.json:
+        document = {
+            "started_at": started_at.isoformat(timespec="seconds"),
+            "elapsed_seconds": elapsed,
+            "machine": _machine(),
+            "command": " ".join(sys.argv),
+            "implementations": [{"name": i.name, "template": i.template} for i in implementations],
+            "options": {
+                "events": args.events,
+                "pods": [c.pods for c in args.cases if not c.grace_seconds],
+                "grace_variant": not args.no_grace_variant,
+                "idle_seconds": args.idle_seconds,
+                "sections": args.sections,
+                "period_seconds": args.period,
+                "seed": args.seed,
+            },
+            "results": results,
+            "budgets": budget_verdicts(table, results, names),
+        }
+        args.json.write_text(json.dumps(_finite(document), indent=2) + "\n")
+    if args.keep_logs or failed:
+        print(f"handler logs: {work_dir}")
+    else:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return 1 if failed else 0
+
+
+async def _cancel_on_sigterm(awaitable: Any) -> Any:
+    """SIGTERM cancels the run like Ctrl-C does, so every handler and the control plane are stopped."""
+    task = asyncio.ensure_future(awaitable)
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    return await task
+
+
+def _section_selected(title: str, sections: list[str]) -> bool:
+    first_word = title.split(maxsplit=1)[0].strip(",").lower()
+    wanted = {"reaction": "reaction", "drain": "drain", "preempt": "drain", "footprint": "footprint"}
+    return wanted.get(first_word, "") in sections
+
+
+def _machine() -> str:
+    cpus = len(os.sched_getaffinity(0))
+    return f"{platform.machine()}, {cpus} CPUs, Python {platform.python_version()}"
+
+
+def _finite(value: Any) -> Any:
+    """NaN/inf are not JSON: write null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
