@@ -1,0 +1,141 @@
+"""``render-template``: the preview command, run in-process through its ``main(argv)``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aksnth.cli import main as cli_main
+from aksnth.notify.preview import json_problem, main
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_renders_template_text(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--template", "Draining node={{ .NodeName }}, type={{ .Event.EventType }}"]) == 0
+    assert capsys.readouterr().out == "Draining node=aks-spot-12345678-vmss000003, type=Preempt"
+
+
+def test_renders_a_file_given_as_argument_or_flag(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "payload.txt"
+    path.write_text('node_termination_event{node="{{ .NodeName }}"} 1\n', encoding="utf-8")
+    assert main([str(path)]) == 0
+    first = capsys.readouterr().out
+    assert main(["--template-file", str(path)]) == 0
+    assert (
+        capsys.readouterr().out == first == 'node_termination_event{node="aks-spot-12345678-vmss000003"} 1\n'
+    )
+
+
+def test_is_wired_as_a_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["render-template", "-template", "{{ .Phase }}", "-phase", "drained"]) == 0
+    assert capsys.readouterr().out == "drained"
+
+
+def test_event_type_and_phase(capsys: pytest.CaptureFixture[str]) -> None:
+    text = "{{ .Event.EventType }} {{ .Phase }} {{ .DrainResult.Result }} {{ .DrainResult.Evicted }}"
+    assert main(["--template", text, "--event-type", "reboot", "--phase", "drained"]) == 0
+    assert capsys.readouterr().out == "Reboot drained drained 4"
+
+
+def test_template_error_exits_2_with_position(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "slack.json"
+    path.write_text('{\n  "text": "{{ .Nodename }}"\n}\n', encoding="utf-8")
+    assert main([str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"{path}:2:15: can't evaluate field Nodename")
+    assert "did you mean .NodeName?" in captured.err
+
+
+def test_syntax_error_exits_2_with_position(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--template", "ok\n{{ if .NodeName }}never closed"]) == 2
+    assert (
+        capsys.readouterr().err
+        == "template:2:4: unclosed {{if}}: missing {{end}} before the end of the template\n"
+    )
+
+
+def test_check_json_accepts_valid_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(EXAMPLES / "slack-blockkit.json"), "--check-json"]) == 0
+    assert json.loads(capsys.readouterr().out)["blocks"]
+
+
+def test_check_json_says_where_the_output_is_not_json(capsys: pytest.CaptureFixture[str]) -> None:
+    text = '{\n  "node": {{ .NodeName }}\n}'
+    assert main(["--template", text, "--check-json"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == '{\n  "node": aks-spot-12345678-vmss000003\n}'
+    assert "not valid JSON: line 2 column 11: Expecting value" in captured.err
+    assert '  "node": aks-spot-12345678-vmss000003\n' in captured.err
+
+
+def test_json_problem_rejects_non_standard_constants() -> None:
+    assert json_problem('{"a": NaN}') == "NaN is not valid JSON"
+    assert json_problem('{"a": 1}') is None
+
+
+def test_data_file_overrides_the_sample(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    data = tmp_path / "node.json"
+    data.write_text(
+        json.dumps(
+            {
+                "NodeName": "aks-gpu-1",
+                "NodeLabels": {
+                    "kubernetes.azure.com/cluster": "prod",
+                    "topology.kubernetes.io/zone": "eastus-1",
+                },
+                "Event": {"EventType": "Terminate"},
+                "Extra": {"team": "ml"},
+            }
+        ),
+        encoding="utf-8",
+    )
+    text = (
+        "{{ .NodeName }} {{ .ClusterName }} {{ .NodeZone }} [{{ .InstanceType }}] {{ .Event.EventType }} "
+        "{{ .Event.EventSource }} {{ .Extra.team }}"
+    )
+    assert main(["--template", text, "--data", str(data)]) == 0
+    assert capsys.readouterr().out == "aks-gpu-1 prod eastus-1 [] Terminate Platform ml"
+
+
+def test_data_keeps_struct_fields_strict(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    data = tmp_path / "node.json"
+    data.write_text('{"Event": {"EventType": "Reboot"}}', encoding="utf-8")
+    assert main(["--template", "{{ .Event.Typo }}", "--data", str(data)]) == 2
+    assert "can't evaluate field Typo in type Event" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "no template"),
+        (["--template", "x", "file.json"], "not both"),
+        (["--template", "x", "--template-file", "y"], "not allowed with argument"),
+        (["/nonexistent/payload.json"], "cannot read /nonexistent/payload.json"),
+        (["--template", "x", "--phase", "later"], "invalid choice"),
+        (["--template", "x", "--data", "/nonexistent/data.json"], "cannot read"),
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("content", "message"), [("[1, 2]", "must hold a JSON object"), ("{oops", "not valid JSON")]
+)
+def test_bad_data_file_exits_2(
+    content: str, message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    data = tmp_path / "data.json"
+    data.write_text(content, encoding="utf-8")
+    assert main(["--template", "x", "--data", str(data)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    assert "--check-json" in capsys.readouterr().out
