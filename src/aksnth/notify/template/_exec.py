@@ -157,7 +157,11 @@ class _Render:
             if len(node.pipe.decls) > 1:
                 raise self._error(f"can't use {value} to iterate over more than one variable", node.pos)
             return ((i, i) for i in range(value))
-        raise self._error(f"range can't iterate over {format_v(value)} ({go_type_name(value)})", node.pos)
+        try:
+            shown = f"{format_v(value)} ({go_type_name(value)})"
+        except FuncError:
+            shown = go_type_name(value)
+        raise self._error(f"range can't iterate over {shown}", node.pos)
 
     def _range(self, node: RangeNode, dot: object) -> None:
         mark = len(self._vars)
