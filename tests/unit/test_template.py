@@ -6,10 +6,13 @@ this implementation.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from aksnth.errors import ConfigError, TemplateError
@@ -444,3 +447,34 @@ def _leaves(value: object) -> list[object]:
     if isinstance(value, list):
         return [leaf for v in value for leaf in _leaves(v)]
     return [value]
+
+
+# --- any text: output or a TemplateError, nothing else ----------------------------------------------------
+
+_ATOMS = [
+    "{{", "}}", "{{- ", " -}}", "/*", "*/", " ", "\n", ".", ".NodeName", ".Event", ".EventType", "$", "$x",
+    ":=", "=", "|", "(", ")", ",", '"a"', "`r`", "'c'", "1", "-1", "0x", "1e", "1.5", "if", "else", "end",
+    "range", "with", "define", "template", "block", "break", "continue", "nil", "true", "printf",
+    '"%d%s%v%q%x%5.2f%*d"', "index", "slice", "len", "and", "or", "not", "eq", "lt", "join", "toJson",
+    "default", "replace", '""', ".NodePods", ".NodeLabels", "\\", '"\\x', "é", "{", "}", "-", "%",
+]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(_ATOMS), max_size=30).map("".join))
+def test_any_text_renders_or_raises_template_error(text: str) -> None:
+    with contextlib.suppress(TemplateError):
+        compile_template(text).render(sample_template_data())
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{{ len.Event }}", "wrong number of args for len: want 1 got 0"),  # func.Field calls func with none
+        ('{{ "\\x-1" }}', "invalid escape sequence"),
+        ('{{ "\\u12" }}', "invalid escape sequence"),
+    ],
+)
+def test_found_by_fuzzing(text: str, message: str) -> None:
+    with pytest.raises(TemplateError, match=message):
+        compile_template(text)

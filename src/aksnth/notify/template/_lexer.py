@@ -10,6 +10,7 @@ from __future__ import annotations
 import bisect
 import enum
 import re
+import string
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Final
@@ -314,23 +315,21 @@ class Lexer:
                 i += 2
             elif esc == "x" or esc in "01234567":
                 digits = body[i + 2 : i + 4] if esc == "x" else body[i + 1 : i + 4]
-                base, need = (16, 2) if esc == "x" else (8, 3)
-                try:
-                    byte = int(digits, base)
-                except ValueError:
-                    raise bad from None
-                if len(digits) != need or byte > 255:
+                base, need, allowed = (16, 2, string.hexdigits) if esc == "x" else (8, 3, string.octdigits)
+                if len(digits) != need or not all(c in allowed for c in digits):
+                    raise bad
+                byte = int(digits, base)
+                if byte > 255:
                     raise bad
                 out.append(byte)
                 i += 2 + need if esc == "x" else 1 + need
             elif esc in ("u", "U"):
                 need = 4 if esc == "u" else 8
                 digits = body[i + 2 : i + 2 + need]
-                try:
-                    code = int(digits, 16)
-                except ValueError:
-                    raise bad from None
-                if len(digits) != need or code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+                if len(digits) != need or not all(c in string.hexdigits for c in digits):
+                    raise bad
+                code = int(digits, 16)
+                if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
                     raise bad
                 out += chr(code).encode()
                 i += 2 + need

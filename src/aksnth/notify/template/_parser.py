@@ -349,9 +349,8 @@ class Parser:
         if not args:
             raise self._error("missing command", start.pos)
         for arg in args[1:]:
-            called = arg.node if isinstance(arg, ChainNode) else arg
-            if isinstance(called, IdentifierNode):
-                self._check_arity(called, 0)
+            if isinstance(arg, IdentifierNode):
+                self._check_arity(arg, 0)  # a function as an argument is called without arguments
         return CommandNode(args[0].pos, tuple(args)), piped
 
     def _operand(self) -> Operand | None:
@@ -367,6 +366,8 @@ class Parser:
             return FieldNode(node.pos, node.names + tuple(names))
         if isinstance(node, VariableNode):
             return VariableNode(node.pos, node.name, node.names + tuple(names))
+        if isinstance(node, IdentifierNode):
+            self._check_arity(node, 0)  # func.Field calls func without arguments
         if isinstance(node, PipeNode | IdentifierNode | ChainNode):
             return ChainNode(node.pos, node, tuple(names))
         raise self._error(f"unexpected . after term {describe(node)}", node.pos)
