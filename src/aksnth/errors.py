@@ -51,9 +51,7 @@ class WriteConflict(KubeError):
 class EvictionBlocked(KubeError):
     """An eviction was refused for now (HTTP 429), usually by a PodDisruptionBudget."""
 
-    def __init__(
-        self, message: str, *, retry_after_seconds: float | None = None, budget: str | None = None
-    ):
+    def __init__(self, message: str, *, retry_after_seconds: float | None = None, budget: str | None = None):
         super().__init__(message, status=429)
         self.retry_after_seconds = retry_after_seconds
         self.budget = budget  # the PodDisruptionBudget that refused, when the API server names it
@@ -74,7 +72,9 @@ class NotifyError(AksnthError):
 class TemplateError(ConfigError):
     """A payload template does not parse or does not render; carries the position when known."""
 
-    def __init__(self, message: str, *, name: str = "template", line: int | None = None, column: int | None = None):
+    def __init__(
+        self, message: str, *, name: str = "template", line: int | None = None, column: int | None = None
+    ):
         where = name if line is None else f"{name}:{line}:{column or 1}"
         super().__init__(f"{where}: {message}")
         self.name = name

@@ -32,6 +32,7 @@ class KnownEvent:
     responded: bool  # we started a response (cordon/drain) for it
     finished: bool = False  # given back, or left alone for good
     boot_id: str = ""  # the node's bootID when we responded
+    resume: bool = False  # recorded on the node by an earlier run whose response did not finish
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,7 +109,8 @@ def decide(
         if not event.concerns(resource_name):
             continue
         present[event.event_id] = event
-        if event.event_id in known:
+        memory = known.get(event.event_id)
+        if memory is not None and not (memory.resume and not memory.finished):
             continue
         if event.event_type not in selected:
             why = (
@@ -127,7 +129,11 @@ def decide(
                 drain_deadline=drain_deadline(
                     deadline, now=now, node_grace_period_seconds=settings.node_grace_period_seconds
                 ),
-                reason=f"{event.event_type.value} {event.status.value} for {resource_name}",
+                reason=(
+                    f"resuming the response to {event.event_type.value} {event.status.value} after a restart"
+                    if memory is not None
+                    else f"{event.event_type.value} {event.status.value} for {resource_name}"
+                ),
             )
         )
 

@@ -181,3 +181,32 @@ def test_finished_or_unanswered_events_are_left_alone():
 def test_two_events_at_once_each_get_a_response():
     actions = plan(doc(event("Reboot", event_id="A"), event("Redeploy", event_id="B")))
     assert [a.event.event_id for a in actions if isinstance(a, Respond)] == ["A", "B"]
+
+
+def test_an_unfinished_response_recorded_by_an_earlier_run_is_resumed():
+    memory = {
+        "E1": KnownEvent(
+            event_id="E1",
+            event_type=EventType.PREEMPT,
+            last_status=EventStatus.SCHEDULED,
+            responded=True,
+            resume=True,
+        ),
+    }
+    (action,) = plan(doc(event("Preempt", not_before=NOW + timedelta(seconds=20))), memory=memory)
+    assert isinstance(action, Respond)
+    assert "resuming" in action.reason
+
+
+def test_a_resumable_event_that_is_gone_is_concluded_instead():
+    memory = {
+        "E1": KnownEvent(
+            event_id="E1",
+            event_type=EventType.REBOOT,
+            last_status=EventStatus.SCHEDULED,
+            responded=True,
+            resume=True,
+        ),
+    }
+    (action,) = plan(doc(), memory=memory)
+    assert isinstance(action, GiveBack)

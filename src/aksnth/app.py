@@ -1,0 +1,152 @@
+"""Wiring: open the clients, start the named long-lived tasks, stop cleanly.
+
+``cli.main()`` parses and validates; ``run()`` owns the process lifetime. Each long-lived task is
+named and guarded: one that fails, or returns when it never should, stops the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable
+from contextlib import AsyncExitStack
+
+import httpx
+
+from aksnth import __version__
+from aksnth.azure.imds import ImdsClient
+from aksnth.config import Settings
+from aksnth.handler import Handler
+from aksnth.kube.client import open_client
+from aksnth.kube.events import EventRecorder
+from aksnth.notify.dispatcher import Notifier
+from aksnth.observe.health import Health
+from aksnth.observe.httpmetrics import imds_transport
+from aksnth.observe.logging import configure_logging, register_secret
+from aksnth.observe.server import MetricsServer
+
+log = logging.getLogger(__name__)
+
+
+class _Stop(Exception):
+    """Raised inside the task group to end it: a signal, or -exitAfterNodeDrain."""
+
+
+class TaskEndedError(RuntimeError):
+    """A task that should run until cancelled returned."""
+
+
+def prepare(settings: Settings) -> Notifier | None:
+    """Start-up checks that must fail before anything else happens (templates): raises ConfigError."""
+    configure_logging(settings.log.level, settings.log.pretty)
+    for secret in _secrets(settings):
+        register_secret(secret)
+    if not settings.notify.enabled:
+        return None
+    notifier = Notifier(settings.notify)
+    notifier.validate()
+    return notifier
+
+
+async def run(
+    settings: Settings, *, notifier: Notifier | None = None, install_signal_handlers: bool = True
+) -> int:
+    """Run the handler until SIGTERM/SIGINT (or the end of a drain with -exitAfterNodeDrain)."""
+    if notifier is None:
+        notifier = prepare(settings)
+    log.info(
+        "aks-node-termination-handler %s starting for node %s (period %.1fs, endpoint %s)",
+        __version__,
+        settings.kube.node_name,
+        settings.imds.poll_interval_seconds,
+        settings.imds.endpoint,
+    )
+    if settings.sentry_dsn:
+        log.warning("-sentry.dsn is accepted for compatibility but Sentry reporting is not supported")
+    if settings.response.dry_run:
+        log.warning("-dryRun: events are logged, recorded and notified; the node is not changed")
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    if install_signal_handlers:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+
+    health = Health(poll_interval_seconds=settings.imds.poll_interval_seconds)
+    async with AsyncExitStack() as stack:
+        kube = await stack.enter_async_context(open_client(settings.kube))
+        http = await stack.enter_async_context(httpx.AsyncClient(transport=imds_transport(), trust_env=False))
+        imds = ImdsClient(settings.imds, client=http)
+        recorder = EventRecorder(kube, host=settings.kube.node_name)
+        handler = Handler(
+            settings=settings, imds=imds, kube=kube, notifier=notifier, health=health, recorder=recorder
+        )
+        server = MetricsServer(settings.web.address, health)
+        await server.start()
+        stack.push_async_callback(server.stop)
+        if notifier is not None:
+            stack.push_async_callback(notifier.aclose)
+
+        async def watch_handler() -> None:
+            await handler.run()
+            raise _Stop("exit after node drain")
+
+        async def wait_for_signal() -> None:
+            await stop.wait()
+            log.info("signal received: stopping (nothing on the node is undone)")
+            raise _Stop("signal")
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(watch_handler(), name="handle-events")
+                group.create_task(wait_for_signal(), name="wait-for-signal")
+                if notifier is not None:
+                    group.create_task(
+                        _forever(notifier.run(), "deliver-notifications"), name="deliver-notifications"
+                    )
+                    group.create_task(_checked(notifier.check()), name="check-notifiers")
+        except* _Stop:
+            pass
+        finally:
+            await _bounded(handler.stop(), settings.grace_period_seconds / 2, "stopping event tasks")
+            if notifier is not None:
+                await _bounded(
+                    notifier.drain_queue(settings.grace_period_seconds / 2),
+                    settings.grace_period_seconds / 2,
+                    "delivering queued notifications",
+                )
+    log.info("stopped")
+    return 0
+
+
+async def _forever(awaitable: Awaitable[None], name: str) -> None:
+    await awaitable
+    raise TaskEndedError(f"task {name} returned, but it must run until cancelled")
+
+
+async def _checked(awaitable: Awaitable[None]) -> None:
+    """Start-up checks of notifiers only warn: a bad Telegram token must not stop the drain."""
+    try:
+        await awaitable
+    except Exception as exc:  # reported, never fatal
+        log.error("notification check failed: %s (notifications may not arrive; draining is unaffected)", exc)
+
+
+async def _bounded(awaitable: Awaitable[None], seconds: float, what: str) -> None:
+    try:
+        async with asyncio.timeout(max(seconds, 0.1)):
+            await asyncio.shield(awaitable)
+    except TimeoutError:
+        log.warning("%s did not finish within %.1fs", what, seconds)
+
+
+def _secrets(settings: Settings) -> list[str]:
+    values = [settings.sentry_dsn.reveal()]
+    for hook in settings.notify.webhooks:
+        values += [hook.url.reveal(), hook.http_proxy.reveal()]
+    if settings.notify.telegram is not None:
+        values += [settings.notify.telegram.token.reveal(), settings.notify.telegram.http_proxy.reveal()]
+    return [v for v in values if v]

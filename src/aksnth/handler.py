@@ -1,0 +1,462 @@
+"""The poll loop and the event lifecycle: the only owner of mutable state.
+
+It polls IMDS every ``-period``, hands each new document to the pure ``policy.decide`` and carries out
+the plan: a response (protect, notify, drain, approve) runs as its own task per EventId so that
+polling goes on and several events can be handled at once; a give-back cancels the response of the
+same event first. What was done is recorded on the Node (``kube.node``), so a restarted handler
+resumes instead of starting over, and never repeats a step that already happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from lightkube import AsyncClient
+
+from aksnth import policy
+from aksnth.azure.imds import ImdsClient, PollBackoff
+from aksnth.azure.resource_name import resource_name_from_provider_id
+from aksnth.config import Settings, TaintEffect
+from aksnth.errors import AksnthError, ImdsDocumentError, ImdsError, KubeError
+from aksnth.kube import drain as kube_drain
+from aksnth.kube import events as kube_events
+from aksnth.kube import node as kube_node
+from aksnth.kube.record import NodeRecord, Phase
+from aksnth.model import EventStatus, InstanceMetadata, NodeSnapshot, ScheduledEvent, ScheduledEventsDocument
+from aksnth.notify.dispatcher import Notifier
+from aksnth.notify.payload import build_template_data
+from aksnth.observe import metrics
+from aksnth.observe.health import Health
+from aksnth.observe.logging import log_context
+
+log = logging.getLogger(__name__)
+
+# While the node has no providerID yet (a fresh node), retry reading it with this backoff.
+PROVIDER_ID_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
+# Instance metadata is only decoration for notifications: never wait long for it.
+INSTANCE_METADATA_TIMEOUT_SECONDS = 2.0
+
+
+class Handler:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        imds: ImdsClient,
+        kube: AsyncClient,
+        notifier: Notifier | None,
+        health: Health,
+        recorder: kube_events.EventRecorder,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._settings = settings
+        self._response = settings.response
+        self._imds = imds
+        self._kube = kube
+        self._notifier = notifier
+        self._health = health
+        self._recorder = recorder
+        self._now = wall_clock
+        self._node_name = settings.kube.node_name
+        self.resource_name = settings.response.resource_name
+        self._boot_id = ""
+        self._known: dict[str, policy.KnownEvent] = {}
+        self._first_seen: dict[str, datetime] = {}
+        self._ignored: set[str] = set()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._last_incarnation: int | None = None
+        self._instance: InstanceMetadata | None = None
+        self.exit_requested = asyncio.Event()
+
+    # --- start-up -----------------------------------------------------------------------------
+    async def resolve_resource_name(self) -> str:
+        """-resource.name, or derived from the node's providerID (retried while it is still empty)."""
+        attempt = 0
+        while not self.resource_name:
+            attempt += 1
+            try:
+                node = await kube_node.read_node(self._kube, self._node_name)
+                self.resource_name = resource_name_from_provider_id(node.provider_id)
+            except (KubeError, ValueError) as exc:
+                delay = PROVIDER_ID_BACKOFF_SECONDS[min(attempt, len(PROVIDER_ID_BACKOFF_SECONDS)) - 1]
+                log.warning(
+                    "cannot derive the Azure resource name of node %s (attempt %d): %s; retrying in %.0fs",
+                    self._node_name,
+                    attempt,
+                    exc,
+                    delay,
+                )
+                self._health.beat()
+                await asyncio.sleep(delay)
+            else:
+                log.info("node %s is Azure resource %s", self._node_name, self.resource_name)
+        self._health.resource_known(self.resource_name)
+        return self.resource_name
+
+    async def restore(self) -> None:
+        """Resume from the record on the Node: what we already did survives a restart of the pod."""
+        while True:
+            try:
+                node = await kube_node.read_node(self._kube, self._node_name)
+                break
+            except KubeError as exc:
+                log.warning(
+                    "cannot read node %s to resume its record: %s; retrying in 2s", self._node_name, exc
+                )
+                self._health.beat()
+                await asyncio.sleep(2.0)
+        self._boot_id = node.boot_id
+        record = NodeRecord.from_annotations(node.annotations)
+        for entry in record.events.values():
+            unfinished = entry.phase.rank < self._done_phase().rank
+            self._known[entry.event_id] = policy.KnownEvent(
+                event_id=entry.event_id,
+                event_type=entry.event_type,
+                last_status=entry.last_status,
+                responded=True,
+                finished=entry.finished,
+                boot_id=record.boot_id,
+                resume=unfinished and not entry.finished,
+            )
+            self._first_seen[entry.event_id] = entry.first_seen
+        active = [e for e in record.events.values() if e.active]
+        if active:
+            log.info(
+                "resuming: %d event(s) recorded on the node are not concluded (%s)",
+                len(active),
+                ", ".join(f"{e.event_type.value} {e.event_id} at {e.phase.value}" for e in active),
+            )
+
+    def _done_phase(self) -> Phase:
+        return Phase.APPROVED if self._response.approve_events else Phase.DRAINED
+
+    # --- the loop -------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Poll until cancelled (or, with -exitAfterNodeDrain, until a drain finished)."""
+        await self.resolve_resource_name()
+        await self.restore()
+        backoff = PollBackoff(self._settings.imds.poll_interval_seconds)
+        errors = metrics.ERROR_READING_ENDPOINT.labels(node=self._node_name, resource=self.resource_name)
+        while not self.exit_requested.is_set():
+            self._health.beat()
+            try:
+                document = await self._imds.fetch_document()
+            except ImdsError as exc:
+                errors.inc()
+                self._health.polled(False, error=str(exc))
+                delay = backoff.on_error(exc)
+                level = logging.ERROR if isinstance(exc, ImdsDocumentError) else logging.WARNING
+                log.log(level, "reading Scheduled Events failed (attempt %d): %s", backoff.attempt, exc)
+            else:
+                if backoff.attempt:
+                    log.info(
+                        "reading Scheduled Events works again after %d failed attempt(s)", backoff.attempt
+                    )
+                self._health.polled(True)
+                metrics.LAST_SUCCESSFUL_POLL.set(time.time())
+                metrics.DOCUMENT_INCARNATION.set(document.incarnation)
+                delay = backoff.on_success()
+                self.on_document(document)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.exit_requested.wait(), timeout=delay)
+
+    def on_document(self, document: ScheduledEventsDocument) -> None:
+        """Decide on a document and start what it asks for; never blocks the poll loop."""
+        first = self._last_incarnation is None
+        changed = document.incarnation != self._last_incarnation
+        self._last_incarnation = document.incarnation
+        now = self._now()
+        for event in document.events:
+            if not event.concerns(self.resource_name):
+                continue
+            self._first_seen.setdefault(event.event_id, now)
+            known = self._known.get(event.event_id)
+            if known is not None and known.last_status is not event.status:
+                self._known[event.event_id] = replace(known, last_status=event.status)
+        if not (changed or first):
+            return
+        with log_context(incarnation=document.incarnation):
+            plan = policy.decide(
+                document,
+                resource_name=self.resource_name,
+                known=self._known,
+                settings=self._response,
+                now=now,
+                boot_id=self._boot_id,
+                first_seen=self._first_seen,
+            )
+            for action in plan:
+                self._execute(action)
+
+    def _execute(self, action: policy.Action) -> None:
+        match action:
+            case policy.Ignore(event=event, reason=reason):
+                if event.event_id not in self._ignored:
+                    self._ignored.add(event.event_id)
+                    with log_context(event_id=event.event_id, event_type=event.event_type.value):
+                        log.info("ignoring %s event %s: %s", event.event_type_raw, event.event_id, reason)
+            case policy.Respond(event=event):
+                previous = self._known.get(event.event_id)
+                if previous is None:
+                    metrics.SCHEDULED_EVENTS.labels(
+                        node=self._node_name, resource=self.resource_name, type=event.event_type.value
+                    ).inc()
+                self._known[event.event_id] = policy.KnownEvent(
+                    event_id=event.event_id,
+                    event_type=event.event_type,
+                    last_status=event.status,
+                    responded=True,
+                    boot_id=previous.boot_id if previous else self._boot_id,
+                )
+                self._spawn(event.event_id, self._respond(action))
+            case policy.GiveBack() | policy.Finish():
+                memory = self._known[action.event_id]
+                self._known[action.event_id] = replace(memory, finished=True, resume=False)
+                self._spawn(action.event_id, self._conclude(action))
+
+    def _spawn(self, event_id: str, work: Coroutine[Any, Any, None]) -> None:
+        previous = self._tasks.get(event_id)
+        task = asyncio.create_task(_after(previous, work), name=f"event-{event_id}")
+        self._tasks[event_id] = task
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._tasks.get(event_id) is done:
+                del self._tasks[event_id]
+
+        task.add_done_callback(forget)
+
+    async def wait_idle(self) -> None:
+        """Wait for every event task started so far (tests and -exitAfterNodeDrain use it)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    async def stop(self) -> None:
+        """Cancel event tasks (on shutdown). Never undo anything: the node is probably going away."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- executing a response ---------------------------------------------------------------------
+    async def _respond(self, action: policy.Respond) -> None:
+        event = action.event
+        with log_context(event_id=event.event_id, event_type=event.event_type.value, action="respond"):
+            try:
+                await self._respond_steps(action)
+            except asyncio.CancelledError:
+                log.info("response to %s %s stopped", event.event_type.value, event.event_id)
+                raise
+            except AksnthError as exc:
+                log.error("response to %s %s failed: %s", event.event_type.value, event.event_id, exc)
+            except Exception:
+                log.exception("response to %s %s failed unexpectedly", event.event_type.value, event.event_id)
+
+    async def _respond_steps(self, action: policy.Respond) -> None:
+        event = action.event
+        dry = self._response.dry_run
+        seen_at = self._first_seen.get(event.event_id, self._now())
+        log.info(
+            "%s; drain deadline %s, event at %s%s",
+            action.reason,
+            action.drain_deadline.isoformat(timespec="seconds"),
+            action.event_deadline.isoformat(timespec="seconds"),
+            " [dry run: the node is not changed]" if dry else "",
+        )
+        before = NodeRecord.from_annotations(
+            (await kube_node.read_node(self._kube, self._node_name)).annotations
+        ).events.get(event.event_id)
+        resumed = before is not None
+
+        # 1. Tell people first; delivery runs on its own task and never delays what follows.
+        node: NodeSnapshot | None = None
+        if self._notifier is not None and (before is None or "event" not in before.notified):
+            node = await self._snapshot_for_notification()
+            await self._instance_metadata()
+            self._notify("event", event, node)
+        if not resumed:
+            await self._recorder.record_node(
+                type="Warning", reason=kube_events.REASON_EVENT_SEEN, message=_describe(event)
+            )
+
+        # 2. Stop new traffic and new pods: LB exclusion label, cordon, taint (NoExecute waits).
+        if before is None or before.phase.rank < Phase.PROTECTED.rank:
+            await kube_node.protect_node(
+                self._kube,
+                self._node_name,
+                event=event,
+                taint=self._response.taint_node,
+                effect=self._response.taint_effect,
+                exclude_from_lb=self._response.exclude_from_load_balancers,
+                dry_run=dry,
+                now=seen_at,
+            )
+            metrics.EVENT_TO_CORDON.labels(since="sighting").observe(
+                max((self._now() - seen_at).total_seconds(), 0.0)
+            )
+            log.info("node %s cordoned%s", self._node_name, " (dry run)" if dry else "")
+            await self._recorder.record_node(
+                type="Normal",
+                reason=kube_events.REASON_CORDONED,
+                message=f"Cordoned for Azure {event.event_type.value} {event.event_id}"
+                + (" (dry run: not really)" if dry else ""),
+            )
+        if self._notifier is not None and (before is None or "event" not in before.notified):
+            await kube_node.update_record(
+                self._kube, self._node_name, lambda r: r.with_notified(event.event_id, "event"), dry_run=dry
+            )
+
+        # 3. Drain within the time that is left.
+        if before is None or before.phase.rank < Phase.DRAINED.rank:
+            await self._drain(action)
+
+        # 4. Let Azure go ahead early once the node is empty.
+        if self._response.approve_events and not dry and (before is None or not before.approved):
+            record = NodeRecord.from_annotations(
+                (await kube_node.read_node(self._kube, self._node_name)).annotations
+            ).events.get(event.event_id)
+            if record is not None and record.drain is not None and record.drain.result == "drained":
+                await self._imds.approve_event(event.event_id)
+                await kube_node.update_record(
+                    self._kube, self._node_name, lambda r: r.with_approved(event.event_id), dry_run=dry
+                )
+                await self._recorder.record_node(
+                    type="Normal",
+                    reason=kube_events.REASON_APPROVED,
+                    message=f"Approved {event.event_id} through StartRequests: Azure may proceed now",
+                )
+                log.info("approved event %s: Azure may start it now", event.event_id)
+            else:
+                log.warning("not approving event %s: the drain did not complete", event.event_id)
+
+        if self._response.exit_after_node_drain:
+            log.info("-exitAfterNodeDrain: exiting now that the drain is over")
+            self.exit_requested.set()
+
+    async def _drain(self, action: policy.Respond) -> None:
+        event = action.event
+        dry = self._response.dry_run
+        remaining = (action.drain_deadline - self._now()).total_seconds()
+        deadline = asyncio.get_running_loop().time() + max(remaining, 0.0)
+        await self._recorder.record_node(
+            type="Normal",
+            reason=kube_events.REASON_DRAIN_STARTED,
+            message=f"Draining for Azure {event.event_type.value} {event.event_id} within {remaining:.0f}s",
+        )
+        result = await kube_drain.drain_node(
+            self._kube,
+            self._node_name,
+            deadline=deadline,
+            grace_period_seconds=self._response.pod_grace_period_seconds,
+            disable_eviction=self._response.disable_eviction,
+            dry_run=dry,
+            recorder=self._recorder,
+            event_type=event.event_type,
+        )
+        level = logging.INFO if result.succeeded else logging.WARNING
+        log.log(level, "drain %s: %s", result.result.value, result.summary())
+        await self._recorder.record_node(
+            type="Normal" if result.succeeded else "Warning",
+            reason=kube_events.REASON_DRAIN_FINISHED if result.succeeded else kube_events.REASON_DRAIN_FAILED,
+            message=result.summary(),
+        )
+        # NoExecute only after the drain, so that PodDisruptionBudgets were honoured.
+        if self._response.taint_node and self._response.taint_effect is TaintEffect.NO_EXECUTE:
+            await kube_node.apply_after_drain_taint(self._kube, self._node_name, event=event, dry_run=dry)
+            await self._recorder.record_node(
+                type="Normal",
+                reason=kube_events.REASON_TAINTED_NO_EXECUTE,
+                message=f"Tainted NoExecute after the drain for {event.event_id}",
+            )
+        await kube_node.update_record(
+            self._kube, self._node_name, lambda r: r.with_drain_result(event.event_id, result), dry_run=dry
+        )
+        if self._notifier is not None and self._settings.notify.notify_on_drain_finished:
+            node = await self._snapshot_for_notification()
+            self._notify("drained", event, node, drain_result=result.as_template_data())
+            await kube_node.update_record(
+                self._kube, self._node_name, lambda r: r.with_notified(event.event_id, "drained"), dry_run=dry
+            )
+
+    async def _conclude(self, action: policy.GiveBack | policy.Finish) -> None:
+        dry = self._response.dry_run
+        with log_context(event_id=action.event_id, event_type=action.event_type.value, action="conclude"):
+            try:
+                if isinstance(action, policy.Finish):
+                    log.info("event %s is over: %s", action.event_id, action.reason)
+                    await kube_node.update_record(
+                        self._kube, self._node_name, lambda r: r.with_finished(action.event_id), dry_run=dry
+                    )
+                    return
+                log.info("giving the node back: %s", action.reason)
+                undone = await kube_node.give_back(
+                    self._kube, self._node_name, event_id=action.event_id, dry_run=dry
+                )
+                log.info("node given back: %s", undone)
+                await self._recorder.record_node(
+                    type="Normal", reason=kube_events.REASON_GIVEN_BACK, message=f"{action.reason}: {undone}"
+                )
+            except AksnthError as exc:
+                log.error("concluding event %s failed: %s", action.event_id, exc)
+
+    # --- notifications ----------------------------------------------------------------------------
+    async def _snapshot_for_notification(self) -> NodeSnapshot:
+        try:
+            return await kube_node.read_node_with_pods(self._kube, self._node_name)
+        except KubeError as exc:
+            log.warning("cannot read node details for the notification: %s", exc)
+            return NodeSnapshot(name=self._node_name)
+
+    async def _instance_metadata(self) -> None:
+        if self._instance is not None:
+            return
+        try:
+            async with asyncio.timeout(INSTANCE_METADATA_TIMEOUT_SECONDS):
+                self._instance = await self._imds.fetch_instance_metadata()
+        except (ImdsError, TimeoutError) as exc:
+            log.info("instance metadata unavailable for notifications: %s", exc)
+            self._instance = InstanceMetadata()
+
+    def _notify(
+        self,
+        phase: str,
+        event: ScheduledEvent,
+        node: NodeSnapshot | None,
+        drain_result: dict[str, Any] | None = None,
+    ) -> None:
+        if self._notifier is None:
+            return
+        data = build_template_data(
+            event=event,
+            node=node or NodeSnapshot(name=self._node_name),
+            phase=phase,
+            drain_result=drain_result,
+            instance=self._instance,
+        )
+        self._notifier.submit(phase, data)
+
+
+async def _after(previous: asyncio.Task[None] | None, work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` once the previous task of the same event has been cancelled and has ended."""
+    if previous is not None and not previous.done():
+        previous.cancel()
+        with contextlib.suppress(BaseException):
+            await previous
+    await work
+
+
+def _describe(event: ScheduledEvent) -> str:
+    if event.status is EventStatus.STARTED:
+        when = "started"
+    else:
+        when = f"scheduled not before {event.not_before_raw or 'unknown'}"
+    source = event.event_source or "unknown source"
+    return f"Azure {event.event_type.value} {event.event_id} {when} ({source}): {event.description}".rstrip(
+        ": "
+    )

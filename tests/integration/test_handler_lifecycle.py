@@ -1,0 +1,390 @@
+"""The whole handler against the real control plane and the IMDS simulator, as the chart's
+ServiceAccount: what users see on their nodes for each kind of Azure event."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from lightkube import AsyncClient
+from lightkube.resources.core_v1 import Event, Node, Pod
+from lightkube.resources.policy_v1 import PodDisruptionBudget
+
+from aksnth.azure.simulator import ImdsSimulator
+from aksnth.kube import keys
+from aksnth.kube.record import NodeRecord, Phase
+from aksnth.observe import metrics
+from tests.integration.kube_fixtures import handler_rules
+from tests.support.cluster import (
+    AksNode,
+    create_aks_node,
+    create_pdb,
+    create_pod,
+    create_pods,
+    eventually,
+    service_account_kubeconfig,
+    unique_suffix,
+    wait_pdb_observed,
+)
+from tests.support.controlplane import ControlPlane
+from tests.support.handler import running_handler
+from tests.support.kubelet import FakeKubelet
+
+pytestmark = pytest.mark.controlplane
+
+EXCLUDE_LB = "node.kubernetes.io/exclude-from-external-load-balancers"
+
+
+@pytest.fixture
+async def handler_kubeconfig(kube: AsyncClient, control_plane: ControlPlane, namespace: str) -> Path:
+    return await service_account_kubeconfig(
+        kube,
+        control_plane,
+        namespace=namespace,
+        name=f"aksnth-{unique_suffix()}",
+        cluster_rules=handler_rules(),
+    )
+
+
+@pytest.fixture
+def simulator() -> AsyncIterator[ImdsSimulator]:
+    with ImdsSimulator() as sim:
+        yield sim
+
+
+@pytest.fixture
+async def node(kube: AsyncClient) -> AksNode:
+    return await create_aks_node(kube)
+
+
+async def read_node(kube: AsyncClient, name: str) -> Node:
+    return await kube.get(Node, name)
+
+
+async def pods_on(kube: AsyncClient, node: str) -> list[Pod]:
+    return [p async for p in kube.list(Pod, namespace="*", fields={"spec.nodeName": node})]
+
+
+async def node_events(kube: AsyncClient, node: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    async for ev in kube.list(Event, namespace="*", fields={"involvedObject.name": node}):
+        if ev.involvedObject.kind == "Node":
+            counts[ev.reason or ""] = counts.get(ev.reason or "", 0) + (ev.count or 1)
+    return counts
+
+
+def our_taints(node: Node) -> list[tuple[str, str, str]]:
+    return [
+        (t.key, t.value or "", t.effect)
+        for t in (node.spec.taints or [])
+        if t.key.startswith(keys.TAINT_KEY_PREFIX)
+    ]
+
+
+def record_of(node: Node) -> NodeRecord:
+    return NodeRecord.from_annotations(node.metadata.annotations or {})
+
+
+async def replace_evicted(kube: AsyncClient, namespace: str, spare: str, labels: dict[str, str], stop) -> int:
+    """Play the ReplicaSet controller: recreate each guarded pod that left the drained node on ``spare``."""
+    seen: set[str] = set()
+    replaced = 0
+    while not stop.is_set():
+        current = {
+            p.metadata.name
+            async for p in kube.list(Pod, namespace=namespace, labels=labels)
+            if p.spec.nodeName != spare and p.metadata.deletionTimestamp is None
+        }
+        for _gone in seen - current:
+            await create_pod(kube, namespace, spare, labels=labels)
+            replaced += 1
+        seen = current
+        await asyncio.sleep(0.1)
+    return replaced
+
+
+async def test_preempt_drains_a_node_of_twenty_pods_honouring_the_pdb(
+    kube, namespace, node, simulator, handler_kubeconfig
+):
+    # 20 pods: 12 regular (4 of them behind a PDB allowing one disruption at a time), 2 with emptyDir,
+    # 2 critical, 2 DaemonSet pods and 2 mirror pods that must stay.
+    spare = await create_aks_node(kube, instance_id="9")
+    await create_pods(kube, namespace, node.name, 8, owner="ReplicaSet")
+    guarded = await create_pods(kube, namespace, node.name, 4, owner="ReplicaSet", labels={"app": "guarded"})
+    for _ in range(2):
+        await create_pod(kube, namespace, node.name, empty_dir=True)
+        await create_pod(kube, namespace, node.name, priority_class_name="system-node-critical")
+        await create_pod(kube, namespace, node.name, owner="DaemonSet")
+        await create_pod(kube, namespace, node.name, owner=None, mirror=True)
+    blocked_before = metrics.EVICTIONS.labels(result="pdb_blocked_retried")._value.get()
+    stop = asyncio.Event()
+    async with (
+        FakeKubelet(kube, node=node.name, deletion_delay_seconds=0.2),
+        FakeKubelet(kube, node=spare.name),
+    ):
+        pdb = await create_pdb(kube, namespace, {"app": "guarded"}, min_available=3)
+        await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=len(guarded))
+
+        async def settled():
+            current = await kube.get(PodDisruptionBudget, pdb.metadata.name, namespace=namespace)
+            return current.status.currentHealthy == 4 and current.status.disruptionsAllowed == 1
+
+        await eventually(settled, what="the PDB to allow exactly one disruption")
+        controller = asyncio.create_task(
+            replace_evicted(kube, namespace, spare.name, {"app": "guarded"}, stop)
+        )
+
+        async with running_handler(
+            kubeconfig=handler_kubeconfig,
+            node=node.name,
+            simulator=simulator,
+            extra=["-taint.node", "-taint.effect=NoSchedule"],
+        ):
+            event_id = simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)
+
+            async def drained():
+                left = await pods_on(kube, node.name)
+                return len(left) == 4 and left
+
+            left = await eventually(drained, what="only DaemonSet and mirror pods left", timeout_seconds=40)
+
+            async def finished():
+                n = await read_node(kube, node.name)
+                entry = record_of(n).events.get(event_id)
+                return entry is not None and entry.phase is Phase.DRAINED and n
+
+            n = await eventually(finished, what="the drain recorded on the node", timeout_seconds=20)
+        stop.set()
+        replaced = await controller
+
+    assert replaced == 4
+    assert metrics.EVICTIONS.labels(result="pdb_blocked_retried")._value.get() > blocked_before
+    assert n.spec.unschedulable is True
+    assert (n.metadata.labels or {}).get(EXCLUDE_LB) == "true"
+    assert our_taints(n) == [(f"{keys.TAINT_KEY_PREFIX}preempt", event_id, "NoSchedule")]
+    # Mirror pods are owned by their Node, as the kubelet creates them.
+    assert sorted(p.metadata.ownerReferences[0].kind for p in left) == [
+        "DaemonSet",
+        "DaemonSet",
+        "Node",
+        "Node",
+    ]
+    events = await node_events(kube, node.name)
+    for reason in ("EventSeen", "Cordoned", "DrainStarted", "DrainFinished"):
+        assert events.get(reason) == 1, events
+    assert record_of(n).events[event_id].drain.result == "drained"
+
+
+async def wait_phase(
+    kube: AsyncClient, node: str, event_id: str, phase: Phase, *, timeout_seconds: float = 30
+):
+    async def reached():
+        n = await read_node(kube, node)
+        entry = record_of(n).events.get(event_id)
+        return entry is not None and entry.phase is phase and n
+
+    return await eventually(
+        reached, what=f"event {event_id} at phase {phase.value}", timeout_seconds=timeout_seconds
+    )
+
+
+async def wait_requests(simulator: ImdsSimulator, count: int) -> None:
+    start = len(simulator.requests)
+
+    async def polled():
+        return len(simulator.requests) >= start + count
+
+    await eventually(polled, what=f"{count} more IMDS polls")
+
+
+async def test_freeze_is_ignored_by_default(kube, namespace, node, simulator, handler_kubeconfig):
+    await create_pod(kube, namespace, node.name)
+    async with (
+        FakeKubelet(kube, node=node.name),
+        running_handler(kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator),
+    ):
+        simulator.schedule("Freeze", [node.resource_name], notice_seconds=60)
+        await wait_requests(simulator, 5)
+        n = await read_node(kube, node.name)
+    assert not n.spec.unschedulable
+    assert len(await pods_on(kube, node.name)) == 1
+    assert record_of(n).events == {}
+
+
+async def test_freeze_is_drained_with_drain_on_freeze_event(
+    kube, namespace, node, simulator, handler_kubeconfig
+):
+    await create_pods(kube, namespace, node.name, 3)
+    async with (
+        FakeKubelet(kube, node=node.name),
+        running_handler(
+            kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator, extra=["-drainOnFreezeEvent"]
+        ),
+    ):
+        event_id = simulator.schedule("Freeze", [node.resource_name], notice_seconds=60)
+        n = await wait_phase(kube, node.name, event_id, Phase.DRAINED)
+    assert n.spec.unschedulable
+    assert await pods_on(kube, node.name) == []
+
+
+async def test_a_reboot_that_ends_gives_the_node_back(kube, namespace, node, simulator, handler_kubeconfig):
+    await create_pods(kube, namespace, node.name, 2)
+    async with (
+        FakeKubelet(kube, node=node.name),
+        running_handler(
+            kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator, extra=["-taint.node"]
+        ),
+    ):
+        event_id = simulator.schedule("Reboot", [node.resource_name], notice_seconds=3, duration_seconds=1)
+        drained = await wait_phase(kube, node.name, event_id, Phase.DRAINED)
+        assert drained.spec.unschedulable
+        n = await wait_phase(kube, node.name, event_id, Phase.GIVEN_BACK)
+    assert not n.spec.unschedulable
+    assert EXCLUDE_LB not in (n.metadata.labels or {})
+    assert our_taints(n) == []
+    assert (await node_events(kube, node.name)).get("NodeGivenBack") == 1
+
+
+async def test_a_cancelled_event_gives_the_node_back(kube, namespace, node, simulator, handler_kubeconfig):
+    await create_pod(kube, namespace, node.name)
+    async with (
+        FakeKubelet(kube, node=node.name),
+        running_handler(kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator),
+    ):
+        event_id = simulator.schedule("Redeploy", [node.resource_name], notice_seconds=600)
+        await wait_phase(kube, node.name, event_id, Phase.DRAINED)
+        simulator.cancel(event_id)
+        n = await wait_phase(kube, node.name, event_id, Phase.GIVEN_BACK)
+    assert not n.spec.unschedulable
+
+
+async def test_an_admin_cordoned_node_stays_cordoned_after_give_back(kube, simulator, handler_kubeconfig):
+    node = await create_aks_node(kube, unschedulable=True)
+    async with running_handler(kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator):
+        event_id = simulator.schedule("Reboot", [node.resource_name], notice_seconds=600)
+        n = await wait_phase(kube, node.name, event_id, Phase.DRAINED)
+        assert record_of(n).cordoned_by_us is False
+        simulator.cancel(event_id)
+        n = await wait_phase(kube, node.name, event_id, Phase.GIVEN_BACK)
+    assert n.spec.unschedulable is True
+
+
+async def test_an_event_for_another_vm_is_ignored(kube, namespace, node, simulator, handler_kubeconfig):
+    await create_pod(kube, namespace, node.name)
+    async with (
+        FakeKubelet(kube, node=node.name),
+        running_handler(kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator),
+    ):
+        simulator.schedule("Preempt", ["aks-spot-12345678-vmss_999"], notice_seconds=30)
+        await wait_requests(simulator, 5)
+        n = await read_node(kube, node.name)
+    assert not n.spec.unschedulable
+    assert len(await pods_on(kube, node.name)) == 1
+
+
+async def test_dry_run_changes_nothing(kube, namespace, node, simulator, handler_kubeconfig):
+    await create_pods(kube, namespace, node.name, 3)
+    before = await read_node(kube, node.name)
+    async with (
+        FakeKubelet(kube, node=node.name),
+        running_handler(
+            kubeconfig=handler_kubeconfig,
+            node=node.name,
+            simulator=simulator,
+            extra=["-dryRun", "-taint.node"],
+        ),
+    ):
+        simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)
+
+        async def reported():
+            return (await node_events(kube, node.name)).get("DrainFinished")
+
+        await eventually(reported, what="the dry-run drain reported")
+        after = await read_node(kube, node.name)
+    assert after.metadata.resourceVersion == before.metadata.resourceVersion
+    assert len(await pods_on(kube, node.name)) == 3
+
+
+async def test_approve_events_approves_once_drained(kube, namespace, node, simulator, handler_kubeconfig):
+    await create_pods(kube, namespace, node.name, 2)
+    async with (
+        FakeKubelet(kube, node=node.name),
+        running_handler(
+            kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator, extra=["-approveEvents"]
+        ),
+    ):
+        event_id = simulator.schedule("Terminate", [node.resource_name], notice_seconds=300)
+        await wait_phase(kube, node.name, event_id, Phase.APPROVED)
+    assert simulator.approvals == [event_id]
+    assert (await node_events(kube, node.name)).get("EventApproved") == 1
+
+
+async def test_disable_eviction_deletes_pods_past_a_pdb(kube, namespace, node, simulator, handler_kubeconfig):
+    await create_pods(kube, namespace, node.name, 2, labels={"app": "stuck"})
+    async with FakeKubelet(kube, node=node.name):
+        pdb = await create_pdb(kube, namespace, {"app": "stuck"}, min_available=2)
+        await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=2)
+        async with running_handler(
+            kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator, extra=["-disableEviction"]
+        ):
+            event_id = simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)
+            n = await wait_phase(kube, node.name, event_id, Phase.DRAINED)
+    assert await pods_on(kube, node.name) == []
+    assert record_of(n).events[event_id].drain.deleted == 2
+
+
+async def test_a_pdb_that_never_allows_disruption_ends_in_a_reported_timeout(
+    kube, namespace, node, simulator, handler_kubeconfig
+):
+    await create_pods(kube, namespace, node.name, 1, labels={"app": "pinned"})
+    async with FakeKubelet(kube, node=node.name):
+        pdb = await create_pdb(kube, namespace, {"app": "pinned"}, min_available=1)
+        await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1)
+        async with running_handler(
+            kubeconfig=handler_kubeconfig,
+            node=node.name,
+            simulator=simulator,
+            extra=["-nodeGracePeriodSeconds=6"],
+        ):
+            event_id = simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)
+            n = await wait_phase(kube, node.name, event_id, Phase.DRAINED, timeout_seconds=30)
+    drain = record_of(n).events[event_id].drain
+    assert drain.result == "timed_out"
+    assert drain.remaining == 1
+    assert (await node_events(kube, node.name)).get("DrainFailed") == 1
+    assert len(await pods_on(kube, node.name)) == 1
+
+
+async def test_a_restarted_handler_finishes_the_same_event_once(
+    kube, namespace, node, simulator, handler_kubeconfig
+):
+    """Killed mid-drain (a PDB holds the last pod), started again: the drain completes, with one taint
+    and no repeated EventSeen/Cordoned Events."""
+    await create_pods(kube, namespace, node.name, 3)
+    await create_pods(kube, namespace, node.name, 1, labels={"app": "held"})
+    async with FakeKubelet(kube, node=node.name):
+        pdb = await create_pdb(kube, namespace, {"app": "held"}, min_available=1)
+        await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1)
+        async with running_handler(
+            kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator, extra=["-taint.node"]
+        ):
+            event_id = simulator.schedule("Terminate", [node.resource_name], notice_seconds=300)
+            await wait_phase(kube, node.name, event_id, Phase.PROTECTED)
+
+            async def three_gone():
+                return len(await pods_on(kube, node.name)) == 1
+
+            await eventually(three_gone, what="all but the PDB-held pod evicted")
+        # The first handler is gone mid-drain; the budget is lifted; a new handler starts.
+        await kube.delete(PodDisruptionBudget, pdb.metadata.name, namespace=namespace)
+        async with running_handler(
+            kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator, extra=["-taint.node"]
+        ):
+            n = await wait_phase(kube, node.name, event_id, Phase.DRAINED)
+    assert await pods_on(kube, node.name) == []
+    assert len(our_taints(n)) == 1
+    events = await node_events(kube, node.name)
+    assert events.get("EventSeen") == 1
+    assert events.get("Cordoned") == 1
