@@ -68,6 +68,9 @@ async def measure_drain(lab: Lab, implementation: Implementation, case: DrainCas
             try:
                 started = await lab.wait_first_poll(process)
                 await asyncio.sleep(1.0)  # past start-up: its requests are not the drain's
+                # Published right after a poll: the handler sees it a whole period later, the worst
+                # phase, so the Preempt budget below is the worst case of the poll timing.
+                await lab.wait_poll(process, after=time.time())
                 event_id = lab.imds.schedule(
                     "Preempt", [node.resource_name], notice_seconds=PREEMPT_NOTICE_SECONDS
                 )

@@ -130,16 +130,20 @@ class Lab:
 
     async def wait_first_poll(self, process: HandlerProcess) -> float:
         """Waits until the handler has asked IMDS for Scheduled Events once; the wall time it did."""
+        return await self.wait_poll(process, after=process.started_at, what="the handler's first IMDS poll")
 
-        def first_poll() -> float | None:
+    async def wait_poll(self, process: HandlerProcess, *, after: float, what: str = "an IMDS poll") -> float:
+        """The wall time of the first Scheduled Events poll that arrived after `after`."""
+
+        def polled() -> float | None:
             for request in reversed(self.imds.requests):
-                if request.time < process.started_at:
+                if request.time <= after:
                     break
                 if "scheduledevents" in request.path and request.method == "GET":
                     return request.time
             return None
 
-        return await wait_for(first_poll, process=process, what="the handler's first IMDS poll")
+        return await wait_for(polled, process=process, what=what)
 
     # -- reading what happened ----------------------------------------------------------------------
 
