@@ -303,6 +303,19 @@ async def test_the_seed_slack_payload_arrives_verbatim(receiver: Receiver) -> No
     }
 
 
+async def test_dot_template_is_the_receivers_own_template_text(receiver: Receiver) -> None:
+    template = "{{ .NodeName }} uses: {{ .Template }}"
+    notifier = Notifier(NotifySettings(webhooks=(webhook(receiver.url("/t"), template=template),)))
+    notifier.validate()
+    task = start(notifier)
+    try:
+        notifier.submit("event", event_data())
+        (request,) = await receiver.wait_for_requests(1)
+    finally:
+        await stop(task, notifier)
+    assert request.body.decode().strip() == f"aks-spot-1 uses: {template}"
+
+
 async def test_the_seed_pushgateway_payload_reaches_a_real_pushgateway(tmp_path: Path) -> None:
     with pushgateway(tmp_path) as base:
         settings = webhook(

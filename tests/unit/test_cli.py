@@ -983,6 +983,17 @@ def test_the_docs_describe_every_flag_variable_and_webhook_key() -> None:
         assert f"| `{key}` |" in docs
 
 
+@pytest.mark.parametrize("path", ["README.md", "docs/flags.md"])
+def test_readme_and_docs_list_every_flag_with_its_default(path: str) -> None:
+    """The README's flag tables are copied from docs/flags.md: both must follow the option table."""
+    text = (Path(__file__).parents[2] / path).read_text(encoding="utf-8")
+    for option in OPTIONS:
+        row = next((line for line in text.splitlines() if line.startswith(f"| `-{option.name}`")), None)
+        assert row is not None, f"{path} does not list -{option.name}"
+        if option.env:
+            assert f"`{option.env}`" in row, f"{path}: -{option.name} row misses {option.env}"
+
+
 @pytest.mark.parametrize(("name", "module"), list(cli.SUBCOMMANDS.items()))
 def test_subcommands_delegate_their_arguments(
     monkeypatch: pytest.MonkeyPatch, name: str, module: str

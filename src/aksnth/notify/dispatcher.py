@@ -237,7 +237,11 @@ class Notifier:
     async def _deliver(self, lane: _Lane, notification: _Notification) -> None:
         sink, phase = lane.sink, notification.phase
         try:
-            body = lane.template().render(notification.data)
+            # `.Template` is the receiver's own template text, as in the Go original.
+            data = notification.data
+            if isinstance(data, Record) and "Template" in data:
+                data = data.replace({"Template": lane.template_text})
+            body = lane.template().render(data)
         except TemplateError as exc:
             _count(lane, phase, "failed")
             log.error("%s: cannot render the %s notification: %s", sink.target, phase, exc)
