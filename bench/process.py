@@ -28,6 +28,8 @@ OUR_TEMPLATE = (
     f"{OUR_PROGRAM} -kubeconfig={{kubeconfig}} -node={{node}} -resource.name={{resource}} "
     "-endpoint={imds_url} -webhook.url={webhook_url} -web.address={web_address}"
 )
+# The same, importing only what the container image has (see bench/image_like.py).
+IMAGE_LIKE_TEMPLATE = OUR_TEMPLATE.replace(str(OUR_PROGRAM), f"{sys.executable} -m bench.image_like", 1)
 _STOP_GRACE_SECONDS = 15.0
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

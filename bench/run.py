@@ -29,7 +29,7 @@ from typing import Any
 from bench.drain import DrainCase, measure_drain
 from bench.footprint import measure_footprint
 from bench.lab import Lab
-from bench.process import OUR_TEMPLATE, PLACEHOLDERS, Implementation
+from bench.process import IMAGE_LIKE_TEMPLATE, OUR_TEMPLATE, PLACEHOLDERS, Implementation
 from bench.reaction import measure_reaction
 from bench.report import budget_verdicts, render, rows
 
@@ -67,6 +67,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--candidate", help="command template of a second implementation, measured alike")
     parser.add_argument("--candidate-name", default="candidate", help="its column name")
     parser.add_argument(
+        "--image-like",
+        action="store_true",
+        help="second column: our handler importing only what the container image has (bench/image_like.py)",
+    )
+    parser.add_argument(
         "--period",
         type=float,
         default=1.0,
@@ -77,6 +82,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep-logs", action="store_true", help="keep the handlers' logs and the audit log")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each measurement")
     args = parser.parse_args(argv)
+    if args.image_like:
+        if args.candidate:
+            parser.error("--image-like and --candidate both set the second implementation; choose one")
+        args.candidate, args.candidate_name = IMAGE_LIKE_TEMPLATE, "image-like"
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
