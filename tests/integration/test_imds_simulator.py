@@ -13,6 +13,7 @@ from datetime import timedelta
 import httpx
 import pytest
 
+from aksnth.azure.documents import MAX_DOCUMENT_BYTES
 from aksnth.azure.imds import ImdsClient, PollBackoff
 from aksnth.azure.simulator import ImdsSimulator, SimulatorError, main
 from aksnth.config import ImdsSettings
@@ -363,7 +364,7 @@ async def test_endless_or_huge_bodies_are_cut_off(
     simulator.inject_fault(body=body)
     tracemalloc.start()
     try:
-        with pytest.raises(ImdsDocumentError, match="1048576"):
+        with pytest.raises(ImdsDocumentError, match=str(MAX_DOCUMENT_BYTES)):
             await client.fetch_document()
         _, peak = tracemalloc.get_traced_memory()
     finally:

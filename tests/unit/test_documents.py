@@ -321,7 +321,7 @@ def test_missing_resources_means_no_resources() -> None:
 
 def test_absurd_size_is_rejected_before_parsing() -> None:
     body = doc(event(Description="x" * MAX_DOCUMENT_BYTES))
-    with pytest.raises(ImdsDocumentError, match="more than the 1048576 bytes accepted"):
+    with pytest.raises(ImdsDocumentError, match=f"more than the {MAX_DOCUMENT_BYTES} bytes accepted"):
         parse_document(body)
 
 

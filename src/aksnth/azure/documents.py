@@ -31,8 +31,10 @@ from aksnth.model import EventStatus, EventType, InstanceMetadata, ScheduledEven
 
 log = logging.getLogger(__name__)
 
-# A real document is a few KiB; anything near this is broken or hostile.
-MAX_DOCUMENT_BYTES = 1024 * 1024
+# A real document is a few KiB; anything near this is broken or hostile. Parsing costs up to ~25 times
+# the size in memory (a list of empty objects), so the cap keeps a hostile answer within a few MiB of
+# the DaemonSet's RSS budget.
+MAX_DOCUMENT_BYTES = 256 * 1024
 EXCERPT_CHARS = 120
 
 # Remember which unreadable dates were already logged, so a poll every second does not repeat the
@@ -189,7 +191,11 @@ def _parse_event(raw: object, index: int) -> ScheduledEvent:
 
 
 def _load_json_object(body: bytes | str, *, what: str) -> dict[str, Any]:
-    size = len(body.encode("utf-8", errors="replace")) if isinstance(body, str) else len(body)
+    # A str has at least as many UTF-8 bytes as characters: a long one is refused without a copy.
+    if isinstance(body, str) and len(body) <= MAX_DOCUMENT_BYTES:
+        size = len(body.encode("utf-8", errors="replace"))
+    else:
+        size = len(body)
     if size > MAX_DOCUMENT_BYTES:
         raise ImdsDocumentError(
             f"{what} is {size} bytes, more than the {MAX_DOCUMENT_BYTES} bytes accepted: {excerpt(body)}"

@@ -26,9 +26,11 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import re
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -87,9 +89,11 @@ DEFAULT_DESCRIPTIONS = {
     ("Reboot", "User"): "Virtual machine is going to be restarted as requested by authorized user.",
     ("Redeploy", "Platform"): "Host server is undergoing maintenance.",
 }
-FAULT_BODIES = ("garbage", "endless", "huge")
+FAULT_BODIES = ("garbage", "endless", "huge", "reset", "slow")
 HUGE_BODY_BYTES = 4 * 1024 * 1024
 ENDLESS_BODY_LIMIT_BYTES = 1024 * 1024 * 1024  # an "endless" body still ends, after 1 GiB
+# A "slow" body: the current document, one byte per this many seconds (a 200 byte answer takes 20 s).
+SLOW_BODY_SECONDS_PER_BYTE = 0.1
 DEFAULT_VM_NAME = "aks-spot-12345678-vmss_0"
 
 _ERR_HEADER = "Bad request. Required metadata header not specified"
@@ -135,10 +139,11 @@ class Fault:
 
     status: int | None = None
     delay_seconds: float = 0.0
-    body: str | bytes | None = None  # "garbage" | "endless" | "huge" | raw bytes
+    body: str | bytes | None = None  # "garbage" | "endless" | "huge" | "reset" | "slow" | raw bytes
     count: int | None = 1  # None: until cleared
     path: str = "scheduledevents"
     retry_after_seconds: float | None = None
+    method: str | None = None  # only requests with this method (GET, POST); None: any
 
     def to_json(self) -> dict[str, Any]:
         body: Any = self.body
@@ -151,6 +156,7 @@ class Fault:
             "count": self.count,
             "path": self.path,
             "retry_after_seconds": self.retry_after_seconds,
+            "method": self.method,
         }
 
 
@@ -420,12 +426,16 @@ class ImdsSimulator:
         count: int | None = 1,
         path: str = "scheduledevents",
         retry_after_seconds: float | None = None,
+        method: str | None = None,
     ) -> Fault:
-        """Misbehave for the next ``count`` requests (None: until cleared) whose path contains ``path``.
+        """Misbehave for the next ``count`` requests (None: until cleared) whose path contains ``path``
+        (and whose method is ``method``, when given).
 
         ``status`` answers that status (with an Azure-like JSON error unless ``body`` is given);
         ``delay_seconds`` waits before answering; ``body`` is "garbage" (not JSON), "endless" (a 200
-        body that never ends), "huge" (a valid JSON document of 4 MiB) or raw bytes (sent as is).
+        body that never ends), "huge" (a valid JSON document of 4 MiB), "reset" (the connection is
+        reset without an answer), "slow" (the current document, trickled one byte per
+        ``SLOW_BODY_SECONDS_PER_BYTE``) or raw bytes (sent as is).
         Faults are used in the order they were injected.
         """
         if status is not None and not 100 <= status <= 599:
@@ -436,6 +446,8 @@ class ImdsSimulator:
             raise SimulatorError(f"count must be at least 1 (or None for 'until cleared'), got {count}")
         if delay_seconds < 0:
             raise SimulatorError("delay_seconds must not be negative")
+        if method is not None and (not isinstance(method, str) or not method.isalpha()):
+            raise SimulatorError(f"method must be an HTTP method such as GET or POST, got {method!r}")
         fault = Fault(
             status=status,
             delay_seconds=float(delay_seconds),
@@ -443,6 +455,7 @@ class ImdsSimulator:
             count=count,
             path=path,
             retry_after_seconds=retry_after_seconds,
+            method=None if method is None else method.upper(),
         )
         with self._lock:
             self._state.faults.append(fault)
@@ -498,10 +511,10 @@ class ImdsSimulator:
                 self._state.events.remove(event)
                 self._state.incarnation += 1
 
-    def _take_fault(self, path: str) -> Fault | None:
+    def _take_fault(self, path: str, method: str) -> Fault | None:
         with self._lock:
             for fault in self._state.faults:
-                if fault.path in path:
+                if fault.path in path and fault.method in (None, method):
                     if fault.count is not None:
                         fault.count -= 1
                         if fault.count <= 0:
@@ -690,12 +703,12 @@ class _Handler(BaseHTTPRequestHandler):
         if not within_limit:
             answer(429, {"error": "Too many requests"}, {"Retry-After": "1"})
             return
-        fault = sim._take_fault(path)
+        fault = sim._take_fault(path, self.command)
         if fault is not None and fault.delay_seconds > 0 and sim._stopping.wait(fault.delay_seconds):
             self.close_connection = True
             return
         if fault is not None and (fault.status is not None or fault.body is not None):
-            recorded.status = fault.status or 200
+            recorded.status = 0 if fault.body == "reset" else fault.status or 200
             self._send_fault(fault)
             return
 
@@ -807,9 +820,42 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_bytes(status, data, "application/json", extra)
         elif fault.body == "endless":
             self._send_endless(status, extra)
+        elif fault.body == "reset":
+            self._send_reset()
+        elif fault.body == "slow":
+            document = json.dumps(self.server.sim.document()).encode()
+            self._send_slow(status, document, extra)
         else:
             assert isinstance(fault.body, bytes)
             self._send_bytes(status, fault.body, "application/json", extra)
+
+    def _send_reset(self) -> None:
+        """Close the connection with a TCP RST instead of an answer (SO_LINGER with a zero timeout)."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            # Close the descriptor now: the socket object's later shutdown() would send a FIN first.
+            os.close(self.connection.detach())
+
+    def _send_slow(self, status: int, data: bytes, extra: dict[str, str]) -> None:
+        """A correct answer whose body arrives one byte at a time (until the client gives up)."""
+        self.close_connection = True
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")
+        for name, value in extra.items():
+            self.send_header(name, value)
+        self.end_headers()
+        stopping = self.server.sim._stopping
+        for index in range(len(data)):
+            if stopping.wait(SLOW_BODY_SECONDS_PER_BYTE):
+                return
+            try:
+                self.wfile.write(data[index : index + 1])
+                self.wfile.flush()
+            except OSError:
+                return
 
     def _send_endless(self, status: int, extra: dict[str, str]) -> None:
         """A body without a length that only ends when the client goes away (or after 1 GiB)."""
@@ -873,7 +919,9 @@ def _schedule_arguments(payload: Any) -> dict[str, Any]:
 def _fault_arguments(payload: Any) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise SimulatorError("the body must be a JSON object")
-    allowed = {"status", "delay_seconds", "body", "raw_body", "count", "path", "retry_after_seconds"}
+    allowed = {
+        "status", "delay_seconds", "body", "raw_body", "count", "path", "retry_after_seconds", "method",
+    }  # fmt: skip
     unknown = set(payload) - allowed
     if unknown:
         raise SimulatorError(f"unknown fields {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -975,9 +1023,12 @@ def _parser() -> argparse.ArgumentParser:
         "--count", type=int, default=1, help="for this many requests (default 1; 0: until cleared)"
     )
     fault.add_argument("--delay", type=parse_duration, default=0.0, help="wait this long before answering")
-    fault.add_argument("--body", choices=FAULT_BODIES, default=None, help="garbage, endless or huge body")
+    fault.add_argument(
+        "--body", choices=FAULT_BODIES, default=None, help="garbage, endless, huge, reset or slow body"
+    )
     fault.add_argument("--path", default="scheduledevents", help="only requests whose path contains this")
     fault.add_argument("--retry-after", type=parse_duration, default=None, help="send this Retry-After")
+    fault.add_argument("--method", default=None, help="only requests with this method (GET, POST)")
 
     client_command("clear-faults", "remove every injected fault")
     client_command("requests", "print the recorded IMDS requests (JSON)")
@@ -1060,6 +1111,7 @@ def _client(args: argparse.Namespace) -> int:
             "body": args.body,
             "path": args.path,
             "retry_after_seconds": args.retry_after,
+            "method": args.method,
         }
         _out(json.dumps(_call("POST", f"{base}/simulator/faults", fault)))
     elif args.command == "clear-faults":
