@@ -79,10 +79,17 @@ async def test_terminate_drains_and_keeps_the_node_cordoned_when_it_is_over(
     async with FakeKubelet(kube, node=node.name):
         await launch(node.name, "-taint.node")
         event_id = simulator.schedule(
-            "Terminate", [node.resource_name], notice_seconds=2, duration_seconds=0.5
+            "Terminate", [node.resource_name], notice_seconds=2, duration_seconds=60
         )
         await wait_phase(kube, node.name, event_id, Phase.DRAINED)
-        # NotBefore passes, the event starts, then leaves the document: the VM is gone, nothing to undo.
+
+        async def started() -> bool:
+            return simulator.document()["Events"][0]["EventStatus"] == "Started"
+
+        await eventually(started, what="NotBefore to pass")
+        await wait_polls(simulator, 2)  # the handler has seen it Started
+        # It leaves the document (here a minute early): the VM is gone, nothing to undo.
+        simulator.cancel(event_id)
         n = await wait_phase(kube, node.name, event_id, Phase.FINISHED)
     assert await pods_on(kube, node.name) == []
     assert n.spec.unschedulable is True
