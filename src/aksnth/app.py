@@ -24,7 +24,7 @@ from aksnth.kube.events import EventRecorder
 from aksnth.notify.dispatcher import Notifier
 from aksnth.observe.health import Health
 from aksnth.observe.httpmetrics import imds_transport
-from aksnth.observe.logging import configure_logging, register_secret
+from aksnth.observe.logging import bind, configure_logging, register_secret
 from aksnth.observe.server import MetricsServer
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,8 @@ async def run(
     """Run the handler until SIGTERM/SIGINT (or the end of a drain with -exitAfterNodeDrain)."""
     if notifier is None:
         notifier = prepare(settings)
+    # Before any task starts, so that every record of every task names the node (tasks copy the context).
+    bind(node=settings.kube.node_name)
     log.info(
         "aks-node-termination-handler %s starting for node %s (period %.1fs, endpoint %s)",
         __version__,

@@ -34,7 +34,7 @@ from aksnth.notify.dispatcher import Notifier
 from aksnth.notify.payload import build_template_data
 from aksnth.observe import metrics
 from aksnth.observe.health import Health
-from aksnth.observe.logging import log_context
+from aksnth.observe.logging import bind, log_context
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,8 @@ class Handler:
                 await asyncio.sleep(delay)
             else:
                 log.info("node %s is Azure resource %s", self._node_name, self.resource_name)
+        # Every later record of this task, and of the event tasks it starts, names the resource.
+        bind(resource=self.resource_name)
         self._health.resource_known(self.resource_name)
         return self.resource_name
 
