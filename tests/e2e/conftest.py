@@ -81,12 +81,11 @@ class Launcher:
         self.started = started
 
     def base_args(self) -> list[str]:
+        """What only a test needs; logging keeps the chart's defaults (JSON lines, INFO)."""
         return [
             f"-kubeconfig={self.kubeconfig}",
             f"-endpoint={self.simulator.scheduled_events_url}",
             POLL_PERIOD,
-            "-log.level=debug",
-            "-log.pretty",
         ]
 
     async def __call__(

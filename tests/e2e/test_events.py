@@ -52,10 +52,15 @@ async def test_preempt_cordons_labels_taints_and_drains(
     await create_pods(kube, namespace, node.name, 4)
     await create_pod(kube, namespace, node.name, owner="DaemonSet")
     async with FakeKubelet(kube, node=node.name):
-        await launch(node.name, "-taint.node")
+        handler = await launch(node.name, "-taint.node")
         event_id = simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)
         n = await wait_phase(kube, node.name, event_id, Phase.DRAINED)
     left = await pods_on(kube, node.name)
+    # The log is what the chart's users get by default: one JSON object per line, with context.
+    cordoned = [r for r in handler.log_records() if r["msg"] == f"node {node.name} cordoned"]
+    assert [(r["level"], r["event_id"], r["event_type"], r["node"], r["resource"]) for r in cordoned] == [
+        ("info", event_id, "Preempt", node.name, node.resource_name)
+    ]
     assert [p.metadata.ownerReferences[0].kind for p in left] == ["DaemonSet"]
     assert n.spec.unschedulable is True
     assert has_lb_label(n)

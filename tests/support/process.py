@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -67,6 +68,19 @@ class HandlerProcess:
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
+
+    def log_records(self) -> list[dict[str, Any]]:
+        """The JSON log lines (the default format); ValueError naming a line that is not one."""
+        records = []
+        for number, line in enumerate(self.stderr().splitlines(), 1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"log line {number} is not JSON: {line!r}") from exc
+            if not isinstance(record, dict):
+                raise ValueError(f"log line {number} is not a JSON object: {line!r}")
+            records.append(record)
+        return records
 
     def stderr_tail(self, lines: int = 40) -> str:
         return "\n".join(self.stderr().splitlines()[-lines:])
