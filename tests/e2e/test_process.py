@@ -96,6 +96,26 @@ async def test_sigterm_while_idle_exits_zero_within_the_grace_period_and_leaves_
     assert await node_events(kube, node.name) == []
 
 
+async def test_sigterm_mid_drain_exits_zero_within_the_grace_period_and_undoes_nothing(
+    kube: AsyncClient, namespace: str, node: AksNode, simulator: ImdsSimulator, launch: Launcher
+) -> None:
+    await create_pods(kube, namespace, node.name, 1, labels={"app": "held"})
+    async with FakeKubelet(kube, node=node.name):
+        pdb = await create_pdb(kube, namespace, {"app": "held"}, min_available=1)
+        await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1)
+        handler = await launch(node.name, "-taint.node", "-gracePeriodSeconds=4")
+        event_id = simulator.schedule("Terminate", [node.resource_name], notice_seconds=300)
+        await wait_phase(kube, node.name, event_id, Phase.PROTECTED)
+        handler.terminate()
+        assert await handler.wait_exit(timeout_seconds=4) == 0
+    # The VM is probably going away: the node stays cordoned and tainted, for a successor to resume.
+    n = await read_node(kube, node.name)
+    assert n.spec.unschedulable is True
+    assert len(our_taints(n)) == 1
+    assert record_of(n).events[event_id].phase is Phase.PROTECTED
+    assert len(await pods_on(kube, node.name)) == 1
+
+
 def unreachable_kubeconfig(folder: Path) -> Path:
     """A kubeconfig that parses but names a port nobody listens on: any request to it would fail."""
     path = folder / "kubeconfig"
