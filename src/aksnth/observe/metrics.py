@@ -95,9 +95,8 @@ EVICTIONS = Counter(
 )
 EVENT_TO_CORDON = Histogram(
     "event_to_cordon_seconds",
-    "Time to the node being cordoned, since the event was first seen (since=sighting) "
-    "(since=sighting). IMDS does not say when it published an event; the benchmarks measure that from "
-    "the simulator's side.",
+    "Time from the first sighting of an event to the node being cordoned (since=sighting). IMDS does "
+    "not say when it published an event; the benchmarks measure that from the simulator's side.",
     ["since"],
     namespace=NAMESPACE,
     buckets=(0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30),
