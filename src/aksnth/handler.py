@@ -24,11 +24,21 @@ from aksnth import policy
 from aksnth.azure.imds import ImdsClient, PollBackoff
 from aksnth.azure.resource_name import resource_name_from_provider_id
 from aksnth.config import Settings, TaintEffect
-from aksnth.errors import AksnthError, ImdsDocumentError, ImdsError, KubeError
+from aksnth.errors import (
+    AksnthError,
+    EvictionBlocked,
+    ImdsDocumentError,
+    ImdsError,
+    ImdsUnavailable,
+    KubeError,
+    KubeForbidden,
+    KubeUnavailable,
+    WriteConflict,
+)
 from aksnth.kube import drain as kube_drain
 from aksnth.kube import events as kube_events
 from aksnth.kube import node as kube_node
-from aksnth.kube.record import NodeRecord, Phase
+from aksnth.kube.record import EventRecord, NodeRecord, Phase
 from aksnth.model import EventStatus, InstanceMetadata, NodeSnapshot, ScheduledEvent, ScheduledEventsDocument
 from aksnth.notify.dispatcher import Notifier
 from aksnth.notify.payload import build_template_data
@@ -42,6 +52,13 @@ log = logging.getLogger(__name__)
 PROVIDER_ID_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
 # Instance metadata is only decoration for notifications: never wait long for it.
 INSTANCE_METADATA_TIMEOUT_SECONDS = 2.0
+# A response or a give-back that failed on a transient error is tried again (it resumes from the
+# record on the node) after these waits: a response until the event's deadline, a give-back for up to
+# GIVE_BACK_RETRY_WINDOW_SECONDS. An API server restart or a burst of throttling must not leave a node
+# unprotected, or cordoned for good.
+RETRY_WAITS_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
+GIVE_BACK_RETRY_WINDOW_SECONDS = 600.0
+TRANSIENT_ERRORS = (KubeUnavailable, KubeForbidden, WriteConflict, EvictionBlocked, ImdsUnavailable)
 
 
 class Handler:
@@ -71,6 +88,9 @@ class Handler:
         self._first_seen: dict[str, datetime] = {}
         self._ignored: set[str] = set()
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # Notifications submitted by this process, by (EventId, phase): a retried response never
+        # sends one twice, even before the record on the node says so.
+        self._notified: set[tuple[str, str]] = set()
         self._last_incarnation: int | None = None
         self._instance: InstanceMetadata | None = None
         self.exit_requested = asyncio.Event()
@@ -250,15 +270,44 @@ class Handler:
     async def _respond(self, action: policy.Respond) -> None:
         event = action.event
         with log_context(event_id=event.event_id, event_type=event.event_type.value, action="respond"):
-            try:
-                await self._respond_steps(action)
-            except asyncio.CancelledError:
-                log.info("response to %s %s stopped", event.event_type.value, event.event_id)
-                raise
-            except AksnthError as exc:
-                log.error("response to %s %s failed: %s", event.event_type.value, event.event_id, exc)
-            except Exception:
-                log.exception("response to %s %s failed unexpectedly", event.event_type.value, event.event_id)
+            attempt = 0
+            while True:
+                try:
+                    await self._respond_steps(action)
+                    return
+                except asyncio.CancelledError:
+                    log.info("response to %s %s stopped", event.event_type.value, event.event_id)
+                    raise
+                except TRANSIENT_ERRORS as exc:
+                    attempt += 1
+                    left = (action.event_deadline - self._now()).total_seconds()
+                    if left <= 0:
+                        log.error(
+                            "response to %s %s failed (attempt %d) and the event is due: %s",
+                            event.event_type.value,
+                            event.event_id,
+                            attempt,
+                            exc,
+                        )
+                        return
+                    delay = min(RETRY_WAITS_SECONDS[min(attempt, len(RETRY_WAITS_SECONDS)) - 1], left)
+                    log.warning(
+                        "response to %s %s failed (attempt %d), resuming in %.0fs: %s",
+                        event.event_type.value,
+                        event.event_id,
+                        attempt,
+                        delay,
+                        exc,
+                    )
+                    await asyncio.sleep(delay)
+                except AksnthError as exc:
+                    log.error("response to %s %s failed: %s", event.event_type.value, event.event_id, exc)
+                    return
+                except Exception:
+                    log.exception(
+                        "response to %s %s failed unexpectedly", event.event_type.value, event.event_id
+                    )
+                    return
 
     async def _respond_steps(self, action: policy.Respond) -> None:
         event = action.event
@@ -278,10 +327,14 @@ class Handler:
 
         # 1. Tell people first; delivery runs on its own task and never delays what follows.
         node: NodeSnapshot | None = None
-        if self._notifier is not None and (before is None or "event" not in before.notified):
+        if self._notifier is not None and not self._was_notified(event.event_id, "event", before):
             node = await self._snapshot_for_notification()
             await self._instance_metadata()
             self._notify("event", event, node)
+        # Recorded on the node with the cordon (one write), or on its own when the cordon is done.
+        record_event_notified = (event.event_id, "event") in self._notified and (
+            before is None or "event" not in before.notified
+        )
         if not resumed:
             await self._recorder.record_node(
                 type="Warning", reason=kube_events.REASON_EVENT_SEEN, message=_describe(event)
@@ -298,7 +351,9 @@ class Handler:
                 exclude_from_lb=self._response.exclude_from_load_balancers,
                 dry_run=dry,
                 now=seen_at,
+                notified=("event",) if record_event_notified else (),
             )
+            record_event_notified = False
             metrics.EVENT_TO_CORDON.labels(since="sighting").observe(
                 max((self._now() - seen_at).total_seconds(), 0.0)
             )
@@ -309,7 +364,7 @@ class Handler:
                 message=f"Cordoned for Azure {event.event_type.value} {event.event_id}"
                 + (" (dry run: not really)" if dry else ""),
             )
-        if self._notifier is not None and (before is None or "event" not in before.notified):
+        if record_event_notified:
             await kube_node.update_record(
                 self._kube, self._node_name, lambda r: r.with_notified(event.event_id, "event"), dry_run=dry
             )
@@ -344,7 +399,10 @@ class Handler:
     async def _drain(self, action: policy.Respond) -> None:
         event = action.event
         dry = self._response.dry_run
-        remaining = (action.drain_deadline - self._now()).total_seconds()
+        # A resumed response (after a transient failure) still gets the minimum drain time.
+        remaining = max(
+            (action.drain_deadline - self._now()).total_seconds(), policy.MIN_DRAIN.total_seconds()
+        )
         deadline = asyncio.get_running_loop().time() + max(remaining, 0.0)
         await self._recorder.record_node(
             type="Normal",
@@ -379,7 +437,11 @@ class Handler:
         await kube_node.update_record(
             self._kube, self._node_name, lambda r: r.with_drain_result(event.event_id, result), dry_run=dry
         )
-        if self._notifier is not None and self._settings.notify.notify_on_drain_finished:
+        if (
+            self._notifier is not None
+            and self._settings.notify.notify_on_drain_finished
+            and (event.event_id, "drained") not in self._notified
+        ):
             node = await self._snapshot_for_notification()
             self._notify("drained", event, node, drain_result=result.as_template_data())
             await kube_node.update_record(
@@ -387,27 +449,56 @@ class Handler:
             )
 
     async def _conclude(self, action: policy.GiveBack | policy.Finish) -> None:
-        dry = self._response.dry_run
         with log_context(event_id=action.event_id, event_type=action.event_type.value, action="conclude"):
-            try:
-                if isinstance(action, policy.Finish):
-                    log.info("event %s is over: %s", action.event_id, action.reason)
-                    await kube_node.update_record(
-                        self._kube, self._node_name, lambda r: r.with_finished(action.event_id), dry_run=dry
-                    )
+            give_up_at = time.monotonic() + GIVE_BACK_RETRY_WINDOW_SECONDS
+            attempt = 0
+            while True:
+                try:
+                    await self._conclude_once(action)
                     return
-                log.info("giving the node back: %s", action.reason)
-                undone = await kube_node.give_back(
-                    self._kube, self._node_name, event_id=action.event_id, dry_run=dry
-                )
-                log.info("node given back: %s", undone)
-                await self._recorder.record_node(
-                    type="Normal", reason=kube_events.REASON_GIVEN_BACK, message=f"{action.reason}: {undone}"
-                )
-            except AksnthError as exc:
-                log.error("concluding event %s failed: %s", action.event_id, exc)
+                except TRANSIENT_ERRORS as exc:
+                    attempt += 1
+                    delay = RETRY_WAITS_SECONDS[min(attempt, len(RETRY_WAITS_SECONDS)) - 1]
+                    if time.monotonic() + delay > give_up_at:
+                        log.error(
+                            "concluding event %s failed (attempt %d), giving up: %s",
+                            action.event_id,
+                            attempt,
+                            exc,
+                        )
+                        return
+                    log.warning(
+                        "concluding event %s failed (attempt %d), retrying in %.0fs: %s",
+                        action.event_id,
+                        attempt,
+                        delay,
+                        exc,
+                    )
+                    await asyncio.sleep(delay)
+                except AksnthError as exc:
+                    log.error("concluding event %s failed: %s", action.event_id, exc)
+                    return
+
+    async def _conclude_once(self, action: policy.GiveBack | policy.Finish) -> None:
+        dry = self._response.dry_run
+        if isinstance(action, policy.Finish):
+            log.info("event %s is over: %s", action.event_id, action.reason)
+            await kube_node.update_record(
+                self._kube, self._node_name, lambda r: r.with_finished(action.event_id), dry_run=dry
+            )
+            return
+        log.info("giving the node back: %s", action.reason)
+        undone = await kube_node.give_back(self._kube, self._node_name, event_id=action.event_id, dry_run=dry)
+        log.info("node given back: %s", undone)
+        await self._recorder.record_node(
+            type="Normal", reason=kube_events.REASON_GIVEN_BACK, message=f"{action.reason}: {undone}"
+        )
 
     # --- notifications ----------------------------------------------------------------------------
+    def _was_notified(self, event_id: str, phase: str, recorded: EventRecord | None) -> bool:
+        """Sent by this process, or by an earlier one according to the record on the node."""
+        return (event_id, phase) in self._notified or (recorded is not None and phase in recorded.notified)
+
     async def _snapshot_for_notification(self) -> NodeSnapshot:
         try:
             return await kube_node.read_node_with_pods(self._kube, self._node_name)
@@ -442,6 +533,7 @@ class Handler:
             instance=self._instance,
         )
         self._notifier.submit(phase, data)
+        self._notified.add((event.event_id, phase))
 
 
 async def _after(previous: asyncio.Task[None] | None, work: Coroutine[Any, Any, None]) -> None:

@@ -11,17 +11,19 @@ from lightkube import AsyncClient
 
 from aksnth.azure.simulator import ImdsSimulator
 from tests.integration.kube_fixtures import handler_rules
-from tests.reliability.tally import TALLY
+from tests.reliability.tally import NOTES, TALLY
 from tests.support.cluster import AksNode, create_aks_node, service_account_kubeconfig, unique_suffix
 from tests.support.controlplane import ControlPlane
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not TALLY:
+    if not TALLY and not NOTES:
         return
     terminalreporter.section("reliability: what was tried")
     for kind, number in TALLY.items():
         terminalreporter.write_line(f"{number:>7}  {kind}")
+    for text in NOTES:
+        terminalreporter.write_line(f"         {text}")
 
 
 @pytest.fixture

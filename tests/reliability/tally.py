@@ -9,7 +9,12 @@ from __future__ import annotations
 from collections import Counter
 
 TALLY: Counter[str] = Counter()
+NOTES: list[str] = []  # figures worth a line of their own (e.g. time left before NotBefore)
 
 
 def count(kind: str, n: int = 1) -> None:
     TALLY[kind] += n
+
+
+def note(text: str) -> None:
+    NOTES.append(text)

@@ -207,7 +207,9 @@ async def api_call(
 
 # --- retries ----------------------------------------------------------------------------------------
 
-RETRYABLE: Final = (KubeUnavailable, WriteConflict)
+#: Transient: the server is away or answered 5xx, a write lost a race (409), or the server asked us to
+#: slow down (429, from API Priority and Fairness; its Retry-After is honoured).
+RETRYABLE: Final = (KubeUnavailable, WriteConflict, EvictionBlocked)
 
 
 def backoff_seconds(attempt: int, *, base: float = 0.1, cap: float = 2.0) -> float:

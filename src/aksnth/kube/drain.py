@@ -22,7 +22,7 @@ from lightkube import AsyncClient
 from lightkube.models.meta_v1 import DeleteOptions, ObjectMeta, Preconditions
 from lightkube.resources.core_v1 import Pod
 
-from aksnth.errors import EvictionBlocked, KubeError, KubeUnavailable
+from aksnth.errors import EvictionBlocked, KubeError, KubeForbidden, KubeUnavailable
 from aksnth.kube.client import DEFAULT_CALL_TIMEOUT_SECONDS, api_call, backoff_seconds, with_retries
 from aksnth.kube.drainplan import (
     DrainOutcome,
@@ -148,7 +148,11 @@ class _Drain:
                 self._set(pod, _State.BLOCKED, why)
                 wait = min(exc.retry_after_seconds or DEFAULT_RETRY_AFTER_SECONDS, MAX_RETRY_AFTER_SECONDS)
                 await asyncio.sleep(max(min(wait, self.time_left()), 0))
-            except KubeUnavailable as exc:
+            except (KubeUnavailable, KubeForbidden) as exc:
+                # A 403 is retried too: a restarted API server answers before its RBAC cache is
+                # filled, and a permanent one costs nothing but the time the pod could not use anyway.
+                if isinstance(exc, KubeForbidden) and self.reason.get(pod.key) != str(exc):
+                    log.warning("evicting %s is forbidden (retrying until the deadline): %s", pod.key, exc)
                 self.reason[pod.key] = str(exc)
                 log.info("evicting %s failed (attempt %d, retrying): %s", pod.key, attempt, exc)
                 await asyncio.sleep(max(min(backoff_seconds(attempt), self.time_left()), 0))

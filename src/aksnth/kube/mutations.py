@@ -110,13 +110,17 @@ def protect(
     effect: TaintEffect,
     exclude_from_lb: bool,
     now: datetime,
+    notified: tuple[str, ...] = (),
 ) -> Change:
     """Stop new traffic and new pods: exclude-from-LB label, cordon, taint (NoExecute waits for the drain).
 
     Remembers whether the cordon and the label were already there (an admin's or AKS's), so that
-    a give-back never undoes them.
+    a give-back never undoes them. ``notified`` phases are recorded in the same write, so that a
+    handler killed right after the cordon does not send them again.
     """
     record = node.record.with_event_seen(event, now=now)
+    for phase in notified:
+        record = record.with_notified(event.event_id, phase)
     if not record.holding_events():
         # A new protection cycle: what we own is decided afresh against the node as it is now.
         record = replace(record, cordoned_by_us=False, label_added_by_us=False, boot_id=node.boot_id)

@@ -150,18 +150,26 @@ async def protect_node(
     exclude_from_lb: bool,
     dry_run: bool,
     now: datetime | None = None,
+    notified: tuple[str, ...] = (),
 ) -> NodeRecord:
     """In one write: the exclude-from-load-balancers label, the cordon, and (unless the effect is
     NoExecute, see :func:`apply_after_drain_taint`) the taint ``aks-node-termination-handler/<type>=<id>``.
 
-    Idempotent; records what we changed (and what was already so) in the state annotation.
+    Idempotent; records what we changed (and what was already so) in the state annotation, with the
+    ``notified`` phases (notifications already sent for this event).
     """
     moment = now or datetime.now(UTC)
     change = await _mutate(
         client,
         name,
         lambda state: protect(
-            state, event=event, taint=taint, effect=effect, exclude_from_lb=exclude_from_lb, now=moment
+            state,
+            event=event,
+            taint=taint,
+            effect=effect,
+            exclude_from_lb=exclude_from_lb,
+            now=moment,
+            notified=notified,
         ),
         dry_run=dry_run,
         what="protect",

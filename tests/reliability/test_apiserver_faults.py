@@ -1,0 +1,305 @@
+"""API server faults during a response: kube-apiserver killed and restarted in the middle of a drain,
+409 conflicts from a concurrent writer of the node, and 429s from API Priority and Fairness. The
+handler runs in-process as a ServiceAccount with the chart's rights, against the real control plane."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from lightkube import ApiError, AsyncClient
+from lightkube.resources.core_v1 import Event, Node, Pod
+from lightkube.resources.flowcontrol_apiserver_v1 import FlowSchema, PriorityLevelConfiguration
+from lightkube.resources.policy_v1 import PodDisruptionBudget
+from lightkube.types import PatchType
+
+from aksnth.azure.simulator import ImdsSimulator
+from aksnth.kube import keys
+from aksnth.kube.record import NodeRecord, Phase
+from aksnth.observe import metrics
+from tests.reliability.tally import count, note
+from tests.support.cluster import (
+    AksNode,
+    create_pdb,
+    create_pods,
+    eventually,
+    unique_suffix,
+    wait_pdb_observed,
+)
+from tests.support.controlplane import ControlPlane
+from tests.support.handler import running_handler
+from tests.support.kubelet import FakeKubelet
+
+pytestmark = pytest.mark.controlplane
+
+EXCLUDE_LB = "node.kubernetes.io/exclude-from-external-load-balancers"
+# Concurrent writers of the node's labels in the conflict test: together about 100 writes/s, far more
+# than any real controller does. (Writers with no pause at all starve optimistic concurrency: see
+# docs/reliability.md.)
+WRITERS = 2
+WRITE_PAUSE_SECONDS = 0.01
+
+
+def record_of(node: Node) -> NodeRecord:
+    return NodeRecord.from_annotations(node.metadata.annotations or {})
+
+
+def our_taints(node: Node) -> list[tuple[str, str, str]]:
+    return [
+        (t.key, t.value or "", t.effect)
+        for t in (node.spec.taints or [])
+        if t.key.startswith(keys.TAINT_KEY_PREFIX)
+    ]
+
+
+async def pods_on(kube: AsyncClient, node: str) -> list[Pod]:
+    return [p async for p in kube.list(Pod, namespace="*", fields={"spec.nodeName": node})]
+
+
+async def node_event_counts(kube: AsyncClient, node: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    async for ev in kube.list(Event, namespace="*", fields={"involvedObject.name": node}):
+        if ev.involvedObject.kind == "Node":
+            counts[ev.reason or ""] = counts.get(ev.reason or "", 0) + (ev.count or 1)
+    return counts
+
+
+async def wait_phase(
+    kube: AsyncClient, node: str, event_id: str, phase: Phase, *, timeout_seconds: float = 30
+) -> Node:
+    async def reached() -> Node | None:
+        current = await kube.get(Node, node)
+        entry = record_of(current).events.get(event_id)
+        return current if entry is not None and entry.phase is phase else None
+
+    return await eventually(reached, what=f"{event_id} at {phase.value}", timeout_seconds=timeout_seconds)
+
+
+def api_requests(code: str) -> float:
+    """In-process ``apiserver_request_total`` of the handler, summed over clusters, for one code."""
+    return sum(
+        sample.value
+        for family in metrics.APISERVER_REQUESTS.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels.get("code") == code
+    )
+
+
+# --- kube-apiserver restarted mid-drain ----------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+async def test_a_drain_survives_an_api_server_crash_and_finishes_once_it_is_back(
+    kube: AsyncClient,
+    control_plane: ControlPlane,
+    namespace: str,
+    node: AksNode,
+    simulator: ImdsSimulator,
+    handler_kubeconfig: Path,
+) -> None:
+    await create_pods(kube, namespace, node.name, 3)
+    await create_pods(kube, namespace, node.name, 1, labels={"app": "held"})
+    errors_before = api_requests("error")
+    async with FakeKubelet(kube, node=node.name):
+        pdb = await create_pdb(kube, namespace, {"app": "held"}, min_available=1)
+        await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1)
+        async with running_handler(
+            kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator, extra=["-taint.node"]
+        ):
+            event_id = simulator.schedule("Terminate", [node.resource_name], notice_seconds=300)
+            await wait_phase(kube, node.name, event_id, Phase.PROTECTED)
+
+            async def only_the_held_pod_left() -> bool:
+                return len(await pods_on(kube, node.name)) == 1
+
+            await eventually(only_the_held_pod_left, what="all but the PDB-held pod evicted")
+
+            # Crash the API server while the drain retries the held pod, and keep it down until the
+            # handler has noticed (failed requests), then bring it back and lift the budget.
+            await control_plane.stop_apiserver_async(graceful=False)
+
+            async def handler_saw_the_outage() -> bool:
+                return api_requests("error") >= errors_before + 3
+
+            await eventually(
+                handler_saw_the_outage, what="the handler's requests failing", timeout_seconds=30
+            )
+            failed_during_outage = api_requests("error") - errors_before
+            await control_plane.start_apiserver_async()
+            await kube.delete(PodDisruptionBudget, pdb.metadata.name, namespace=namespace)
+            drained = await wait_phase(kube, node.name, event_id, Phase.DRAINED, timeout_seconds=60)
+
+    assert await pods_on(kube, node.name) == []
+    record = record_of(drained)
+    assert list(record.events) == [event_id]
+    assert record.events[event_id].drain is not None and record.events[event_id].drain.result == "drained"
+    assert our_taints(drained) == [(f"{keys.TAINT_KEY_PREFIX}terminate", event_id, "NoSchedule")]
+    assert drained.spec.unschedulable is True
+    events = await node_event_counts(kube, node.name)
+    for reason in ("EventSeen", "Cordoned", "DrainStarted", "DrainFinished"):
+        assert events.get(reason) == 1, events
+    count("kube-apiserver crashes (SIGKILL) survived mid-drain")
+    note(
+        f"API server crash mid-drain: {failed_during_outage:.0f} failed requests retried, drain finished once"
+    )
+
+
+# --- 409 conflicts from a concurrent writer ---------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def label_writer(kube: AsyncClient, node: str) -> AsyncIterator[list[int]]:
+    """Patches a label of the node as fast as it can (each write bumps the resourceVersion)."""
+    writes = [0]
+    stop = asyncio.Event()
+
+    async def write() -> None:
+        while not stop.is_set():
+            writes[0] += 1
+            await kube.patch(
+                Node,
+                node,
+                {"metadata": {"labels": {"example.com/writer": str(writes[0])}}},
+                patch_type=PatchType.MERGE,
+            )
+            await asyncio.sleep(WRITE_PAUSE_SECONDS)
+
+    tasks = [asyncio.create_task(write(), name=f"label-writer-{i}") for i in range(WRITERS)]
+    try:
+        yield writes
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+
+
+@pytest.mark.timeout(90)
+async def test_conflicting_writes_during_protect_and_give_back_are_retried_to_the_right_end_state(
+    kube: AsyncClient, namespace: str, node: AksNode, simulator: ImdsSimulator, handler_kubeconfig: Path
+) -> None:
+    await create_pods(kube, namespace, node.name, 2)
+    conflicts_before = api_requests("409")
+    async with (
+        FakeKubelet(kube, node=node.name),
+        running_handler(
+            kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator, extra=["-taint.node"]
+        ),
+        label_writer(kube, node.name) as writes,
+    ):
+        event_id = simulator.schedule("Reboot", [node.resource_name], notice_seconds=600)
+        protected = await wait_phase(kube, node.name, event_id, Phase.DRAINED)
+        assert protected.spec.unschedulable is True
+        assert our_taints(protected) == [(f"{keys.TAINT_KEY_PREFIX}reboot", event_id, "NoSchedule")]
+        assert (protected.metadata.labels or {}).get(EXCLUDE_LB) == "true"
+        simulator.cancel(event_id)
+        given_back = await wait_phase(kube, node.name, event_id, Phase.GIVEN_BACK)
+    final = await kube.get(Node, node.name)
+    conflicts = api_requests("409") - conflicts_before
+
+    assert given_back.spec.unschedulable is not True
+    assert our_taints(final) == []
+    assert EXCLUDE_LB not in (final.metadata.labels or {})
+    assert "example.com/writer" in (final.metadata.labels or {})  # the writers' work is kept
+    assert record_of(final).events[event_id].phase is Phase.GIVEN_BACK
+    assert conflicts > 0, "the writer never made a write conflict: the test proves nothing"
+    count("409 conflicts on node writes retried", int(conflicts))
+    note(
+        f"concurrent writer: {writes[0]} label patches during protect and give-back, "
+        f"{conflicts:.0f} conflicts"
+    )
+
+
+# --- 429 from API Priority and Fairness -----------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def tiny_priority_level(kube: AsyncClient, namespace: str, service_account: str) -> AsyncIterator[None]:
+    """A PriorityLevelConfiguration with the smallest share (about 3 seats on this server), no borrowing,
+    rejecting (429) what does not fit, and a FlowSchema that puts the ServiceAccount's requests there."""
+    name = f"aksnth-tiny-{unique_suffix()}"
+    level = PriorityLevelConfiguration.from_dict(
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "type": "Limited",
+                "limited": {
+                    "nominalConcurrencyShares": 1,
+                    "lendablePercent": 0,
+                    "borrowingLimitPercent": 0,
+                    "limitResponse": {"type": "Reject"},
+                },
+            },
+        }
+    )
+    schema = FlowSchema.from_dict(
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "matchingPrecedence": 500,
+                "priorityLevelConfiguration": {"name": name},
+                "distinguisherMethod": {"type": "ByUser"},
+                "rules": [
+                    {
+                        "subjects": [
+                            {
+                                "kind": "ServiceAccount",
+                                "serviceAccount": {"name": service_account, "namespace": namespace},
+                            }
+                        ],
+                        "resourceRules": [
+                            {
+                                "verbs": ["*"],
+                                "apiGroups": ["*"],
+                                "resources": ["*"],
+                                "namespaces": ["*"],
+                                "clusterScope": True,
+                            }
+                        ],
+                    }
+                ],
+            },
+        }
+    )
+    await kube.create(level)
+    await kube.create(schema)
+
+    async def in_force() -> bool:
+        current = await kube.get(FlowSchema, name)
+        conditions = (current.status.conditions if current.status else None) or []
+        return any(c.type == "Dangling" and c.status == "False" for c in conditions)
+
+    try:
+        await eventually(in_force, what="the FlowSchema to be in force")
+        yield
+    finally:
+        for kind in (FlowSchema, PriorityLevelConfiguration):
+            with contextlib.suppress(ApiError):
+                await kube.delete(kind, name)
+
+
+@pytest.mark.timeout(90)
+async def test_a_drain_through_api_priority_and_fairness_rejections_completes(
+    kube: AsyncClient, namespace: str, node: AksNode, simulator: ImdsSimulator, handler_kubeconfig: Path
+) -> None:
+    await create_pods(kube, namespace, node.name, 40)
+    service_account = handler_kubeconfig.stem.removeprefix(f"{namespace}-")
+    throttled_before = api_requests("429")
+    async with (
+        FakeKubelet(kube, node=node.name),
+        tiny_priority_level(kube, namespace, service_account),
+        running_handler(
+            kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator, extra=["-taint.node"]
+        ),
+    ):
+        event_id = simulator.schedule("Terminate", [node.resource_name], notice_seconds=300)
+        drained = await wait_phase(kube, node.name, event_id, Phase.DRAINED, timeout_seconds=60)
+    throttled = api_requests("429") - throttled_before
+
+    assert await pods_on(kube, node.name) == []
+    record = record_of(drained).events[event_id]
+    assert record.drain is not None and record.drain.result == "drained" and record.drain.evicted == 40
+    assert drained.spec.unschedulable is True
+    assert throttled > 0, "API Priority and Fairness never rejected a request: the test proves nothing"
+    count("429 answers from API Priority and Fairness retried", int(throttled))
