@@ -16,7 +16,8 @@ DEVELOPMENT_ONLY = ("click", "rich", "pygments")
 
 def main() -> int:
     # A None entry makes `import click` raise ImportError, as it would where click is not installed.
-    sys.modules.update(dict.fromkeys(DEVELOPMENT_ONLY))
+    for name in DEVELOPMENT_ONLY:
+        sys.modules[name] = None  # type: ignore[assignment]
     from aksnth.cli import main as handler_main  # noqa: PLC0415 (after hiding the modules, on purpose)
 
     sys.argv[0] = "aks-node-termination-handler"

@@ -163,13 +163,12 @@ class Lab:
     # -- undoing what a handler did -----------------------------------------------------------------
 
     async def reset_node(self, node: AksNode) -> None:
-        """Uncordon, drop every taint but the Spot one, our label and our annotation: the node as it
-        was created. A merge patch replaces the taint list as a whole, which is what we want here."""
+        """Uncordon, drop our taints, label and annotation: the node as it was created. A merge patch
+        replaces the taint list as a whole, which is what we want here."""
         async with asyncio.timeout(_CALL_TIMEOUT_SECONDS):
             current = await self.client.get(Node, node.name)
-        taints = [
-            t.to_dict() for t in (current.spec.taints or []) if current.spec and not is_our_taint_key(t.key)
-        ]
+        present = current.spec.taints if current.spec is not None else None
+        taints = [t.to_dict() for t in present or [] if not is_our_taint_key(t.key)]
         patch: dict[str, Any] = {
             "metadata": {"annotations": {STATE_ANNOTATION: None}, "labels": {EXCLUDE_FROM_LB_LABEL: None}},
             "spec": {"unschedulable": None, "taints": taints},

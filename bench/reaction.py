@@ -9,6 +9,7 @@ gives nodes back uncordons: that time is reported too) and the node is reset to 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -52,7 +53,7 @@ async def measure_reaction(
                     )
                     cordon.append(cordoned - published)
                     notified = await wait_for(
-                        lambda before=hooks_before: _nth(lab.webhook_times(implementation), before),
+                        functools.partial(_nth_webhook, lab, implementation, hooks_before),
                         what="the first webhook notification",
                         process=process,
                         timeout_seconds=_REACT_TIMEOUT_SECONDS,
@@ -98,5 +99,7 @@ async def measure_reaction(
     }
 
 
-def _nth(times: list[float], index: int) -> float | None:
+def _nth_webhook(lab: Lab, implementation: Implementation, index: int) -> float | None:
+    """The arrival of the webhook request number `index` (from 0) of this implementation, if any."""
+    times = lab.webhook_times(implementation)
     return times[index] if len(times) > index else None
