@@ -41,17 +41,17 @@ e2e: venv test-binaries ## end-to-end scenarios: the handler as a process
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
 lint: venv ## ruff, mypy and the import layers
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench demo
+	$(BIN)/ruff format --check src tests bench demo
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 fmt: venv ## format and fix what ruff can
-	$(BIN)/ruff format src tests bench
-	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench demo
+	$(BIN)/ruff check --fix src tests bench demo
 
 demo: venv test-binaries ## a local control plane, the IMDS simulator and the handler draining a Spot node
-	$(BIN)/python -m aksnth.demo $(DEMO_ARGS)
+	$(BIN)/python -m demo $(DEMO_ARGS)
 
 bench: venv test-binaries ## benchmarks: reaction time, drain throughput, footprint (prints a table)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
