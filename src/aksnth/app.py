@@ -80,7 +80,13 @@ async def run(
     health = Health(poll_interval_seconds=settings.imds.poll_interval_seconds)
     async with AsyncExitStack() as stack:
         kube = await stack.enter_async_context(open_client(settings.kube))
-        http = await stack.enter_async_context(httpx.AsyncClient(transport=imds_transport(), trust_env=False))
+        # IMDS is plain HTTP on a link-local address: loading a CA bundle (about 4 MiB) would buy nothing.
+        https = settings.imds.endpoint.lower().startswith("https://")
+        http = await stack.enter_async_context(
+            httpx.AsyncClient(
+                transport=imds_transport(httpx.AsyncHTTPTransport(verify=https)), trust_env=False
+            )
+        )
         imds = ImdsClient(settings.imds, client=http)
         recorder = EventRecorder(kube, host=settings.kube.node_name)
         handler = Handler(
