@@ -434,9 +434,8 @@ class Handler:
                 reason=kube_events.REASON_TAINTED_NO_EXECUTE,
                 message=f"Tainted NoExecute after the drain for {event.event_id}",
             )
-        await kube_node.update_record(
-            self._kube, self._node_name, lambda r: r.with_drain_result(event.event_id, result), dry_run=dry
-        )
+        # The "drained" notification is submitted before the result is recorded, and recorded with it
+        # (one write): a handler killed after that write neither repeats it nor forgets it.
         if (
             self._notifier is not None
             and self._settings.notify.notify_on_drain_finished
@@ -444,9 +443,15 @@ class Handler:
         ):
             node = await self._snapshot_for_notification()
             self._notify("drained", event, node, drain_result=result.as_template_data())
-            await kube_node.update_record(
-                self._kube, self._node_name, lambda r: r.with_notified(event.event_id, "drained"), dry_run=dry
-            )
+        notified = ("drained",) if (event.event_id, "drained") in self._notified else ()
+
+        def record_drain(record: NodeRecord) -> NodeRecord:
+            record = record.with_drain_result(event.event_id, result)
+            for phase in notified:
+                record = record.with_notified(event.event_id, phase)
+            return record
+
+        await kube_node.update_record(self._kube, self._node_name, record_drain, dry_run=dry)
 
     async def _conclude(self, action: policy.GiveBack | policy.Finish) -> None:
         with log_context(event_id=action.event_id, event_type=action.event_type.value, action="conclude"):

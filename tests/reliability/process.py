@@ -55,6 +55,7 @@ class HandlerProcess:
         self.argv = [sys.executable, "-m", "aksnth", *flags, f"-web.address=127.0.0.1:{self.port}"]
         self.log_path = log_path
         environment = {k: v for k, v in os.environ.items() if k.lower() not in _PROXY_VARIABLES}
+        environment["PYTHONUNBUFFERED"] = "1"  # every log line reaches the file before a SIGKILL
         environment.update(env or {})
         self.env = environment
         self._process: subprocess.Popen[bytes] | None = None
