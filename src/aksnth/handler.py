@@ -420,7 +420,7 @@ class Handler:
             event_type=event.event_type,
         )
         level = logging.INFO if result.succeeded else logging.WARNING
-        log.log(level, "drain %s: %s", result.result.value, result.summary())
+        log.log(level, "drain over: %s", result.summary())
         await self._recorder.record_node(
             type="Normal" if result.succeeded else "Warning",
             reason=kube_events.REASON_DRAIN_FINISHED if result.succeeded else kube_events.REASON_DRAIN_FAILED,
