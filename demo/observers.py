@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 _RETRY_SECONDS = 0.1
 _POLL_SECONDS = 0.02
 _CALL_TIMEOUT_SECONDS = 10.0
-_ALL_PODS_UP_TO = 20  # above this many pods to evict, only every tenth one gets a line
+ALL_PODS_UP_TO = 20  # above this many pods to evict, only every tenth one gets a line
 
 
 class _Task:
@@ -148,7 +148,7 @@ class PodObserver(_Task):
         key = f"{pod.metadata.namespace}/{pod.metadata.name}"
         evictable = self.scene.evictable
         total = len(evictable)
-        every_pod = total <= _ALL_PODS_UP_TO
+        every_pod = total <= ALL_PODS_UP_TO
         if kind != "DELETED" and pod.metadata.deletionTimestamp is not None and key not in self.stopping:
             self.stopping[key] = at
             if every_pod:

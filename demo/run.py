@@ -35,7 +35,7 @@ from tests.support.kubelet import FakeKubelet
 from tests.support.receivers import Receiver
 
 from aksnth.azure.simulator import MIN_NOTICE_SECONDS, STARTED_SECONDS, ImdsSimulator
-from demo.observers import NodeObserver, PodObserver, RecordsObserver
+from demo.observers import ALL_PODS_UP_TO, NodeObserver, PodObserver, RecordsObserver
 from demo.scene import MIN_PODS, ReplicaSetStandIn, Scene, build_scene, wait_budget_ready
 from demo.timeline import Step, Timeline, format_summary
 
@@ -267,14 +267,12 @@ class Demo:
             say()
 
             timeline = self.timeline
-            replicas = ReplicaSetStandIn(
-                kube,
-                scene.spot.name,
-                scene.healthy.name,
-                on_replacement=lambda old, new: timeline.add(
-                    time.time(), "replacement", f"{new} on {scene.healthy.name} (ReplicaSet of {old})"
-                ),
-            )
+
+            def replaced(old: str, new: str) -> None:
+                if len(scene.evictable) <= ALL_PODS_UP_TO:
+                    timeline.add(time.time(), "replacement", f"{new} on {scene.healthy.name} replaces {old}")
+
+            replicas = ReplicaSetStandIn(kube, scene.spot.name, scene.healthy.name, on_replacement=replaced)
             nodes = NodeObserver(kube, scene.spot.name, timeline)
             pods = PodObserver(kube, scene, timeline)
             for context in (replicas, nodes, pods, RecordsObserver(self.imds, self.receiver, timeline)):
@@ -330,8 +328,8 @@ class Demo:
             say("everything keeps running (--keep); Ctrl-C stops and removes it. Try:")
             say(f"  KUBECONFIG={self.control_plane.kubeconfig_path} kubectl get nodes,pods -A -o wide")
             say(
-                f"  {sys.executable} -m aksnth imds-simulator schedule --type Reboot "
-                f"--resource {scene.spot.resource_name} --url {self.imds.url}"
+                f"  {sys.executable} -m aksnth imds-simulator schedule --type Reboot --notice 30s "
+                f"--duration 15s --resource {scene.spot.resource_name} --url {self.imds.url}"
             )
             say(f"  tail -f {handler.log_path}")
             while True:
