@@ -86,9 +86,16 @@ def test_defaults_render_the_handler_daemonset_with_its_rbac_and_files() -> None
         "ConfigMap/aksnth-files",
         f"DaemonSet/{FULLNAME}",
         f"ServiceAccount/{FULLNAME}",
+        f"ValidatingAdmissionPolicy/{FULLNAME}-node-restriction",
+        f"ValidatingAdmissionPolicyBinding/{FULLNAME}-node-restriction",
     ]
     for obj in objects:
-        if obj["kind"] not in {"ClusterRole", "ClusterRoleBinding"}:
+        if obj["kind"] not in {
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+        }:
             assert obj["metadata"]["namespace"] == "node-handlers", obj["kind"]
 
     spec = pod_spec(objects)
