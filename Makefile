@@ -12,7 +12,7 @@ TEST_BIN_DIR := $(shell hack/build-test-binaries --print-dir)
 export AKSNTH_TEST_BIN_DIR := $(TEST_BIN_DIR)
 PYTEST_ARGS ?=
 
-.PHONY: help venv test-binaries test unit integration e2e lint fmt demo bench audit clean
+.PHONY: help venv test-binaries test unit integration e2e lint fmt demo bench soak audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -56,9 +56,13 @@ demo: venv test-binaries ## a local control plane, the IMDS simulator and the ha
 bench: venv test-binaries ## benchmarks: reaction time, drain throughput, footprint (prints a table)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
+soak: venv test-binaries ## an hour of polling, an event a minute, RSS and descriptors sampled (SOAK_ARGS="--minutes 5")
+	$(BIN)/python -m tests.reliability.soak $(SOAK_ARGS)
+
 audit: venv ## audit the dependencies for known vulnerabilities (needs advisory data from the network)
 	$(BIN)/python -m pip install --quiet pip-audit
-	$(BIN)/pip-audit --skip-editable
+	$(BIN)/pip-audit --skip-editable --progress-spinner off --format json --output $(VENV)/audit.json || true
+	$(BIN)/python hack/audit-summary $(VENV)/audit.json
 
 clean: ## remove the virtual environment and caches (the test binaries stay in their cache)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

@@ -1,7 +1,7 @@
 """Templates cannot read files or call code: complements the sandbox tests of test_template.py.
 
 A Python audit hook (sys.addaudithook) watches every render here: opening a file, a socket, a process,
-an import, compiling or running code, reading the environment or touching ctypes during a render fails
+an import, compiling or running code or touching ctypes during a render fails
 the test, whatever the template (hand-written hostile ones, and generated ones that combine every
 function of the table with every field of the data).
 """
