@@ -36,11 +36,14 @@ from tests.support.kubelet import FakeKubelet
 pytestmark = pytest.mark.controlplane
 
 EXCLUDE_LB = "node.kubernetes.io/exclude-from-external-load-balancers"
-# Concurrent writers of the node's labels in the conflict test: together about 100 writes/s, far more
-# than any real controller does. (Writers with no pause at all starve optimistic concurrency: see
-# docs/reliability.md.)
-WRITERS = 2
-WRITE_PAUSE_SECONDS = 0.01
+# Concurrent writers of the node's labels in the conflict test, as fast as they can for a while after
+# each change of the event: the handler's read-modify-writes then conflict for sure, and succeed once
+# the burst is over (optimistic concurrency cannot win against writers that never pause: see
+# docs/reliability.md).
+WRITERS = 3
+BURST_SECONDS = 1.5
+# Pods drained through the tiny priority level (three seats, rejecting): 40 take about 28 s.
+THROTTLED_PODS = 16
 
 
 def record_of(node: Node) -> NodeRecord:
@@ -150,29 +153,39 @@ async def test_a_drain_survives_an_api_server_crash_and_finishes_once_it_is_back
 # --- 409 conflicts from a concurrent writer ---------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def label_writer(kube: AsyncClient, node: str) -> AsyncIterator[list[int]]:
-    """Patches a label of the node as fast as it can (each write bumps the resourceVersion)."""
-    writes = [0]
-    stop = asyncio.Event()
+class LabelWriters:
+    """Writers of one label of the node: idle until ``burst()``, then patching as fast as they can for
+    ``BURST_SECONDS`` (each write bumps the resourceVersion, so a read-modify-write of the handler in
+    that window conflicts). A burst starts with each event change, so the handler's writes meet it."""
 
-    async def write() -> None:
-        while not stop.is_set():
-            writes[0] += 1
-            await kube.patch(
-                Node,
-                node,
-                {"metadata": {"labels": {"example.com/writer": str(writes[0])}}},
-                patch_type=PatchType.MERGE,
-            )
-            await asyncio.sleep(WRITE_PAUSE_SECONDS)
+    def __init__(self, kube: AsyncClient, node: str) -> None:
+        self.kube = kube
+        self.node = node
+        self.writes = 0
+        self._until = 0.0
+        self._stop = asyncio.Event()
 
-    tasks = [asyncio.create_task(write(), name=f"label-writer-{i}") for i in range(WRITERS)]
-    try:
-        yield writes
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks)
+    def burst(self) -> None:
+        self._until = asyncio.get_running_loop().time() + BURST_SECONDS
+
+    async def _write(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stop.is_set():
+            if loop.time() >= self._until:
+                await asyncio.sleep(0.01)
+                continue
+            self.writes += 1
+            patch = {"metadata": {"labels": {"example.com/writer": str(self.writes)}}}
+            await self.kube.patch(Node, self.node, patch, patch_type=PatchType.MERGE)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[LabelWriters]:
+        tasks = [asyncio.create_task(self._write(), name=f"label-writer-{i}") for i in range(WRITERS)]
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            await asyncio.gather(*tasks)
 
 
 @pytest.mark.timeout(90)
@@ -186,13 +199,15 @@ async def test_conflicting_writes_during_protect_and_give_back_are_retried_to_th
         running_handler(
             kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator, extra=["-taint.node"]
         ),
-        label_writer(kube, node.name) as writes,
+        LabelWriters(kube, node.name).running() as writers,
     ):
+        writers.burst()
         event_id = simulator.schedule("Reboot", [node.resource_name], notice_seconds=600)
         protected = await wait_phase(kube, node.name, event_id, Phase.DRAINED)
         assert protected.spec.unschedulable is True
         assert our_taints(protected) == [(f"{keys.TAINT_KEY_PREFIX}reboot", event_id, "NoSchedule")]
         assert (protected.metadata.labels or {}).get(EXCLUDE_LB) == "true"
+        writers.burst()
         simulator.cancel(event_id)
         given_back = await wait_phase(kube, node.name, event_id, Phase.GIVEN_BACK)
     final = await kube.get(Node, node.name)
@@ -206,7 +221,7 @@ async def test_conflicting_writes_during_protect_and_give_back_are_retried_to_th
     assert conflicts > 0, "the writer never made a write conflict: the test proves nothing"
     count("409 conflicts on node writes retried", int(conflicts))
     note(
-        f"concurrent writer: {writes[0]} label patches during protect and give-back, "
+        f"concurrent writers: {writers.writes} label patches during protect and give-back, "
         f"{conflicts:.0f} conflicts"
     )
 
@@ -283,7 +298,7 @@ async def tiny_priority_level(kube: AsyncClient, namespace: str, service_account
 async def test_a_drain_through_api_priority_and_fairness_rejections_completes(
     kube: AsyncClient, namespace: str, node: AksNode, simulator: ImdsSimulator, handler_kubeconfig: Path
 ) -> None:
-    await create_pods(kube, namespace, node.name, 40)
+    await create_pods(kube, namespace, node.name, THROTTLED_PODS)
     service_account = handler_kubeconfig.stem.removeprefix(f"{namespace}-")
     throttled_before = api_requests("429")
     async with (
@@ -299,7 +314,11 @@ async def test_a_drain_through_api_priority_and_fairness_rejections_completes(
 
     assert await pods_on(kube, node.name) == []
     record = record_of(drained).events[event_id]
-    assert record.drain is not None and record.drain.result == "drained" and record.drain.evicted == 40
+    assert (
+        record.drain is not None
+        and record.drain.result == "drained"
+        and record.drain.evicted == THROTTLED_PODS
+    )
     assert drained.spec.unschedulable is True
     assert throttled > 0, "API Priority and Fairness never rejected a request: the test proves nothing"
     count("429 answers from API Priority and Fairness retried", int(throttled))

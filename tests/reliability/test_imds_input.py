@@ -68,7 +68,7 @@ def check_parse(body: bytes | str) -> ScheduledEventsDocument | None:
 
 
 @settings(
-    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
 @given(body=strategies.bodies)
 def test_any_answer_parses_or_is_refused_with_a_short_message_in_bounded_memory(body: bytes) -> None:
