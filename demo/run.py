@@ -194,6 +194,7 @@ class Demo:
         self.control_plane = ControlPlane()
         self.imds = ImdsSimulator(speed=args.speed)
         self.receiver = Receiver()
+        self.receiver_started = False  # stopping a receiver that never served would wait forever
         self.handler: HandlerProcess | None = None
         self.timeline = Timeline(write=say)
 
@@ -240,6 +241,7 @@ class Demo:
             self.imds.vm_name = scene.spot.resource_name
             self.imds.start()
             self.receiver.__enter__()
+            self.receiver_started = True
             argv = handler_argv(
                 event_type=args.event,
                 kubeconfig=handler_kubeconfig,
@@ -365,8 +367,10 @@ class Demo:
         if self.handler is not None:
             self.handler.kill_now()
             self.handler = None
-        with contextlib.suppress(Exception):
-            self.receiver.stop()
+        if self.receiver_started:
+            self.receiver_started = False
+            with contextlib.suppress(Exception):
+                self.receiver.stop()
         self.imds.stop()
         self.control_plane.stop()
         shutil.rmtree(self.work_dir, ignore_errors=True)
