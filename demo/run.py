@@ -351,7 +351,7 @@ class Demo:
             say(f"  {role}: {shown}")
         say(
             f"  PodDisruptionBudget shop/{scene.pdb_name}: minAvailable {scene.web_replicas - 1} of "
-            f"{scene.web_replicas} web pods, so they go one at a time"
+            f"{scene.web_replicas} web pods: never more than one down, each eviction waits for a replacement"
         )
         say(f"healthy node {scene.healthy.name}: replacements of evicted ReplicaSet pods go there")
         say(f"each pod takes {POD_STOP_SECONDS:g} s to stop once evicted (the kubelet stand-in)")

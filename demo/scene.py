@@ -37,7 +37,7 @@ HEALTHY_VMSS = "aks-nodepool1-12345678-vmss"
 APP_NAMESPACE = "shop"
 SYSTEM_NAMESPACE = "kube-system"
 MIN_PODS = 7  # the five fixed pods and a ReplicaSet of at least two behind its budget
-MAX_WEB_REPLICAS = 4  # evicted one at a time: each takes about a second, so keep the chain short
+MAX_WEB_REPLICAS = 4  # each eviction waits for the previous replacement: keep the chain short
 _CALL_TIMEOUT_SECONDS = 10.0
 _POD_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # what Kubernetes uses for generated names
 

@@ -90,6 +90,6 @@ def format_summary(milestones: dict[Step, float], steps: Iterable[Step], *, orig
             previous = None
             continue
         since_previous = "" if previous is None or step is Step.PUBLISHED else f"{at - previous:.3f} s"
-        lines.append(f"  {step.value:<22} {f'{at - origin:.3f} s':>17} {since_previous:>15}")
+        lines.append(f"  {step.value:<22} {f'{at - origin:.3f} s':>17} {since_previous:>15}".rstrip())
         previous = at
     return lines
