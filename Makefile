@@ -8,6 +8,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# Tools whose dependencies must stay out of the test venv (see the `tools` extra in pyproject.toml),
+# so that the handler started from .venv imports exactly what the container image holds.
+TOOLS_VENV ?= .venv-tools
+TOOLS_BIN := $(TOOLS_VENV)/bin
+TOOLS_STAMP := $(TOOLS_VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 TEST_BIN_DIR := $(shell hack/build-test-binaries --print-dir)
 export AKSNTH_TEST_BIN_DIR := $(TEST_BIN_DIR)
 PYTEST_ARGS ?=
@@ -25,6 +30,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create the virtual environment and install the project with its test tools
 
+$(TOOLS_STAMP): pyproject.toml
+	@test -x $(TOOLS_BIN)/python || $(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_BIN)/python -m pip install --quiet --upgrade pip
+	$(TOOLS_BIN)/python -m pip install --quiet -e '.[tools]'
+	@rm -f $(TOOLS_VENV)/.installed-* && touch $@
+
 test-binaries: ## build kube-apiserver, kube-controller-manager, etcd, helm, pushgateway (cached)
 	hack/build-test-binaries
 
@@ -40,11 +51,11 @@ integration: venv test-binaries ## integration tests against the real control pl
 e2e: venv test-binaries ## end-to-end scenarios: the handler as a process
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
-lint: venv ## ruff, mypy and the import layers
+lint: venv $(TOOLS_STAMP) ## ruff, mypy and the import layers
 	$(BIN)/ruff check src tests bench demo
 	$(BIN)/ruff format --check src tests bench demo
 	$(BIN)/mypy
-	$(BIN)/lint-imports
+	$(TOOLS_BIN)/lint-imports
 
 fmt: venv ## format and fix what ruff can
 	$(BIN)/ruff format src tests bench demo
@@ -59,10 +70,9 @@ bench: venv test-binaries ## benchmarks: reaction time, drain throughput, footpr
 soak: venv test-binaries ## an hour of polling, an event a minute, RSS and descriptors sampled (SOAK_ARGS="--minutes 5")
 	$(BIN)/python -m tests.reliability.soak $(SOAK_ARGS)
 
-audit: venv ## audit the dependencies for known vulnerabilities (needs advisory data from the network)
-	$(BIN)/python -m pip install --quiet pip-audit
-	$(BIN)/pip-audit --skip-editable --progress-spinner off --format json --output $(VENV)/audit.json || true
-	$(BIN)/python hack/audit-summary $(VENV)/audit.json
+audit: $(TOOLS_STAMP) ## audit the dependencies for known vulnerabilities (needs advisory data from the network)
+	$(TOOLS_BIN)/pip-audit --skip-editable --progress-spinner off --format json --output $(TOOLS_VENV)/audit.json || true
+	$(TOOLS_BIN)/python hack/audit-summary $(TOOLS_VENV)/audit.json
 
 clean: ## remove the virtual environment and caches (the test binaries stay in their cache)
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info
+	rm -rf $(VENV) $(TOOLS_VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info
