@@ -71,12 +71,22 @@ async def node_event_counts(kube: AsyncClient, node: str) -> dict[str, int]:
 
 
 async def wait_phase(
-    kube: AsyncClient, node: str, event_id: str, phase: Phase, *, timeout_seconds: float = 30
+    kube: AsyncClient,
+    node: str,
+    event_id: str,
+    phase: Phase,
+    *,
+    timeout_seconds: float = 30,
+    or_later: bool = False,
 ) -> Node:
+    """Until the event's record on the node is at ``phase`` (or past it, with ``or_later``)."""
+
     async def reached() -> Node | None:
         current = await kube.get(Node, node)
         entry = record_of(current).events.get(event_id)
-        return current if entry is not None and entry.phase is phase else None
+        if entry is None:
+            return None
+        return current if entry.phase is phase or (or_later and entry.phase.rank > phase.rank) else None
 
     return await eventually(reached, what=f"{event_id} at {phase.value}", timeout_seconds=timeout_seconds)
 

@@ -87,7 +87,7 @@ async def kill_and_restart(
                     await eventually(only_the_held_pod_left, what="evictions under way")
                 else:
                     await kube.delete(PodDisruptionBudget, pdb.metadata.name, namespace=namespace)
-                    await wait_phase(kube, node.name, event_id, Phase.DRAINED)
+                    await wait_phase(kube, node.name, event_id, Phase.DRAINED, or_later=True)
                     if point == "before the approval":
                         await eventually(
                             lambda: _async(any(r.method == "POST" for r in simulator.requests)),
@@ -121,7 +121,9 @@ async def kill_and_restart(
     assert list(record.events) == [event_id], point
     assert sent == Counter({(event_id, "event"): 1, (event_id, "drained"): 1}), (point, sent)
     events = await node_event_counts(kube, node.name)
-    assert events.get("EventSeen") == 1 and events.get("Cordoned") == 1, (point, events)
+    # Events are written after the step they report: a kill right after the cordon may lose the
+    # "Cordoned" Event (the record on the node is the truth), but none is ever written twice.
+    assert events.get("EventSeen") == 1 and events.get("Cordoned", 0) <= 1, (point, events)
     assert events.get("DrainFinished") == 1, (point, events)
     assert await pods_on(kube, node.name) == []
     if point == "before the give-back":
