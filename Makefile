@@ -17,7 +17,7 @@ TEST_BIN_DIR := $(shell hack/build-test-binaries --print-dir)
 export AKSNTH_TEST_BIN_DIR := $(TEST_BIN_DIR)
 PYTEST_ARGS ?=
 
-.PHONY: help venv test-binaries test unit integration e2e lint fmt demo bench soak audit clean
+.PHONY: help venv test-binaries test unit integration e2e reliability lint fmt demo bench soak audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ integration: venv test-binaries ## integration tests against the real control pl
 
 e2e: venv test-binaries ## end-to-end scenarios: the handler as a process
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+
+reliability: venv test-binaries ## faults, bad input, load and least privilege (about 1.5 min; part of make test)
+	$(BIN)/pytest tests/reliability $(PYTEST_ARGS)
 
 lint: venv $(TOOLS_STAMP) ## ruff, mypy and the import layers
 	$(BIN)/ruff check src tests bench demo
