@@ -65,7 +65,7 @@ def test_retry_after_is_honoured_up_to_the_cap() -> None:
 
 
 def test_gone_is_retried_quickly_for_70_seconds_then_backs_off() -> None:
-    backoff = PollBackoff(1.0, jitter=0.0)
+    backoff = PollBackoff(1.0, cap_seconds=30.0, jitter=0.0)
     quick = []
     while True:
         delay = backoff.on_error(unavailable(410))
@@ -80,7 +80,7 @@ def test_gone_is_retried_quickly_for_70_seconds_then_backs_off() -> None:
 
 
 def test_gone_with_a_long_interval_is_still_retried_every_second() -> None:
-    backoff = PollBackoff(10.0, jitter=0.0)
+    backoff = PollBackoff(10.0, cap_seconds=30.0, jitter=0.0)
     assert backoff.on_error(unavailable(410)) == 1.0
     assert backoff.on_error(unavailable(500)) == 20.0  # 500 after 410: exponential on the attempt count
 
@@ -118,3 +118,11 @@ def test_invalid_arguments() -> None:
 def test_parse_retry_after(header: str | None, expected: float | None) -> None:
     now = 1445412480.0  # Wed, 21 Oct 2015 07:28:00 GMT
     assert parse_retry_after(header, now=now) == expected
+
+
+def test_the_default_cap_leaves_most_of_a_preempts_notice() -> None:
+    """After any outage the next poll comes within 5 s: a Preempt gives at most 30 s of notice."""
+    backoff = PollBackoff(1.0, jitter=0.0)
+    delays = [backoff.on_error(unavailable(503)) for _ in range(20)]
+    assert max(delays) == 5.0
+    assert backoff.on_error(unavailable(429, retry_after=3600.0)) == 5.0

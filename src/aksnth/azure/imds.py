@@ -158,7 +158,9 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 # IMDS allows 5 requests per second per VM; never poll faster than that, whatever else says so.
 MIN_REQUEST_SPACING_SECONDS = 0.2
-DEFAULT_BACKOFF_CAP_SECONDS = 30.0
+# The cap bounds how late the first poll after an outage can be: a Preempt gives 30 s of notice at
+# most, so a long cap could swallow it whole. 5 s keeps a failing VM at well under IMDS's limit.
+DEFAULT_BACKOFF_CAP_SECONDS = 5.0
 # Microsoft: "410 Gone: retry after some time for a max of 70 seconds". The first answers after
 # Scheduled Events is switched on can also take long. Retried quickly for that long, then backed off.
 GONE_RETRY_WINDOW_SECONDS = 70.0
