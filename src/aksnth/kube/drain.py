@@ -11,6 +11,7 @@ selector), never past the deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import inspect
 import logging
@@ -111,6 +112,9 @@ class _Drain:
         self.failed: list[PodIssue] = []
         self.pdb_retries = 0
         self.events: asyncio.Queue[PodProgress] = asyncio.Queue()
+        # Regular pods whose first eviction request has not been answered yet (see write_events).
+        self.unanswered: set[str] = set()
+        self.first_requests_answered = asyncio.Event()
 
     def time_left(self) -> float:
         return self.deadline - self.loop.time()
@@ -198,6 +202,10 @@ class _Drain:
     def _set(self, pod: PodInfo, state: _State, reason: str) -> None:
         self.state[pod.key] = state
         self.reason[pod.key] = reason
+        if state is not _State.PENDING and pod.key in self.unanswered:
+            self.unanswered.discard(pod.key)
+            if not self.unanswered:
+                self.first_requests_answered.set()
 
     async def _progress(self, pod: PodInfo, outcome: str, detail: str = "") -> None:
         progress = PodProgress(
@@ -249,8 +257,14 @@ class _Drain:
                 self._set(pod, _State.GONE, "")
 
     # --- Events about evicted pods, written in the background -----------------------------------
-    async def write_events(self) -> None:
+    async def write_events(self, *, not_after: float) -> None:
         assert self.recorder is not None
+        # Every first eviction request is answered before any Event is written: Events compete with
+        # evictions for the client and the CPU, and it is the eviction that protects the workload.
+        if self.unanswered:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(not_after):
+                    await self.first_requests_answered.wait()
         while True:
             progress = await self.events.get()
             verb = "Deleted" if progress.outcome == "deleted" else "Evicted"
@@ -366,10 +380,15 @@ async def drain_node(
         deadline - started,
     )
     tasks: list[asyncio.Task[None]] = []
-    writer = asyncio.create_task(drain.write_events(), name="drain-events") if recorder is not None else None
+    regular_until = regular_phase_end(started, deadline, has_critical=bool(plan.critical))
+    drain.unanswered = {p.key for p in plan.regular}
+    writer = (
+        asyncio.create_task(drain.write_events(not_after=regular_until), name="drain-events")
+        if recorder is not None
+        else None
+    )
     try:
         tasks += [asyncio.create_task(drain.remove(p), name=f"evict-{p.key}") for p in plan.regular]
-        regular_until = regular_phase_end(started, deadline, has_critical=bool(plan.critical))
         if not await drain.wait_settled(plan.regular, until=regular_until) and plan.critical:
             log.info("regular pods still on node %s; evicting critical pods now", node_name)
         tasks += [asyncio.create_task(drain.remove(p), name=f"evict-{p.key}") for p in plan.critical]
