@@ -6,8 +6,11 @@ The control plane is session-scoped and lazy: it starts the first time a test as
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
@@ -15,6 +18,9 @@ from lightkube import AsyncClient, KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 
+from aksnth.azure.simulator import ImdsSimulator
+from tests.support.chart import chart_cluster_rules
+from tests.support.cluster import AksNode, create_aks_node, service_account_kubeconfig, unique_suffix
 from tests.support.controlplane import ControlPlane
 
 _CLIENT_TIMEOUT = httpx2.Timeout(10.0)
@@ -58,3 +64,46 @@ def _report(request: pytest.FixtureRequest, message: str) -> None:
     with capture.global_and_fixture_disabled():
         reporter.write_line("")
         reporter.write_line(message)
+
+
+# --- the handler under test: its identity, its IMDS and its node ------------------------------------
+
+
+@functools.cache
+def chart_rules(*, allow_pod_delete: bool) -> tuple[dict[str, Any], ...]:
+    """The ClusterRole rules the chart renders (pod delete only with rbac.allowPodDelete)."""
+    return tuple(chart_cluster_rules(set_values=["rbac.allowPodDelete=true"] if allow_pod_delete else []))
+
+
+@pytest.fixture
+def handler_may_delete_pods() -> bool:
+    """Whether the handler's ServiceAccount gets pod delete (-disableEviction needs it); a conftest
+    whose scenarios never pass -disableEviction overrides this with False, as the chart's default."""
+    return True
+
+
+@pytest.fixture
+async def handler_kubeconfig(
+    kube: AsyncClient, control_plane: ControlPlane, namespace: str, handler_may_delete_pods: bool
+) -> Path:
+    """A kubeconfig of a ServiceAccount holding exactly the chart's ClusterRole rules."""
+    return await service_account_kubeconfig(
+        kube,
+        control_plane,
+        namespace=namespace,
+        name=f"aksnth-{unique_suffix()}",
+        cluster_rules=chart_rules(allow_pod_delete=handler_may_delete_pods),
+    )
+
+
+@pytest.fixture
+def simulator() -> Iterator[ImdsSimulator]:
+    """The IMDS simulator on a free loopback port."""
+    with ImdsSimulator() as sim:
+        yield sim
+
+
+@pytest.fixture
+async def node(kube: AsyncClient) -> AksNode:
+    """A fresh AKS-like Spot node (VMSS providerID, AKS labels)."""
+    return await create_aks_node(kube)

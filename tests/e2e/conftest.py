@@ -11,50 +11,23 @@ a scenario fails, the tail of each process's log is added to the report.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
-from lightkube import AsyncClient
 
 from aksnth.azure.simulator import ImdsSimulator
-from tests.support.chart import chart_cluster_rules
-from tests.support.cluster import AksNode, create_aks_node, service_account_kubeconfig, unique_suffix
-from tests.support.controlplane import ControlPlane
 from tests.support.process import HandlerProcess, handler_environment, start_handler
 
 _PROCESSES = pytest.StashKey[list[HandlerProcess]]()
 POLL_PERIOD = "-period=0.2s"  # the shortest period the handler accepts (IMDS allows 5 requests/s)
 
 
-@functools.cache
-def chart_rules() -> tuple[dict[str, Any], ...]:
-    """The chart's ClusterRole with its default values (no pod delete: no scenario uses -disableEviction)."""
-    return tuple(chart_cluster_rules())
-
-
 @pytest.fixture
-async def handler_kubeconfig(kube: AsyncClient, control_plane: ControlPlane, namespace: str) -> Path:
-    return await service_account_kubeconfig(
-        kube,
-        control_plane,
-        namespace=namespace,
-        name=f"aksnth-{unique_suffix()}",
-        cluster_rules=chart_rules(),
-    )
-
-
-@pytest.fixture
-def simulator() -> Iterator[ImdsSimulator]:
-    with ImdsSimulator() as sim:
-        yield sim
-
-
-@pytest.fixture
-async def node(kube: AsyncClient) -> AksNode:
-    return await create_aks_node(kube)
+def handler_may_delete_pods() -> bool:
+    """The chart's default rules: no scenario here passes -disableEviction."""
+    return False
 
 
 @pytest.fixture

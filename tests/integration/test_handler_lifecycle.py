@@ -4,8 +4,6 @@ ServiceAccount: what users see on their nodes for each kind of Azure event."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from lightkube import AsyncClient
@@ -16,47 +14,20 @@ from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube import keys
 from aksnth.kube.record import NodeRecord, Phase
 from aksnth.observe import metrics
-from tests.integration.kube_fixtures import handler_rules
 from tests.support.cluster import (
-    AksNode,
     create_aks_node,
     create_pdb,
     create_pod,
     create_pods,
     eventually,
-    service_account_kubeconfig,
-    unique_suffix,
     wait_pdb_observed,
 )
-from tests.support.controlplane import ControlPlane
 from tests.support.handler import running_handler
 from tests.support.kubelet import FakeKubelet
 
 pytestmark = pytest.mark.controlplane
 
 EXCLUDE_LB = "node.kubernetes.io/exclude-from-external-load-balancers"
-
-
-@pytest.fixture
-async def handler_kubeconfig(kube: AsyncClient, control_plane: ControlPlane, namespace: str) -> Path:
-    return await service_account_kubeconfig(
-        kube,
-        control_plane,
-        namespace=namespace,
-        name=f"aksnth-{unique_suffix()}",
-        cluster_rules=handler_rules(),
-    )
-
-
-@pytest.fixture
-def simulator() -> AsyncIterator[ImdsSimulator]:
-    with ImdsSimulator() as sim:
-        yield sim
-
-
-@pytest.fixture
-async def node(kube: AsyncClient) -> AksNode:
-    return await create_aks_node(kube)
 
 
 async def read_node(kube: AsyncClient, name: str) -> Node:
