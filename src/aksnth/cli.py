@@ -373,11 +373,15 @@ def _telegram_settings(values: _Values) -> TelegramSettings | None:
         )
     if not _CHAT_ID.fullmatch(chat_id):
         raise ConfigError(f"{values.where('telegram.chatID')}: chat ID must be an integer, got {chat_id!r}")
+    if http_proxy := values.text("telegram.http-proxy").strip():
+        where = values.where("telegram.http-proxy")
+        http_proxy = _http_url(http_proxy, where=where, secret=True, what="proxy URL")
     return TelegramSettings(
         token=Secret(token.strip()),
         chat_id=int(chat_id),
         message_template=values.text("alert.message"),
         api_url=_http_url(values.text("telegram.apiURL"), where=values.where("telegram.apiURL")),
+        http_proxy=Secret(http_proxy),
     )
 
 

@@ -243,6 +243,15 @@ OPTIONS: tuple[Option, ...] = (
         usage="Telegram Bot API base URL",
     ),
     Option(
+        name="telegram.http-proxy",
+        kind=Kind.STRING,
+        default="",
+        env="TELEGRAM_HTTP_PROXY",
+        group=TELEGRAM,
+        usage="http(s) proxy for Telegram requests; user:password@ in the URL is allowed",
+        secret=True,
+    ),
+    Option(
         name="alert.message",
         kind=Kind.STRING,
         default=DEFAULT_ALERT_MESSAGE,

@@ -207,6 +207,19 @@ async def test_telegram_check_and_send_message() -> None:
         assert [r.path for r in api.requests] == [f"/bot{TOKEN}/getMe", f"/bot{TOKEN}/sendMessage"]
 
 
+async def test_telegram_goes_through_a_proxy_with_basic_auth(tmp_path: Path) -> None:
+    with forward_proxy(tmp_path / "proxy", basic_auth="user:pa55") as port, TelegramApi(TOKEN) as api:
+        proxy = Secret(f"http://user:pa55@127.0.0.1:{port}")
+        sink = TelegramSink(telegram(api.origin, http_proxy=proxy))
+        try:
+            await sink.send("Draining node=aks-spot-1, type=Preempt")
+        finally:
+            await sink.aclose()
+        (request,) = api.requests
+        assert "proxy.py" in request.headers["via"]
+        assert api.messages() == [{"chat_id": -100123, "text": "Draining node=aks-spot-1, type=Preempt"}]
+
+
 async def test_telegram_bad_token_is_reported_without_showing_it() -> None:
     wrong = "999:wrong-token-value"
     with TelegramApi(TOKEN) as api:

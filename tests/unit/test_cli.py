@@ -289,6 +289,11 @@ FLAG_CASES: list[tuple[list[str], Callable[[Settings], object], object]] = [
         "http://127.0.0.1:9/",
     ),
     (
+        ["-telegram.token=t", "-telegram.chatID=1", "-telegram.http-proxy=http://u:p@127.0.0.1:3128"],
+        lambda s: s.notify.telegram.http_proxy,
+        Secret("http://u:p@127.0.0.1:3128"),
+    ),
+    (
         ["-telegram.token=t", "-telegram.chatID=1", "-alert.message={{ .NodeName }}"],
         lambda s: s.notify.telegram.message_template,
         "{{ .NodeName }}",
@@ -771,6 +776,10 @@ BAD_INPUT: list[tuple[list[str], str]] = [
     (
         ["-telegram.token=t", "-telegram.chatID=1", "-telegram.apiURL=api.telegram.org"],
         "-telegram.apiURL: must be an http:// or https:// URL",
+    ),
+    (
+        ["-telegram.token=t", "-telegram.chatID=1", "-telegram.http-proxy=socks5://127.0.0.1:1080"],
+        "-telegram.http-proxy: must be an http:// or https:// proxy URL",
     ),
     (
         ["-eventTypes=Preempt,Explode"],
