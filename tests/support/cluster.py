@@ -445,8 +445,10 @@ async def wait_pdb_observed(
     expected_pods: int | None = None,
     timeout_seconds: float = DEFAULT_WAIT_SECONDS,
 ) -> PodDisruptionBudget:
-    """Waits until the disruption controller has processed the budget's current generation (and, if
-    given, counts `expected_pods` pods), then returns it."""
+    """Waits until the disruption controller has processed the budget's current generation and, if
+    `expected_pods` is given, counts that many pods, all of them healthy (Running and Ready), then
+    returns it. Healthy matters: an eviction of a Pending pod skips the budget altogether, so a test
+    that evicts before the kubelet stand-in has marked its pods Ready would not exercise the PDB."""
 
     async def observed() -> PodDisruptionBudget | None:
         async with asyncio.timeout(_CALL_TIMEOUT_SECONDS):
@@ -458,14 +460,16 @@ async def wait_pdb_observed(
             or status.observedGeneration < (generation or 0)
         ):
             return None
-        if expected_pods is not None and status.expectedPods != expected_pods:
+        if expected_pods is not None and (
+            status.expectedPods != expected_pods or status.currentHealthy != expected_pods
+        ):
             return None
         return pdb
 
     return await eventually(
         observed,
         what=f"the disruption controller to observe PDB {namespace}/{name}"
-        + (f" with {expected_pods} pods" if expected_pods is not None else ""),
+        + (f" with {expected_pods} healthy pods" if expected_pods is not None else ""),
         timeout_seconds=timeout_seconds,
     )
 
