@@ -88,6 +88,9 @@ async def kill_and_restart(
                 else:
                     await kube.delete(PodDisruptionBudget, pdb.metadata.name, namespace=namespace)
                     await wait_phase(kube, node.name, event_id, Phase.DRAINED, or_later=True)
+                    if point == "before the give-back":
+                        # Killed after the approval: the approval comes after the drain is recorded.
+                        await wait_phase(kube, node.name, event_id, Phase.APPROVED, or_later=True)
                     if point == "before the approval":
                         await eventually(
                             lambda: _async(any(r.method == "POST" for r in simulator.requests)),
