@@ -40,6 +40,18 @@ async def node_event_counts(kube: AsyncClient, node: str) -> Counter[str]:
     return counts
 
 
+async def settled_event_counts(kube: AsyncClient, node: str, **at_least: int) -> Counter[str]:
+    """Node Events by reason, once every given reason has reached its count. An Event is written just
+    after the step it reports, so a test that has seen the step may otherwise read the Events a
+    moment early; callers still compare exact counts, so a duplicate still fails."""
+
+    async def reached() -> Counter[str] | None:
+        counts = await node_event_counts(kube, node)
+        return counts if all(counts[reason] >= n for reason, n in at_least.items()) else None
+
+    return await eventually(reached, what=f"node Events {at_least}", timeout_seconds=15)
+
+
 def our_taints(node: Node) -> list[tuple[str, str, str]]:
     return [
         (t.key, t.value or "", t.effect)

@@ -25,6 +25,7 @@ from tests.e2e.state import (
     pods_on,
     read_node,
     record_of,
+    settled_event_counts,
     wait_phase,
     wait_polls,
 )
@@ -117,7 +118,7 @@ async def test_a_reboot_drains_then_gives_the_node_back(
     assert not n.spec.unschedulable
     assert not has_lb_label(n)
     assert our_taints(n) == []
-    assert (await node_event_counts(kube, node.name))["NodeGivenBack"] == 1
+    assert (await settled_event_counts(kube, node.name, NodeGivenBack=1))["NodeGivenBack"] == 1
 
 
 async def test_a_redeploy_drains_then_gives_the_node_back(
@@ -181,7 +182,7 @@ async def test_a_cancelled_terminate_gives_the_node_back(
     assert not n.spec.unschedulable
     assert not has_lb_label(n)
     assert our_taints(n) == []
-    assert (await node_event_counts(kube, node.name))["NodeGivenBack"] == 1
+    assert (await settled_event_counts(kube, node.name, NodeGivenBack=1))["NodeGivenBack"] == 1
 
 
 async def test_dry_run_records_and_notifies_but_changes_nothing(
@@ -264,7 +265,7 @@ async def test_approve_events_lets_azure_start_the_event_once_drained(
     (event,) = simulator.document()["Events"]
     assert event["EventStatus"] == "Started"
     assert await pods_on(kube, node.name) == []
-    assert (await node_event_counts(kube, node.name))["EventApproved"] == 1
+    assert (await settled_event_counts(kube, node.name, EventApproved=1))["EventApproved"] == 1
 
 
 async def test_two_events_at_once_hold_the_node_until_both_are_over(
@@ -290,7 +291,7 @@ async def test_two_events_at_once_hold_the_node_until_both_are_over(
     assert our_taints(one_left) == [(f"{keys.TAINT_KEY_PREFIX}redeploy", redeploy, "NoSchedule")]
     assert not n.spec.unschedulable
     assert our_taints(n) == []
-    events = await node_event_counts(kube, node.name)
+    events = await settled_event_counts(kube, node.name, NodeGivenBack=2)
     assert (events["EventSeen"], events["Cordoned"], events["NodeGivenBack"]) == (2, 2, 2)
 
 

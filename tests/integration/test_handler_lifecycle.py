@@ -14,6 +14,7 @@ from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube import keys
 from aksnth.kube.record import NodeRecord, Phase
 from aksnth.observe import metrics
+from tests.e2e.state import settled_event_counts
 from tests.support.cluster import (
     create_aks_node,
     create_pdb,
@@ -215,7 +216,7 @@ async def test_a_reboot_that_ends_gives_the_node_back(kube, namespace, node, sim
     assert not n.spec.unschedulable
     assert EXCLUDE_LB not in (n.metadata.labels or {})
     assert our_taints(n) == []
-    assert (await node_events(kube, node.name)).get("NodeGivenBack") == 1
+    assert (await settled_event_counts(kube, node.name, NodeGivenBack=1))["NodeGivenBack"] == 1
 
 
 async def test_a_cancelled_event_gives_the_node_back(kube, namespace, node, simulator, handler_kubeconfig):
@@ -289,7 +290,7 @@ async def test_approve_events_approves_once_drained(kube, namespace, node, simul
         event_id = simulator.schedule("Terminate", [node.resource_name], notice_seconds=300)
         await wait_phase(kube, node.name, event_id, Phase.APPROVED)
     assert simulator.approvals == [event_id]
-    assert (await node_events(kube, node.name)).get("EventApproved") == 1
+    assert (await settled_event_counts(kube, node.name, EventApproved=1))["EventApproved"] == 1
 
 
 async def test_disable_eviction_deletes_pods_past_a_pdb(kube, namespace, node, simulator, handler_kubeconfig):
