@@ -6,11 +6,9 @@ The control plane is session-scoped and lazy: it starts the first time a test as
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx2
 import pytest
@@ -19,7 +17,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 
 from aksnth.azure.simulator import ImdsSimulator
-from tests.support.chart import chart_cluster_rules
+from tests.support.chart import handler_cluster_rules
 from tests.support.cluster import AksNode, create_aks_node, service_account_kubeconfig, unique_suffix
 from tests.support.controlplane import ControlPlane
 
@@ -69,12 +67,6 @@ def _report(request: pytest.FixtureRequest, message: str) -> None:
 # --- the handler under test: its identity, its IMDS and its node ------------------------------------
 
 
-@functools.cache
-def chart_rules(*, allow_pod_delete: bool) -> tuple[dict[str, Any], ...]:
-    """The ClusterRole rules the chart renders (pod delete only with rbac.allowPodDelete)."""
-    return tuple(chart_cluster_rules(set_values=["rbac.allowPodDelete=true"] if allow_pod_delete else []))
-
-
 @pytest.fixture
 def handler_may_delete_pods() -> bool:
     """Whether the handler's ServiceAccount gets pod delete (-disableEviction needs it); a conftest
@@ -92,7 +84,7 @@ async def handler_kubeconfig(
         control_plane,
         namespace=namespace,
         name=f"aksnth-{unique_suffix()}",
-        cluster_rules=chart_rules(allow_pod_delete=handler_may_delete_pods),
+        cluster_rules=handler_cluster_rules(allow_pod_delete=handler_may_delete_pods),
     )
 
 

@@ -3,26 +3,18 @@ authenticates as a ServiceAccount holding exactly the chart's ClusterRole rules.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from lightkube import AsyncClient
 
 from aksnth.config import KubeSettings
 from aksnth.kube.client import open_client
 from aksnth.model import EventStatus, EventType, ScheduledEvent
-from tests.support.chart import chart_cluster_rules
+from tests.support.chart import handler_cluster_rules
 from tests.support.cluster import service_account_kubeconfig, unique_suffix
 from tests.support.controlplane import ControlPlane
-
-
-@functools.cache
-def handler_rules() -> tuple[dict[str, Any], ...]:
-    """The chart's ClusterRole (with pod delete, which only -disableEviction needs)."""
-    return tuple(chart_cluster_rules(set_values=["rbac.allowPodDelete=true"]))
 
 
 @asynccontextmanager
@@ -35,7 +27,7 @@ async def handler_client(
         control_plane,
         namespace=namespace,
         name=f"aksnth-{unique_suffix()}",
-        cluster_rules=handler_rules(),
+        cluster_rules=handler_cluster_rules(),
     )
     client = open_client(KubeSettings(kubeconfig=str(path), node_name="unused", request_timeout_seconds=10.0))
     try:

@@ -7,6 +7,7 @@ ServiceAccount. `helm` is built by `hack/build-test-binaries` (`make test-binari
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 from collections.abc import Sequence
@@ -129,3 +130,10 @@ def chart_cluster_rules(**kwargs: Any) -> list[dict[str, Any]]:
     """
     rules: list[dict[str, Any]] = find_object(render_chart(**kwargs), "ClusterRole")["rules"]
     return rules
+
+
+@functools.cache
+def handler_cluster_rules(*, allow_pod_delete: bool = True) -> tuple[dict[str, Any], ...]:
+    """The rules the handler under test runs with, rendered once per session: the chart's ClusterRole,
+    with pod delete (which -disableEviction needs) unless ``allow_pod_delete`` is False."""
+    return tuple(chart_cluster_rules(set_values=["rbac.allowPodDelete=true"] if allow_pod_delete else []))
