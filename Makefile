@@ -17,7 +17,7 @@ TEST_BIN_DIR := $(shell hack/build-test-binaries --print-dir)
 export AKSNTH_TEST_BIN_DIR := $(TEST_BIN_DIR)
 PYTEST_ARGS ?=
 
-.PHONY: help venv test-binaries test unit integration e2e reliability lint fmt demo bench soak audit clean
+.PHONY: help venv test-binaries test-images test cluster unit integration e2e reliability lint fmt demo bench soak audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -36,11 +36,17 @@ $(TOOLS_STAMP): pyproject.toml
 	$(TOOLS_BIN)/python -m pip install --quiet -e '.[tools]'
 	@rm -f $(TOOLS_VENV)/.installed-* && touch $@
 
-test-binaries: ## build kube-apiserver, kube-controller-manager, etcd, helm, pushgateway (cached)
+test-binaries: ## build kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, etcd, helm, pushgateway (cached)
 	hack/build-test-binaries
 
-test: venv test-binaries ## the whole suite: unit, integration (real control plane) and end-to-end
+test-images: ## build the real-node test images from docker/Dockerfile (cached; needs root and apt-get, skipped elsewhere unless CI)
+	hack/build-test-image --if-possible
+
+test: venv test-binaries test-images ## the whole suite: unit, integration (real control plane), end-to-end and real nodes
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+cluster: venv test-binaries test-images ## the real-node scenarios only: the image, the chart and the handler on real kubelets
+	$(BIN)/pytest tests/cluster $(PYTEST_ARGS)
 
 unit: venv ## unit tests only (no binaries, no network)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)

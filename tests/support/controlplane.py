@@ -19,7 +19,7 @@ import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REQUIRED_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
+SERVICE_CIDR = "10.0.0.0/24"
+KUBERNETES_SERVICE_IP = "10.0.0.1"  # the first address of SERVICE_CIDR
 _SHUTDOWN_GRACE_SECONDS = 10.0
 _POLL_INTERVAL_SECONDS = 0.05
 _LOG_TAIL_LINES = 40
@@ -73,7 +75,7 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-class _Component:
+class Component:
     """One long-running program with its output in a log file."""
 
     def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
@@ -97,6 +99,10 @@ class _Component:
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
 
     @property
     def exit_code(self) -> int | None:
@@ -152,20 +158,33 @@ class ControlPlane:
         controller_manager: bool = True,
         ready_timeout_seconds: float = 60.0,
         audit_policy: Mapping[str, Any] | None = None,
+        advertise_address: str | None = None,
+        controllers: Sequence[str] = ("disruption-controller",),
+        scheduler: bool = False,
     ) -> None:
         """`audit_policy`: an audit.k8s.io/v1 Policy document; when given, kube-apiserver writes its
         audit log (JSON lines, synchronously) to `audit_log_path`, e.g. for the benchmarks, which count
-        and time the handler's requests on the server side."""
+        and time the handler's requests on the server side.
+
+        `advertise_address`: for a cluster with real kubelets (`tests.support.realcluster`). The API
+        server then runs as a cluster's does: Node and RBAC authorization, the NodeRestriction,
+        ServiceAccount and TaintNodesByCondition admission plugins, and the `kubernetes` Service
+        pointing at that address (which something must forward to this server's port). `controllers`
+        are kube-controller-manager's; `scheduler` adds kube-scheduler."""
         self.bin_dir = bin_dir if bin_dir is not None else find_bin_dir()
         self.ready_timeout_seconds = ready_timeout_seconds
         self._with_controller_manager = controller_manager
         self._audit_policy = dict(audit_policy) if audit_policy is not None else None
+        self.advertise_address = advertise_address
+        self._controllers = tuple(controllers)
+        self._with_scheduler = scheduler
+        self._scheduler: Component | None = None
         self.startup_seconds: float | None = None
         self.work_dir: Path | None = None
         self._pki: Pki | None = None
-        self._etcd: _Component | None = None
-        self._apiserver: _Component | None = None
-        self._controller_manager: _Component | None = None
+        self._etcd: Component | None = None
+        self._apiserver: Component | None = None
+        self._controller_manager: Component | None = None
         self._apiserver_port = 0
         self._apiserver_stopped = False
         self._etcd_url = ""
@@ -183,6 +202,14 @@ class ControlPlane:
     @property
     def ca_path(self) -> Path:
         return self._pki_paths().ca_cert
+
+    @property
+    def port(self) -> int:
+        return self._apiserver_port
+
+    @property
+    def pki(self) -> Pki:
+        return self._pki_paths()
 
     @property
     def log_dir(self) -> Path:
@@ -224,13 +251,14 @@ class ControlPlane:
         self.work_dir = Path(tempfile.mkdtemp(prefix="aksnth-controlplane-", dir=parent))
         self.log_dir.mkdir()
         try:
-            self._pki = write_pki(self._work() / "pki")
+            serving_ips = (self.advertise_address, KUBERNETES_SERVICE_IP) if self.advertise_address else ()
+            self._pki = write_pki(self._work() / "pki", serving_ips=serving_ips)
             self._spawn_etcd()
             self._apiserver_port = free_loopback_port()
             self._write_admin_kubeconfig()
             if self._audit_policy is not None:
                 (self._work() / "audit-policy.yaml").write_text(yaml.safe_dump(self._audit_policy))
-            self._apiserver = _Component(
+            self._apiserver = Component(
                 "kube-apiserver", self._apiserver_argv(), self.log_dir / "kube-apiserver.log"
             )
             # No need to wait for etcd first: kube-apiserver keeps dialling it, and its /readyz
@@ -239,6 +267,8 @@ class ControlPlane:
             self._wait_apiserver_ready()
             if self._with_controller_manager:
                 self._start_controller_manager()
+            if self._with_scheduler:
+                self._start_scheduler()
         except BaseException:
             self._teardown(keep_logs=True)
             raise
@@ -303,19 +333,20 @@ class ControlPlane:
         return self._pki
 
     @staticmethod
-    def _component(component: _Component | None) -> _Component:
+    def _component(component: Component | None) -> Component:
         if component is None:
             raise ControlPlaneError("the control plane is not started")
         return component
 
-    def _components(self) -> list[_Component]:
-        return [c for c in (self._controller_manager, self._apiserver, self._etcd) if c is not None]
+    def _components(self) -> list[Component]:
+        components = (self._scheduler, self._controller_manager, self._apiserver, self._etcd)
+        return [c for c in components if c is not None]
 
     def _spawn_etcd(self) -> None:
         client_port, peer_port = free_loopback_port(), free_loopback_port()
         client_url, peer_url = f"http://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer_port}"
         self._etcd_url = client_url
-        self._etcd = _Component(
+        self._etcd = Component(
             "etcd",
             [
                 str(self.bin_dir / "etcd"),
@@ -345,28 +376,40 @@ class ControlPlane:
                 # Written before the response is sent, so a reader never misses a finished request.
                 "--audit-log-mode=blocking",
             ]
+        if self.advertise_address:
+            cluster = [
+                f"--advertise-address={self.advertise_address}",
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                # The kubernetes Service's endpoint is the advertised address, as in a cluster.
+                "--endpoint-reconciler-type=lease",
+            ]
+        else:
+            cluster = [
+                "--advertise-address=127.0.0.1",
+                "--authorization-mode=RBAC",
+                # ServiceAccount: would reject pods until a service-account controller made "default".
+                # TaintNodesByCondition: would taint new nodes not-ready until a node-lifecycle
+                # controller saw them Ready; the test nodes stand for nodes that are already up.
+                "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition",
+                # One API server: no endpoint reconciliation for the kubernetes Service.
+                "--endpoint-reconciler-type=none",
+            ]
         return [
             str(self.bin_dir / "kube-apiserver"),
             f"--etcd-servers={self._etcd_url}",
             "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
             f"--secure-port={self._apiserver_port}",
             f"--cert-dir={self._work() / 'apiserver-certs'}",
             f"--tls-cert-file={pki.serving_cert}",
             f"--tls-private-key-file={pki.serving_key}",
             f"--client-ca-file={pki.ca_cert}",
-            "--authorization-mode=RBAC",
-            "--service-cluster-ip-range=10.0.0.0/24",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=true",
-            # ServiceAccount: would reject pods until a service-account controller made "default".
-            # TaintNodesByCondition: would taint new nodes not-ready until a node-lifecycle controller
-            # saw them Ready; the test nodes stand for nodes that are already up.
-            "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition",
+            *cluster,
             f"--service-account-issuer={self.server_url}",
             f"--service-account-key-file={pki.service_account_public_key}",
             f"--service-account-signing-key-file={pki.service_account_key}",
-            # One API server: no endpoint reconciliation for the kubernetes Service.
-            "--endpoint-reconciler-type=none",
             # Close open watches when stopping (within 1 s) instead of hanging until they end, so
             # stop_apiserver() is quick while clients watch.
             "--shutdown-watch-termination-grace-period=1s",
@@ -388,20 +431,38 @@ class ControlPlane:
             self._wait_until(apiserver, "did not become ready (/readyz)", lambda: ready(client))
 
     def _start_controller_manager(self) -> None:
-        self._controller_manager = _Component(
+        self._controller_manager = Component(
             "kube-controller-manager",
             [
                 str(self.bin_dir / "kube-controller-manager"),
                 f"--kubeconfig={self.kubeconfig_path}",
                 "--leader-elect=false",
-                # Only PDB status. Node lifecycle, pod GC and the rest would act on kubelet-less nodes.
-                "--controllers=disruption-controller",
+                # By default only PDB status: node lifecycle, pod GC and the rest would act on
+                # kubelet-less nodes. A cluster with real kubelets asks for more.
+                f"--controllers={','.join(self._controllers)}",
+                # For the root-ca-certificate-publisher (kube-root-ca.crt in every namespace, which
+                # a pod's in-cluster configuration reads).
+                f"--root-ca-file={self._pki_paths().ca_cert}",
                 "--secure-port=0",
                 "--profiling=false",
             ],
             self.log_dir / "kube-controller-manager.log",
         )
         self._controller_manager.spawn()
+
+    def _start_scheduler(self) -> None:
+        self._scheduler = Component(
+            "kube-scheduler",
+            [
+                str(self.bin_dir / "kube-scheduler"),
+                f"--kubeconfig={self.kubeconfig_path}",
+                "--leader-elect=false",
+                "--secure-port=0",
+                "--profiling=false",
+            ],
+            self.log_dir / "kube-scheduler.log",
+        )
+        self._scheduler.spawn()
 
     def _write_admin_kubeconfig(self) -> None:
         pki = self._pki_paths()
@@ -419,7 +480,7 @@ class ControlPlane:
             )
         )
 
-    def _wait_until(self, component: _Component, problem: str, condition: Callable[[], bool]) -> None:
+    def _wait_until(self, component: Component, problem: str, condition: Callable[[], bool]) -> None:
         deadline = time.monotonic() + self.ready_timeout_seconds
         while True:
             if component is not self._etcd and self._etcd is not None and not self._etcd.running:
@@ -440,14 +501,14 @@ class ControlPlane:
     def _teardown(self, *, keep_logs: bool) -> None:
         # The API server and the controller manager together, etcd last: kube-apiserver's graceful
         # shutdown hangs (until the grace period ends) when etcd is already gone.
-        clients = [c for c in (self._controller_manager, self._apiserver) if c is not None]
+        clients = [c for c in (self._scheduler, self._controller_manager, self._apiserver) if c is not None]
         for component in clients:
             component.signal_stop()
         for component in clients:
             component.wait_stopped()
         if self._etcd is not None:
             self._etcd.stop()
-        self._etcd = self._apiserver = self._controller_manager = None
+        self._etcd = self._apiserver = self._controller_manager = self._scheduler = None
         if self.work_dir is None:
             return
         if keep_logs:

@@ -24,6 +24,7 @@ class Pki:
     """Paths of the PEM files the control plane and its clients use."""
 
     ca_cert: Path
+    ca_key: Path
     serving_cert: Path
     serving_key: Path
     admin_cert: Path
@@ -32,9 +33,9 @@ class Pki:
     service_account_public_key: Path
 
 
-def write_pki(folder: Path) -> Pki:
-    """Writes a CA, a serving certificate for 127.0.0.1/localhost, an admin client certificate
-    (CN=admin, O=system:masters) and a service-account signing key pair into `folder`."""
+def write_pki(folder: Path, *, serving_ips: tuple[str, ...] = ()) -> Pki:
+    """Writes a CA, a serving certificate for 127.0.0.1/localhost (and `serving_ips`), an admin client
+    certificate (CN=admin, O=system:masters) and a service-account signing key pair into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)  # tolerate small clock differences
 
@@ -56,7 +57,13 @@ def write_pki(folder: Path) -> Pki:
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+                [
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in serving_ips),
+                    x509.DNSName("localhost"),
+                    # The names a pod uses for the API server (in-cluster configuration).
+                    *(x509.DNSName(name) for name in _IN_CLUSTER_NAMES if serving_ips),
+                ]
             ),
             critical=False,
         )
@@ -76,6 +83,7 @@ def write_pki(folder: Path) -> Pki:
 
     pki = Pki(
         ca_cert=folder / "ca.crt",
+        ca_key=folder / "ca.key",
         serving_cert=folder / "apiserver.crt",
         serving_key=folder / "apiserver.key",
         admin_cert=folder / "admin.crt",
@@ -84,6 +92,7 @@ def write_pki(folder: Path) -> Pki:
         service_account_public_key=folder / "sa.pub",
     )
     pki.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    pki.ca_key.write_bytes(_private_pem(ca_key))
     pki.serving_cert.write_bytes(serving_cert.public_bytes(serialization.Encoding.PEM))
     pki.serving_key.write_bytes(_private_pem(serving_key))
     pki.admin_cert.write_bytes(admin_cert.public_bytes(serialization.Encoding.PEM))
@@ -95,6 +104,41 @@ def write_pki(folder: Path) -> Pki:
         )
     )
     return pki
+
+
+def write_client_certificate(
+    pki: Pki, folder: Path, *, name: str, user: str, groups: tuple[str, ...] = ()
+) -> tuple[Path, Path]:
+    """A client certificate signed by the test CA for `user` (CN) in `groups` (O, one each): a
+    kubelet's `system:node:NAME` in `system:nodes`, kube-proxy's `system:kube-proxy`. Returns the
+    paths of the certificate and key (`folder/NAME.crt`, `.key`)."""
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, user)]
+    attributes += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, group) for group in groups]
+    cert = (
+        _builder(x509.Name(attributes), ca_cert.subject, key.public_key(), now)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(cert_sign=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = folder / f"{name}.crt", folder / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(_private_pem(key))
+    return cert_path, key_path
+
+
+_IN_CLUSTER_NAMES = (
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+)
 
 
 def _name(common_name: str, *, organization: str | None = None) -> x509.Name:

@@ -81,8 +81,10 @@ class Receiver:
         default: Reply | None = None,
         responder: Responder | None = None,
         tls: ssl.SSLContext | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self._script = list(script)
+        self.host = host
         self._default = default or Reply()
         self._responder = responder
         self._tls = tls
@@ -90,7 +92,7 @@ class Receiver:
         self._requests: list[Recorded] = []
         self._answered = 0
         self.release = threading.Event()  # ends hanging replies
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = ThreadingHTTPServer((host, 0), self._handler_class())
         self._server.daemon_threads = True
         if tls is not None:
             self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
@@ -121,7 +123,7 @@ class Receiver:
 
     @property
     def origin(self) -> str:
-        return f"{'https' if self._tls else 'http'}://127.0.0.1:{self.port}"
+        return f"{'https' if self._tls else 'http'}://{self.host}:{self.port}"
 
     def url(self, path: str = "/") -> str:
         return self.origin + path

@@ -1,0 +1,56 @@
+"""The real cluster for the scenarios of this folder: one per test session, started on first use.
+
+Where the machine cannot run it (not root, no Debian packages, images or node binaries), every test
+here is skipped with one line saying what is missing and how to get it; when CI is set, that is a
+failure instead, so a CI machine never passes by skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import httpx2
+import pytest
+from lightkube import AsyncClient, KubeConfig
+
+from tests.cluster.scenario import restore_node
+from tests.support.realcluster import RealCluster, missing_prerequisites
+
+_CLIENT_TIMEOUT = httpx2.Timeout(15.0)
+
+
+@pytest.fixture(scope="session")
+def real_cluster(request: pytest.FixtureRequest) -> Iterator[RealCluster]:
+    missing = missing_prerequisites()
+    if missing:
+        message = "real-node tests need " + "; ".join(missing)
+        if os.environ.get("CI"):
+            pytest.fail(message + " (CI is set: a missing prerequisite is a failure)", pytrace=False)
+        pytest.skip(message + ". `make test` as root on Debian builds and installs all of it.")
+    with RealCluster() as cluster:
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        capture = request.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is not None and capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.write_line("")
+                reporter.write_line(
+                    f"real cluster (control plane, {len(cluster.nodes)} kubelets) ready in "
+                    f"{cluster.startup_seconds:.1f} s (files: {cluster.work_dir})"
+                )
+        yield cluster
+
+
+@pytest.fixture
+async def rkube(real_cluster: RealCluster) -> AsyncIterator[AsyncClient]:
+    """An admin client of the real cluster; each node is made fresh again after the test."""
+    real_cluster.check_running()
+    client = AsyncClient(KubeConfig.from_file(real_cluster.kubeconfig_path), timeout=_CLIENT_TIMEOUT)
+    try:
+        yield client
+    finally:
+        if real_cluster.simulator is not None:
+            real_cluster.simulator.reset()
+        for node in real_cluster.nodes:
+            await restore_node(client, node.name)
+        await client.close()
