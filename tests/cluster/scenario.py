@@ -28,8 +28,8 @@ from lightkube.types import PatchType
 from prometheus_client.parser import text_string_to_metric_families
 
 from aksnth.kube import keys
+from tests.support.chart import SEED_VALUES_DIR
 from tests.support.cluster import eventually
-from tests.support.handler import SEED_VALUES_DIR
 from tests.support.realcluster import WORKLOAD_IMAGE, RealCluster, install_command
 
 RELEASE = "aks-node-termination-handler"
@@ -359,12 +359,19 @@ async def node_events(kube: AsyncClient, node: str, since: float) -> list[Any]:
 
 
 @contextlib.asynccontextmanager
-async def released(release: Release) -> AsyncIterator[Release]:
+async def released(release: Release, kube: AsyncClient) -> AsyncIterator[Release]:
+    """The release installed for the block; uninstalled after it, and its pods gone (the garbage
+    collector deletes a DaemonSet's pods after the DaemonSet, each within its grace period)."""
     release.install()
     try:
         yield release
     finally:
         release.uninstall()
+
+        async def gone() -> bool:
+            return not await handler_pods(kube)
+
+        await eventually(gone, what="the handler pods gone after helm uninstall", timeout_seconds=90)
 
 
 def seed_values(name: str) -> dict[str, Any]:

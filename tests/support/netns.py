@@ -148,22 +148,31 @@ class Sandbox:
         return done.stdout
 
     def pids(self) -> list[int]:
-        """Host PIDs of the init and all its descendants (containers' processes too, which live in
-        PID namespaces nested in the sandbox's)."""
+        """Host PIDs of every process of the sandbox: the init, the processes of its PID namespace
+        (those started by `nsenter` have a parent outside it) and all their descendants (containers'
+        processes live in PID namespaces nested in the sandbox's)."""
         if self._init_pid is None:
             return []
+        own = _pid_namespace(self._init_pid)
         children: dict[int, list[int]] = {}
+        roots = [self._init_pid]
         for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError, IndexError, ValueError):
-                    parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                    children.setdefault(parent, []).append(int(entry.name))
-        found, todo = [], [self._init_pid]
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(pid)
+                if own is not None and pid != self._init_pid and _pid_namespace(pid) == own:
+                    roots.append(pid)
+        found: set[int] = set()
+        todo = roots
         while todo:
             pid = todo.pop()
-            found.append(pid)
-            todo.extend(children.get(pid, []))
-        return found
+            if pid not in found:
+                found.add(pid)
+                todo.extend(children.get(pid, []))
+        return sorted(found)
 
     def stop(self) -> None:
         """Ends the init, and with it every process, mount and interface of the sandbox."""
@@ -182,8 +191,15 @@ class Sandbox:
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
-        _wait_gone(members, what=f"processes of sandbox {self.name}")
+        wait_gone(members, what=f"processes of sandbox {self.name}")
         self._init_pid = None
+
+
+def _pid_namespace(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
 
 
 def _only_child(pid: int) -> int:
@@ -197,7 +213,7 @@ def _only_child(pid: int) -> int:
     raise NamespaceError(f"unshare (pid {pid}) started no child")
 
 
-def _wait_gone(pids: Sequence[int], *, what: str) -> None:
+def wait_gone(pids: Sequence[int], *, what: str) -> None:
     deadline = time.monotonic() + _STOP_TIMEOUT_SECONDS
     while True:
         alive = [pid for pid in pids if Path(f"/proc/{pid}").exists() and not _is_zombie(pid)]

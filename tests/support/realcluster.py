@@ -51,7 +51,7 @@ from tests.support.controlplane import (
     find_bin_dir,
     kubeconfig,
 )
-from tests.support.netns import NetnsThread, Relay, Sandbox, listening_socket
+from tests.support.netns import NetnsThread, Relay, Sandbox, listening_socket, wait_gone
 from tests.support.pki import write_client_certificate
 from tests.support.receivers import Receiver
 
@@ -204,6 +204,7 @@ class RealNode:
         self._kubelet: _NodeProcess | None = None
         self._kube_proxy: _NodeProcess | None = None
         self.boot_id = ""
+        self._images_imported = False
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -212,6 +213,9 @@ class RealNode:
         self.sandbox.start()
         self._wire_network()
         self._write_configs()
+        self._start_services()
+
+    def _start_services(self) -> None:
         self._containerd = _NodeProcess(
             self.sandbox,
             "containerd",
@@ -219,12 +223,11 @@ class RealNode:
             self.folder / "containerd.log",
         )
         self._containerd.spawn()
-        self._wait(
-            self._containerd,
-            "containerd socket",
-            lambda: self.sandbox.root_path("/run/containerd/containerd.sock").exists(),
-        )
-        self._import_images()
+        socket_path = self.sandbox.root_path("/run/containerd/containerd.sock")
+        self._wait(self._containerd, "containerd socket", socket_path.exists)
+        if not self._images_imported:  # /var survives a reboot, and the images with it
+            self._import_images()
+            self._images_imported = True
         self.boot_id = self.sandbox.run(["cat", "/proc/sys/kernel/random/boot_id"]).strip()
         self._kubelet = _NodeProcess(
             self.sandbox, "kubelet", self._kubelet_argv(), self.folder / "kubelet.log"
@@ -253,18 +256,29 @@ class RealNode:
                     f"{self.name}: {process.name} exited; log {process.log_path}:\n{process.tail()}"
                 )
 
-    def restart_kubelet(self, *, new_boot_id: str | None = None) -> None:
-        """Stops the kubelet (SIGTERM, as systemd does) and starts it again. With `new_boot_id`, the
-        node's /proc/sys/kernel/random/boot_id reads that from then on, so the kubelet reports a new
-        `status.nodeInfo.bootID`: what the API sees of a VM that rebooted."""
-        kubelet = self._require(self._kubelet)
-        kubelet.stop()
-        if new_boot_id is not None:
-            fake = self.folder / "boot_id"
-            fake.write_text(new_boot_id + "\n")
-            self.sandbox.run(["mount", "--bind", str(fake), "/proc/sys/kernel/random/boot_id"])
-            self.boot_id = new_boot_id
-        kubelet.spawn()
+    def reboot(self, *, new_boot_id: str) -> None:
+        """What the node sees of a VM reboot: every process of the node dies at once (containerd,
+        the kubelet, kube-proxy, every container), /run starts empty, /var keeps what it had, and
+        the kernel reports another boot ID (`/proc/sys/kernel/random/boot_id`, which the kubelet
+        reports as `status.nodeInfo.bootID`). Then containerd, the kubelet and kube-proxy start
+        again, and the kubelet restarts the node's pods as after a real reboot."""
+        survivors = [pid for pid in self.sandbox.pids() if pid != self.sandbox.pid]
+        for pid in survivors:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        for process in (self._kube_proxy, self._kubelet, self._containerd):
+            if process is not None:
+                process.reap()
+        wait_gone(survivors, what=f"processes of {self.name} killed by the reboot")
+        # A lazy unmount: pod network namespaces are bind-mounted below /run.
+        self.sandbox.run(
+            ["sh", "-c", "umount -l /run && mount -t tmpfs -o mode=755 tmpfs /run && mkdir /run/lock"]
+        )
+        fake = self.folder / "boot_id"
+        fake.write_text(new_boot_id + "\n")
+        self.sandbox.run(["mount", "--bind", str(fake), "/proc/sys/kernel/random/boot_id"])
+        self.boot_id = new_boot_id
+        self._start_services()
 
     # -- what tests use -------------------------------------------------------------------------
 
