@@ -105,7 +105,7 @@ def test_data_keeps_struct_fields_strict(capsys: pytest.CaptureFixture[str], tmp
     data = tmp_path / "node.json"
     data.write_text('{"Event": {"EventType": "Reboot"}}', encoding="utf-8")
     assert main(["--template", "{{ .Event.Typo }}", "--data", str(data)]) == 2
-    assert "can't evaluate field Typo in type Event" in capsys.readouterr().err
+    assert "can't evaluate field Typo in type types.ScheduledEventsEvent" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
