@@ -204,11 +204,12 @@ async def test_a_concurrent_writer_409_is_retried_and_its_change_kept(
     assert event.event_id in record.events
 
 
-async def test_requests_are_counted_with_the_kubeconfig_cluster_name(
-    kube: AsyncClient, handler_kube: AsyncClient
+async def test_requests_are_counted_with_the_api_servers_host_and_port_as_cluster(
+    kube: AsyncClient, handler_kube: AsyncClient, control_plane: ControlPlane
 ):
+    """``cluster`` is what client-go (and so the Go version) puts there: the server URL's host:port."""
     aks = await create_aks_node(kube)
-    labels = {"cluster": "aksnth-test", "code": "200"}
+    labels = {"cluster": control_plane.server_url.removeprefix("https://"), "code": "200"}
     before = REGISTRY.get_sample_value("aks_node_termination_handler_apiserver_request_total", labels) or 0.0
     await kube_node.read_node(handler_kube, aks.name)
     after = REGISTRY.get_sample_value("aks_node_termination_handler_apiserver_request_total", labels)
