@@ -70,3 +70,23 @@ def test_telegram_args_of_the_seed_readme_preview_the_default_message(
     """``--set args[0]=-telegram.token=… args[1]=-telegram.chatID=…``: the Go version's default text."""
     assert main(["render-template", "-telegram.token=<telegram token>", "-telegram.chatID=123"]) == 0
     assert capsys.readouterr().out == f"Draining node={NODE}, type=Preempt"
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ('{{ printf "%+v|%08.3f|%#q|%[2]d" 5 3.14159 }}', "5|0003.142|%!q(MISSING)|%!d(float64=3.14159)"),
+        ('{{ printf "%T" .Event }}', "types.ScheduledEventsEvent"),
+        ("x{{ .NodeLabels.missing }}y", "xy"),
+        (
+            "{{ .NodePods }}",
+            "[cart-redis-0 checkout-7d4b9c6f5-x2x8q checkout-7d4b9c6f5-zq9lm image-resizer-5f7c8d9b4-k7tpl]",
+        ),
+    ],
+)
+def test_render_template_prints_the_go_versions_output_for_one_template(
+    template: str, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command itself, not only the engine, gives the Go version's output (see test_templates.py)."""
+    assert main(["render-template", "--template", template]) == 0
+    assert capsys.readouterr().out == expected
