@@ -198,6 +198,36 @@ def test_go_reference_cases_give_go_output(case: dict[str, str]) -> None:
     assert render(case["template"]) == case["expected"]
 
 
+# (template, what the Go version sent, recorded like the others, what we send): they differ by the Go
+# version's HTML escaping alone.
+HTML_ESCAPING = [
+    (
+        '{"text": {{ printf "%q" .NodeName }}}',
+        '{"text": &#34;aks-spot-12345678-vmss000003&#34;}',
+        '{"text": "aks-spot-12345678-vmss000003"}',
+    ),
+    (
+        '{"text": "<https://example.com|{{ .NodeName }}> in {{ .NodeRegion }}"}',
+        '{"text": "<https://example.com|ZgotmplZ> in westeurope"}',
+        '{"text": "<https://example.com|aks-spot-12345678-vmss000003> in westeurope"}',
+    ),
+    (
+        "<!-- a note -->{{ .NodeName }}",
+        "aks-spot-12345678-vmss000003",
+        "<!-- a note -->aks-spot-12345678-vmss000003",
+    ),
+]
+
+
+@pytest.mark.parametrize(("template", "go_version_sent", "expected"), HTML_ESCAPING)
+def test_html_escaping_is_the_documented_difference_and_ours_sends_the_text_as_written(
+    template: str, go_version_sent: str, expected: str
+) -> None:
+    """Quotes escaped as ``&#34;``, a value after a ``<`` in the text filtered to ``ZgotmplZ``, HTML
+    comments dropped by the Go version; ours sends text and values as written (README, "Moving")."""
+    assert render(template) == expected != go_version_sent
+
+
 def test_the_one_unsupported_verb_is_a_template_error_naming_it() -> None:
     """``%p`` prints a memory address of the Go process; refusing it at start-up beats printing a
     fake one."""
