@@ -17,7 +17,7 @@ TEST_BIN_DIR := $(shell hack/build-test-binaries --print-dir)
 export AKSNTH_TEST_BIN_DIR := $(TEST_BIN_DIR)
 PYTEST_ARGS ?=
 
-.PHONY: help venv test-binaries test-images test cluster unit integration e2e reliability lint fmt demo bench soak audit clean
+.PHONY: help venv test-binaries test-images test cluster unit compat integration e2e reliability lint fmt demo bench soak audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ cluster: venv test-binaries test-images ## the real-node scenarios only: the ima
 
 unit: venv ## unit tests only (no binaries, no network)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+compat: venv ## the compatibility suite: a Go-version user's payloads, flags, config files and metrics
+	$(BIN)/pytest tests/compat $(PYTEST_ARGS)
 
 integration: venv test-binaries ## integration tests against the real control plane
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)

@@ -22,6 +22,7 @@ from aksnth.handler import Handler
 from aksnth.kube.client import open_client
 from aksnth.kube.events import EventRecorder
 from aksnth.notify.dispatcher import Notifier
+from aksnth.observe import metrics
 from aksnth.observe.health import Health
 from aksnth.observe.httpmetrics import imds_transport
 from aksnth.observe.logging import bind, configure_logging, register_secret
@@ -92,7 +93,7 @@ async def run(
         handler = Handler(
             settings=settings, imds=imds, kube=kube, notifier=notifier, health=health, recorder=recorder
         )
-        server = MetricsServer(settings.web.address, health)
+        server = MetricsServer(settings.web.address, health, registry=metrics.EXPOSITION)
         await server.start()
         stack.push_async_callback(server.stop)
         if notifier is not None:

@@ -83,7 +83,11 @@ def read_secret_file(path: str, *, what: str) -> str:
 
 def load_config_file(path: str, options: Sequence[Option]) -> ConfigFile:
     """Read and check the ``-config`` file; values are typed, but not yet validated against each other."""
-    text = read_text_file(path, what="config file")
+    return parse_config_file(read_text_file(path, what="config file"), path, options)
+
+
+def parse_config_file(text: str, path: str, options: Sequence[Option]) -> ConfigFile:
+    """Check the text of a ``-config`` file read from ``path`` (which only names it in messages)."""
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:

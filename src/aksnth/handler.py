@@ -87,7 +87,12 @@ class Handler:
         self._known: dict[str, policy.KnownEvent] = {}
         self._first_seen: dict[str, datetime] = {}
         self._ignored: set[str] = set()
+        # EventIds this process has counted in scheduled_events_total and reported with the Go
+        # original's Warning Event: every event of this VM, once, whether it is acted on or not.
+        self._sighted: set[str] = set()
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # Events recorded in the background (they never delay polling or a response).
+        self._courtesy: set[asyncio.Task[None]] = set()
         # Notifications submitted by this process, by (EventId, phase): a retried response never
         # sends one twice, even before the record on the node says so.
         self._notified: set[tuple[str, str]] = set()
@@ -164,6 +169,13 @@ class Handler:
         """Poll until cancelled (or, with -exitAfterNodeDrain, until a drain finished)."""
         await self.resolve_resource_name()
         await self.restore()
+        self._in_background(
+            self._recorder.record_node(
+                type="Info",
+                reason=kube_events.REASON_GO_READ_EVENTS,
+                message=kube_events.MESSAGE_GO_READ_EVENTS,
+            )
+        )
         backoff = PollBackoff(self._settings.imds.poll_interval_seconds)
         errors = metrics.ERROR_READING_ENDPOINT.labels(node=self._node_name, resource=self.resource_name)
         while not self.exit_requested.is_set():
@@ -199,6 +211,9 @@ class Handler:
             if not event.concerns(self.resource_name):
                 continue
             self._first_seen.setdefault(event.event_id, now)
+            if event.event_id not in self._sighted:
+                self._sighted.add(event.event_id)
+                self._report_sighting(event)
             known = self._known.get(event.event_id)
             if known is not None and known.last_status is not event.status:
                 self._known[event.event_id] = replace(known, last_status=event.status)
@@ -226,6 +241,25 @@ class Handler:
         for event_id in [i for i in self._first_seen if i not in present and i not in self._known]:
             del self._first_seen[event_id]
         self._ignored &= present
+        self._sighted &= present
+
+    def _report_sighting(self, event: ScheduledEvent) -> None:
+        """What the Go original did for every event of this VM, acted on or not: count it in
+        scheduled_events_total and record a Warning Event whose reason is the event type."""
+        event_type = event.event_type_raw or event.event_type.value
+        metrics.SCHEDULED_EVENTS.labels(
+            node=self._node_name, resource=self.resource_name, type=event_type
+        ).inc()
+        self._in_background(
+            self._recorder.record_node(
+                type="Warning", reason=event_type, message=kube_events.MESSAGE_GO_EVENT_RECEIVED
+            )
+        )
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, name="record-event")
+        self._courtesy.add(task)
+        task.add_done_callback(self._courtesy.discard)
 
     def _execute(self, action: policy.Action) -> None:
         match action:
@@ -236,10 +270,6 @@ class Handler:
                         log.info("ignoring %s event %s: %s", event.event_type_raw, event.event_id, reason)
             case policy.Respond(event=event):
                 previous = self._known.get(event.event_id)
-                if previous is None:
-                    metrics.SCHEDULED_EVENTS.labels(
-                        node=self._node_name, resource=self.resource_name, type=event.event_type.value
-                    ).inc()
                 self._known[event.event_id] = policy.KnownEvent(
                     event_id=event.event_id,
                     event_type=event.event_type,
@@ -266,12 +296,12 @@ class Handler:
 
     async def wait_idle(self) -> None:
         """Wait for every event task started so far (tests and -exitAfterNodeDrain use it)."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        while self._tasks or self._courtesy:
+            await asyncio.gather(*self._tasks.values(), *self._courtesy, return_exceptions=True)
 
     async def stop(self) -> None:
         """Cancel event tasks (on shutdown). Never undo anything: the node is probably going away."""
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *self._courtesy]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

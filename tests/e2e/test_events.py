@@ -7,11 +7,13 @@ cancel) and reads the cluster.
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Node
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import PatchType
+from prometheus_client.parser import text_string_to_metric_families
 
 from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube import keys
@@ -43,6 +45,20 @@ from tests.support.kubelet import FakeKubelet
 from tests.support.receivers import Receiver
 
 pytestmark = pytest.mark.controlplane
+
+
+def scheduled_events_total(response: httpx.Response, node: AksNode) -> dict[str, float]:
+    """``aks_node_termination_handler_scheduled_events_total`` of this node, by event type."""
+    assert response.status_code == 200
+    return {
+        sample.labels["type"]: sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == "aks_node_termination_handler_scheduled_events_total"
+        and sample.labels["node"] == node.name
+        and sample.labels["resource"] == node.resource_name
+    }
+
 
 PREEMPT_TAINT = f"{keys.TAINT_KEY_PREFIX}preempt"
 
@@ -76,6 +92,19 @@ async def test_preempt_cordons_labels_taints_and_drains(
         "DrainFinished": 1,
     }
     assert "NodeGivenBack" not in events
+    # The Go version's Events, word for word: alerts keyed on reason=Preempt keep working.
+    await settled_event_counts(kube, node.name, ReadEvents=1, Preempt=1)
+    go_events = [ev for ev in await node_events(kube, node.name) if ev.reason in ("ReadEvents", "Preempt")]
+    assert sorted((ev.type, ev.reason, ev.message, ev.source.component) for ev in go_events) == [
+        ("Info", "ReadEvents", "Start to listen events from Azure API", "aks-node-termination-handler"),
+        (
+            "Warning",
+            "Preempt",
+            "Azure API sended schedule event for this node",
+            "aks-node-termination-handler",
+        ),
+    ]
+    assert {ev.metadata.namespace for ev in go_events} == {"default"}
 
 
 async def test_terminate_drains_and_keeps_the_node_cordoned_when_it_is_over(
@@ -138,9 +167,11 @@ async def test_a_redeploy_drains_then_gives_the_node_back(
     assert our_taints(n) == []
 
 
-async def test_a_freeze_is_ignored_by_default(
+async def test_a_freeze_is_ignored_by_default_yet_counted_and_recorded_as_the_go_version_did(
     kube: AsyncClient, namespace: str, node: AksNode, simulator: ImdsSimulator, launch: Launcher
 ) -> None:
+    """Nothing on the node changes, but, as in the Go version, the ignored Freeze counts in
+    scheduled_events_total and gets a Warning Event with reason Freeze; the start-up Event is there."""
     await create_pod(kube, namespace, node.name)
     before = await read_node(kube, node.name)
     handler = await launch(node.name)
@@ -149,7 +180,14 @@ async def test_a_freeze_is_ignored_by_default(
     after = await read_node(kube, node.name)
     assert after.metadata.resourceVersion == before.metadata.resourceVersion
     assert len(await pods_on(kube, node.name)) == 1
-    assert await node_events(kube, node.name) == []
+    await settled_event_counts(kube, node.name, ReadEvents=1, Freeze=1)
+    assert sorted(
+        (ev.type, ev.reason, ev.message, ev.count) for ev in await node_events(kube, node.name)
+    ) == [
+        ("Info", "ReadEvents", "Start to listen events from Azure API", 1),
+        ("Warning", "Freeze", "Azure API sended schedule event for this node", 1),
+    ]
+    assert scheduled_events_total(await handler.get("/metrics"), node) == {"Freeze": 1.0}
     # Seen and decided on, not missed:
     assert "Freeze events are ignored unless -drainOnFreezeEvent is set" in handler.stderr()
 
@@ -306,7 +344,8 @@ async def test_an_event_for_another_vm_is_ignored(
     after = await read_node(kube, node.name)
     assert after.metadata.resourceVersion == before.metadata.resourceVersion
     assert len(await pods_on(kube, node.name)) == 1
-    assert await node_events(kube, node.name) == []
+    # Only the start-up Event (as the Go version records it); nothing about another VM's event.
+    assert (await settled_event_counts(kube, node.name, ReadEvents=1)) == {"ReadEvents": 1}
 
 
 async def test_an_admin_cordoned_node_is_drained_and_stays_cordoned_after_give_back(

@@ -13,6 +13,7 @@ from aksnth.kube.record import Phase
 from tests.e2e.conftest import Launcher
 from tests.e2e.state import wait_phase
 from tests.support.cluster import AksNode, create_pods, eventually
+from tests.support.controlplane import ControlPlane
 from tests.support.kubelet import FakeKubelet
 from tests.support.process import HandlerProcess
 from tests.support.receivers import Receiver
@@ -59,7 +60,12 @@ async def scrape(handler: HandlerProcess) -> Scrape:
 
 
 async def test_metrics_move_after_a_preempt_and_keep_the_original_names(
-    kube: AsyncClient, namespace: str, node: AksNode, simulator: ImdsSimulator, launch: Launcher
+    kube: AsyncClient,
+    namespace: str,
+    node: AksNode,
+    simulator: ImdsSimulator,
+    launch: Launcher,
+    control_plane: ControlPlane,
 ) -> None:
     await create_pods(kube, namespace, node.name, 3)
     with Receiver() as receiver:
@@ -89,9 +95,11 @@ async def test_metrics_move_after_a_preempt_and_keep_the_original_names(
     assert after.value("evictions_total", result="evicted") == 3
     assert after.value("event_to_cordon_seconds_count", since="sighting") == 1
     assert after.value("notifications_total", sink="webhook", phase="event", result="sent") == 1
-    assert after.value("http_webhook_requests_total", code="200", method="POST") == 1
-    assert after.value("http_events_requests_total", code="200", method="GET") > 0
-    assert after.value("apiserver_request_total", code="201") > 0  # evictions and Events created
+    assert after.value("http_webhook_requests_total", code="200", method="post") == 1
+    assert after.value("http_events_requests_total", code="200", method="get") > 0
+    # As client-go labels them (and so the Go version): the API server's host:port.
+    cluster = control_plane.server_url.removeprefix("https://")
+    assert after.value("apiserver_request_total", code="201", cluster=cluster) > 0  # evictions, Events
     assert after.value("error_reading_endpoint_total") == 0
 
 

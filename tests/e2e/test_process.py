@@ -93,7 +93,8 @@ async def test_sigterm_while_idle_exits_zero_within_the_grace_period_and_leaves_
     after = await read_node(kube, node.name)
     assert after.metadata.resourceVersion == before.metadata.resourceVersion
     assert len(await pods_on(kube, node.name)) == 1
-    assert await node_events(kube, node.name) == []
+    # No Event but, at most, the start-up one the Go version records too.
+    assert {ev.reason for ev in await node_events(kube, node.name)} <= {"ReadEvents"}
 
 
 async def test_sigterm_mid_drain_exits_zero_within_the_grace_period_and_undoes_nothing(

@@ -509,3 +509,20 @@ def test_schema_lists_exactly_the_values_of_values_yaml() -> None:
     schema = json.loads((CHART_DIR / "values.schema.json").read_text())
     values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
     assert set(schema["properties"]) - {"global"} == set(values)
+
+
+def test_go_image_option_adds_only_daemonsets_get_and_probes_readiness_on_healthz() -> None:
+    """With the Go project's image (goImage=true) its drain can read DaemonSets and its pod can become
+    Ready (it serves /healthz, not /readyz); nothing else changes, and a path set by hand is kept."""
+    granted = _grants(chart_cluster_rules(set_values=["goImage=true"]))
+    assert granted - _grants(chart_cluster_rules()) == {("apps", "daemonsets", "get")}
+    assert ("apps", "daemonsets", "get") not in _grants(chart_cluster_rules())
+
+    def readiness(*set_values: str) -> dict[str, Any]:
+        objects = render_chart(set_values=list(set_values))
+        (container,) = find_object(objects, "DaemonSet")["spec"]["template"]["spec"]["containers"]
+        return container["readinessProbe"]["httpGet"]
+
+    assert readiness("goImage=true")["path"] == "/healthz"
+    assert readiness()["path"] == "/readyz"
+    assert readiness("goImage=true", "readinessProbe.httpGet.path=/custom")["path"] == "/custom"

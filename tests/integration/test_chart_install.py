@@ -235,6 +235,11 @@ def test_service_account_may_drain_but_not_delete_pods_or_read_secrets(
     assert not can(client, RELEASE, "delete", "pods")
     assert not can(client, RELEASE, "get", "secrets")
     assert not can(client, RELEASE, "delete", "nodes")
+    assert not can(client, RELEASE, "get", "daemonsets", group="apps")
 
     helm_install(kubeconfig, RELEASE, "--set", "rbac.allowPodDelete=true")
     assert can(client, RELEASE, "delete", "pods")
+
+    # The Go project's image drains with kubectl's helper, which reads each DaemonSet pod's DaemonSet.
+    helm_install(kubeconfig, RELEASE, "--set", "goImage=true")
+    assert can(client, RELEASE, "get", "daemonsets", group="apps")

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 from lightkube import AsyncClient, Client, KubeConfig
-from lightkube.resources.core_v1 import Node
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Namespace, Node, Pod
 from lightkube.types import PatchType
 from prometheus_client import REGISTRY
 
@@ -18,7 +19,7 @@ from aksnth.kube.keys import EXCLUDE_FROM_LB_LABEL, STATE_ANNOTATION
 from aksnth.kube.record import NodeRecord, Phase
 from aksnth.model import EventType
 from tests.integration.kube_fixtures import handler_client, scheduled_event
-from tests.support.cluster import SPOT_TAINT, create_aks_node
+from tests.support.cluster import SPOT_TAINT, create_aks_node, create_pod
 from tests.support.controlplane import ControlPlane
 
 pytestmark = pytest.mark.controlplane
@@ -203,12 +204,50 @@ async def test_a_concurrent_writer_409_is_retried_and_its_change_kept(
     assert event.event_id in record.events
 
 
-async def test_requests_are_counted_with_the_kubeconfig_cluster_name(
-    kube: AsyncClient, handler_kube: AsyncClient
+async def test_requests_are_counted_with_the_api_servers_host_and_port_as_cluster(
+    kube: AsyncClient, handler_kube: AsyncClient, control_plane: ControlPlane
 ):
+    """``cluster`` is what client-go (and so the Go version) puts there: the server URL's host:port."""
     aks = await create_aks_node(kube)
-    labels = {"cluster": "aksnth-test", "code": "200"}
+    labels = {"cluster": control_plane.server_url.removeprefix("https://"), "code": "200"}
     before = REGISTRY.get_sample_value("aks_node_termination_handler_apiserver_request_total", labels) or 0.0
     await kube_node.read_node(handler_kube, aks.name)
     after = REGISTRY.get_sample_value("aks_node_termination_handler_apiserver_request_total", labels)
     assert after == before + 1
+
+
+async def test_node_pods_for_templates_are_the_go_versions_list(
+    kube: AsyncClient, handler_kube: AsyncClient, namespace: str
+):
+    """``.NodePods`` is what the Go version computed from the same API server: the names of the pods
+    whose ``spec.nodeName`` is the node, in the order of a cluster-wide list, without the pods whose
+    first owner reference is a DaemonSet (bare, mirror and other nodes' pods as the rule says)."""
+    aks = await create_aks_node(kube)
+    other = await create_aks_node(kube)
+    # A second namespace whose name sorts before the first one's by storage key ("<ns>-b/" < "<ns>/").
+    second = f"{namespace}-b"
+    await kube.create(Namespace(metadata=ObjectMeta(name=second, labels={"aksnth.test/namespace": "true"})))
+    try:
+        await create_pod(kube, namespace, aks, name="web-b", owner="ReplicaSet")
+        await create_pod(kube, namespace, aks, name="web-a", owner="StatefulSet")
+        await create_pod(kube, namespace, aks, name="agent", owner="DaemonSet")
+        await create_pod(kube, namespace, aks, name="bare", owner=None)
+        await create_pod(kube, namespace, aks, name="static", mirror=True)
+        await create_pod(kube, namespace, other, name="elsewhere")
+        await create_pod(kube, second, aks, name="job-1", owner="Job")
+        await create_pod(kube, second, aks, name="log-agent", owner="DaemonSet")
+
+        snapshot = await kube_node.read_node_with_pods(handler_kube, aks.name)
+
+        # The Go version's rule, applied to the API server's own cluster-wide list.
+        listed = [pod async for pod in kube.list(Pod, namespace="*")]
+        go_version = [
+            pod.metadata.name
+            for pod in listed
+            if pod.spec.nodeName == aks.name
+            and next((o.kind for o in pod.metadata.ownerReferences or [] if o.kind), "") != "DaemonSet"
+        ]
+        assert list(snapshot.pod_names) == go_version
+        assert list(snapshot.pod_names) == ["job-1", "bare", "static", "web-a", "web-b"]
+    finally:
+        await kube.delete(Namespace, second)

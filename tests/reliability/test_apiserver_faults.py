@@ -115,7 +115,7 @@ async def test_a_drain_survives_an_api_server_crash_and_finishes_once_it_is_back
 ) -> None:
     await create_pods(kube, namespace, node.name, 3)
     await create_pods(kube, namespace, node.name, 1, labels={"app": "held"})
-    errors_before = api_requests("error")
+    errors_before = api_requests("<error>")
     async with FakeKubelet(kube, node=node.name):
         pdb = await create_pdb(kube, namespace, {"app": "held"}, min_available=1)
         await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1)
@@ -135,12 +135,12 @@ async def test_a_drain_survives_an_api_server_crash_and_finishes_once_it_is_back
             await control_plane.stop_apiserver_async(graceful=False)
 
             async def handler_saw_the_outage() -> bool:
-                return api_requests("error") >= errors_before + 3
+                return api_requests("<error>") >= errors_before + 3
 
             await eventually(
                 handler_saw_the_outage, what="the handler's requests failing", timeout_seconds=30
             )
-            failed_during_outage = api_requests("error") - errors_before
+            failed_during_outage = api_requests("<error>") - errors_before
             await control_plane.start_apiserver_async()
             await kube.delete(PodDisruptionBudget, pdb.metadata.name, namespace=namespace)
             drained = await wait_phase(kube, node.name, event_id, Phase.DRAINED, timeout_seconds=60)

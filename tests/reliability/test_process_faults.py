@@ -163,7 +163,7 @@ async def test_an_event_that_arrives_while_the_api_server_is_down_is_handled_onc
 ) -> None:
     node = await create_aks_node(kube)
     await create_pods(kube, namespace, node.name, 3)
-    errors_before = api_requests("error")
+    errors_before = api_requests("<error>")
     async with (
         FakeKubelet(kube, node=node.name),
         running_handler(
@@ -176,7 +176,7 @@ async def test_an_event_that_arrives_while_the_api_server_is_down_is_handled_onc
 
         # Longer than one call's own retries (about 2 s): the response as a whole must resume.
         async def retried_a_while() -> bool:
-            return api_requests("error") >= errors_before + 15
+            return api_requests("<error>") >= errors_before + 15
 
         await eventually(retried_a_while, what="the response failing for a while", timeout_seconds=40)
         await control_plane.start_apiserver_async()

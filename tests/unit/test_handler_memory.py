@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from prometheus_client import REGISTRY
+
 from aksnth.config import KubeSettings, ResponseSettings, Settings
 from aksnth.handler import Handler
 from aksnth.model import EventStatus, EventType, ScheduledEvent, ScheduledEventsDocument
@@ -37,7 +39,17 @@ def finished_reboot(event_id: str) -> KnownEvent:
     )
 
 
-def handler() -> Handler:
+class Recorder:
+    """Keeps the Events the handler records instead of writing them."""
+
+    def __init__(self) -> None:
+        self.recorded: list[tuple[str, str, str]] = []
+
+    async def record_node(self, *, type: str, reason: str, message: str) -> None:
+        self.recorded.append((type, reason, message))
+
+
+def handler(recorder: Recorder | None = None) -> Handler:
     settings = Settings(kube=KubeSettings(node_name="node-1"), response=ResponseSettings(resource_name=ME))
     # Only ignored Freeze events flow through here: no response is started, so no client is touched.
     h = Handler(
@@ -46,14 +58,35 @@ def handler() -> Handler:
         kube=None,  # type: ignore[arg-type]
         notifier=None,
         health=Health(poll_interval_seconds=1.0),
-        recorder=None,  # type: ignore[arg-type]
+        recorder=recorder or Recorder(),  # type: ignore[arg-type]
         wall_clock=lambda: datetime(2026, 11, 25, tzinfo=UTC),
     )
     h.resource_name = ME
     return h
 
 
-def test_ignored_and_finished_events_are_forgotten_once_they_leave_the_document() -> None:
+def scheduled_events_total(event_type: str) -> float:
+    labels = {"node": "node-1", "resource": ME, "type": event_type}
+    return REGISTRY.get_sample_value("aks_node_termination_handler_scheduled_events_total", labels) or 0.0
+
+
+async def test_an_ignored_event_is_counted_and_reported_once_as_the_go_version_did() -> None:
+    """Every event of this VM counts in scheduled_events_total and gets the Go version's Warning Event
+    (reason = event type), once per EventId, also when its type is not acted on."""
+    recorder = Recorder()
+    h = handler(recorder)
+    before = scheduled_events_total("Freeze")
+    h.on_document(ScheduledEventsDocument(incarnation=1, events=(freeze("F1"),)))
+    h.on_document(ScheduledEventsDocument(incarnation=2, events=(freeze("F1"), freeze("F2"))))
+    await h.wait_idle()
+    assert scheduled_events_total("Freeze") - before == 2
+    assert recorder.recorded == [
+        ("Warning", "Freeze", "Azure API sended schedule event for this node"),
+        ("Warning", "Freeze", "Azure API sended schedule event for this node"),
+    ]
+
+
+async def test_ignored_and_finished_events_are_forgotten_once_they_leave_the_document() -> None:
     h = handler()
     h._known["OLD"] = KnownEvent(
         event_id="OLD",
@@ -72,7 +105,7 @@ def test_ignored_and_finished_events_are_forgotten_once_they_leave_the_document(
     assert h._first_seen == {}
 
 
-def test_a_finished_event_still_listed_is_remembered() -> None:
+async def test_a_finished_event_still_listed_is_remembered() -> None:
     h = handler()
     h._known["DONE"] = KnownEvent(
         event_id="DONE",

@@ -105,7 +105,7 @@ def test_data_keeps_struct_fields_strict(capsys: pytest.CaptureFixture[str], tmp
     data = tmp_path / "node.json"
     data.write_text('{"Event": {"EventType": "Reboot"}}', encoding="utf-8")
     assert main(["--template", "{{ .Event.Typo }}", "--data", str(data)]) == 2
-    assert "can't evaluate field Typo in type Event" in capsys.readouterr().err
+    assert "can't evaluate field Typo in type types.ScheduledEventsEvent" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -113,9 +113,12 @@ def test_data_keeps_struct_fields_strict(capsys: pytest.CaptureFixture[str], tmp
     [
         ([], "no template"),
         (["--template", "x", "file.json"], "not both"),
-        (["--template", "x", "--template-file", "y"], "not allowed with argument"),
-        (["/nonexistent/payload.json"], "cannot read /nonexistent/payload.json"),
-        (["--template", "x", "--phase", "later"], "invalid choice"),
+        (["--template", "x", "--template-file", "y"], "not both"),
+        (["/nonexistent/payload.json"], "cannot read template file '/nonexistent/payload.json'"),
+        (
+            ["--template", "x", "--phase", "later"],
+            "invalid value 'later' for flag -phase: use event or drained",
+        ),
         (["--template", "x", "--data", "/nonexistent/data.json"], "cannot read"),
     ],
 )
@@ -139,3 +142,138 @@ def test_bad_data_file_exits_2(
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     assert "--check-json" in capsys.readouterr().out
+
+
+# --- the handler's own flags: what the DaemonSet would send ---------------------------------------------
+
+SLACK = '{"text": "{{ .Event.EventType }} on {{ .NodeName }} ({{ .Phase }})"}'
+
+
+def test_pasted_args_preview_each_payload_per_sink_and_phase_as_sent(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Webhook bodies with the newline the handler appends, Telegram's text as is; flags that do not
+    shape a payload (URLs, tokens, -taint.node, -period) are accepted and never shown."""
+    slack = tmp_path / "slack.json"
+    slack.write_text(SLACK, encoding="utf-8")
+    args = [
+        "-webhook.url=https://hooks.example/services/T0/B0/SECRETPATH",
+        f"-webhook.template-file={slack}",
+        "-webhook.contentType=application/json",
+        "-telegram.token=123456:SECRETTOKEN",
+        "-telegram.chatID=-1001234567890",
+        "-alert.message=Draining {{ .NodeName }} ({{ .Phase }})",
+        "-notify.drainFinished",
+        "-taint.node",
+        "-period=1s",
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    node = "aks-spot-12345678-vmss000003"
+    webhook = f"==> webhook (-webhook.template-file={slack}), phase"
+    json_post = "POST, Content-Type application/json <=="
+    assert out == (
+        f"{webhook} event: {json_post}\n"
+        f'{{"text": "Preempt on {node} (event)"}}\n'
+        "\n"
+        f"{webhook} drained: {json_post}\n"
+        f'{{"text": "Preempt on {node} (drained)"}}\n'
+        "\n"
+        "==> telegram (-alert.message), phase event <==\n"
+        f"Draining {node} (event)\n"
+        "\n"
+        "==> telegram (-alert.message), phase drained <==\n"
+        f"Draining {node} (drained)\n"
+    )
+    assert "SECRET" not in out
+
+
+def test_one_payload_is_printed_exactly_as_sent_without_a_header(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    slack = tmp_path / "slack.json"
+    slack.write_text(SLACK + "\n", encoding="utf-8")
+    assert main([f"-webhook.template-file={slack}", "--check-json"]) == 0
+    # The file ends with a newline and the handler appends one more, as the Go version did.
+    assert capsys.readouterr().out == '{"text": "Preempt on aks-spot-12345678-vmss000003 (event)"}\n\n'
+
+
+def test_the_config_files_webhooks_are_previewed_after_the_flags_one(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    teams = tmp_path / "teams.json"
+    teams.write_text('{"title": {{ toJson .NodeName }}}', encoding="utf-8")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "webhooks:\n"
+        "- url: https://teams.example/hook\n"
+        f"  templateFile: {teams}\n"
+        "- url: http://pushgateway:9091/metrics/job/x\n"
+        "  contentType: text/plain\n"
+        "  method: put\n"
+        '  template: "up{node=\\"{{ .NodeName }}\\"} 1"\n',
+        encoding="utf-8",
+    )
+    assert main([f"-config={config}", "-webhook.template={{ .NodeName }}"]) == 0
+    sections = capsys.readouterr().out.split("\n\n")
+    assert sections == [
+        "==> webhook (-webhook.template), phase event: POST, Content-Type application/json <==\n"
+        "aks-spot-12345678-vmss000003",
+        f"==> webhook (webhooks entry 0 in config file {config}, templateFile {teams}), phase event: POST, "
+        'Content-Type application/json <==\n{"title": "aks-spot-12345678-vmss000003"}',
+        f"==> webhook (webhooks entry 1 in config file {config}), phase event: PUT, "
+        "Content-Type text/plain <==\n"
+        'up{node="aks-spot-12345678-vmss000003"} 1\n',
+    ]
+
+
+def test_a_values_file_supplies_args_and_the_configmap_files(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``--values``: the chart's args, and configMap.data where the pod sees it (mountPath)."""
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        "args:\n"
+        "- -webhook.template-file=/etc/payloads/hook.txt\n"
+        "- -webhook.contentType=text/plain\n"
+        "configMap:\n"
+        "  mountPath: /etc/payloads\n"
+        "  data:\n"
+        "    hook.txt: 'node {{ .NodeName }}'\n"
+        "secrets:\n"
+        "  telegramToken: '123456:SECRETTOKEN'\n",
+        encoding="utf-8",
+    )
+    assert main(["--values", str(values), "--phase", "drained"]) == 0
+    out = capsys.readouterr().out
+    assert out == (
+        "==> webhook (-webhook.template-file=/etc/payloads/hook.txt), phase drained: POST, "
+        "Content-Type text/plain <==\n"
+        "node aks-spot-12345678-vmss000003\n"
+        "\n"
+        "==> telegram (the default -alert.message), phase drained <==\n"
+        "Draining node=aks-spot-12345678-vmss000003, type=Preempt\n"
+    )
+
+
+def test_check_json_checks_each_json_webhook(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-webhook.template={{ .NodeName }}", "--check-json"]) == 1
+    err = capsys.readouterr().err
+    assert "webhook (-webhook.template), phase event: the payload is not valid JSON: line 1 column 1" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-webhook.template-file=/files/slack-payload.json"], "give the values file with --values"),
+        (["-webhook.templat-file=x"], "flag provided but not defined: -webhook.templat-file"),
+        (["-taint.node", "-period=1s"], "these flags configure no notification"),
+        (["--template", "x", "-webhook.template=y"], "not both"),
+        (["-config=/nonexistent/config.yaml"], "cannot read config file '/nonexistent/config.yaml'"),
+    ],
+)
+def test_handler_flag_mistakes_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

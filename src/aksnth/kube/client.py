@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit
 
 import httpx2
 from lightkube import ApiError, AsyncClient
@@ -38,8 +39,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: ``cluster`` label when running with the in-cluster ServiceAccount (no kubeconfig to name it).
-IN_CLUSTER: Final = "in-cluster"
 #: Concurrent connections to the API server: the drain issues up to this many evictions at once.
 MAX_CONNECTIONS: Final = 32
 #: Upper bound of one API call as a whole (httpx's timeouts bound each phase, not the sum).
@@ -48,8 +47,16 @@ DEFAULT_CALL_TIMEOUT_SECONDS: Final = 30.0
 MAX_MESSAGE_CHARS: Final = 300
 
 
+def cluster_label(server: str) -> str:
+    """The ``cluster`` label of the API server metrics: the server URL's ``host[:port]``, as client-go
+    (and so the Go original) labels them, e.g. ``10.0.0.1:443`` in a pod."""
+    netloc = urlsplit(server).netloc
+    return netloc.rpartition("@")[2] or server
+
+
 def load_config(kubeconfig: str) -> tuple[SingleConfig, str]:
-    """The kubeconfig file's current context (or the in-cluster ServiceAccount) and the cluster label."""
+    """The kubeconfig file's current context (or the in-cluster ServiceAccount) and its name for
+    messages."""
     try:
         if kubeconfig:
             path = Path(kubeconfig).expanduser()
@@ -68,7 +75,7 @@ def load_config(kubeconfig: str) -> tuple[SingleConfig, str]:
         where = f"-kubeconfig {kubeconfig}" if kubeconfig else "in-cluster configuration (is this a pod?)"
         raise ConfigError(f"{where}: cannot be loaded: {shorten(str(exc))}") from exc
     assert in_cluster is not None
-    return in_cluster, IN_CLUSTER
+    return in_cluster, "in-cluster"
 
 
 def open_client(settings: KubeSettings) -> AsyncClient:
@@ -91,7 +98,7 @@ def open_client(settings: KubeSettings) -> AsyncClient:
         verify=ssl_context,
         limits=httpx2.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=8),
     )
-    transport = ApiServerMetrics(cluster).transport(inner)
+    transport = ApiServerMetrics(cluster_label(config.cluster.server)).transport(inner)
     return AsyncClient(
         config,
         timeout=timeout,

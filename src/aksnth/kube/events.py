@@ -31,7 +31,8 @@ from aksnth.kube.keys import COMPONENT, NODE_EVENTS_NAMESPACE
 
 log = logging.getLogger(__name__)
 
-EventKind = Literal["Normal", "Warning"]
+# "Info" only for the Go original's start-up Event, recorded as it recorded it (core/v1 accepts any type).
+EventKind = Literal["Normal", "Warning", "Info"]
 
 # --- reasons (CamelCase, as Kubernetes reasons are) -----------------------------------------------
 REASON_EVENT_SEEN: Final = "EventSeen"
@@ -43,6 +44,14 @@ REASON_APPROVED: Final = "EventApproved"
 REASON_GIVEN_BACK: Final = "NodeGivenBack"
 REASON_POD_EVICTED: Final = "PodEvicted"  # recorded on the pod
 REASON_TAINTED_NO_EXECUTE: Final = "NodeTaintedNoExecute"
+
+# --- the Go original's Events, kept word for word so that alerts and dashboards keyed on them work ------
+#: At start-up: type "Info", this reason and message.
+REASON_GO_READ_EVENTS: Final = "ReadEvents"
+MESSAGE_GO_READ_EVENTS: Final = "Start to listen events from Azure API"
+#: For every Scheduled Event of this VM, ignored ones included: type "Warning", the event type as the
+#: reason ("Preempt", "Freeze", …) and this message.
+MESSAGE_GO_EVENT_RECEIVED: Final = "Azure API sended schedule event for this node"
 
 #: Repeats within this many seconds are folded into one Event (client-go uses 10 minutes).
 AGGREGATION_WINDOW_SECONDS: Final = 600.0

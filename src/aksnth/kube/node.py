@@ -10,7 +10,7 @@ would change and write nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Final
@@ -33,7 +33,7 @@ from aksnth.kube.mutations import (
     set_record,
     taint_after_drain,
 )
-from aksnth.kube.pods import list_pods_on_node
+from aksnth.kube.pods import PodInfo, list_pods_on_node
 from aksnth.kube.record import NodeRecord
 from aksnth.model import NodeSnapshot, ScheduledEvent
 
@@ -91,6 +91,14 @@ async def read_node(client: AsyncClient, name: str) -> NodeSnapshot:
     return _snapshot(state)
 
 
+def template_pod_names(pods: Iterable[PodInfo]) -> tuple[str, ...]:
+    """``.NodePods`` as the Go original filled it: every pod on the node but DaemonSet pods (finished
+    and mirror pods included), names only, in the order the API lists them: by storage key,
+    ``<namespace>/<name>`` (sorted here, so a list served from the API server's cache agrees)."""
+    kept = [pod for pod in pods if pod.first_owner_kind != "DaemonSet"]
+    return tuple(pod.name for pod in sorted(kept, key=lambda pod: f"{pod.namespace}/{pod.name}"))
+
+
 async def read_node_with_pods(client: AsyncClient, name: str) -> NodeSnapshot:
     """:func:`read_node` plus the names of the pods on the node (for ``.NodePods`` in templates)."""
     snapshot = await read_node(client, name)
@@ -102,7 +110,7 @@ async def read_node_with_pods(client: AsyncClient, name: str) -> NodeSnapshot:
         annotations=snapshot.annotations,
         unschedulable=snapshot.unschedulable,
         boot_id=snapshot.boot_id,
-        pod_names=tuple(sorted(p.name for p in pods)),
+        pod_names=template_pod_names(pods),
     )
 
 

@@ -26,6 +26,9 @@ class PodInfo:
     uid: str = ""
     phase: str = ""
     controller_kind: str = ""  # kind of the controlling owner (ReplicaSet, DaemonSet, …), "" if none
+    # Kind of the first owner reference that names one: how the Go original told DaemonSet pods apart
+    # when it listed .NodePods (it reads no ``controller`` flag).
+    first_owner_kind: str = ""
     annotations: Mapping[str, str] = field(default_factory=dict)
     priority_class: str = ""
     grace_period_seconds: int = DEFAULT_POD_GRACE_SECONDS
@@ -40,7 +43,8 @@ class PodInfo:
 def pod_info(pod: Pod) -> PodInfo:
     meta = pod.metadata
     spec = pod.spec
-    controller = next((o for o in (meta.ownerReferences or []) if o.controller), None) if meta else None
+    owners = (meta.ownerReferences or []) if meta else []
+    controller = next((o for o in owners if o.controller), None)
     grace = spec.terminationGracePeriodSeconds if spec is not None else None
     return PodInfo(
         namespace=(meta.namespace if meta else None) or "",
@@ -48,6 +52,7 @@ def pod_info(pod: Pod) -> PodInfo:
         uid=(meta.uid if meta else None) or "",
         phase=(pod.status.phase if pod.status else None) or "",
         controller_kind=controller.kind if controller is not None else "",
+        first_owner_kind=next((o.kind for o in owners if o.kind), ""),
         annotations=dict((meta.annotations if meta else None) or {}),
         priority_class=(spec.priorityClassName if spec else None) or "",
         grace_period_seconds=DEFAULT_POD_GRACE_SECONDS if grace is None else grace,

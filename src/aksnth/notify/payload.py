@@ -1,8 +1,9 @@
 """The data a payload template sees (DESIGN §2.3), and realistic sample data to validate and preview.
 
-The top level and ``.Event`` are struct-like ``Record`` values, as in the Go original (a field that does
-not exist is an error, so a typo is caught by the start-up check); ``.NodeLabels`` is a map (a label
-that is not there reads as ``<no value>``, or ``""`` through ``index``). Pure: no I/O.
+The top level and ``.Event`` are struct-like ``Record`` values with the Go original's type names (a
+field that does not exist is an error, so a typo is caught by the start-up check; ``printf "%T"`` and
+``"%#v"`` print what the original printed); ``.NodeLabels`` is a ``map[string]string`` (a label that is
+not there prints as nothing, or ``""`` through ``index``). Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from enum import Enum
 from typing import Final
 
 from aksnth.model import EventStatus, EventType, InstanceMetadata, NodeSnapshot, ScheduledEvent
-from aksnth.notify.template import Record, Template, TypedMap, compile_template
+from aksnth.notify.template import NamedString, Record, Template, TypedMap, compile_template
 
 PHASE_EVENT: Final = "event"  # the event has been seen; the drain starts
 PHASE_DRAINED: Final = "drained"  # the drain has finished; .DrainResult says how
@@ -29,6 +30,15 @@ LABEL_FIELDS: Final[Mapping[str, str]] = {
     "NodeRegion": "topology.kubernetes.io/region",
     "NodeZone": "topology.kubernetes.io/zone",
 }
+
+# The Go types of the original's template data (``printf "%T"`` and ``"%#v"`` print them). The
+# original executes its templates with a pointer to its MessageType.
+GO_TYPE_DATA: Final = "template.MessageType"
+GO_TYPE_EVENT: Final = "types.ScheduledEventsEvent"
+GO_TYPE_EVENT_TYPE: Final = "types.ScheduledEventsEventType"
+# Ours, named in the same style.
+GO_TYPE_DRAIN_RESULT: Final = "template.DrainResult"
+GO_TYPE_INSTANCE: Final = "template.Instance"
 
 # .DrainResult in the "event" phase: every field present, every value empty.
 EMPTY_DRAIN_RESULT: Final[Mapping[str, object]] = {
@@ -63,7 +73,7 @@ def event_record(event: ScheduledEvent) -> Record:
     return Record(
         {
             "EventId": event.event_id,
-            "EventType": event.event_type_raw or event.event_type.value,
+            "EventType": NamedString(event.event_type_raw or event.event_type.value, GO_TYPE_EVENT_TYPE),
             "ResourceType": event.resource_type,
             "Resources": list(event.resources),
             "EventStatus": event.status_raw or event.status.value,
@@ -72,7 +82,7 @@ def event_record(event: ScheduledEvent) -> Record:
             "EventSource": event.event_source,
             "DurationInSeconds": event.duration_seconds,
         },
-        type_name="Event",
+        type_name=GO_TYPE_EVENT,
     )
 
 
@@ -84,7 +94,7 @@ def label_fields(labels: Mapping[str, str]) -> dict[str, object]:
 def drain_result_record(drain_result: Mapping[str, object] | None) -> Record:
     """``.DrainResult``: the drain's template values (``DrainResult.as_template_data()``) over empty ones."""
     merged = {**EMPTY_DRAIN_RESULT, **{k: _plain(v) for k, v in (drain_result or {}).items()}}
-    return Record(merged, type_name="DrainResult")
+    return Record(merged, type_name=GO_TYPE_DRAIN_RESULT)
 
 
 def instance_record(instance: InstanceMetadata | None) -> Record:
@@ -105,7 +115,7 @@ def instance_record(instance: InstanceMetadata | None) -> Record:
             "VMID": meta.vm_id,
             "ComputerName": meta.computer_name,
         },
-        type_name="Instance",
+        type_name=GO_TYPE_INSTANCE,
     )
 
 
@@ -134,7 +144,8 @@ def build_template_data(
             "DrainResult": drain_result_record(drain_result if phase == PHASE_DRAINED else None),
             "Instance": instance_record(instance),
         },
-        type_name="TemplateData",
+        type_name=GO_TYPE_DATA,
+        pointer=True,
     )
 
 
@@ -164,13 +175,12 @@ _SAMPLE_LABELS: Final[Mapping[str, str]] = {
     "topology.kubernetes.io/region": "westeurope",
     "topology.kubernetes.io/zone": "westeurope-2",
 }
+# As .NodePods lists them: in the API's order (namespace, then name), DaemonSet pods left out.
 _SAMPLE_PODS: Final = (
+    "cart-redis-0",
     "checkout-7d4b9c6f5-x2x8q",
     "checkout-7d4b9c6f5-zq9lm",
-    "cart-redis-0",
     "image-resizer-5f7c8d9b4-k7tpl",
-    "azure-ip-masq-agent-4xk2p",
-    "kube-proxy-8rj4d",
 )
 _SAMPLE_DESCRIPTIONS: Final[Mapping[EventType, str]] = {
     EventType.FREEZE: "Host server is undergoing maintenance.",

@@ -41,6 +41,11 @@ def check_http_url(url: str, *, flag: str, schemes: tuple[str, ...] = ("http", "
     return parsed
 
 
+def wire_body(rendered: str) -> str:
+    """The bytes a webhook receives for a rendered template: it plus a newline, as in the Go original."""
+    return rendered + "\n"
+
+
 class WebhookSink:
     """Delivers a body to one webhook with the settings' method, content type, headers and retries."""
 
@@ -93,10 +98,11 @@ class WebhookSink:
     async def send(self, body: str) -> None:
         """POST (or the configured method) ``body``; raises NotifyError when it cannot be delivered.
 
-        A newline is appended when the body lacks one, as the original did: the Prometheus text
-        format (a Pushgateway payload given inline with -webhook.template) requires it.
+        A newline is appended to every body, as the Go original did (also to a body that ends with
+        one): receivers get the same bytes as before, and the Prometheus text format (a Pushgateway
+        payload given inline with -webhook.template) needs its final newline.
         """
-        content = body if body.endswith("\n") else body + "\n"
+        content = wire_body(body)
         request = self._client.build_request(
             self._settings.method.upper(), self._url, content=content.encode(), headers=self._headers
         )

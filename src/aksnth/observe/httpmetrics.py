@@ -11,7 +11,8 @@ Three callers, three shapes:
 
 Labels stay low-cardinality and secret-free: the endpoint label is the path for IMDS and only
 ``scheme://host[:port]`` for webhooks, because a webhook or Telegram URL may carry a token.
-Durations are measured to the response headers, as the Go original's round-tripper middleware does.
+Durations are measured to the response headers, and only for answered requests, as the Go original's
+round-tripper middleware does; its ``method`` labels are lower case (``get``, ``post``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,24 @@ from aksnth.observe.metrics import (
 CODE_ERROR = "error"
 #: ``code`` label of a request abandoned by its caller (task cancelled, e.g. by ``asyncio.timeout``).
 CODE_CANCELLED = "cancelled"
+#: ``code`` label of an API server request without an answer, as client-go (and so the Go original)
+#: writes it: whether it failed or was abandoned.
+API_CODE_ERROR = "<error>"
+# Methods promhttp names in its duration histogram; any other is "unknown" there.
+_PROMHTTP_METHODS = frozenset(
+    {"get", "put", "head", "post", "delete", "connect", "options", "notify", "trace", "patch"}
+)
+
+
+def method_label(method: str) -> str:
+    """``method`` of ``http_*_requests_total``: lower case, as the Go original's counter wrote it."""
+    return method.lower()
+
+
+def duration_method_label(method: str) -> str:
+    """``method`` of ``http_*_request_duration_seconds``: promhttp's lower-case name, or ``unknown``."""
+    lowered = method.lower()
+    return lowered if lowered in _PROMHTTP_METHODS and method in (lowered, lowered.upper()) else "unknown"
 
 
 def path_label(url: httpx.URL) -> str:
@@ -94,13 +113,13 @@ class InstrumentedTransport(httpx.AsyncBaseTransport):
         try:
             response = await self._inner.handle_async_request(request)
             code = str(response.status_code)
+            self._duration.labels(method=duration_method_label(method)).observe(time.perf_counter() - started)
             return response
         except asyncio.CancelledError:
             code = CODE_CANCELLED
             raise
         finally:
-            self._duration.labels(method=method).observe(time.perf_counter() - started)
-            self._requests.labels(code=code, method=method, endpoint=endpoint).inc()
+            self._requests.labels(code=code, method=method_label(method), endpoint=endpoint).inc()
             self._in_flight.dec()
 
     async def aclose(self) -> None:
@@ -175,8 +194,9 @@ def _status_of(exc: BaseException) -> int | None:
 class ApiServerMetrics:
     """Records ``apiserver_request_total{cluster,code}`` and ``apiserver_request_duration{cluster}``.
 
-    ``cluster`` names the cluster as the kube layer sees it (the Go original used the API server
-    host); it is one value per process, so the label stays bounded.
+    ``cluster`` is the API server's ``host[:port]`` as its URL gives it, as client-go (and so the Go
+    original) labels it; one value per process, so the label stays bounded. A request without an
+    answer is ``code="<error>"``, as in client-go.
     """
 
     def __init__(
@@ -202,7 +222,7 @@ class ApiServerMetrics:
     @contextmanager
     def measure(self) -> Iterator[ApiCall]:
         """Time one API call. Set ``call.code`` when the status is known; otherwise a normal exit
-        counts as ``200`` and an exception as its status (``KubeError``/``ApiError``) or ``"error"``.
+        counts as ``200`` and an exception as its status (``KubeError``/``ApiError``) or ``"<error>"``.
 
         >>> with metrics.measure() as call:
         ...     node = await client.get(Node, name)
@@ -212,12 +232,12 @@ class ApiServerMetrics:
         try:
             yield call
         except asyncio.CancelledError:
-            self.record(code=CODE_CANCELLED, duration_seconds=self._clock() - started)
+            self.record(code=API_CODE_ERROR, duration_seconds=self._clock() - started)
             raise
         except BaseException as exc:
             status = call.code if call.code is not None else _status_of(exc)
             elapsed = self._clock() - started
-            self.record(code=CODE_ERROR if status is None else status, duration_seconds=elapsed)
+            self.record(code=API_CODE_ERROR if status is None else status, duration_seconds=elapsed)
             raise
         self.record(code=200 if call.code is None else call.code, duration_seconds=self._clock() - started)
 
@@ -271,6 +291,7 @@ class ApiServerTransport:
 
 
 __all__ = [
+    "API_CODE_ERROR",
     "CODE_CANCELLED",
     "CODE_ERROR",
     "ApiCall",
@@ -278,7 +299,9 @@ __all__ = [
     "ApiServerTransport",
     "AsyncTransportLike",
     "InstrumentedTransport",
+    "duration_method_label",
     "imds_transport",
+    "method_label",
     "origin_label",
     "path_label",
     "webhook_transport",

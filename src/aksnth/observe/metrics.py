@@ -7,9 +7,13 @@ Components import the objects they increment from here.
 
 from __future__ import annotations
 
+import copy
 import platform
+from collections.abc import Iterator
+from typing import Final
 
-from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.metrics_core import Metric
 
 from aksnth import __version__
 
@@ -19,7 +23,11 @@ NAMESPACE = "aks_node_termination_handler"
 # series per label set for every scrape to store.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
 
-# --- the original's metrics (names, types and labels unchanged) ---------------------------------
+# The Go client's default buckets (prometheus.DefBuckets), which the original's histograms used;
+# Python's defaults add 0.075, 0.75 and 7.5, which would change every bucket series.
+GO_DEFAULT_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+# --- the original's metrics (names, types, labels and buckets unchanged) ------------------------
 SCHEDULED_EVENTS = Counter(
     "scheduled_events",
     "Scheduled Events that concern this node, by event type.",
@@ -43,6 +51,7 @@ APISERVER_REQUEST_DURATION = Histogram(
     "Kubernetes API request latency in seconds.",
     ["cluster"],
     namespace=NAMESPACE,
+    buckets=GO_DEFAULT_BUCKETS,
 )
 HTTP_EVENTS_IN_FLIGHT = Gauge(
     "http_events_in_flight_requests",
@@ -60,6 +69,7 @@ HTTP_EVENTS_DURATION = Histogram(
     "IMDS request latency in seconds.",
     ["method"],
     namespace=NAMESPACE,
+    buckets=GO_DEFAULT_BUCKETS,
 )
 HTTP_WEBHOOK_IN_FLIGHT = Gauge(
     "http_webhook_in_flight_requests",
@@ -77,6 +87,7 @@ HTTP_WEBHOOK_DURATION = Histogram(
     "Webhook and Telegram request latency in seconds.",
     ["method"],
     namespace=NAMESPACE,
+    buckets=GO_DEFAULT_BUCKETS,
 )
 
 # --- added: what an operator needs to answer "did the last eviction drain in time?" -------------
@@ -124,6 +135,43 @@ BUILD_INFO = Gauge(
     namespace=NAMESPACE,
 )
 BUILD_INFO.labels(version=__version__, python_version=platform.python_version()).set(1)
+
+
+def go_bound(text: str) -> str:
+    """A bucket bound as the Go client writes it: ``1`` and ``10``, not Python's ``1.0`` and ``10.0``."""
+    return text[:-2] if text.endswith(".0") else text
+
+
+class _GoBucketBounds:
+    """The default registry with each histogram's ``le`` label written as the Go original wrote it.
+
+    Prometheus 2.x stores ``le`` as scraped from the text format, so ``le="1.0"`` and ``le="1"`` are
+    different series there, and a recording rule or alert that selects ``le="1"`` would lose the Go
+    original's data on upgrade (Prometheus 3.x normalises both to ``1.0``). Writing Go's form keeps
+    both versions of Prometheus seeing the same series as before.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():
+            if family.type != "histogram":
+                yield family
+                continue
+            rewritten = copy.copy(family)
+            rewritten.samples = [
+                sample._replace(labels={**sample.labels, "le": go_bound(sample.labels["le"])})
+                if "le" in sample.labels
+                else sample
+                for sample in family.samples
+            ]
+            yield rewritten
+
+
+#: What ``/metrics`` serves: every metric of the process, with Go's bucket bounds.
+EXPOSITION: Final = CollectorRegistry(auto_describe=False)
+EXPOSITION.register(_GoBucketBounds(REGISTRY))
 
 
 # The transport factories live in ``aksnth.observe.httpmetrics`` (they need httpx, and they import

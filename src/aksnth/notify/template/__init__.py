@@ -2,7 +2,7 @@
 
 Why our own engine and not a translation to Jinja2: Go rebinds ``.`` inside ``range`` and ``with``,
 passes a piped value as the *last* argument of the next function, distinguishes struct fields (an
-error when missing) from map keys (``<no value>``) and prints values the way ``fmt`` does. A
+error when missing) from map keys (no value) and prints values the way ``fmt`` does. A
 translation layer cannot represent all of that faithfully, and it would report errors at positions
 in a text the user never wrote. This engine parses the user's text directly, so every error names
 the user's line and column.
@@ -27,11 +27,12 @@ from ._funcs import FUNCTIONS
 from ._lexer import Source
 from ._limits import TemplateLimits
 from ._parser import ParsedTemplate, Parser
-from ._values import NO_VALUE, Record, TypedMap
+from ._values import NO_VALUE, NamedString, Record, TypedMap
 
 __all__ = [
     "FUNCTION_NAMES",
     "NO_VALUE",
+    "NamedString",
     "Record",
     "Template",
     "TemplateError",

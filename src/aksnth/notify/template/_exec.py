@@ -37,15 +37,14 @@ from ._nodes import (
     describe,
 )
 from ._parser import ParsedTemplate
+from ._printf import format_v, print_value
 from ._values import (
     NO_VALUE,
     FuncError,
     Record,
-    format_v,
     go_type_name,
     is_list,
     is_map,
-    print_value,
     sorted_items,
     truth,
 )

@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from typing import Final
 
 from ._limits import TemplateLimits
-from ._printf import sprintf
+from ._printf import format_v, sprintf
 from ._values import (
     NO_VALUE,
     FuncError,
     Record,
     TypedMap,
-    format_v,
     go_quote,
     go_type_name,
     is_list,

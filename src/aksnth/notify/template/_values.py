@@ -4,12 +4,14 @@ A Go template reads Go values through reflection; we model the two kinds of cont
 template authors explicitly instead of reflecting on Python objects:
 
 * ``Record`` is a Go struct: fixed, ordered fields; reading a field it does not have is an error.
-* any other ``Mapping`` is a Go map: reading a missing key gives "no value" (printed ``<no value>``).
-  ``TypedMap`` is a map whose element type has a zero value (Go's ``map[string]string`` gives ``""``
-  from ``index`` on a missing key).
+* any other ``Mapping`` is a Go map: reading a missing key gives "no value" (printed as nothing, as
+  the Go original's ``html/template`` does). ``TypedMap`` is a map whose element type has a zero value
+  (Go's ``map[string]string`` gives ``""`` from ``index`` on a missing key).
 
-Everything else a template may touch is ``None`` (nil), ``bool``, ``int``, ``float``, ``str`` or a
-list/tuple of those. Nothing here ever reads an attribute of a Python object.
+Everything else a template may touch is ``None`` (nil), ``bool``, ``int``, ``float``, ``str`` (or a
+``NamedString``, a string of a named Go type) or a list/tuple of those. Types carry the Go names the
+original's data has (``types.ScheduledEventsEvent``, ``[]string``, ``map[string]string``), because
+``printf "%T"`` and ``"%#v"`` print them. Nothing here ever reads an attribute of a Python object.
 """
 
 from __future__ import annotations
@@ -46,23 +48,54 @@ class _NoValue:
 NO_VALUE: Final = _NoValue()
 
 
+class NamedString(str):
+    """A string of a named Go string type, e.g. ``types.ScheduledEventsEventType``.
+
+    It is a string everywhere (comparisons, functions, printing); only ``%T`` and the type shown in
+    ``printf``'s error forms (``%!d(types.ScheduledEventsEventType=Preempt)``) name its type.
+    """
+
+    go_type: str
+
+    def __new__(cls, value: str, go_type: str) -> NamedString:
+        instance = super().__new__(cls, value)
+        instance.go_type = go_type
+        return instance
+
+
 class Record(Mapping[str, object]):
-    """An immutable struct-like value: its fields are fixed and ordered; a missing field is an error."""
+    """An immutable struct-like value: its fields are fixed and ordered; a missing field is an error.
 
-    __slots__ = ("_fields", "_type_name")
+    ``pointer`` marks a pointer to the struct (the Go original executes its templates with a
+    ``*template.MessageType``): ``printf "%v"`` then prints ``&{...}`` and ``%T`` a ``*``.
+    """
 
-    def __init__(self, fields: Mapping[str, object], *, type_name: str = "Record") -> None:
+    __slots__ = ("_fields", "_pointer", "_type_name")
+
+    def __init__(
+        self, fields: Mapping[str, object], *, type_name: str = "Record", pointer: bool = False
+    ) -> None:
         self._fields: dict[str, object] = dict(fields)
         self._type_name = type_name
+        self._pointer = pointer
 
     @property
     def type_name(self) -> str:
-        """The name used in error messages, like the Go type name of a struct."""
+        """The Go type name, as error messages and ``%T`` show it (``*`` for a pointer)."""
+        return ("*" if self._pointer else "") + self._type_name
+
+    @property
+    def struct_name(self) -> str:
+        """The Go name of the struct type itself (what ``%#v`` writes before the braces)."""
         return self._type_name
 
+    @property
+    def pointer(self) -> bool:
+        return self._pointer
+
     def replace(self, changes: Mapping[str, object]) -> Record:
-        """A copy with some fields changed or added (the same type name)."""
-        return Record({**self._fields, **changes}, type_name=self._type_name)
+        """A copy with some fields changed or added (the same type)."""
+        return Record({**self._fields, **changes}, type_name=self._type_name, pointer=self._pointer)
 
     def __getitem__(self, key: str) -> object:
         return self._fields[key]
@@ -75,11 +108,11 @@ class Record(Mapping[str, object]):
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={v!r}" for k, v in self._fields.items())
-        return f"{self._type_name}({inner})"
+        return f"{self.type_name}({inner})"
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Record):
-            return self._type_name == other._type_name and self._fields == other._fields
+            return self.type_name == other.type_name and self._fields == other._fields
         return NotImplemented
 
     def __hash__(self) -> int:
@@ -130,7 +163,11 @@ def is_list(value: object) -> bool:
 
 
 def go_type_name(value: object) -> str:
-    """The Go type name a reader of Go's messages would expect, for error texts."""
+    """The Go type name, as ``%T`` and Go's messages write it.
+
+    A list of strings is a ``[]string`` (every list of the handler's data is one: ``.NodePods``,
+    ``.Event.Resources``); any other list is a ``[]interface {}``.
+    """
     if value is None or value is NO_VALUE:
         return "<nil>"
     if isinstance(value, bool):
@@ -139,6 +176,8 @@ def go_type_name(value: object) -> str:
         return "int"
     if isinstance(value, float):
         return "float64"
+    if isinstance(value, NamedString):
+        return value.go_type
     if isinstance(value, str):
         return "string"
     if isinstance(value, Record):
@@ -148,7 +187,7 @@ def go_type_name(value: object) -> str:
     if isinstance(value, Mapping):
         return "map[string]interface {}"
     if isinstance(value, list | tuple):
-        return "[]interface {}"
+        return "[]string" if all(isinstance(v, str) for v in value) else "[]interface {}"
     return f"unsupported Python type {type(value).__name__}"
 
 
@@ -183,38 +222,7 @@ def sorted_items(mapping: Mapping[object, object]) -> list[tuple[object, object]
     return sorted(mapping.items(), key=key)
 
 
-# --- printing -----------------------------------------------------------------------------------------
-
-
-def print_value(value: object) -> str:
-    """What ``{{ pipeline }}`` writes: Go's ``fmt.Fprint`` of the value, ``<no value>`` for nothing."""
-    if value is None or value is NO_VALUE:
-        return "<no value>"
-    return format_v(value)
-
-
-def format_v(value: object, *, plus: bool = False) -> str:
-    """Go's ``%v`` (``%+v`` with ``plus``): lists as ``[a b]``, maps as ``map[k:v]``, structs as ``{a b}``."""
-    if value is None or value is NO_VALUE:
-        return "<nil>"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return format_float_g(value)
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list | tuple):
-        return "[" + " ".join(format_v(v, plus=plus) for v in value) + "]"
-    if isinstance(value, Record):
-        if plus:
-            return "{" + " ".join(f"{k}:{format_v(v, plus=plus)}" for k, v in value.items()) + "}"
-        return "{" + " ".join(format_v(v, plus=plus) for v in value.values()) + "}"
-    if isinstance(value, Mapping):
-        parts = (f"{format_v(k, plus=plus)}:{format_v(v, plus=plus)}" for k, v in sorted_items(value))
-        return "map[" + " ".join(parts) + "]"
-    raise FuncError(f"can't print a value of {go_type_name(value)}")
+# --- number and string forms shared by printf and toJson ------------------------------------------
 
 
 def shortest_digits(value: float) -> tuple[str, int]:
@@ -270,15 +278,15 @@ _QUOTE_ESCAPES: Final = {
 }
 
 
-def go_quote(text: str, quote: str = '"') -> str:
-    """Go's ``strconv.Quote`` (or ``QuoteRune`` with ``quote="'"``): escapes, printable runes kept."""
+def go_quote(text: str, quote: str = '"', *, ascii_only: bool = False) -> str:
+    """Go's ``strconv.Quote`` (``QuoteRune`` with ``quote="'"``; ``QuoteToASCII`` with ``ascii_only``)."""
     out = [quote]
     for ch in text:
         if ch == quote:
             out.append("\\" + ch)
         elif ch in _QUOTE_ESCAPES:
             out.append(_QUOTE_ESCAPES[ch])
-        elif ch.isprintable():
+        elif ch.isprintable() and not (ascii_only and ord(ch) > 0x7E):
             out.append(ch)
         else:
             code = ord(ch)
