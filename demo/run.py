@@ -1,6 +1,7 @@
 """`make demo`: the handler draining a simulated Spot node, without an Azure subscription.
 
     python -m demo [--event Preempt|Terminate|Reboot|Freeze|Redeploy] [--pods N] [--speed X] [--keep]
+    python -m demo --real [--event ...] [--speed X] [--keep]     (real kubelets and containers)
 
 A local control plane (etcd, kube-apiserver, the disruption controller), an AKS-like Spot node with a
 realistic mix of pods, the IMDS simulator, a loopback webhook receiver standing in for Slack, and the
@@ -89,6 +90,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the simulator's speed factor: notices and durations are divided by it (default: 30 s of "
         "notice for every type, i.e. 1 for Preempt, 10 for Terminate, 20 for Redeploy, 30 for Reboot "
         "and Freeze)",
+    )
+    parser.add_argument(
+        "--real",
+        action="store_true",
+        help="on real nodes: two kubelets with containerd, the handler installed by helm from the image "
+        "built from docker/Dockerfile, containers that get SIGTERM (needs root and `make test-images`; "
+        "about a minute longer)",
     )
     parser.add_argument(
         "--keep",
@@ -388,12 +396,32 @@ async def _main(demo: Demo) -> int:
         await asyncio.shield(demo.stop())
 
 
+def _main_real(args: argparse.Namespace) -> int:
+    from demo.real import RealDemo  # noqa: PLC0415 (only this mode needs the real cluster's code)
+
+    demo = RealDemo(args, say)
+    try:
+        return asyncio.run(demo.run(expected_steps(args.event)))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        say()
+        say("interrupted: everything the demo started is stopped and removed")
+        return 130
+    except Exception as exc:  # a component that died: say so without a traceback
+        say()
+        say(f"the demo failed: {type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        demo.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # Ctrl-C must stop the demo even when it was started with SIGINT ignored (a background job of a
     # script): asyncio.run only turns SIGINT into a cancellation when the default handler is in place.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    if args.real:
+        return _main_real(args)
     demo = Demo(args)
     try:
         return asyncio.run(_main(demo))
