@@ -173,6 +173,19 @@ def rows(*, events: int, cases: Sequence[tuple[str, str]], preempt_case: str | N
         ),
         Row(
             section=section,
+            figure="container working set, real node",
+            unit="MiB",
+            read=_get("footprint", "node_working_set_mib"),
+        ),
+        Row(
+            section=section,
+            figure="container CPU, idle, real node",
+            unit="%",
+            read=_get("footprint", "node_cpu_percent"),
+        ),
+        Row(section=section, figure="image size", unit="MiB", read=_get("footprint", "image_mib")),
+        Row(
+            section=section,
             figure="IMDS requests per minute",
             unit="/min",
             read=_get("footprint", "imds_requests_per_minute"),

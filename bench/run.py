@@ -29,6 +29,7 @@ from typing import Any
 from bench.drain import DrainCase, measure_drain
 from bench.footprint import measure_footprint
 from bench.lab import Lab
+from bench.node import NodeFootprintUnavailable, measure_node_footprint
 from bench.process import IMAGE_LIKE_TEMPLATE, OUR_TEMPLATE, PLACEHOLDERS, Implementation
 from bench.reaction import measure_reaction
 from bench.report import budget_verdicts, render, rows
@@ -59,6 +60,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="skip the 110-pod case whose pods take 5 s to stop",
     )
     parser.add_argument("--idle-seconds", type=float, default=60.0, help="footprint window (default 60)")
+    parser.add_argument(
+        "--no-real-node",
+        action="store_true",
+        help="skip the footprint of the handler's container on a real node (kubelet, containerd, the "
+        "image built from docker/Dockerfile); it runs by default where `make test-images` can build",
+    )
     parser.add_argument("--only", default=",".join(SECTIONS), help="sections to run (default: all)")
     parser.add_argument(
         "--handler", default=OUR_TEMPLATE, help="command template of the first implementation"
@@ -129,9 +136,14 @@ async def measure(
                                 log.error("%s drain %s failed: %s", impl.name, case.label, exc)
                                 results[impl.name]["errors"][f"drain {case.key}"] = str(exc)
                     else:
-                        results[impl.name]["footprint"] = await measure_footprint(
-                            lab, impl, idle_seconds=args.idle_seconds
-                        )
+                        footprint = await measure_footprint(lab, impl, idle_seconds=args.idle_seconds)
+                        results[impl.name]["footprint"] = footprint
+                        if impl is implementations[0] and not args.no_real_node:
+                            # The image is this build's: only the first implementation has one.
+                            try:
+                                footprint.update(await measure_node_footprint(idle_seconds=args.idle_seconds))
+                            except NodeFootprintUnavailable as exc:
+                                log.warning("real-node footprint skipped: %s", exc)
                 except Exception as exc:
                     log.error("%s %s failed: %s", impl.name, section, exc)
                     results[impl.name]["errors"][section] = str(exc)
