@@ -1,4 +1,5 @@
-"""The real cluster for the scenarios of this folder: one per test session, started on first use.
+"""The real cluster for the scenarios of this folder: started on first use, stopped after the last test
+of this folder (package scope), so the rest of the suite does not share the machine with idle kubelets.
 
 Where the machine cannot run it (not root, no Debian packages, images or node binaries), every test
 here is skipped with one line saying what is missing and how to get it; when CI is set, that is a
@@ -20,7 +21,7 @@ from tests.support.realcluster import RealCluster, missing_prerequisites
 _CLIENT_TIMEOUT = httpx2.Timeout(15.0)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def real_cluster(request: pytest.FixtureRequest) -> Iterator[RealCluster]:
     missing = missing_prerequisites()
     if missing:

@@ -353,7 +353,8 @@ async def node_events(kube: AsyncClient, node: str, since: float) -> list[Any]:
         Event, namespace=keys.NODE_EVENTS_NAMESPACE, fields={"involvedObject.name": node}
     ):
         stamp = event.lastTimestamp or event.eventTime or event.metadata.creationTimestamp
-        if stamp is None or stamp.timestamp() >= since:
+        # lastTimestamp has whole seconds only: compare with `since` rounded down.
+        if stamp is None or stamp.timestamp() >= int(since):
             found.append(event)
     return found
 

@@ -22,8 +22,9 @@ async def test_readme_install_gives_a_ready_non_root_read_only_handler_on_each_n
 ) -> None:
     """`helm upgrade --install` with the README's command line (plus the image and pull policy of
     this build): each kubelet runs one handler pod from the image built from docker/Dockerfile; the
-    kubelet's readiness probe makes it Ready; its process runs as uid 65532 on a read-only root
-    filesystem; it found its Azure resource from the node's providerID and polls 169.254.169.254."""
+    kubelet's readiness probe makes it Ready; its liveness probe never fails (no restart, no Event);
+    its process runs as uid 65532 on a read-only root filesystem; it found its Azure resource from
+    the node's providerID and polls 169.254.169.254."""
     async with released(Release(real_cluster), rkube):
         pods = await wait_handlers_ready(rkube, [n.name for n in real_cluster.nodes], image=HANDLER_IMAGE)
         for index, node in enumerate(real_cluster.nodes):
