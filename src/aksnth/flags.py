@@ -49,6 +49,9 @@ class Option:
     config_keys: tuple[str, ...] = ()  # extra config-file keys (the Go original's), besides our own
     in_config: bool = True  # False: cannot be set from the -config file (-config itself, -version)
     secret: bool = False  # never shown in messages
+    # What this option qualifies (its companion), as --help and the docs name it, e.g. "-taint.node".
+    # Alone it would do nothing, so the program refuses it when given without its companion.
+    needs: str = ""
 
 
 class HelpRequested(Exception):  # a control-flow signal, like argparse's SystemExit
@@ -293,6 +296,8 @@ def format_usage(options: Sequence[Option], groups: Sequence[str], *, preamble: 
             is_empty = option.default in ("", ()) and option.kind is not Kind.BOOL
             if not is_empty and option.name != "version":
                 details.append(f"(default {describe_default(option)})")
+            if option.needs:
+                details.append(f"(needs {option.needs})")
             if option.env:
                 details.append(f"[env {option.env}]")
             lines.append("        " + " ".join(details))
