@@ -1,7 +1,8 @@
 """Fixtures shared by unit, integration and end-to-end tests.
 
 The control plane is session-scoped and lazy: it starts the first time a test asks for `control_plane`
-(directly or through `kube` / `namespace`), so `pytest tests/unit` starts no binaries.
+(directly or through `kube` / `namespace`), so `pytest tests/unit` starts no binaries. Its API server
+keeps an audit log of every ServiceAccount's requests (tests/support/audit.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 
 from aksnth.azure.simulator import ImdsSimulator
-from tests.support.chart import handler_cluster_rules
+from tests.support.audit import suite_audit_policy
+from tests.support.chart import HANDLER_ACCOUNT_PREFIX, handler_cluster_rules
 from tests.support.cluster import AksNode, create_aks_node, service_account_kubeconfig, unique_suffix
 from tests.support.controlplane import ControlPlane
 
@@ -26,8 +28,9 @@ _CLIENT_TIMEOUT = httpx2.Timeout(10.0)
 
 @pytest.fixture(scope="session")
 def control_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
-    """etcd + kube-apiserver (RBAC) + kube-controller-manager (disruption controller) on 127.0.0.1."""
-    with ControlPlane() as plane:
+    """etcd + kube-apiserver (RBAC, an audit log of the ServiceAccounts' requests) +
+    kube-controller-manager (disruption controller) on 127.0.0.1."""
+    with ControlPlane(audit_policy=suite_audit_policy()) as plane:
         _report(request, f"test control plane ready in {plane.startup_seconds:.2f} s (logs: {plane.log_dir})")
         yield plane
 
@@ -83,7 +86,7 @@ async def handler_kubeconfig(
         kube,
         control_plane,
         namespace=namespace,
-        name=f"aksnth-{unique_suffix()}",
+        name=f"{HANDLER_ACCOUNT_PREFIX}{unique_suffix()}",
         cluster_rules=handler_cluster_rules(allow_pod_delete=handler_may_delete_pods),
     )
 
