@@ -2,7 +2,8 @@
 
 The control plane is session-scoped and lazy: it starts the first time a test asks for `control_plane`
 (directly or through `kube` / `namespace`), so `pytest tests/unit` starts no binaries. Its API server
-keeps an audit log of every ServiceAccount's requests (tests/support/audit.py).
+keeps an audit log of every ServiceAccount's requests, which the `whole_suite` tests read at the end of
+a whole run (tests/test_least_privilege.py).
 """
 
 from __future__ import annotations
@@ -54,6 +55,40 @@ async def namespace(kube: AsyncClient) -> AsyncIterator[str]:
     await kube.create(Namespace(metadata=ObjectMeta(name=name, labels={"aksnth.test/namespace": "true"})))
     yield name
     await kube.delete(Namespace, name)
+
+
+# --- tests about the whole run: last, and only when every test is collected ---------------------
+
+_DESELECTED = pytest.StashKey[int]()
+_TESTS_DIR = Path(__file__).resolve().parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_DESELECTED] = 0
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    if items:
+        items[0].config.stash[_DESELECTED] += len(items)
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected what they deselect
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A `whole_suite` test checks what the rest of the run did, so it runs last, and is skipped when
+    the run is not the whole suite (a file, -k, -m): a part of the suite proves nothing about it."""
+    last = [item for item in items if item.get_closest_marker("whole_suite")]
+    if not last:
+        return
+    items[:] = [item for item in items if item not in last] + last
+    collected = {item.path for item in items}
+    missing = sorted(
+        str(path.relative_to(_TESTS_DIR)) for path in _TESTS_DIR.rglob("test_*.py") if path not in collected
+    )
+    if missing or config.stash[_DESELECTED]:
+        left_out = f"{len(missing)} test files (e.g. {missing[0]})" if missing else "deselected tests"
+        reason = f"checks the run of the whole suite (make test); this run leaves out {left_out}"
+        for item in last:
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def _report(request: pytest.FixtureRequest, message: str) -> None:

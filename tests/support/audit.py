@@ -5,8 +5,9 @@ Metadata level each line names the user, the verb, the object (API group, resour
 the answer's code and the authorizer's decision (`authorization.k8s.io/decision`: allow or forbid).
 
 `unused_rights` compares that with a ClusterRole: a right (API group, resource, verb) that no request
-of the given users was allowed through is one the role could do without. The test suite runs with such
-a log (`suite_audit_policy`) and checks the chart's ClusterRole against it at the end of the run.
+of the given users was allowed through is one the role could do without; `missing_rights`, one they
+were refused and the role does not grant. The test suite runs with such a log (`suite_audit_policy`)
+and checks the chart's ClusterRole against it at the end of the run.
 """
 
 from __future__ import annotations
@@ -155,5 +156,23 @@ def unused_rights(
 def forbidden_requests(
     requests: Iterable[AuditedRequest], *, user: Callable[[str], bool]
 ) -> Sequence[AuditedRequest]:
-    """The requests of the users `user` accepts that RBAC refused (a right the role lacks)."""
+    """The requests of the users `user` accepts that the authorizer refused."""
     return [request for request in requests if user(request.user) and request.decision == "forbid"]
+
+
+def missing_rights(
+    rules: Iterable[Mapping[str, Any]], requests: Iterable[AuditedRequest], *, user: Callable[[str], bool]
+) -> list[Right]:
+    """The rights that requests of the users `user` accepts were refused for and `rules` do not grant.
+
+    A refusal of a right the rules do grant is not a missing right: a kube-apiserver that has just
+    started answers 403 until its RBAC cache is filled, and the handler retries.
+    """
+    granted = granted_rights(rules)
+    return sorted(
+        {
+            right
+            for request in forbidden_requests(requests, user=user)
+            if (right := request.right) is not None and right not in granted
+        }
+    )

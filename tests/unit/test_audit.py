@@ -11,6 +11,7 @@ from tests.support.audit import (
     Right,
     forbidden_requests,
     granted_rights,
+    missing_rights,
     read_audit_log,
     suite_audit_policy,
     unused_rights,
@@ -108,6 +109,21 @@ def test_every_right_used_leaves_nothing_unused(tmp_path: Path) -> None:
     )
     assert unused_rights(RULES, requests, user=is_handler_user) == []
     assert forbidden_requests(requests, user=is_handler_user) == []
+
+
+def test_a_refused_right_the_rules_lack_is_missing_a_refused_granted_one_is_not(tmp_path: Path) -> None:
+    """A just-restarted API server refuses granted rights until its RBAC cache is filled: not missing."""
+    requests = read_audit_log(
+        _log(
+            tmp_path,
+            _line("a", HANDLER, "get", "nodes", decision="forbid", code=403),
+            _line("b", HANDLER, "list", "nodes", decision="forbid", code=403),
+            _line("c", OTHER, "get", "secrets", decision="forbid", code=403),
+        )
+    )
+    assert missing_rights(RULES, requests, user=is_handler_user) == [
+        Right(api_group="", resource="nodes", verb="list")
+    ]
 
 
 def test_a_wildcard_is_never_used() -> None:
