@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import httpx
@@ -13,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 import aksnth.observe.metrics  # noqa: F401 - registers every metric in the default registry
 from aksnth.errors import ConfigError
 from aksnth.observe.health import Health
-from aksnth.observe.server import MetricsServer, serve
+from aksnth.observe.server import DEFAULT_MAX_IDLE_CONNECTIONS, MetricsServer, serve
 
 PREFIX = "aks_node_termination_handler_"
 # The Go original's metric families, as a dashboard built for it queries them.
@@ -239,3 +240,85 @@ async def test_ipv6_loopback(health: Health) -> None:
             assert (await http.get(f"http://[::1]:{port}/healthz")).status_code == 200
     finally:
         await server.stop()
+
+
+# --- a port anyone on the network can reach ---------------------------------------------------------
+
+
+async def idle_connections(port: int, count: int) -> list[asyncio.StreamWriter]:
+    """``count`` connections that send nothing, each accepted by the server before this returns.
+
+    The kernel hands connections to ``accept`` in the order they were made, so once a request made
+    after them is answered, the server has accepted every one of them.
+    """
+    writers = []
+    for _ in range(count):
+        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout=5)
+        writers.append(writer)
+    answer = await raw_exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 "), answer[:80]
+    return writers
+
+
+@pytest.fixture
+async def patient_server(health: Health) -> AsyncIterator[MetricsServer]:
+    """A server whose idle connections stay open for the whole test unless the server closes them."""
+    async with MetricsServer("127.0.0.1:0", health, read_timeout_seconds=60.0) as running:
+        yield running
+
+
+async def test_idle_connections_beyond_the_cap_do_not_keep_the_probes_out(
+    patient_server: MetricsServer, health: Health
+) -> None:
+    """Three times DEFAULT_MAX_IDLE_CONNECTIONS silent connections: /healthz and /readyz still answer
+    (the kubelet's probes get through), and so does a scrape."""
+    health.beat()
+    port = patient_server.port
+    held = await idle_connections(port, 3 * DEFAULT_MAX_IDLE_CONNECTIONS)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=5) as http:
+            assert (await http.get("/healthz")).status_code == 200
+            assert (await http.get("/readyz")).status_code == 503  # answered: not ready, no poll yet
+            assert (await http.get("/metrics")).status_code == 200
+    finally:
+        for writer in held:
+            writer.close()
+
+
+async def test_the_server_closes_the_oldest_idle_connection_to_make_room(
+    patient_server: MetricsServer,
+) -> None:
+    """Over DEFAULT_MAX_IDLE_CONNECTIONS silent connections, the oldest are closed by the server (the
+    client reads the end of the stream), so that idle connections cannot pile up."""
+    port = patient_server.port
+    first, first_writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout=5)
+    held = await idle_connections(port, DEFAULT_MAX_IDLE_CONNECTIONS)
+    try:
+        assert await asyncio.wait_for(first.read(), timeout=5) == b""
+    finally:
+        for writer in [first_writer, *held]:
+            writer.close()
+
+
+async def test_stopping_with_open_connections_reports_no_error(
+    health: Health, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stopping the server while connections are open ends them quietly: no exception reaches the
+    event loop's handler (Python 3.11's asyncio logged a CancelledError traceback per connection
+    when the connection's task was cancelled)."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        server = MetricsServer("127.0.0.1:0", health, read_timeout_seconds=60.0)
+        port = await server.start()
+        held = await idle_connections(port, 3)
+        with caplog.at_level(logging.DEBUG):
+            await server.stop()
+        for writer in held:
+            writer.close()
+    finally:
+        loop.set_exception_handler(previous)
+    assert reported == []
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
