@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 import aksnth.observe.metrics  # noqa: F401 - registers every metric in the default registry
 from aksnth.errors import ConfigError
@@ -87,7 +88,7 @@ async def raw_exchange(port: int, request: bytes) -> bytes:
 async def test_metrics_exposes_every_metric_family_with_help_and_type(client: httpx.AsyncClient) -> None:
     response = await client.get("/metrics")
     assert response.status_code == 200
-    assert response.headers["content-type"] == CONTENT_TYPE_LATEST
+    assert response.headers["content-type"] == CONTENT_TYPE_PLAIN_0_0_4  # what a plain GET is answered
     text = response.text
     for name, kind in {**ORIGINAL_METRICS, **ADDED_METRICS}.items():
         assert f"# HELP {PREFIX}{name} " in text, name
@@ -322,3 +323,33 @@ async def test_stopping_with_open_connections_reports_no_error(
         loop.set_exception_handler(previous)
     assert reported == []
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+# --- content negotiation: what prometheus_client's own exposition offers ----------------------------
+
+
+async def test_metrics_are_served_as_openmetrics_when_the_scraper_asks(server: MetricsServer) -> None:
+    accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+    async with httpx.AsyncClient(trust_env=False, timeout=5) as http:
+        response = await http.get(f"http://127.0.0.1:{server.port}/metrics", headers={"Accept": accept})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+    assert response.text.endswith("# EOF\n")
+    assert f"# TYPE {PREFIX}evictions counter" in response.text
+
+
+async def test_metrics_are_gzipped_when_the_scraper_accepts_gzip(server: MetricsServer) -> None:
+    head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n"
+    answer = await raw_exchange(server.port, head)
+    headers, _, body = answer.partition(b"\r\n\r\n")
+    assert b"\r\ncontent-encoding: gzip" in headers.lower()
+    assert int(headers.lower().split(b"content-length: ")[1].split(b"\r\n")[0]) == len(body)
+    assert f"# HELP {PREFIX}build_info ".encode() in gzip.decompress(body)
+
+
+async def test_metrics_without_accept_headers_are_plain_prometheus_text(server: MetricsServer) -> None:
+    answer = await raw_exchange(server.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    headers, _, body = answer.partition(b"\r\n\r\n")
+    assert b"\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8" in headers.lower()
+    assert b"content-encoding" not in headers.lower()
+    assert f"# TYPE {PREFIX}build_info gauge".encode() in body

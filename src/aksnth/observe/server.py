@@ -10,19 +10,24 @@ is read and answered; what is bounded is the number of connections that have not
 request head yet. Over that bound the *oldest* of them is closed to make room, never the newcomer:
 a probe sends its request as soon as it is connected, so a crowd of silent connections cannot keep
 it out. An answer is quick (a small body, a bounded write), so answered connections do not pile up.
+
+``/metrics`` negotiates as prometheus_client's own exposition does: OpenMetrics when the scraper
+asks for it (``Accept``), gzip when it accepts it (``Accept-Encoding``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from http import HTTPStatus
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from aksnth.errors import ConfigError
 from aksnth.observe.health import Health, Verdict
@@ -114,11 +119,12 @@ class _BadRequest(Exception):
 class _Request:
     method: str
     path: str
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
 
 
 def _parse_request(head: bytes) -> _Request:
-    """Method and path of a request head; the headers are not needed by any endpoint."""
-    line, _, _ = head.partition(b"\r\n")
+    """Method, path and headers of a request head (a repeated header keeps its last value)."""
+    line, _, header_block = head.partition(b"\r\n")
     try:
         text = line.decode("ascii")
     except UnicodeDecodeError:
@@ -140,7 +146,18 @@ def _parse_request(head: bytes) -> _Request:
     if not target.startswith("/"):
         raise _BadRequest(HTTPStatus.BAD_REQUEST, "request target must be a path")
     path = target.split("?", 1)[0].split("#", 1)[0]
-    return _Request(method, path)
+    return _Request(method, path, _parse_headers(header_block))
+
+
+def _parse_headers(block: bytes) -> dict[str, str]:
+    # Only Accept and Accept-Encoding are ever looked at: a line that is not "name: value" is skipped
+    # rather than refused, so that an odd client still gets its probe answered.
+    headers: dict[str, str] = {}
+    for raw in block.split(b"\r\n"):
+        name, colon, value = raw.partition(b":")
+        if colon and name and not name[-1:].isspace():
+            headers[name.decode("latin-1").lower()] = value.decode("latin-1").strip()
+    return headers
 
 
 class MetricsServer:
@@ -296,8 +313,14 @@ class MetricsServer:
         log.debug("metrics server: %s %s", request.method, request.path)
         return request.method, route(request)
 
-    def _metrics(self, _: _Request) -> _Response:
-        return _Response(HTTPStatus.OK, CONTENT_TYPE_LATEST, generate_latest(self._registry))
+    def _metrics(self, request: _Request) -> _Response:
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        body = encoder(self._registry)
+        headers = [("Vary", "Accept, Accept-Encoding")]
+        if gzip_accepted(request.headers.get("accept-encoding", "")):
+            body = gzip.compress(body)
+            headers.append(("Content-Encoding", "gzip"))
+        return _Response(HTTPStatus.OK, content_type, body, tuple(headers))
 
     async def _send(self, writer: asyncio.StreamWriter, method: str, response: _Response) -> None:
         headers = [
