@@ -40,13 +40,13 @@ from aksnth.configfile import (
     read_secret_file,
     read_text_file,
 )
+from aksnth.durations import format_duration
 from aksnth.errors import ConfigError
 from aksnth.flags import (
     HelpRequested,
     OptionValue,
     ParsedFlags,
     convert,
-    format_duration,
     format_usage,
     parse_flags,
 )

@@ -20,7 +20,7 @@ from aksnth.config import (
     TaintEffect,
 )
 from aksnth.errors import ConfigError
-from aksnth.flags import HelpRequested, parse_go_bool, parse_go_duration, parse_go_int
+from aksnth.flags import HelpRequested, parse_go_bool, parse_go_int
 from aksnth.model import EventType
 from aksnth.options import GROUPS, OPTIONS
 
@@ -52,37 +52,6 @@ def write(path: Path, text: str) -> str:
 # --------------------------------------------------------------------------------------------------
 # Go values
 # --------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [
-        ("5s", 5.0),
-        ("1m30s", 90.0),
-        ("300ms", 0.3),
-        ("1h", 3600.0),
-        ("1.5h", 5400.0),
-        (".5s", 0.5),
-        ("5.s", 5.0),
-        ("1h2m3s4ms", 3723.004),
-        ("100us", 1e-4),
-        ("100\u00b5s", 1e-4),
-        ("100\u03bcs", 1e-4),
-        ("10ns", 1e-8),
-        ("0", 0.0),
-        ("0s", 0.0),
-        ("-1s", -1.0),
-        ("+2s", 2.0),
-    ],
-)
-def test_go_durations(text: str, seconds: float) -> None:
-    assert parse_go_duration(text) == pytest.approx(seconds)
-
-
-@pytest.mark.parametrize("text", ["", "5", "s", "1x", ".s", "1.2.3s", "5 s", "-", "1d", "5S", "1s5"])
-def test_bad_go_durations(text: str) -> None:
-    with pytest.raises(ValueError):
-        parse_go_duration(text)
 
 
 @pytest.mark.parametrize(
