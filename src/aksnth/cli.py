@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import os
 import re
 import sys
@@ -51,6 +52,7 @@ from aksnth.flags import (
     parse_flags,
 )
 from aksnth.model import EventType
+from aksnth.observe.logging import parse_level
 from aksnth.options import (
     BY_NAME,
     GROUPS,
@@ -84,17 +86,6 @@ MIN_POLL_INTERVAL_SECONDS = 0.2  # IMDS allows 5 requests per second per VM
 _SELECTABLE_EVENT_TYPES = tuple(t for t in EventType if t is not EventType.UNKNOWN)
 _HTTP_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: methods and header names
 _CHAT_ID = re.compile(r"[+-]?[0-9]+")  # Go's strconv.Atoi
-_LOG_LEVELS = {
-    "trace": "DEBUG",
-    "debug": "DEBUG",
-    "info": "INFO",
-    "warn": "WARNING",
-    "warning": "WARNING",
-    "error": "ERROR",
-    "fatal": "CRITICAL",
-    "panic": "CRITICAL",
-    "critical": "CRITICAL",
-}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -296,13 +287,8 @@ def _check_companions(values: _Values, settings: Settings) -> None:
 
 
 def _log_settings(values: _Values) -> LogSettings:
-    level = values.text("log.level")
-    stdlib_level = _LOG_LEVELS.get(level.strip().lower())
-    if stdlib_level is None:
-        raise ConfigError(
-            f"{values.where('log.level')}: unknown log level {level!r} (use debug, info, warning or error)"
-        )
-    return LogSettings(level=stdlib_level, pretty=values.flag("log.pretty"))
+    level = parse_level(values.text("log.level"), where=values.where("log.level"))
+    return LogSettings(level=logging.getLevelName(level), pretty=values.flag("log.pretty"))
 
 
 def _kube_settings(values: _Values) -> KubeSettings:

@@ -22,6 +22,7 @@ from aksnth.config import (
 from aksnth.errors import ConfigError
 from aksnth.flags import HelpRequested, parse_go_bool, parse_go_int
 from aksnth.model import EventType
+from aksnth.observe.logging import LEVELS, parse_level
 from aksnth.options import GROUPS, OPTIONS
 
 NODE = "-node=aks-spot-12345678-vmss000001"
@@ -197,6 +198,13 @@ def test_defaults() -> None:
     assert settings.web.address == ":17923"
     assert settings.grace_period_seconds == 10.0
     assert settings.sentry_dsn == Secret("")
+
+
+@pytest.mark.parametrize("name", sorted(LEVELS))
+def test_every_log_level_name_is_read_as_the_logging_set_up_reads_it(name: str) -> None:
+    """One table: the level the command line stores is the one configure_logging() applies."""
+    stored = parse(f"-log.level={name.upper()}").log.level
+    assert parse_level(stored) == LEVELS[name]
 
 
 def test_the_default_webhook_does_not_skip_certificate_verification() -> None:

@@ -32,26 +32,30 @@ RESERVED_FIELDS = frozenset({"ts", "level", "logger", "msg", "exc", "stack"})
 QUIET_LOGGERS = ("httpx", "httpcore", "httpx2", "httpcore2", "hpack")
 MASK = "***"
 
-_LEVELS = {
-    "trace": logging.DEBUG,
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "warn": logging.WARNING,
-    "warning": logging.WARNING,
-    "error": logging.ERROR,
-    "fatal": logging.CRITICAL,
-    "panic": logging.CRITICAL,
-    "critical": logging.CRITICAL,
-}
+# The Go original's level names (logrus), case-insensitive; the one table -log.level is read with.
+LEVELS: Mapping[str, int] = MappingProxyType(
+    {
+        "trace": logging.DEBUG,
+        "debug": logging.DEBUG,
+        "info": logging.INFO,
+        "warn": logging.WARNING,
+        "warning": logging.WARNING,
+        "error": logging.ERROR,
+        "fatal": logging.CRITICAL,
+        "panic": logging.CRITICAL,
+        "critical": logging.CRITICAL,
+    }
+)
 
 
-def parse_level(value: str) -> int:
-    """``-log.level`` as the Go original accepts it, case-insensitive; ``fatal``/``panic`` → CRITICAL."""
-    level = _LEVELS.get(value.strip().lower())
+def parse_level(value: str, *, where: str = "-log.level") -> int:
+    """``-log.level`` as the Go original accepts it, case-insensitive; ``fatal``/``panic`` → CRITICAL.
+
+    An unknown name is a ``ConfigError`` naming ``where`` it came from (the flag, or a config key).
+    """
+    level = LEVELS.get(value.strip().lower())
     if level is None:
-        raise ConfigError(
-            f"-log.level {value!r} is not a log level; use one of debug, info, warn, error, fatal"
-        )
+        raise ConfigError(f"{where}: unknown log level {value!r} (use debug, info, warn, error or fatal)")
     return level
 
 
