@@ -9,8 +9,8 @@ from aksnth.config import Secret, TelegramSettings, WebhookSettings
 from aksnth.errors import ConfigError
 from aksnth.notify.http import (
     Backoff,
-    Redactor,
     RetryPolicy,
+    describe_refusal,
     header_retry_after,
     is_retryable_status,
     safe_origin,
@@ -19,6 +19,7 @@ from aksnth.notify.http import (
 from aksnth.notify.telegram import MAX_TEXT_CHARS, TelegramSink, shorten
 from aksnth.notify.telegram import _retry_after as telegram_retry_after
 from aksnth.notify.webhook import WebhookSink, check_http_url
+from aksnth.observe.redaction import Redactor
 
 
 @pytest.mark.parametrize(
@@ -124,3 +125,12 @@ def test_telegram_retry_after_in_the_body_that_is_not_finite_is_ignored(value: s
     body = f'{{"ok": false, "error_code": 429, "parameters": {{"retry_after": {value}}}}}'
     response = httpx.Response(429, content=body.encode(), headers={"Content-Type": "application/json"})
     assert telegram_retry_after(response) is None
+
+
+def test_a_sink_masks_secret_shapes_it_was_not_given_as_the_logs_do() -> None:
+    """The sinks' messages go through the same Redactor as the logs: a receiver that quotes a bot
+    token or a bearer token in its refusal does not get it into an error message."""
+    body = "rejected: bot 123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsawQ, Authorization: Bearer abc.def"
+    text = describe_refusal(httpx.Response(400, text=body), Redactor(url_secrets("https://hooks.test/x")))
+    assert "AAHdqTcv" not in text and "abc.def" not in text
+    assert text.startswith("HTTP 400 Bad Request: rejected: bot ***")

@@ -1,4 +1,4 @@
-"""HTTP delivery shared by the webhook and Telegram sinks: transport, retries, redaction.
+"""HTTP delivery shared by the webhook and Telegram sinks: transport, retries, redacted messages.
 
 One request function walks the retry schedule: each attempt is bounded as a whole by
 ``asyncio.timeout`` (connect, TLS, a slow body: everything), transient failures (connection errors,
@@ -15,7 +15,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import certifi
@@ -24,6 +24,7 @@ import httpx
 from aksnth.durations import finite_seconds, parse_retry_after
 from aksnth.errors import NotifyError
 from aksnth.observe.httpmetrics import origin_label, webhook_transport
+from aksnth.observe.redaction import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -73,19 +74,6 @@ class RetryPolicy:
 
 def is_retryable_status(status: int) -> bool:
     return status == 429 or 500 <= status <= 599
-
-
-class Redactor:
-    """Replaces every secret fragment (a URL, its password, a token) with ``***`` in a text."""
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        # Longest first, so that a URL is replaced whole before its password would be.
-        self._secrets = sorted({s for s in secrets if s and s != "/"}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
 
 
 def url_secrets(url: str) -> list[str]:

@@ -17,7 +17,6 @@ from aksnth.errors import ConfigError
 from aksnth.notify.http import (
     Backoff,
     DeliveryError,
-    Redactor,
     RetryPolicy,
     deliver,
     describe_refusal,
@@ -27,6 +26,7 @@ from aksnth.notify.http import (
     url_secrets,
 )
 from aksnth.notify.webhook import check_http_url
+from aksnth.observe.redaction import Redactor
 
 log = logging.getLogger(__name__)
 
