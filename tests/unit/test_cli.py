@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -893,6 +893,12 @@ def test_an_option_given_without_its_companion_is_refused_naming_both(
     assert message in str(refused.value)
 
 
+def replace_handler_run(monkeypatch: pytest.MonkeyPatch, run: Callable[[Settings], Awaitable[int]]) -> None:
+    """``aksnth.app.run`` (what ``cli.main`` starts after parsing) is ``run`` for this test."""
+    monkeypatch.setitem(sys.modules, "aksnth.app", types.SimpleNamespace(run=run))
+    monkeypatch.setattr("aksnth.app", sys.modules["aksnth.app"], raising=False)
+
+
 def test_an_option_without_its_companion_exits_2_before_the_handler_starts(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -902,8 +908,7 @@ def test_an_option_without_its_companion_exits_2_before_the_handler_starts(
         started.append(settings)
         return 0
 
-    monkeypatch.setitem(sys.modules, "aksnth.app", types.SimpleNamespace(run=run))
-    monkeypatch.setattr("aksnth.app", sys.modules["aksnth.app"], raising=False)
+    replace_handler_run(monkeypatch, run)
     assert cli.main([NODE, "-taint.effect=NoExecute"]) == 2
     first, second = capsys.readouterr().err.splitlines()
     assert first.startswith("aks-node-termination-handler: -taint.effect: has no effect without -taint.node")
@@ -1138,8 +1143,7 @@ def test_without_subcommand_the_handler_runs_with_the_settings(monkeypatch: pyte
         received.append(settings)
         return 3
 
-    monkeypatch.setitem(sys.modules, "aksnth.app", types.SimpleNamespace(run=run))
-    monkeypatch.setattr("aksnth.app", sys.modules["aksnth.app"], raising=False)
+    replace_handler_run(monkeypatch, run)
     assert cli.main([NODE, "-dryRun"]) == 3
     assert received == [parse("-dryRun")]
 
@@ -1150,8 +1154,7 @@ def test_a_config_error_found_while_starting_exits_2(
     async def run(settings: Settings) -> int:
         raise ConfigError("webhook.template:1:4: unexpected '}'")
 
-    monkeypatch.setitem(sys.modules, "aksnth.app", types.SimpleNamespace(run=run))
-    monkeypatch.setattr("aksnth.app", sys.modules["aksnth.app"], raising=False)
+    replace_handler_run(monkeypatch, run)
     assert cli.main([NODE]) == 2
     assert capsys.readouterr().err.startswith(
         "aks-node-termination-handler: webhook.template:1:4: unexpected '}'\n"
