@@ -1,4 +1,5 @@
-"""The API server's audit log, read back: exact server-side times and counts of the handler's requests.
+"""The API server's audit log, read back (tests.support.audit): exact server-side times and counts of
+the handler's requests.
 
 The policy logs every request of one user (the handler's ServiceAccount) at the Metadata level and
 nothing else, so the log stays small and every line in it is the handler's. A request appears once
@@ -7,12 +8,12 @@ per stage; long-running ones (watches) twice: records are keyed by their auditID
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
 from typing import Any
+
+from tests.support.audit import AuditedRequest, read_audit_log
+
+__all__ = ["AuditedRequest", "audit_policy", "between", "count_by_kind", "read_audit_log"]
 
 
 def audit_policy(user: str) -> dict[str, Any]:
@@ -23,66 +24,6 @@ def audit_policy(user: str) -> dict[str, Any]:
         "omitStages": ["RequestReceived"],
         "rules": [{"level": "Metadata", "users": [user]}, {"level": "None"}],
     }
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AuditedRequest:
-    audit_id: str
-    user: str
-    verb: str
-    resource: str
-    subresource: str
-    name: str
-    received_at: float  # wall clock (seconds since the epoch), as the API server saw it arrive
-    code: int | None
-
-    @property
-    def is_eviction(self) -> bool:
-        return self.verb == "create" and self.resource == "pods" and self.subresource == "eviction"
-
-    @property
-    def kind(self) -> str:
-        """`verb resource[/subresource]`, e.g. `create pods/eviction`, for per-kind counts."""
-        target = f"{self.resource}/{self.subresource}" if self.subresource else self.resource
-        return f"{self.verb} {target or '(non-resource)'}"
-
-
-def read_audit_log(path: Path) -> list[AuditedRequest]:
-    """Every request in the log, once each, in the order they arrived. A half-written last line (the
-    API server writing while we read) is skipped."""
-    by_id: dict[str, AuditedRequest] = {}
-    with path.open(encoding="utf-8") as log_file:
-        for line in log_file:
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            audit_id = event.get("auditID", "")
-            record = _record(event)
-            known = by_id.get(audit_id)
-            # A watch logs ResponseStarted then ResponseComplete: keep the final status.
-            if known is None or record.code is not None:
-                by_id[audit_id] = record
-    return sorted(by_id.values(), key=lambda r: r.received_at)
-
-
-def _record(event: dict[str, Any]) -> AuditedRequest:
-    ref = event.get("objectRef") or {}
-    status = event.get("responseStatus") or {}
-    return AuditedRequest(
-        audit_id=event.get("auditID", ""),
-        user=(event.get("user") or {}).get("username", ""),
-        verb=event.get("verb", ""),
-        resource=ref.get("resource", ""),
-        subresource=ref.get("subresource", ""),
-        name=ref.get("name", ""),
-        received_at=_timestamp(event.get("requestReceivedTimestamp", "")),
-        code=status.get("code"),
-    )
-
-
-def _timestamp(text: str) -> float:
-    return datetime.fromisoformat(text).timestamp() if text else 0.0
 
 
 def between(requests: Iterable[AuditedRequest], start: float, end: float) -> list[AuditedRequest]:

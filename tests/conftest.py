@@ -1,7 +1,9 @@
 """Fixtures shared by unit, integration and end-to-end tests.
 
 The control plane is session-scoped and lazy: it starts the first time a test asks for `control_plane`
-(directly or through `kube` / `namespace`), so `pytest tests/unit` starts no binaries.
+(directly or through `kube` / `namespace`), so `pytest tests/unit` starts no binaries. Its API server
+keeps an audit log of every ServiceAccount's requests, which the `whole_suite` tests read at the end of
+a whole run (tests/test_least_privilege.py).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 
 from aksnth.azure.simulator import ImdsSimulator
-from tests.support.chart import handler_cluster_rules
+from tests.support.audit import suite_audit_policy
+from tests.support.chart import HANDLER_ACCOUNT_PREFIX, handler_cluster_rules
 from tests.support.cluster import AksNode, create_aks_node, service_account_kubeconfig, unique_suffix
 from tests.support.controlplane import ControlPlane
 
@@ -26,8 +29,9 @@ _CLIENT_TIMEOUT = httpx2.Timeout(10.0)
 
 @pytest.fixture(scope="session")
 def control_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
-    """etcd + kube-apiserver (RBAC) + kube-controller-manager (disruption controller) on 127.0.0.1."""
-    with ControlPlane() as plane:
+    """etcd + kube-apiserver (RBAC, an audit log of the ServiceAccounts' requests) +
+    kube-controller-manager (disruption controller) on 127.0.0.1."""
+    with ControlPlane(audit_policy=suite_audit_policy()) as plane:
         _report(request, f"test control plane ready in {plane.startup_seconds:.2f} s (logs: {plane.log_dir})")
         yield plane
 
@@ -51,6 +55,40 @@ async def namespace(kube: AsyncClient) -> AsyncIterator[str]:
     await kube.create(Namespace(metadata=ObjectMeta(name=name, labels={"aksnth.test/namespace": "true"})))
     yield name
     await kube.delete(Namespace, name)
+
+
+# --- tests about the whole run: last, and only when every test is collected ---------------------
+
+_DESELECTED = pytest.StashKey[int]()
+_TESTS_DIR = Path(__file__).resolve().parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_DESELECTED] = 0
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    if items:
+        items[0].config.stash[_DESELECTED] += len(items)
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected what they deselect
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A `whole_suite` test checks what the rest of the run did, so it runs last, and is skipped when
+    the run is not the whole suite (a file, -k, -m): a part of the suite proves nothing about it."""
+    last = [item for item in items if item.get_closest_marker("whole_suite")]
+    if not last:
+        return
+    items[:] = [item for item in items if item not in last] + last
+    collected = {item.path for item in items}
+    missing = sorted(
+        str(path.relative_to(_TESTS_DIR)) for path in _TESTS_DIR.rglob("test_*.py") if path not in collected
+    )
+    if missing or config.stash[_DESELECTED]:
+        left_out = f"{len(missing)} test files (e.g. {missing[0]})" if missing else "deselected tests"
+        reason = f"checks the run of the whole suite (make test); this run leaves out {left_out}"
+        for item in last:
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def _report(request: pytest.FixtureRequest, message: str) -> None:
@@ -83,7 +121,7 @@ async def handler_kubeconfig(
         kube,
         control_plane,
         namespace=namespace,
-        name=f"aksnth-{unique_suffix()}",
+        name=f"{HANDLER_ACCOUNT_PREFIX}{unique_suffix()}",
         cluster_rules=handler_cluster_rules(allow_pod_delete=handler_may_delete_pods),
     )
 

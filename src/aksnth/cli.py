@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import os
 import re
 import sys
@@ -40,18 +41,27 @@ from aksnth.configfile import (
     read_secret_file,
     read_text_file,
 )
+from aksnth.durations import format_duration
 from aksnth.errors import ConfigError
 from aksnth.flags import (
     HelpRequested,
     OptionValue,
     ParsedFlags,
     convert,
-    format_duration,
     format_usage,
     parse_flags,
 )
 from aksnth.model import EventType
-from aksnth.options import BY_NAME, GROUPS, OPTIONS
+from aksnth.observe.logging import parse_level
+from aksnth.options import (
+    BY_NAME,
+    GROUPS,
+    NEEDS_NOTIFICATION,
+    NEEDS_TAINT,
+    NEEDS_TELEGRAM,
+    NEEDS_WEBHOOK,
+    OPTIONS,
+)
 
 PROGRAM = "aks-node-termination-handler"
 
@@ -76,17 +86,6 @@ MIN_POLL_INTERVAL_SECONDS = 0.2  # IMDS allows 5 requests per second per VM
 _SELECTABLE_EVENT_TYPES = tuple(t for t in EventType if t is not EventType.UNKNOWN)
 _HTTP_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: methods and header names
 _CHAT_ID = re.compile(r"[+-]?[0-9]+")  # Go's strconv.Atoi
-_LOG_LEVELS = {
-    "trace": "DEBUG",
-    "debug": "DEBUG",
-    "info": "INFO",
-    "warn": "WARNING",
-    "warning": "WARNING",
-    "error": "ERROR",
-    "fatal": "CRITICAL",
-    "panic": "CRITICAL",
-    "critical": "CRITICAL",
-}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -163,6 +162,7 @@ def _run_handler(settings: Settings) -> int:
 class _Value:
     value: OptionValue
     where: str  # "-period", "-node (from env MY_NODE_NAME)", "period in config file /files/config.yaml"
+    given: bool = True  # set by a variable, a flag or the config file; False for the default
 
 
 class _Values:
@@ -173,6 +173,9 @@ class _Values:
 
     def where(self, name: str) -> str:
         return self._entries[name].where
+
+    def given(self, name: str) -> bool:
+        return self._entries[name].given
 
     def value(self, name: str) -> OptionValue:
         return self._entries[name].value
@@ -204,7 +207,7 @@ class _Values:
 
 
 def _resolve(parsed: ParsedFlags, env: Mapping[str, str]) -> tuple[_Values, ConfigFile | None]:
-    entries = {option.name: _Value(option.default, f"-{option.name}") for option in OPTIONS}
+    entries = {option.name: _Value(option.default, f"-{option.name}", given=False) for option in OPTIONS}
     for option in OPTIONS:
         text = env.get(option.env, "") if option.env else ""
         if not text:  # as in Go, an empty variable is the same as an unset one
@@ -236,7 +239,7 @@ def _settings_from(parsed: ParsedFlags, env: Mapping[str, str]) -> Settings:
             f"({', '.join(SUBCOMMANDS)}) come first"
         )
     values, config_file = _resolve(parsed, env)
-    return Settings(
+    settings = Settings(
         log=_log_settings(values),
         kube=_kube_settings(values),
         imds=_imds_settings(values),
@@ -246,6 +249,36 @@ def _settings_from(parsed: ParsedFlags, env: Mapping[str, str]) -> Settings:
         grace_period_seconds=float(_at_least(values, "gracePeriodSeconds", 0)),
         sentry_dsn=Secret(values.text("sentry.dsn")),
     )
+    _check_companions(values, settings)
+    return settings
+
+
+# ---------------------------------------------------------------------------------------------------
+# Companions: an option that only qualifies another is refused without it
+# ---------------------------------------------------------------------------------------------------
+
+# Whether each companion (``Option.needs``) is in force, judged on what was built: a Telegram token
+# without a chat ID, say, has been refused already.
+_COMPANION_SET: Mapping[str, Callable[[_Values, Settings], bool]] = {
+    NEEDS_TAINT: lambda values, settings: settings.response.taint_node,
+    # Only the flags' own URL: webhooks listed in the config file do not take the -webhook.* flags.
+    NEEDS_WEBHOOK: lambda values, settings: bool(
+        values.text("webhook.url") or values.text("webhook.url-file")
+    ),
+    NEEDS_TELEGRAM: lambda values, settings: settings.notify.telegram is not None,
+    NEEDS_NOTIFICATION: lambda values, settings: bool(settings.notify.webhooks or settings.notify.telegram),
+}
+
+
+def _check_companions(values: _Values, settings: Settings) -> None:
+    # The Go original ignored such an option, so `-taint.effect=NoExecute` without `-taint.node` looked
+    # configured and did nothing; a refusal at start-up is found at once, an ignored option in an outage.
+    for option in OPTIONS:
+        if option.needs and values.given(option.name) and not _COMPANION_SET[option.needs](values, settings):
+            raise ConfigError(
+                f"{values.where(option.name)}: has no effect without {option.needs}; "
+                "set that too, or remove it"
+            )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -254,13 +287,8 @@ def _settings_from(parsed: ParsedFlags, env: Mapping[str, str]) -> Settings:
 
 
 def _log_settings(values: _Values) -> LogSettings:
-    level = values.text("log.level")
-    stdlib_level = _LOG_LEVELS.get(level.strip().lower())
-    if stdlib_level is None:
-        raise ConfigError(
-            f"{values.where('log.level')}: unknown log level {level!r} (use debug, info, warning or error)"
-        )
-    return LogSettings(level=stdlib_level, pretty=values.flag("log.pretty"))
+    level = parse_level(values.text("log.level"), where=values.where("log.level"))
+    return LogSettings(level=logging.getLevelName(level), pretty=values.flag("log.pretty"))
 
 
 def _kube_settings(values: _Values) -> KubeSettings:

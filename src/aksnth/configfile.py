@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import yaml
 
+from aksnth.durations import parse_go_duration
 from aksnth.errors import ConfigError
-from aksnth.flags import Kind, Option, OptionValue, parse_go_bool, parse_go_duration, parse_go_int, suggest
+from aksnth.flags import Kind, Option, OptionValue, parse_go_bool, parse_go_int, suggest
 
 WEBHOOKS_KEY = "webhooks"
 # Keys of one entry of ``webhooks:``, normalized, with the kind of their value.

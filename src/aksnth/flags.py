@@ -6,7 +6,7 @@ the same; a bare boolean flag means true and a boolean never consumes the next a
 argument whatever it looks like (``-podGracePeriodSeconds -1``); ``--`` or the first argument that is
 not a flag ends the flags; names are case-sensitive; a flag given twice keeps its last value (a
 repeatable flag collects every value). Values use Go's syntax: ``strconv.ParseBool`` booleans,
-``strconv.ParseInt(s, 0, 64)`` integers and ``time.ParseDuration`` durations.
+``strconv.ParseInt(s, 0, 64)`` integers and ``time.ParseDuration`` durations (``aksnth.durations``).
 
 This module knows nothing about our options; ``aksnth.options`` holds the table.
 """
@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import difflib
 import enum
-import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from aksnth.durations import format_duration, parse_go_duration
 from aksnth.errors import ConfigError
 
 OptionValue: TypeAlias = bool | int | float | str | tuple[str, ...]
@@ -49,6 +49,9 @@ class Option:
     config_keys: tuple[str, ...] = ()  # extra config-file keys (the Go original's), besides our own
     in_config: bool = True  # False: cannot be set from the -config file (-config itself, -version)
     secret: bool = False  # never shown in messages
+    # What this option qualifies (its companion), as --help and the docs name it, e.g. "-taint.node".
+    # Alone it would do nothing, so the program refuses it when given without its companion.
+    needs: str = ""
 
 
 class HelpRequested(Exception):  # a control-flow signal, like argparse's SystemExit
@@ -107,71 +110,6 @@ def parse_go_int(text: str) -> int:
     if not _INT64_MIN <= value <= _INT64_MAX:
         raise ValueError("integer out of range")
     return value
-
-
-_DURATION_UNITS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "\u00b5s": 1e-6,  # micro sign
-    "\u03bcs": 1e-6,  # Greek mu
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-# One "<number><unit>" component; like Go, the unit is everything up to the next digit or dot.
-_DURATION_COMPONENT = re.compile(r"(?P<int>[0-9]*)(?:\.(?P<frac>[0-9]*))?(?P<unit>[^0-9.]*)")
-DURATION_EXAMPLES = "examples: 300ms, 5s, 1m30s, 1h"
-
-
-def parse_go_duration(text: str) -> float:
-    """``time.ParseDuration`` in seconds: ``5s``, ``1m30s``, ``300ms``, ``1.5h``, ``-1s``; a bare ``0``."""
-    rest = text
-    sign = 1.0
-    if rest[:1] in ("-", "+"):
-        sign = -1.0 if rest[0] == "-" else 1.0
-        rest = rest[1:]
-    if rest == "0":
-        return 0.0
-    if not rest:
-        raise ValueError(f"not a duration ({DURATION_EXAMPLES})")
-    total = 0.0
-    position = 0
-    while position < len(rest):
-        match = _DURATION_COMPONENT.match(rest, position)
-        assert match is not None  # every group may be empty, so it always matches
-        integer, fraction, unit = match.group("int"), match.group("frac"), match.group("unit")
-        if not integer and not fraction:
-            raise ValueError(f"not a duration ({DURATION_EXAMPLES})")
-        if not unit:
-            raise ValueError(f"missing unit in duration ({DURATION_EXAMPLES})")
-        if unit not in _DURATION_UNITS:
-            raise ValueError(f"unknown unit {unit!r} in duration (units: ns, us, ms, s, m, h)")
-        total += float(f"{integer or '0'}.{fraction or '0'}") * _DURATION_UNITS[unit]
-        position = match.end()
-    if not math.isfinite(total) or total > 2**63 / 1e9:
-        raise ValueError("duration out of range")
-    return sign * total
-
-
-def format_duration(seconds: float) -> str:
-    """Go's ``Duration.String`` for the values our defaults use: ``1s``, ``300ms``, ``1m30s``, ``0s``."""
-    if seconds == 0:
-        return "0s"
-    if abs(seconds) < 1:
-        milliseconds = seconds * 1000
-        return f"{milliseconds:g}ms"
-    sign = "-" if seconds < 0 else ""
-    remaining = abs(seconds)
-    hours, remaining = divmod(remaining, 3600)
-    minutes, remaining = divmod(remaining, 60)
-    text = ""
-    if hours:
-        text += f"{int(hours)}h"
-    if hours or minutes:
-        text += f"{int(minutes)}m"
-    text += f"{remaining:g}s"
-    return sign + text
 
 
 def convert(option: Option, text: str) -> OptionValue:
@@ -293,6 +231,8 @@ def format_usage(options: Sequence[Option], groups: Sequence[str], *, preamble: 
             is_empty = option.default in ("", ()) and option.kind is not Kind.BOOL
             if not is_empty and option.name != "version":
                 details.append(f"(default {describe_default(option)})")
+            if option.needs:
+                details.append(f"(needs {option.needs})")
             if option.env:
                 details.append(f"[env {option.env}]")
             lines.append("        " + " ".join(details))

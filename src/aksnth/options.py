@@ -28,6 +28,14 @@ GROUPS = (GENERAL, IMDS, RESPONSE, NOTIFICATIONS, TELEGRAM, WEBHOOK, WEB, LOGGIN
 
 DEFAULT_EVENT_TYPES = ("Reboot,Redeploy,Preempt,Terminate",)
 
+# Companions (``Option.needs``): what an option qualifies. Given without it, the option would silently
+# do nothing (the Go original ignored it), so it is refused at start-up; cli.py says when each is set.
+NEEDS_TAINT = "-taint.node"
+NEEDS_WEBHOOK = "-webhook.url or -webhook.url-file"
+NEEDS_TELEGRAM = "Telegram (a token and -telegram.chatID)"
+NEEDS_NOTIFICATION = "a notification (a webhook, Telegram, or webhooks in the -config file)"
+COMPANIONS = (NEEDS_TAINT, NEEDS_WEBHOOK, NEEDS_TELEGRAM, NEEDS_NOTIFICATION)
+
 OPTIONS: tuple[Option, ...] = (
     # General
     Option(
@@ -165,6 +173,7 @@ OPTIONS: tuple[Option, ...] = (
         default="NoSchedule",
         group=RESPONSE,
         usage="effect of that taint: NoSchedule, PreferNoSchedule or NoExecute (applied after the drain)",
+        needs=NEEDS_TAINT,
     ),
     Option(
         name="podGracePeriodSeconds",
@@ -208,6 +217,7 @@ OPTIONS: tuple[Option, ...] = (
         default=False,
         group=NOTIFICATIONS,
         usage="notify a second time when the drain has finished, with its result",
+        needs=NEEDS_NOTIFICATION,
     ),
     # Telegram
     Option(
@@ -241,6 +251,7 @@ OPTIONS: tuple[Option, ...] = (
         default=DEFAULT_TELEGRAM_API_URL,
         group=TELEGRAM,
         usage="Telegram Bot API base URL",
+        needs=NEEDS_TELEGRAM,
     ),
     Option(
         name="telegram.http-proxy",
@@ -250,6 +261,7 @@ OPTIONS: tuple[Option, ...] = (
         group=TELEGRAM,
         usage="http(s) proxy for Telegram requests; user:password@ in the URL is allowed",
         secret=True,
+        needs=NEEDS_TELEGRAM,
     ),
     Option(
         name="alert.message",
@@ -257,6 +269,7 @@ OPTIONS: tuple[Option, ...] = (
         default=DEFAULT_ALERT_MESSAGE,
         group=TELEGRAM,
         usage="Telegram message template",
+        needs=NEEDS_TELEGRAM,
     ),
     # Webhook
     Option(
@@ -282,6 +295,7 @@ OPTIONS: tuple[Option, ...] = (
         default="POST",
         group=WEBHOOK,
         usage="HTTP method of the webhook request",
+        needs=NEEDS_WEBHOOK,
     ),
     Option(
         name="webhook.contentType",
@@ -289,6 +303,7 @@ OPTIONS: tuple[Option, ...] = (
         default="application/json",
         group=WEBHOOK,
         usage="Content-Type header of the webhook request",
+        needs=NEEDS_WEBHOOK,
     ),
     Option(
         name="webhook.header",
@@ -298,6 +313,7 @@ OPTIONS: tuple[Option, ...] = (
         usage='extra request header "Name: value"; repeat the flag for more headers',
         config_keys=("webhookheaders",),
         secret=True,  # an Authorization header carries a credential
+        needs=NEEDS_WEBHOOK,
     ),
     Option(
         name="webhook.timeout",
@@ -305,6 +321,7 @@ OPTIONS: tuple[Option, ...] = (
         default=30.0,
         group=WEBHOOK,
         usage="timeout of each webhook attempt, from connecting to the end of the answer",
+        needs=NEEDS_WEBHOOK,
     ),
     Option(
         name="webhook.retries",
@@ -312,6 +329,7 @@ OPTIONS: tuple[Option, ...] = (
         default=3,
         group=WEBHOOK,
         usage="retries on connection errors, 429 and 5xx answers, with backoff",
+        needs=NEEDS_WEBHOOK,
     ),
     Option(
         name="webhook.template",
@@ -320,6 +338,7 @@ OPTIONS: tuple[Option, ...] = (
         env="WEBHOOK_TEMPLATE",
         group=WEBHOOK,
         usage="request body template (Go template syntax)",
+        needs=NEEDS_WEBHOOK,
     ),
     Option(
         name="webhook.template-file",
@@ -328,6 +347,7 @@ OPTIONS: tuple[Option, ...] = (
         env="WEBHOOK_TEMPLATE_FILE",
         group=WEBHOOK,
         usage="file holding the request body template, read at start-up; wins over -webhook.template",
+        needs=NEEDS_WEBHOOK,
     ),
     Option(
         name="webhook.insecureSkip",
@@ -336,6 +356,7 @@ OPTIONS: tuple[Option, ...] = (
         group=WEBHOOK,
         usage="skip TLS certificate verification of the webhook (logged as a warning)",
         config_keys=("webhookinsecure",),
+        needs=NEEDS_WEBHOOK,
     ),
     Option(
         name="webhook.http-proxy",
@@ -346,6 +367,7 @@ OPTIONS: tuple[Option, ...] = (
         usage="http(s) proxy for webhook requests; user:password@ in the URL is allowed",
         config_keys=("webhookproxy",),
         secret=True,
+        needs=NEEDS_WEBHOOK,
     ),
     # Web/metrics
     Option(

@@ -171,7 +171,7 @@ def test_a_key_with_capitals_takes_effect_now_and_moving_says_so(tmp_path: Path)
         (["-period=1m30s"], lambda s: s.imds.poll_interval_seconds, 90.0),
         (["-nodeGracePeriodSeconds=0x78"], lambda s: s.response.node_grace_period_seconds, 120),
         (
-            ["-taint.effect=PreferNoSchedule"],
+            ["-taint.node", "-taint.effect=PreferNoSchedule"],
             lambda s: s.response.taint_effect,
             TaintEffect.PREFER_NO_SCHEDULE,
         ),
@@ -188,6 +188,11 @@ def test_go_flag_syntax_means_the_same(
 # (argv, what the one-line error says, what the "Moving" section must name)
 REFUSED = [
     (["-telegram.chatID=-100123"], "-telegram.chatID is set but no Telegram token is", "-telegram.chatID"),
+    (
+        ["-taint.effect=NoExecute"],
+        "-taint.effect: has no effect without -taint.node",
+        "`-taint.effect` without `-taint.node`",
+    ),
     (["-telegram.token=123:abc"], "a Telegram token is set but -telegram.chatID is not", "-telegram.chatID"),
     (["-period=100ms"], "-period: 100ms is too short", "`-period` below `200ms`"),
     (["-period=0s"], "-period: 0s is too short", "`-period` below `200ms`"),

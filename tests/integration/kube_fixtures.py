@@ -12,7 +12,7 @@ from lightkube import AsyncClient
 from aksnth.config import KubeSettings
 from aksnth.kube.client import open_client
 from aksnth.model import EventStatus, EventType, ScheduledEvent
-from tests.support.chart import handler_cluster_rules
+from tests.support.chart import HANDLER_ACCOUNT_PREFIX, handler_cluster_rules
 from tests.support.cluster import service_account_kubeconfig, unique_suffix
 from tests.support.controlplane import ControlPlane
 
@@ -26,7 +26,7 @@ async def handler_client(
         kube,
         control_plane,
         namespace=namespace,
-        name=f"aksnth-{unique_suffix()}",
+        name=f"{HANDLER_ACCOUNT_PREFIX}{unique_suffix()}",
         cluster_rules=handler_cluster_rules(),
     )
     client = open_client(KubeSettings(kubeconfig=str(path), node_name="unused", request_timeout_seconds=10.0))

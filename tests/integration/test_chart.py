@@ -175,13 +175,15 @@ def _grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
 
 
 def test_cluster_role_grants_exactly_what_the_handler_does() -> None:
+    """The rights, pinned; that the handler uses each of them is proven by tests/test_least_privilege.py."""
     grants = _grants(chart_cluster_rules())
     assert grants == {
-        *{("", "nodes", verb) for verb in ("get", "list", "watch", "patch", "update")},
-        ("", "pods", "get"),
+        ("", "nodes", "get"),
+        ("", "nodes", "patch"),
         ("", "pods", "list"),
         ("", "pods/eviction", "create"),
-        *{(group, "events", verb) for group in ("", "events.k8s.io") for verb in ("create", "patch")},
+        ("", "events", "create"),
+        ("", "events", "patch"),
     }
 
 
@@ -511,11 +513,17 @@ def test_schema_lists_exactly_the_values_of_values_yaml() -> None:
     assert set(schema["properties"]) - {"global"} == set(values)
 
 
-def test_go_image_option_adds_only_daemonsets_get_and_probes_readiness_on_healthz() -> None:
-    """With the Go project's image (goImage=true) its drain can read DaemonSets and its pod can become
+def test_go_image_option_adds_only_the_go_drains_rights_and_probes_readiness_on_healthz() -> None:
+    """With the Go project's image (goImage=true) its drain can read DaemonSets and wait for evicted
+    pods (pods get), it has the node rights its own chart gave (list, update), and its pod can become
     Ready (it serves /healthz, not /readyz); nothing else changes, and a path set by hand is kept."""
     granted = _grants(chart_cluster_rules(set_values=["goImage=true"]))
-    assert granted - _grants(chart_cluster_rules()) == {("apps", "daemonsets", "get")}
+    assert granted - _grants(chart_cluster_rules()) == {
+        ("apps", "daemonsets", "get"),
+        ("", "pods", "get"),
+        ("", "nodes", "list"),
+        ("", "nodes", "update"),
+    }
     assert ("apps", "daemonsets", "get") not in _grants(chart_cluster_rules())
 
     def readiness(*set_values: str) -> dict[str, Any]:

@@ -73,6 +73,8 @@ async def test_drain_of_a_mixed_node_honours_order_skips_and_the_pdb(
 
         progress: list[PodProgress] = []
         replacements = 0
+        evicted_web = 0
+        blocked_once = False
 
         # Web pods still serving (Ready and not terminating, on any node) right after each web
         # eviction. Without the budget the next eviction would not wait for the replacement to be
@@ -80,9 +82,10 @@ async def test_drain_of_a_mixed_node_honours_order_skips_and_the_pdb(
         serving_at_eviction: list[int] = []
 
         async def on_progress(p: PodProgress) -> None:
-            nonlocal replacements
+            nonlocal replacements, evicted_web, blocked_once
             progress.append(p)
             if p.outcome == "evicted" and p.name.startswith("web-"):
+                evicted_web += 1
                 serving_at_eviction.append(
                     len(
                         [
@@ -92,7 +95,12 @@ async def test_drain_of_a_mixed_node_honours_order_skips_and_the_pdb(
                         ]
                     )
                 )
-                # Play the ReplicaSet controller: a replacement comes up on another node.
+            blocked_once = blocked_once or (p.outcome == "blocked" and p.name.startswith("web-"))
+            # Play the ReplicaSet controller: a replacement comes up on another node for each evicted
+            # web pod, but only once the budget has refused an eviction. Replacing at once lets the
+            # disruption controller allow the next eviction before it is even sent when this process
+            # is slow (a busy machine), and then no refusal, and no retry, is ever seen.
+            while blocked_once and replacements < evicted_web:
                 replacements += 1
                 await create_pod(kube, namespace, spare, name=f"web-new-{replacements}", labels=web)
 

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 import aksnth.observe.metrics  # noqa: F401 - registers every metric in the default registry
 from aksnth.errors import ConfigError
 from aksnth.observe.health import Health
-from aksnth.observe.server import MetricsServer, serve
+from aksnth.observe.server import DEFAULT_MAX_IDLE_CONNECTIONS, MetricsServer, serve
 
 PREFIX = "aks_node_termination_handler_"
 # The Go original's metric families, as a dashboard built for it queries them.
@@ -86,7 +88,7 @@ async def raw_exchange(port: int, request: bytes) -> bytes:
 async def test_metrics_exposes_every_metric_family_with_help_and_type(client: httpx.AsyncClient) -> None:
     response = await client.get("/metrics")
     assert response.status_code == 200
-    assert response.headers["content-type"] == CONTENT_TYPE_LATEST
+    assert response.headers["content-type"] == CONTENT_TYPE_PLAIN_0_0_4  # what a plain GET is answered
     text = response.text
     for name, kind in {**ORIGINAL_METRICS, **ADDED_METRICS}.items():
         assert f"# HELP {PREFIX}{name} " in text, name
@@ -239,3 +241,115 @@ async def test_ipv6_loopback(health: Health) -> None:
             assert (await http.get(f"http://[::1]:{port}/healthz")).status_code == 200
     finally:
         await server.stop()
+
+
+# --- a port anyone on the network can reach ---------------------------------------------------------
+
+
+async def idle_connections(port: int, count: int) -> list[asyncio.StreamWriter]:
+    """``count`` connections that send nothing, each accepted by the server before this returns.
+
+    The kernel hands connections to ``accept`` in the order they were made, so once a request made
+    after them is answered, the server has accepted every one of them.
+    """
+    writers = []
+    for _ in range(count):
+        _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout=5)
+        writers.append(writer)
+    answer = await raw_exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 "), answer[:80]
+    return writers
+
+
+@pytest.fixture
+async def patient_server(health: Health) -> AsyncIterator[MetricsServer]:
+    """A server whose idle connections stay open for the whole test unless the server closes them."""
+    async with MetricsServer("127.0.0.1:0", health, read_timeout_seconds=60.0) as running:
+        yield running
+
+
+async def test_idle_connections_beyond_the_cap_do_not_keep_the_probes_out(
+    patient_server: MetricsServer, health: Health
+) -> None:
+    """Three times DEFAULT_MAX_IDLE_CONNECTIONS silent connections: /healthz and /readyz still answer
+    (the kubelet's probes get through), and so does a scrape."""
+    health.beat()
+    port = patient_server.port
+    held = await idle_connections(port, 3 * DEFAULT_MAX_IDLE_CONNECTIONS)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=5) as http:
+            assert (await http.get("/healthz")).status_code == 200
+            assert (await http.get("/readyz")).status_code == 503  # answered: not ready, no poll yet
+            assert (await http.get("/metrics")).status_code == 200
+    finally:
+        for writer in held:
+            writer.close()
+
+
+async def test_the_server_closes_the_oldest_idle_connection_to_make_room(
+    patient_server: MetricsServer,
+) -> None:
+    """Over DEFAULT_MAX_IDLE_CONNECTIONS silent connections, the oldest are closed by the server (the
+    client reads the end of the stream), so that idle connections cannot pile up."""
+    port = patient_server.port
+    first, first_writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout=5)
+    held = await idle_connections(port, DEFAULT_MAX_IDLE_CONNECTIONS)
+    try:
+        assert await asyncio.wait_for(first.read(), timeout=5) == b""
+    finally:
+        for writer in [first_writer, *held]:
+            writer.close()
+
+
+async def test_stopping_with_open_connections_reports_no_error(
+    health: Health, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stopping the server while connections are open ends them quietly: no exception reaches the
+    event loop's handler (Python 3.11's asyncio logged a CancelledError traceback per connection
+    when the connection's task was cancelled)."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        server = MetricsServer("127.0.0.1:0", health, read_timeout_seconds=60.0)
+        port = await server.start()
+        held = await idle_connections(port, 3)
+        with caplog.at_level(logging.DEBUG):
+            await server.stop()
+        for writer in held:
+            writer.close()
+    finally:
+        loop.set_exception_handler(previous)
+    assert reported == []
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+# --- content negotiation: what prometheus_client's own exposition offers ----------------------------
+
+
+async def test_metrics_are_served_as_openmetrics_when_the_scraper_asks(server: MetricsServer) -> None:
+    accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+    async with httpx.AsyncClient(trust_env=False, timeout=5) as http:
+        response = await http.get(f"http://127.0.0.1:{server.port}/metrics", headers={"Accept": accept})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+    assert response.text.endswith("# EOF\n")
+    assert f"# TYPE {PREFIX}evictions counter" in response.text
+
+
+async def test_metrics_are_gzipped_when_the_scraper_accepts_gzip(server: MetricsServer) -> None:
+    head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n"
+    answer = await raw_exchange(server.port, head)
+    headers, _, body = answer.partition(b"\r\n\r\n")
+    assert b"\r\ncontent-encoding: gzip" in headers.lower()
+    assert int(headers.lower().split(b"content-length: ")[1].split(b"\r\n")[0]) == len(body)
+    assert f"# HELP {PREFIX}build_info ".encode() in gzip.decompress(body)
+
+
+async def test_metrics_without_accept_headers_are_plain_prometheus_text(server: MetricsServer) -> None:
+    answer = await raw_exchange(server.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    headers, _, body = answer.partition(b"\r\n\r\n")
+    assert b"\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8" in headers.lower()
+    assert b"content-encoding" not in headers.lower()
+    assert f"# TYPE {PREFIX}build_info gauge".encode() in body

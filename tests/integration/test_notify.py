@@ -110,6 +110,23 @@ async def test_429_waits_as_long_as_retry_after_says() -> None:
     assert second.received_at - first.received_at >= 0.9
 
 
+async def test_a_retry_after_of_nan_leaves_the_spacing_to_the_backoff() -> None:
+    """``Retry-After: nan`` is no delay: the retries keep the backoff's spacing. (Read as a number,
+    NaN made ``asyncio.sleep`` return at once: a retry storm against a receiver that asked for a pause.)"""
+    nan = Reply(status=503, headers=(("Retry-After", "nan"),))
+    steady = Backoff(initial_seconds=0.4, multiplier=1.0, max_seconds=0.4)  # each wait in [0.2, 0.4)
+    with Receiver(script=[nan, nan]) as server:
+        sink = WebhookSink(webhook(server.url()), backoff=steady)
+        try:
+            await sink.send("{}")
+        finally:
+            await sink.aclose()
+        first, second, third = server.requests
+    # Lower bounds only: a retry must not come before the backoff allows it.
+    assert second.received_at - first.received_at >= 0.2
+    assert third.received_at - second.received_at >= 0.2
+
+
 async def test_a_hanging_receiver_ends_in_a_notify_error() -> None:
     with Receiver(default=Reply(hang=True)) as server:
         with pytest.raises(NotifyError, match=r"no complete answer within 0\.5s") as caught:

@@ -17,6 +17,9 @@ from typing import Any
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The ServiceAccounts of the handlers under test are named `aksnth-…` and hold `handler_cluster_rules()`;
+# the suite's audit log is searched for their requests (tests/test_least_privilege.py).
+HANDLER_ACCOUNT_PREFIX = "aksnth-"
 CHART_DIR = REPO_ROOT / "charts" / "aks-node-termination-handler"
 SEED_VALUES_DIR = REPO_ROOT / "tests" / "chart" / "values"
 _HELM_TIMEOUT_SECONDS = 120.0
@@ -137,3 +140,9 @@ def handler_cluster_rules(*, allow_pod_delete: bool = True) -> tuple[dict[str, A
     """The rules the handler under test runs with, rendered once per session: the chart's ClusterRole,
     with pod delete (which -disableEviction needs) unless ``allow_pod_delete`` is False."""
     return tuple(chart_cluster_rules(set_values=["rbac.allowPodDelete=true"] if allow_pod_delete else []))
+
+
+def is_handler_user(username: str) -> bool:
+    """Whether an API user is a handler under test: ServiceAccount `aksnth-…` (in any namespace)."""
+    prefix, _, name = username.rpartition(":")
+    return prefix.startswith("system:serviceaccount:") and name.startswith(HANDLER_ACCOUNT_PREFIX)

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from aksnth.azure.imds import MIN_REQUEST_SPACING_SECONDS, PollBackoff, parse_retry_after
+from aksnth.azure.imds import MIN_REQUEST_SPACING_SECONDS, PollBackoff
 from aksnth.errors import ImdsDocumentError, ImdsUnavailable
 
 
@@ -99,25 +99,6 @@ def test_invalid_arguments() -> None:
         PollBackoff(0)
     with pytest.raises(ValueError, match="jitter"):
         PollBackoff(1.0, jitter=1.0)
-
-
-@pytest.mark.parametrize(
-    ("header", "expected"),
-    [
-        (None, None),
-        ("", None),
-        ("5", 5.0),
-        ("1.5", 1.5),
-        ("-3", 0.0),
-        ("soon", None),
-        ("nan", None),
-        ("Wed, 21 Oct 2015 07:28:10 GMT", 10.0),
-        ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),
-    ],
-)
-def test_parse_retry_after(header: str | None, expected: float | None) -> None:
-    now = 1445412480.0  # Wed, 21 Oct 2015 07:28:00 GMT
-    assert parse_retry_after(header, now=now) == expected
 
 
 def test_the_default_cap_leaves_most_of_a_preempts_notice() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,9 @@ from aksnth.config import (
     TaintEffect,
 )
 from aksnth.errors import ConfigError
-from aksnth.flags import HelpRequested, parse_go_bool, parse_go_duration, parse_go_int
+from aksnth.flags import HelpRequested, parse_go_bool, parse_go_int
 from aksnth.model import EventType
+from aksnth.observe.logging import LEVELS, parse_level
 from aksnth.options import GROUPS, OPTIONS
 
 NODE = "-node=aks-spot-12345678-vmss000001"
@@ -52,37 +53,6 @@ def write(path: Path, text: str) -> str:
 # --------------------------------------------------------------------------------------------------
 # Go values
 # --------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [
-        ("5s", 5.0),
-        ("1m30s", 90.0),
-        ("300ms", 0.3),
-        ("1h", 3600.0),
-        ("1.5h", 5400.0),
-        (".5s", 0.5),
-        ("5.s", 5.0),
-        ("1h2m3s4ms", 3723.004),
-        ("100us", 1e-4),
-        ("100\u00b5s", 1e-4),
-        ("100\u03bcs", 1e-4),
-        ("10ns", 1e-8),
-        ("0", 0.0),
-        ("0s", 0.0),
-        ("-1s", -1.0),
-        ("+2s", 2.0),
-    ],
-)
-def test_go_durations(text: str, seconds: float) -> None:
-    assert parse_go_duration(text) == pytest.approx(seconds)
-
-
-@pytest.mark.parametrize("text", ["", "5", "s", "1x", ".s", "1.2.3s", "5 s", "-", "1d", "5S", "1s5"])
-def test_bad_go_durations(text: str) -> None:
-    with pytest.raises(ValueError):
-        parse_go_duration(text)
 
 
 @pytest.mark.parametrize(
@@ -230,6 +200,13 @@ def test_defaults() -> None:
     assert settings.sentry_dsn == Secret("")
 
 
+@pytest.mark.parametrize("name", sorted(LEVELS))
+def test_every_log_level_name_is_read_as_the_logging_set_up_reads_it(name: str) -> None:
+    """One table: the level the command line stores is the one configure_logging() applies."""
+    stored = parse(f"-log.level={name.upper()}").log.level
+    assert parse_level(stored) == LEVELS[name]
+
+
 def test_the_default_webhook_does_not_skip_certificate_verification() -> None:
     assert only_webhook(parse("-webhook.url=https://example.test/x")).insecure_skip_verify is False
 
@@ -264,14 +241,26 @@ FLAG_CASES: list[tuple[list[str], Callable[[Settings], object], object]] = [
     (["-drainOnFreezeEvent"], lambda s: EventType.FREEZE in s.response.selected_event_types, True),
     (["-approveEvents"], lambda s: s.response.approve_events, True),
     (["-taint.node"], lambda s: s.response.taint_node, True),
-    (["-taint.effect=NoExecute"], lambda s: s.response.taint_effect, TaintEffect.NO_EXECUTE),
-    (["-taint.effect=PreferNoSchedule"], lambda s: s.response.taint_effect, TaintEffect.PREFER_NO_SCHEDULE),
+    (
+        ["-taint.node", "-taint.effect=NoExecute"],
+        lambda s: s.response.taint_effect,
+        TaintEffect.NO_EXECUTE,
+    ),
+    (
+        ["-taint.node", "-taint.effect=PreferNoSchedule"],
+        lambda s: s.response.taint_effect,
+        TaintEffect.PREFER_NO_SCHEDULE,
+    ),
     (["-podGracePeriodSeconds=15"], lambda s: s.response.pod_grace_period_seconds, 15),
     (["-nodeGracePeriodSeconds=300"], lambda s: s.response.node_grace_period_seconds, 300),
     (["-disableEviction"], lambda s: s.response.disable_eviction, True),
     (["-excludeFromLoadBalancers=false"], lambda s: s.response.exclude_from_load_balancers, False),
     (["-uncordonAfterEvent=false"], lambda s: s.response.uncordon_after_event, False),
-    (["-notify.drainFinished"], lambda s: s.notify.notify_on_drain_finished, True),
+    (
+        ["-webhook.url=http://h.test", "-notify.drainFinished"],
+        lambda s: s.notify.notify_on_drain_finished,
+        True,
+    ),
     (
         ["-telegram.token=1:abc", "-telegram.chatID=-100123"],
         lambda s: s.notify.telegram.token,
@@ -578,7 +567,7 @@ ORIGINAL_KEYS: list[tuple[str, Callable[[Settings], object], object]] = [
     ("sentrydsn: https://k@sentry.test/1", lambda s: s.sentry_dsn.reveal(), "https://k@sentry.test/1"),
     ("webhttpaddress: ':9000'", lambda s: s.web.address, ":9000"),
     ("taintnode: true", lambda s: s.response.taint_node, True),
-    ("tainteffect: NoExecute", lambda s: s.response.taint_effect, TaintEffect.NO_EXECUTE),
+    ("taintnode: true\ntainteffect: NoExecute", lambda s: s.response.taint_effect, TaintEffect.NO_EXECUTE),
     ("podgraceperiodseconds: 30", lambda s: s.response.pod_grace_period_seconds, 30),
     ("nodegraceperiodseconds: 60", lambda s: s.response.node_grace_period_seconds, 60),
     ("graceperiodseconds: 20", lambda s: s.grace_period_seconds, 20.0),
@@ -840,6 +829,131 @@ def test_bad_input_exits_2_with_one_line_naming_the_problem(
     assert second == "run with --help for usage"
 
 
+# An option that only qualifies another (its companion) does nothing alone: refused, not ignored.
+# (argv, environment, what the one line must say)
+WITHOUT_COMPANION: list[tuple[list[str], dict[str, str], str]] = [
+    (
+        ["-taint.effect=NoExecute"],
+        {},
+        "-taint.effect: has no effect without -taint.node; set that too, or remove it",
+    ),
+    (
+        ["-taint.node=false", "-taint.effect=NoSchedule"],
+        {},
+        "-taint.effect: has no effect without -taint.node",
+    ),
+    (["-webhook.method=PUT"], {}, "-webhook.method: has no effect without -webhook.url or -webhook.url-file"),
+    (["-webhook.contentType=text/plain"], {}, "-webhook.contentType: has no effect without -webhook.url"),
+    (["-webhook.header=X-A: 1"], {}, "-webhook.header: has no effect without -webhook.url"),
+    (["-webhook.timeout=5s"], {}, "-webhook.timeout: has no effect without -webhook.url"),
+    (["-webhook.retries=1"], {}, "-webhook.retries: has no effect without -webhook.url"),
+    (["-webhook.template={{ .NodeName }}"], {}, "-webhook.template: has no effect without -webhook.url"),
+    (
+        ["-webhook.template-file=/files/slack-payload.json"],
+        {},
+        "-webhook.template-file: has no effect without -webhook.url",
+    ),
+    (["-webhook.insecureSkip"], {}, "-webhook.insecureSkip: has no effect without -webhook.url"),
+    (
+        ["-webhook.http-proxy=http://p.test:3128"],
+        {},
+        "-webhook.http-proxy: has no effect without -webhook.url",
+    ),
+    (
+        [],
+        {"WEBHOOK_TEMPLATE_FILE": "/files/payload.json"},
+        "-webhook.template-file (from env WEBHOOK_TEMPLATE_FILE): has no effect without -webhook.url",
+    ),
+    (
+        ["-telegram.apiURL=http://127.0.0.1:9/"],
+        {},
+        "-telegram.apiURL: has no effect without Telegram (a token and -telegram.chatID)",
+    ),
+    (
+        ["-telegram.http-proxy=http://p.test:3128"],
+        {},
+        "-telegram.http-proxy: has no effect without Telegram",
+    ),
+    (["-alert.message=hello"], {}, "-alert.message: has no effect without Telegram"),
+    (
+        ["-notify.drainFinished"],
+        {},
+        "-notify.drainFinished: has no effect without a notification "
+        "(a webhook, Telegram, or webhooks in the -config file)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("argv", "env", "message"), WITHOUT_COMPANION)
+def test_an_option_given_without_its_companion_is_refused_naming_both(
+    argv: list[str], env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse(*argv, env=env)
+    assert message in str(refused.value)
+
+
+def replace_handler_run(monkeypatch: pytest.MonkeyPatch, run: Callable[[Settings], Awaitable[int]]) -> None:
+    """``aksnth.app.run`` (what ``cli.main`` starts after parsing) is ``run`` for this test."""
+    monkeypatch.setitem(sys.modules, "aksnth.app", types.SimpleNamespace(run=run))
+    monkeypatch.setattr("aksnth.app", sys.modules["aksnth.app"], raising=False)
+
+
+def test_an_option_without_its_companion_exits_2_before_the_handler_starts(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[Settings] = []
+
+    async def run(settings: Settings) -> int:
+        started.append(settings)
+        return 0
+
+    replace_handler_run(monkeypatch, run)
+    assert cli.main([NODE, "-taint.effect=NoExecute"]) == 2
+    first, second = capsys.readouterr().err.splitlines()
+    assert first.startswith("aks-node-termination-handler: -taint.effect: has no effect without -taint.node")
+    assert second == "run with --help for usage"
+    assert started == []
+
+
+def test_the_companion_cases_cover_every_option_that_needs_one() -> None:
+    named = {
+        arg.lstrip("-").split("=")[0]
+        for argv, _, _ in WITHOUT_COMPANION
+        for arg in argv
+        if arg.startswith("-")
+    }
+    named |= {option.name for option in OPTIONS for argv, env, _ in WITHOUT_COMPANION if option.env in env}
+    assert {option.name for option in OPTIONS if option.needs} <= named
+
+
+def test_a_config_key_without_its_companion_is_named_as_written(tmp_path: Path) -> None:
+    path = write(tmp_path / "config.yaml", "tainteffect: NoExecute\n")
+    with pytest.raises(ConfigError) as refused:
+        parse(f"-config={path}")
+    assert str(refused.value).startswith(
+        f"tainteffect in config file {path}: has no effect without -taint.node"
+    )
+
+
+def test_the_companion_may_come_from_another_source(tmp_path: Path) -> None:
+    """A companion set by a flag, a variable or the config file counts, whichever sets the option."""
+    config = write(tmp_path / "config.yaml", "taintnode: true\nwebhookurl: http://h.test\n")
+    settings = parse(f"-config={config}", "-taint.effect=NoExecute", "-webhook.method=PUT")
+    assert settings.response.taint_effect is TaintEffect.NO_EXECUTE
+    assert only_webhook(settings).method == "PUT"
+    by_env = parse("-alert.message=hi", env={"TELEGRAM_TOKEN": "t", "TELEGRAM_CHATID": "1"})
+    assert by_env.notify.telegram is not None and by_env.notify.telegram.message_template == "hi"
+
+
+def test_webhooks_of_the_config_file_are_a_companion_of_drain_finished_only(tmp_path: Path) -> None:
+    """Listed webhooks get the second notification, but the -webhook.* flags do not apply to them."""
+    config = write(tmp_path / "config.yaml", "webhooks:\n  - url: http://h.test\n")
+    assert parse(f"-config={config}", "-notify.drainFinished").notify.notify_on_drain_finished
+    with pytest.raises(ConfigError, match=r"-webhook\.method: has no effect without -webhook\.url"):
+        parse(f"-config={config}", "-webhook.method=PUT")
+
+
 def test_missing_node_name(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main([]) == 2
     assert (
@@ -976,6 +1090,8 @@ def test_help_lists_every_flag_default_and_variable(capsys: pytest.CaptureFixtur
     assert "-period duration\n        poll interval" in out and "(default 1s)" in out
     assert '(default "NoSchedule")' in out
     assert "imds-simulator" in out and "render-template" in out
+    assert "(needs -taint.node)" in out
+    assert "(needs -webhook.url or -webhook.url-file)" in out
 
 
 def test_the_docs_describe_every_flag_variable_and_webhook_key() -> None:
@@ -1001,6 +1117,8 @@ def test_readme_and_docs_list_every_flag_with_its_default(path: str) -> None:
         assert row is not None, f"{path} does not list -{option.name}"
         if option.env:
             assert f"`{option.env}`" in row, f"{path}: -{option.name} row misses {option.env}"
+        if option.needs:
+            assert f"*needs {option.needs}*" in row, f"{path}: -{option.name} row misses its companion"
 
 
 @pytest.mark.parametrize(("name", "module"), list(cli.SUBCOMMANDS.items()))
@@ -1025,8 +1143,7 @@ def test_without_subcommand_the_handler_runs_with_the_settings(monkeypatch: pyte
         received.append(settings)
         return 3
 
-    monkeypatch.setitem(sys.modules, "aksnth.app", types.SimpleNamespace(run=run))
-    monkeypatch.setattr("aksnth.app", sys.modules["aksnth.app"], raising=False)
+    replace_handler_run(monkeypatch, run)
     assert cli.main([NODE, "-dryRun"]) == 3
     assert received == [parse("-dryRun")]
 
@@ -1037,8 +1154,7 @@ def test_a_config_error_found_while_starting_exits_2(
     async def run(settings: Settings) -> int:
         raise ConfigError("webhook.template:1:4: unexpected '}'")
 
-    monkeypatch.setitem(sys.modules, "aksnth.app", types.SimpleNamespace(run=run))
-    monkeypatch.setattr("aksnth.app", sys.modules["aksnth.app"], raising=False)
+    replace_handler_run(monkeypatch, run)
     assert cli.main([NODE]) == 2
     assert capsys.readouterr().err.startswith(
         "aks-node-termination-handler: webhook.template:1:4: unexpected '}'\n"

@@ -9,8 +9,6 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from aksnth.errors import KubeUnavailable
-from aksnth.observe import httpmetrics
-from aksnth.observe import metrics as metrics_module
 from aksnth.observe.httpmetrics import ApiServerMetrics, origin_label, path_label
 
 
@@ -146,10 +144,3 @@ async def test_transport_works_with_the_httpx2_fork_used_by_lightkube(
     async with httpx2.AsyncClient(transport=transport, base_url="https://kube.test") as client:
         await client.patch("/api/v1/nodes/n1", json={})
     assert count(registry, "409") == 1
-
-
-def test_transport_factories_are_reachable_from_the_metrics_module() -> None:
-    assert metrics_module.imds_transport is httpmetrics.imds_transport
-    assert metrics_module.webhook_transport is httpmetrics.webhook_transport
-    with pytest.raises(AttributeError):
-        _ = metrics_module.no_such_metric

@@ -13,14 +13,13 @@ import pytest
 
 from aksnth.errors import ConfigError
 from aksnth.observe.logging import (
-    MASK,
-    Redactor,
     bind,
     configure_logging,
     current_context,
     log_context,
     parse_level,
 )
+from aksnth.observe.redaction import MASK, Redactor
 
 TELEGRAM_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsawQ"
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")

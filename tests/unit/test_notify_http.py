@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
+import httpx
 import pytest
 
 from aksnth.config import Secret, TelegramSettings, WebhookSettings
 from aksnth.errors import ConfigError
 from aksnth.notify.http import (
     Backoff,
-    Redactor,
     RetryPolicy,
+    describe_refusal,
+    header_retry_after,
     is_retryable_status,
-    parse_retry_after,
     safe_origin,
     url_secrets,
 )
 from aksnth.notify.telegram import MAX_TEXT_CHARS, TelegramSink, shorten
+from aksnth.notify.telegram import _retry_after as telegram_retry_after
 from aksnth.notify.webhook import WebhookSink, check_http_url
+from aksnth.observe.redaction import Redactor
 
 
 @pytest.mark.parametrize(
@@ -46,24 +47,6 @@ def test_attempts_are_retries_plus_one() -> None:
     assert RetryPolicy(retries=3).attempts == 4
     assert RetryPolicy(retries=0).attempts == 1
     assert RetryPolicy(retries=-2).attempts == 1
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("5", 5.0),
-        (" 2.5 ", 2.5),
-        ("-3", 0.0),
-        ("", None),
-        (None, None),
-        ("soon", None),
-        ("Wed, 21 Oct 2026 07:28:30 GMT", 30.0),
-        ("Wed, 21 Oct 2026 07:27:00 GMT", 0.0),  # in the past
-    ],
-)
-def test_retry_after_seconds_or_http_date(value: str | None, expected: float | None) -> None:
-    now = datetime(2026, 10, 21, 7, 28, 0, tzinfo=UTC)
-    assert parse_retry_after(value, now=now) == expected
 
 
 @pytest.mark.parametrize(
@@ -127,3 +110,27 @@ def test_long_telegram_texts_are_shortened_to_the_api_limit() -> None:
     assert shorten("short") == "short"
     long = shorten("x" * (MAX_TEXT_CHARS + 10))
     assert len(long) == MAX_TEXT_CHARS and long.endswith("…")
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", " nan ", "inf", "-inf", "Infinity", "1e999"])
+def test_a_retry_after_that_is_no_number_of_seconds_is_ignored(value: str) -> None:
+    """None, so the backoff schedule applies (NaN made every retry immediate: a retry storm)."""
+    response = httpx.Response(503, headers={"Retry-After": value})
+    assert header_retry_after(response) is None
+    assert Backoff().delay(1, retry_after=header_retry_after(response), rand=0.0) == 0.5
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_telegram_retry_after_in_the_body_that_is_not_finite_is_ignored(value: str) -> None:
+    body = f'{{"ok": false, "error_code": 429, "parameters": {{"retry_after": {value}}}}}'
+    response = httpx.Response(429, content=body.encode(), headers={"Content-Type": "application/json"})
+    assert telegram_retry_after(response) is None
+
+
+def test_a_sink_masks_secret_shapes_it_was_not_given_as_the_logs_do() -> None:
+    """The sinks' messages go through the same Redactor as the logs: a receiver that quotes a bot
+    token or a bearer token in its refusal does not get it into an error message."""
+    body = "rejected: bot 123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsawQ, Authorization: Bearer abc.def"
+    text = describe_refusal(httpx.Response(400, text=body), Redactor(url_secrets("https://hooks.test/x")))
+    assert "AAHdqTcv" not in text and "abc.def" not in text
+    assert text.startswith("HTTP 400 Bad Request: rejected: bot ***")

@@ -11,12 +11,9 @@ or huge answer cannot eat memory. IMDS must never be reached through a proxy.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
-import math
 import random
-import time
 from types import TracebackType
 from typing import Self
 
@@ -25,6 +22,7 @@ import httpx
 from aksnth import __version__
 from aksnth.azure.documents import MAX_DOCUMENT_BYTES, excerpt, parse_document, parse_instance_metadata
 from aksnth.config import ImdsSettings
+from aksnth.durations import parse_retry_after
 from aksnth.errors import ImdsDocumentError, ImdsError, ImdsUnavailable
 from aksnth.model import InstanceMetadata, ScheduledEventsDocument
 
@@ -134,24 +132,6 @@ async def _unavailable(method: str, url: str, response: httpx.Response) -> ImdsU
         status=response.status_code,
         retry_after_seconds=parse_retry_after(response.headers.get("Retry-After")),
     )
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); None if unusable."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            moment = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        seconds = moment.timestamp() - (time.time() if now is None else now)
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 # --- backoff -----------------------------------------------------------------------------------

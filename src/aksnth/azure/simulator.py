@@ -47,6 +47,7 @@ from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
 from aksnth.azure.documents import format_not_before
+from aksnth.durations import parse_go_duration
 
 log = logging.getLogger(__name__)
 
@@ -936,27 +937,19 @@ def _fault_arguments(payload: Any) -> dict[str, Any]:
 
 # --- CLI ---------------------------------------------------------------------------------------
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_PLAIN_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 
 
 def parse_duration(text: str) -> float:
-    """Seconds from a Go duration (``30s``, ``1m30s``, ``500ms``) or a plain number of seconds."""
+    """Seconds from a Go duration (``30s``, ``1m30s``, ``500ms``) as the handler's flags take it, or
+    from a plain number of seconds (``30``), a convenience of the simulator's own command line."""
     stripped = text.strip()
+    if _PLAIN_SECONDS.fullmatch(stripped):
+        stripped += "s"
     try:
-        return float(stripped)
-    except ValueError:
-        pass
-    position, total = 0, 0.0
-    while position < len(stripped):
-        match = _DURATION_PART.match(stripped, position)
-        if match is None:
-            raise argparse.ArgumentTypeError(f"invalid duration {text!r} (examples: 30s, 1m30s, 500ms)")
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        position = match.end()
-    if not stripped:
-        raise argparse.ArgumentTypeError("empty duration")
-    return total
+        return parse_go_duration(stripped)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: {exc}") from None
 
 
 def _address(text: str) -> tuple[str, int]:

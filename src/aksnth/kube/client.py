@@ -24,6 +24,7 @@ from lightkube.config.kubeconfig import KubeConfig, SingleConfig
 from lightkube.core.exceptions import ConfigError as LightkubeConfigError
 
 from aksnth.config import KubeSettings
+from aksnth.durations import finite_seconds, parse_retry_after
 from aksnth.errors import (
     ConfigError,
     EvictionBlocked,
@@ -119,13 +120,11 @@ def shorten(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
 def _retry_after(response: httpx2.Response | None, details: Any) -> float | None:
     """Seconds from the Retry-After header, else from ``status.details.retryAfterSeconds``."""
     if response is not None:
-        header = response.headers.get("Retry-After", "")
-        try:
-            return max(float(header), 0.0)
-        except ValueError:
-            pass
-    seconds = getattr(details, "retryAfterSeconds", None)
-    return float(seconds) if isinstance(seconds, int | float) and seconds > 0 else None
+        header = parse_retry_after(response.headers.get("Retry-After"))
+        if header is not None:
+            return header
+    seconds = finite_seconds(getattr(details, "retryAfterSeconds", None))
+    return seconds or None  # 0 is the field's "not set"
 
 
 def _budget_name(details: Any, message: str) -> str | None:

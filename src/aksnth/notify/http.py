@@ -1,4 +1,4 @@
-"""HTTP delivery shared by the webhook and Telegram sinks: transport, retries, redaction.
+"""HTTP delivery shared by the webhook and Telegram sinks: transport, retries, redacted messages.
 
 One request function walks the retry schedule: each attempt is bounded as a whole by
 ``asyncio.timeout`` (connect, TLS, a slow body: everything), transient failures (connection errors,
@@ -10,21 +10,21 @@ webhook URLs and Telegram paths can carry tokens, so only ``scheme://host[:port]
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import functools
 import logging
 import random
 import ssl
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import certifi
 import httpx
 
+from aksnth.durations import finite_seconds, parse_retry_after
 from aksnth.errors import NotifyError
 from aksnth.observe.httpmetrics import origin_label, webhook_transport
+from aksnth.observe.redaction import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,9 @@ class Backoff:
 
     def delay(self, retry: int, *, retry_after: float | None = None, rand: float = 0.5) -> float:
         """Seconds to wait before retry number ``retry`` (1-based); ``rand`` is in [0, 1)."""
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_retry_after_seconds)
+        wait = finite_seconds(retry_after)
+        if wait is not None:
+            return min(wait, self.max_retry_after_seconds)
         step = min(self.initial_seconds * self.multiplier ** (retry - 1), self.max_seconds)
         return step / 2 + step / 2 * rand
 
@@ -71,39 +72,8 @@ class RetryPolicy:
         return max(self.retries, 0) + 1
 
 
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """``Retry-After`` as seconds: delta-seconds or an HTTP date; None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
-
-
 def is_retryable_status(status: int) -> bool:
     return status == 429 or 500 <= status <= 599
-
-
-class Redactor:
-    """Replaces every secret fragment (a URL, its password, a token) with ``***`` in a text."""
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        # Longest first, so that a URL is replaced whole before its password would be.
-        self._secrets = sorted({s for s in secrets if s and s != "/"}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
 
 
 def url_secrets(url: str) -> list[str]:
@@ -214,6 +184,7 @@ def describe_refusal(response: httpx.Response, redact: Redactor) -> str:
 
 
 def header_retry_after(response: httpx.Response) -> float | None:
+    """The answer's ``Retry-After`` in seconds; None when absent or not a finite delay."""
     return parse_retry_after(response.headers.get("retry-after"))
 
 

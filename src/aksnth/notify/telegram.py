@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 
 from aksnth.config import TelegramSettings
+from aksnth.durations import finite_seconds
 from aksnth.errors import ConfigError
 from aksnth.notify.http import (
     Backoff,
     DeliveryError,
-    Redactor,
     RetryPolicy,
     deliver,
     describe_refusal,
@@ -26,6 +26,7 @@ from aksnth.notify.http import (
     url_secrets,
 )
 from aksnth.notify.webhook import check_http_url
+from aksnth.observe.redaction import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +68,7 @@ def _retry_after(response: httpx.Response) -> float | None:
     if from_header is not None:
         return from_header
     parameters = _json(response).get("parameters")
-    if isinstance(parameters, dict):
-        value = parameters.get("retry_after")
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    return None
+    return finite_seconds(parameters.get("retry_after")) if isinstance(parameters, dict) else None
 
 
 def shorten(text: str, limit: int = MAX_TEXT_CHARS) -> str:

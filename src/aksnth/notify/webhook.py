@@ -15,13 +15,13 @@ from aksnth.config import WebhookSettings
 from aksnth.errors import ConfigError
 from aksnth.notify.http import (
     Backoff,
-    Redactor,
     RetryPolicy,
     deliver,
     new_client,
     safe_origin,
     url_secrets,
 )
+from aksnth.observe.redaction import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class WebhookSink:
             [
                 *url_secrets(url),
                 *url_secrets(proxy),
-                *(value for _, value in settings.headers if len(value) > 3),
+                *(value for _, value in settings.headers),
             ]
         )
         self._policy = RetryPolicy(

@@ -3,9 +3,9 @@
 * Context (node, resource, event_id, event_type, incarnation, action, ...) lives in a ``ContextVar``;
   :func:`log_context` adds fields for a block, :func:`bind` for the rest of the current task. A
   filter copies it onto every record, so ``getLogger(__name__)`` callers need nothing special.
-* Redaction happens in the formatter, on the message, every string field and the exception text:
-  registered secrets (:func:`register_secret`) and known secret shapes (Telegram bot tokens,
-  passwords in URLs, ``Authorization`` headers, bearer tokens, token-like query parameters).
+* Redaction happens in the formatter, on the message, every string field and the exception text,
+  by the process's :class:`~aksnth.observe.redaction.Redactor`: registered secrets
+  (:func:`register_secret`) and known secret shapes.
 * ``httpx``/``httpcore`` (and their ``httpx2`` fork used by lightkube) log full URLs, which can
   carry a Telegram token; they are held at WARNING.
 """
@@ -15,107 +15,48 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-import re
 import sys
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, TextIO
-from urllib.parse import quote
 
 from aksnth.errors import ConfigError
+from aksnth.observe.redaction import Redactor
 
 CONTEXT_FIELDS = ("node", "resource", "event_id", "event_type", "incarnation", "action")
 RESERVED_FIELDS = frozenset({"ts", "level", "logger", "msg", "exc", "stack"})
 QUIET_LOGGERS = ("httpx", "httpcore", "httpx2", "httpcore2", "hpack")
-MASK = "***"
 
-_LEVELS = {
-    "trace": logging.DEBUG,
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "warn": logging.WARNING,
-    "warning": logging.WARNING,
-    "error": logging.ERROR,
-    "fatal": logging.CRITICAL,
-    "panic": logging.CRITICAL,
-    "critical": logging.CRITICAL,
-}
+# The Go original's level names (logrus), case-insensitive; the one table -log.level is read with.
+LEVELS: Mapping[str, int] = MappingProxyType(
+    {
+        "trace": logging.DEBUG,
+        "debug": logging.DEBUG,
+        "info": logging.INFO,
+        "warn": logging.WARNING,
+        "warning": logging.WARNING,
+        "error": logging.ERROR,
+        "fatal": logging.CRITICAL,
+        "panic": logging.CRITICAL,
+        "critical": logging.CRITICAL,
+    }
+)
 
 
-def parse_level(value: str) -> int:
-    """``-log.level`` as the Go original accepts it, case-insensitive; ``fatal``/``panic`` → CRITICAL."""
-    level = _LEVELS.get(value.strip().lower())
+def parse_level(value: str, *, where: str = "-log.level") -> int:
+    """``-log.level`` as the Go original accepts it, case-insensitive; ``fatal``/``panic`` → CRITICAL.
+
+    An unknown name is a ``ConfigError`` naming ``where`` it came from (the flag, or a config key).
+    """
+    level = LEVELS.get(value.strip().lower())
     if level is None:
-        raise ConfigError(
-            f"-log.level {value!r} is not a log level; use one of debug, info, warn, error, fatal"
-        )
+        raise ConfigError(f"{where}: unknown log level {value!r} (use debug, info, warn, error or fatal)")
     return level
 
 
-# --- redaction --------------------------------------------------------------------------------------
-
-# (pattern, replacement); every replacement keeps enough around the secret to tell what was there.
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # https://api.telegram.org/bot<token>/sendMessage
-    (re.compile(r"(/bot)[^/\s'\"?#]+"), rf"\g<1>{MASK}"),
-    # a bare Telegram bot token: <bot id>:<35 characters>
-    (re.compile(r"\b\d{5,}:[A-Za-z0-9_-]{30,}"), MASK),
-    # scheme://user:password@host (proxies, webhooks); greedy up to the last @ of the authority
-    (re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@'\"]*:)[^/\s'\"]*@"), rf"\g<1>{MASK}@"),
-    # Authorization: Bearer x / 'authorization': 'Basic x' / Proxy-Authorization=x
-    (
-        re.compile(
-            r"(?i)((?:proxy-)?authorization['\"]?\s*[:=]\s*['\"]?)"
-            r"(?:(bearer|basic|digest|token|negotiate)\s+)?[^\s'\",;}]+"
-        ),
-        rf"\g<1>\g<2> {MASK}",
-    ),
-    # a bearer token anywhere else
-    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+"), rf"\g<1>{MASK}"),
-    # token-like query parameters (?token=, &sig= of an Azure SAS URL, api_key=, password=)
-    (
-        re.compile(
-            r"(?i)([?&;](?:token|access_token|auth|sig|signature|api[_-]?key|key|password|passwd|secret)=)"
-            r"[^&\s#'\"]+"
-        ),
-        rf"\g<1>{MASK}",
-    ),
-)
-
-MIN_SECRET_LENGTH = 4
-
-
-class Redactor:
-    """Masks registered secret values and known secret shapes in text."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._secrets: tuple[str, ...] = ()
-
-    def register_secret(self, value: str) -> None:
-        """Mask ``value`` (and its URL-encoded form) from now on.
-
-        Values shorter than ``MIN_SECRET_LENGTH`` are ignored: masking them would shred ordinary
-        words; secrets that short still get masked by the URL and header patterns.
-        """
-        if len(value) < MIN_SECRET_LENGTH:
-            return
-        forms = {value, quote(value, safe="")}
-        with self._lock:
-            # longest first, so a secret that contains another is masked whole
-            self._secrets = tuple(sorted(set(self._secrets) | forms, key=len, reverse=True))
-
-    def redact(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, MASK)
-        for pattern, replacement in _PATTERNS:
-            text = pattern.sub(replacement, text)
-        return text
-
+# --- redaction ---------------------------------------------------------------------------------------
 
 REDACTOR = Redactor()
 

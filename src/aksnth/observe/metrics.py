@@ -2,7 +2,9 @@
 
 Names and labels of the Go original are kept so that existing dashboards keep working; what we add
 uses bounded labels only (event type, result, sink, phase): never an EventId, a pod or a URL.
-Components import the objects they increment from here.
+Components import the objects they increment from here. This module knows nothing of what feeds
+the metrics: the HTTP transports that count requests are in ``aksnth.observe.httpmetrics``, which
+imports from here, never the other way (an import-linter contract holds that).
 """
 
 from __future__ import annotations
@@ -172,18 +174,3 @@ class _GoBucketBounds:
 #: What ``/metrics`` serves: every metric of the process, with Go's bucket bounds.
 EXPOSITION: Final = CollectorRegistry(auto_describe=False)
 EXPOSITION.register(_GoBucketBounds(REGISTRY))
-
-
-# The transport factories live in ``aksnth.observe.httpmetrics`` (they need httpx, and they import
-# the objects above). They are reachable from here as well, imported on first use to avoid a cycle.
-_HTTPMETRICS_NAMES = frozenset(
-    {"InstrumentedTransport", "ApiServerMetrics", "imds_transport", "webhook_transport"}
-)
-
-
-def __getattr__(name: str) -> object:
-    if name in _HTTPMETRICS_NAMES:
-        from aksnth.observe import httpmetrics  # noqa: PLC0415 - deferred: httpmetrics imports this module
-
-        return getattr(httpmetrics, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,19 +4,30 @@ Read-only by construction: GET and HEAD only, no endpoint changes anything. The 
 deliberately minimal and defensive (bounded request head, timeouts, one request per connection,
 ``Connection: close``), because the port is reachable from the pod network (and the node network
 with ``hostNetwork``) and the handler must keep working whatever a client sends.
+
+Whoever reaches the port must not be able to fail the kubelet's probes. Every request that arrives
+is read and answered; what is bounded is the number of connections that have not sent a whole
+request head yet. Over that bound the *oldest* of them is closed to make room, never the newcomer:
+a probe sends its request as soon as it is connected, so a crowd of silent connections cannot keep
+it out. An answer is quick (a small body, a bounded write), so answered connections do not pile up.
+
+``/metrics`` negotiates as prometheus_client's own exposition does: OpenMetrics when the scraper
+asks for it (``Accept``), gzip when it accepts it (``Accept-Encoding``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from http import HTTPStatus
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from aksnth.errors import ConfigError
 from aksnth.observe.health import Health, Verdict
@@ -26,7 +37,8 @@ log = logging.getLogger(__name__)
 MAX_REQUEST_HEAD_BYTES = 8192
 DEFAULT_READ_TIMEOUT_SECONDS = 5.0
 DEFAULT_WRITE_TIMEOUT_SECONDS = 10.0
-DEFAULT_MAX_CONNECTIONS = 32
+# Connections still waiting for their request head; a newcomer over this closes the oldest of them.
+DEFAULT_MAX_IDLE_CONNECTIONS = 32
 STOP_TIMEOUT_SECONDS = 5.0
 
 _INDEX = b"""<!doctype html>
@@ -103,9 +115,16 @@ class _BadRequest(Exception):
         self.status = status
 
 
-def _parse_request_line(head: bytes) -> tuple[str, str]:
-    """Method and path of a request head; the headers are not needed by any endpoint."""
-    line, _, _ = head.partition(b"\r\n")
+@dataclass(frozen=True, slots=True)
+class _Request:
+    method: str
+    path: str
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
+
+
+def _parse_request(head: bytes) -> _Request:
+    """Method, path and headers of a request head (a repeated header keeps its last value)."""
+    line, _, header_block = head.partition(b"\r\n")
     try:
         text = line.decode("ascii")
     except UnicodeDecodeError:
@@ -127,7 +146,18 @@ def _parse_request_line(head: bytes) -> tuple[str, str]:
     if not target.startswith("/"):
         raise _BadRequest(HTTPStatus.BAD_REQUEST, "request target must be a path")
     path = target.split("?", 1)[0].split("#", 1)[0]
-    return method, path
+    return _Request(method, path, _parse_headers(header_block))
+
+
+def _parse_headers(block: bytes) -> dict[str, str]:
+    # Only Accept and Accept-Encoding are ever looked at: a line that is not "name: value" is skipped
+    # rather than refused, so that an odd client still gets its probe answered.
+    headers: dict[str, str] = {}
+    for raw in block.split(b"\r\n"):
+        name, colon, value = raw.partition(b":")
+        if colon and name and not name[-1:].isspace():
+            headers[name.decode("latin-1").lower()] = value.decode("latin-1").strip()
+    return headers
 
 
 class MetricsServer:
@@ -141,21 +171,27 @@ class MetricsServer:
         registry: CollectorRegistry = REGISTRY,
         read_timeout_seconds: float = DEFAULT_READ_TIMEOUT_SECONDS,
         write_timeout_seconds: float = DEFAULT_WRITE_TIMEOUT_SECONDS,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_idle_connections: int = DEFAULT_MAX_IDLE_CONNECTIONS,
     ) -> None:
+        if max_idle_connections < 1:
+            raise ValueError(f"max_idle_connections must be at least 1, got {max_idle_connections}")
         self.address = parse_listen_address(address)
         self._health = health
         self._registry = registry
         self._read_timeout = read_timeout_seconds
         self._write_timeout = write_timeout_seconds
-        self._max_connections = max_connections
+        self._max_idle = max_idle_connections
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
-        self._routes: dict[str, Callable[[], _Response]] = {
-            "/": lambda: _Response(HTTPStatus.OK, "text/html; charset=utf-8", _INDEX),
+        self._stopping = False
+        # Every open connection, and (oldest first: dicts keep insertion order) those still waiting
+        # for their request head.
+        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self._idle: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self._routes: dict[str, Callable[[_Request], _Response]] = {
+            "/": lambda _: _Response(HTTPStatus.OK, "text/html; charset=utf-8", _INDEX),
             "/metrics": self._metrics,
-            "/healthz": lambda: _probe(self._health.liveness()),
-            "/readyz": lambda: _probe(self._health.readiness()),
+            "/healthz": lambda _: _probe(self._health.liveness()),
+            "/readyz": lambda _: _probe(self._health.readiness()),
         }
 
     @property
@@ -165,6 +201,7 @@ class MetricsServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> int:
+        self._stopping = False
         try:
             self._server = await asyncio.start_server(
                 self._handle,
@@ -179,16 +216,26 @@ class MetricsServer:
         return self.port
 
     async def stop(self) -> None:
+        """Stop listening and end every open connection.
+
+        Connections are closed, not their tasks cancelled: each handler sees its stream end and
+        returns. (On Python 3.11, asyncio logs a CancelledError traceback for every cancelled
+        connection task of a server started with ``start_server``.)
+        """
         server, self._server = self._server, None
         if server is None:
             return
+        self._stopping = True
         server.close()
-        for task in list(self._connections):
-            task.cancel()
+        for writer in self._connections.values():
+            writer.transport.abort()
+        tasks = list(self._connections)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(STOP_TIMEOUT_SECONDS):
-                await asyncio.gather(*self._connections, return_exceptions=True)
+                await asyncio.gather(*tasks, return_exceptions=True)
                 await server.wait_closed()
+        for task in tasks:
+            task.cancel()  # only a handler stuck past the timeout is still running here
 
     async def __aenter__(self) -> MetricsServer:
         await self.start()
@@ -202,54 +249,78 @@ class MetricsServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
+        if self._stopping:  # accepted just before the listener closed
+            writer.transport.abort()
+            return
+        self._connections[task] = writer
         try:
-            if len(self._connections) > self._max_connections:
-                await self._send(writer, "GET", _text(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections"))
-                return
-            method, response = await self._answer(reader)
-            if response is not None:
+            self._make_room()
+            self._idle[task] = writer
+            try:
+                head = await self._read_head(reader)
+            finally:
+                self._idle.pop(task, None)
+            if isinstance(head, _Response):
+                await self._send(writer, "GET", head)
+            elif head is not None:
+                method, response = self._answer(head)
                 await self._send(writer, method, response)
         except (ConnectionError, TimeoutError):
             pass  # the client went away or is too slow; nothing to answer
         except Exception:
             log.exception("metrics server: unexpected error while answering a request")
         finally:
-            self._connections.discard(task)
+            del self._connections[task]
             writer.close()
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1.0):
                     await writer.wait_closed()
 
-    async def _answer(self, reader: asyncio.StreamReader) -> tuple[str, _Response | None]:
+    def _make_room(self) -> None:
+        """Close the oldest connections that have not sent a request head, down to one below the cap."""
+        while len(self._idle) >= self._max_idle:
+            oldest = next(iter(self._idle))
+            # Closed, its read ends: its handler answers nothing and returns.
+            self._idle.pop(oldest).transport.abort()
+
+    async def _read_head(self, reader: asyncio.StreamReader) -> bytes | _Response | None:
+        """The request head, an error to answer instead, or None when the client went away first."""
         try:
             async with asyncio.timeout(self._read_timeout):
-                head = await reader.readuntil(b"\r\n\r\n")
+                return await reader.readuntil(b"\r\n\r\n")
         except asyncio.IncompleteReadError:
-            return "GET", None  # closed before a whole request head arrived
+            return None  # closed (by the client, or by us to make room) before a whole request head
         except asyncio.LimitOverrunError:
-            return "GET", _text(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
+            return _text(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
         except TimeoutError:
-            return "GET", _text(HTTPStatus.REQUEST_TIMEOUT)
+            return _text(HTTPStatus.REQUEST_TIMEOUT)
+
+    def _answer(self, head: bytes) -> tuple[str, _Response]:
         try:
-            method, path = _parse_request_line(head)
+            request = _parse_request(head)
         except _BadRequest as exc:
             return "GET", _text(exc.status, str(exc))
-        route = self._routes.get(path)
+        route = self._routes.get(request.path)
         if route is None:
-            return method, _text(HTTPStatus.NOT_FOUND)
-        if method not in ("GET", "HEAD"):
-            return method, _Response(
+            return request.method, _text(HTTPStatus.NOT_FOUND)
+        if request.method not in ("GET", "HEAD"):
+            return request.method, _Response(
                 HTTPStatus.METHOD_NOT_ALLOWED,
                 "text/plain; charset=utf-8",
                 b"Method Not Allowed\n",
                 (("Allow", "GET, HEAD"),),
             )
-        log.debug("metrics server: %s %s", method, path)
-        return method, route()
+        log.debug("metrics server: %s %s", request.method, request.path)
+        return request.method, route(request)
 
-    def _metrics(self) -> _Response:
-        return _Response(HTTPStatus.OK, CONTENT_TYPE_LATEST, generate_latest(self._registry))
+    def _metrics(self, request: _Request) -> _Response:
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        body = encoder(self._registry)
+        headers = [("Vary", "Accept, Accept-Encoding")]
+        if gzip_accepted(request.headers.get("accept-encoding", "")):
+            body = gzip.compress(body)
+            headers.append(("Content-Encoding", "gzip"))
+        return _Response(HTTPStatus.OK, content_type, body, tuple(headers))
 
     async def _send(self, writer: asyncio.StreamWriter, method: str, response: _Response) -> None:
         headers = [

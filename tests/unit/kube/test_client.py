@@ -89,6 +89,14 @@ def test_429_retry_after_from_status_details_when_no_header():
     assert error.budget is None
 
 
+@pytest.mark.parametrize("header", ["nan", "NaN", "inf", "-inf", "1e999", "soon"])
+def test_429_with_a_retry_after_that_is_no_number_of_seconds_has_no_retry_after(header):
+    """Such a header is ignored (a NaN delay made the retry loop sleep not at all)."""
+    error = translate(api_error(429, "slow down", headers={"Retry-After": header}), "evict")
+    assert isinstance(error, EvictionBlocked)
+    assert error.retry_after_seconds is None
+
+
 def test_non_json_error_answers_are_translated_by_status_only():
     response = httpx2.Response(502, content=b"<html>bad gateway</html>", request=REQUEST)
     error = translate(httpx2.HTTPStatusError("x", request=REQUEST, response=response), "list pods")
