@@ -14,6 +14,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Node, Pod
 from lightkube.resources.scheduling_v1 import PriorityClass
 
+from tests.support.chart import ALLOW_POD_DELETE
 from tests.support.cluster import (
     MIRROR_ANNOTATION,
     create_aks_node,
@@ -150,6 +151,40 @@ async def test_service_account_with_rules_can_do_what_they_grant(
         assert denied.value.status.code == 403
     finally:
         await reader.close()
+
+
+async def delete_as(kubeconfig: Path, pod: Pod) -> int:
+    """Delete ``pod`` as the kubeconfig's user: 200, or the status code of the refusal."""
+    client = AsyncClient(KubeConfig.from_file(kubeconfig))
+    try:
+        await client.delete(Pod, pod.metadata.name, namespace=pod.metadata.namespace)
+    except ApiError as refused:
+        return refused.status.code or 0
+    finally:
+        await client.close()
+    return 200
+
+
+@pytest.mark.controlplane
+async def test_the_handler_under_test_holds_the_chart_defaults_unless_the_scenario_sets_values(
+    kube: AsyncClient, namespace: str, handler_kubeconfig: Path
+) -> None:
+    """``handler_kubeconfig`` without a ``chart_values`` marker: the chart's default ClusterRole, which
+    withholds pod delete (only -disableEviction needs it)."""
+    node = await create_aks_node(kube)
+    pod = await create_pod(kube, namespace, node.name)
+    assert await delete_as(handler_kubeconfig, pod) == 403
+    assert await pod_exists(kube, namespace, pod.metadata.name)
+
+
+@pytest.mark.controlplane
+@pytest.mark.chart_values(*ALLOW_POD_DELETE)
+async def test_a_scenario_with_chart_values_holds_the_rules_rendered_for_them(
+    kube: AsyncClient, namespace: str, handler_kubeconfig: Path
+) -> None:
+    node = await create_aks_node(kube)
+    pod = await create_pod(kube, namespace, node.name)
+    assert await delete_as(handler_kubeconfig, pod) == 200
 
 
 @pytest.mark.controlplane

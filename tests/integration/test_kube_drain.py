@@ -14,6 +14,7 @@ from aksnth.kube.drain import PodProgress, drain_node
 from aksnth.kube.drainplan import DrainOutcome
 from aksnth.kube.events import REASON_POD_EVICTED, EventRecorder
 from tests.integration.kube_fixtures import handler_client
+from tests.support.chart import ALLOW_POD_DELETE
 from tests.support.cluster import (
     create_aks_node,
     create_pdb,
@@ -30,9 +31,9 @@ pytestmark = pytest.mark.controlplane
 
 @pytest.fixture
 async def handler_kube(
-    kube: AsyncClient, control_plane: ControlPlane, namespace: str
+    kube: AsyncClient, control_plane: ControlPlane, namespace: str, handler_chart_values: tuple[str, ...]
 ) -> AsyncIterator[AsyncClient]:
-    async with handler_client(kube, control_plane, namespace) as client:
+    async with handler_client(kube, control_plane, namespace, handler_chart_values) as client:
         yield client
 
 
@@ -184,6 +185,7 @@ async def test_a_pdb_that_never_allows_disruption_times_out_naming_the_pod(
     assert "db-pdb" in result.summary()
 
 
+@pytest.mark.chart_values(*ALLOW_POD_DELETE)
 async def test_disable_eviction_deletes_even_what_a_pdb_protects(
     kube: AsyncClient, handler_kube: AsyncClient, namespace: str
 ):

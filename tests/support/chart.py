@@ -1,8 +1,9 @@
 """The project's Helm chart, rendered by a real `helm`, for tests.
 
-Integration tests run the handler with exactly the rights the chart grants: `chart_cluster_rules()`
-returns the rules of the rendered ClusterRole, ready to be put into a ClusterRole of a test
-ServiceAccount. `helm` is built by `hack/build-test-binaries` (`make test-binaries`).
+Integration tests run the handler with exactly the rights the chart grants for the values the scenario
+would be installed with: `handler_cluster_rules(values)` returns the rules of the rendered ClusterRole,
+ready to be put into a ClusterRole of a test ServiceAccount. `helm` is built by
+`hack/build-test-binaries` (`make test-binaries`).
 """
 
 from __future__ import annotations
@@ -135,11 +136,15 @@ def chart_cluster_rules(**kwargs: Any) -> list[dict[str, Any]]:
     return rules
 
 
+#: The values a user sets for `-disableEviction`: the chart grants pod delete only with them.
+ALLOW_POD_DELETE = ("rbac.allowPodDelete=true",)
+
+
 @functools.cache
-def handler_cluster_rules(*, allow_pod_delete: bool = True) -> tuple[dict[str, Any], ...]:
-    """The rules the handler under test runs with, rendered once per session: the chart's ClusterRole,
-    with pod delete (which -disableEviction needs) unless ``allow_pod_delete`` is False."""
-    return tuple(chart_cluster_rules(set_values=["rbac.allowPodDelete=true"] if allow_pod_delete else []))
+def handler_cluster_rules(set_values: tuple[str, ...] = ()) -> tuple[dict[str, Any], ...]:
+    """The rules of a handler under test: the chart's ClusterRole rendered with the scenario's values
+    (`--set` assignments; none: the chart's defaults), rendered once per set of values in a session."""
+    return tuple(chart_cluster_rules(set_values=list(set_values)))
 
 
 def is_handler_user(username: str) -> bool:
