@@ -19,6 +19,7 @@ from tests.support.cluster import (
     create_aks_node,
     create_pdb,
     create_pod,
+    is_serving,
     pod_exists,
     wait_pdb_observed,
     wait_pod_running,
@@ -39,11 +40,6 @@ async def handler_kube(
 
 def deadline_in(seconds: float) -> float:
     return asyncio.get_running_loop().time() + seconds
-
-
-def is_ready(pod: Pod) -> bool:
-    conditions = (pod.status.conditions if pod.status else None) or []
-    return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
 
 async def running(kube: AsyncClient, namespace: str, *names: str) -> None:
@@ -92,7 +88,7 @@ async def test_drain_of_a_mixed_node_honours_order_skips_and_the_pdb(
                         [
                             pod
                             async for pod in kube.list(Pod, namespace=namespace, labels=web)
-                            if pod.metadata.deletionTimestamp is None and is_ready(pod)
+                            if is_serving(pod)
                         ]
                     )
                 )
