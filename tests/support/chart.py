@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.support.binaries import REPO_ROOT, find_bin_dir
+
 # The ServiceAccounts of the handlers under test are named `aksnth-…` and hold `handler_cluster_rules()`;
 # the suite's audit log is searched for their requests (tests/test_least_privilege.py).
 HANDLER_ACCOUNT_PREFIX = "aksnth-"
@@ -36,23 +37,9 @@ class HelmError(RuntimeError):
         self.stderr = stderr
 
 
-def _bin_dir() -> Path:
-    configured = os.environ.get("AKSNTH_TEST_BIN_DIR")
-    if configured:
-        return Path(configured)
-    printed = subprocess.run(
-        [str(REPO_ROOT / "hack" / "build-test-binaries"), "--print-dir"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    return Path(printed.stdout.strip())
-
-
 def helm_binary() -> Path:
     """The `helm` built for the tests; a FileNotFoundError that says how to build it when missing."""
-    helm = _bin_dir() / "helm"
+    helm = find_bin_dir() / "helm"
     if not os.access(helm, os.X_OK):
         raise FileNotFoundError(
             f"no helm binary at {helm}: build the test binaries with `make test-binaries` "

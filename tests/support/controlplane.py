@@ -27,12 +27,12 @@ from typing import Any
 import httpx
 import yaml
 
+from tests.support.binaries import find_bin_dir
 from tests.support.pki import Pki, write_pki
 from tests.support.ports import PORT_ATTEMPTS, free_loopback_port, listening_ports, port_taken
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 REQUIRED_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
 _SHUTDOWN_GRACE_SECONDS = 10.0
 _POLL_INTERVAL_SECONDS = 0.05
@@ -42,18 +42,6 @@ _KEEP_ENV = "AKSNTH_TEST_KEEP_CONTROLPLANE"
 
 class ControlPlaneError(RuntimeError):
     """The control plane could not be started or a component died; the message names the log."""
-
-
-def find_bin_dir() -> Path:
-    """The folder with the test binaries: $AKSNTH_TEST_BIN_DIR, else what the build script prints."""
-    configured = os.environ.get("AKSNTH_TEST_BIN_DIR")
-    if configured:
-        return Path(configured)
-    script = REPO_ROOT / "hack" / "build-test-binaries"
-    printed = subprocess.run(
-        [str(script), "--print-dir"], check=True, capture_output=True, text=True, timeout=30
-    )
-    return Path(printed.stdout.strip())
 
 
 def missing_binaries(bin_dir: Path) -> list[str]:

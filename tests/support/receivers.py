@@ -13,7 +13,6 @@ import asyncio
 import datetime as dt
 import ipaddress
 import json
-import os
 import shutil
 import socket
 import ssl
@@ -34,6 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.support.binaries import find_bin_dir
 from tests.support.ports import PORT_ATTEMPTS, free_loopback_port, listening_ports, port_taken
 
 _HANG_LIMIT_SECONDS = 60.0  # a hanging reply never outlives this, even if stop() is forgotten
@@ -308,20 +308,6 @@ def forward_proxy(folder: Path, *, basic_auth: str = "user:pass") -> Iterator[in
         log.close()
 
 
-def binaries_dir() -> Path:
-    configured = os.environ.get("AKSNTH_TEST_BIN_DIR")
-    if configured:
-        return Path(configured)
-    root = Path(__file__).resolve().parents[2]
-    printed = subprocess.run(
-        [str(root / "hack" / "build-test-binaries"), "--print-dir"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return Path(printed.stdout.strip())
-
-
 def _spawn_listening(
     argv: list[str], *, log_path: Path, port: int, what: str
 ) -> subprocess.Popen[bytes] | None:
@@ -361,7 +347,7 @@ def pushgateway(folder: Path) -> Iterator[str]:
 
     Started again on another port when the one it was given was taken before it could bind it.
     """
-    binary = binaries_dir() / "pushgateway"
+    binary = find_bin_dir() / "pushgateway"
     if not (binary.exists() or shutil.which(str(binary))):
         raise FileNotFoundError(f"{binary} is missing: run hack/build-test-binaries")
     folder.mkdir(parents=True, exist_ok=True)
