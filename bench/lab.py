@@ -27,7 +27,8 @@ from lightkube.resources.core_v1 import Namespace, Node, Pod
 from lightkube.types import PatchType
 from tests.support.chart import chart_cluster_rules
 from tests.support.cluster import AksNode, create_aks_node, service_account_kubeconfig
-from tests.support.controlplane import ControlPlane, free_loopback_port
+from tests.support.controlplane import ControlPlane
+from tests.support.ports import free_loopback_port
 from tests.support.receivers import Receiver
 
 from aksnth.azure.simulator import ImdsSimulator

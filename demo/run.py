@@ -31,8 +31,9 @@ from bench.process import HandlerExitedError, HandlerProcess
 from lightkube import AsyncClient, KubeConfig
 from tests.support.chart import SEED_VALUES_DIR, chart_cluster_rules
 from tests.support.cluster import service_account_kubeconfig
-from tests.support.controlplane import ControlPlane, free_loopback_port
+from tests.support.controlplane import ControlPlane
 from tests.support.kubelet import FakeKubelet
+from tests.support.ports import free_loopback_port
 from tests.support.receivers import Receiver
 
 from aksnth.azure.simulator import MIN_NOTICE_SECONDS, STARTED_SECONDS, ImdsSimulator

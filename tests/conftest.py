@@ -106,23 +106,26 @@ def _report(request: pytest.FixtureRequest, message: str) -> None:
 
 
 @pytest.fixture
-def handler_may_delete_pods() -> bool:
-    """Whether the handler's ServiceAccount gets pod delete (-disableEviction needs it); a conftest
-    whose scenarios never pass -disableEviction overrides this with False, as the chart's default."""
-    return True
+def handler_chart_values(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """The chart values the scenario's handler would be installed with: the `--set` assignments of its
+    `chart_values` marker (e.g. `tests.support.chart.ALLOW_POD_DELETE` for -disableEviction), or none:
+    the chart's defaults."""
+    marker = request.node.get_closest_marker("chart_values")
+    return tuple(marker.args) if marker is not None else ()
 
 
 @pytest.fixture
 async def handler_kubeconfig(
-    kube: AsyncClient, control_plane: ControlPlane, namespace: str, handler_may_delete_pods: bool
+    kube: AsyncClient, control_plane: ControlPlane, namespace: str, handler_chart_values: tuple[str, ...]
 ) -> Path:
-    """A kubeconfig of a ServiceAccount holding exactly the chart's ClusterRole rules."""
+    """A kubeconfig of a ServiceAccount holding exactly the rules of the chart's ClusterRole, as rendered
+    for the scenario's values (`handler_chart_values`)."""
     return await service_account_kubeconfig(
         kube,
         control_plane,
         namespace=namespace,
         name=f"{HANDLER_ACCOUNT_PREFIX}{unique_suffix()}",
-        cluster_rules=handler_cluster_rules(allow_pod_delete=handler_may_delete_pods),
+        cluster_rules=handler_cluster_rules(handler_chart_values),
     )
 
 

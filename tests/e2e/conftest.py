@@ -25,12 +25,6 @@ POLL_PERIOD = "-period=0.2s"  # the shortest period the handler accepts (IMDS al
 
 
 @pytest.fixture
-def handler_may_delete_pods() -> bool:
-    """The chart's default rules: no scenario here passes -disableEviction."""
-    return False
-
-
-@pytest.fixture
 def processes(request: pytest.FixtureRequest) -> Iterator[list[HandlerProcess]]:
     """Every handler process the scenario started; all killed (process group, SIGKILL) at teardown."""
     started: list[HandlerProcess] = []

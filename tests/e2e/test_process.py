@@ -25,7 +25,8 @@ from tests.e2e.state import (
 )
 from tests.support.cluster import AksNode, create_pdb, create_pods, eventually, wait_pdb_observed
 from tests.support.kubelet import FakeKubelet
-from tests.support.process import HandlerProcess, free_port, handler_environment, spawn_handler
+from tests.support.ports import silent_port
+from tests.support.process import HandlerProcess, handler_environment, spawn_handler
 from tests.support.receivers import Receiver
 
 pytestmark = pytest.mark.controlplane
@@ -117,15 +118,16 @@ async def test_sigterm_mid_drain_exits_zero_within_the_grace_period_and_undoes_n
     assert len(await pods_on(kube, node.name)) == 1
 
 
-def unreachable_kubeconfig(folder: Path) -> Path:
-    """A kubeconfig that parses but names a port nobody listens on: any request to it would fail."""
+def unreachable_kubeconfig(folder: Path, port: int) -> Path:
+    """A kubeconfig that parses but names ``port``, where nobody listens (``silent_port``): any request
+    to it would fail."""
     path = folder / "kubeconfig"
     path.write_text(
         yaml.safe_dump(
             {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{free_port()}"}}],
+                "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{port}"}}],
                 "users": [{"name": "u", "user": {"token": "unused"}}],
                 "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
                 "current-context": "c",
@@ -148,19 +150,19 @@ async def test_a_broken_template_file_exits_2_naming_file_line_and_column_before
     template = tmp_path / "files" / "slack-payload.json"
     template.parent.mkdir()
     template.write_text('{\n  "channel": "#mychannel",\n  "text": "{{ .NodeName }"\n}\n')
-    port = free_port()
-    handler = await refused(
-        [
-            f"-kubeconfig={unreachable_kubeconfig(tmp_path)}",
-            f"-endpoint={simulator.scheduled_events_url}",
-            POLL_PERIOD,
-            f"-web.address=127.0.0.1:{port}",
-            "-webhook.url=http://127.0.0.1:9/hook",
-            f"-webhook.template-file={template}",
-        ],
-        tmp_path / "handler",
-        processes,
-    )
+    with silent_port() as api_port, silent_port() as hook_port:
+        handler = await refused(
+            [
+                f"-kubeconfig={unreachable_kubeconfig(tmp_path, api_port)}",
+                f"-endpoint={simulator.scheduled_events_url}",
+                POLL_PERIOD,
+                "-web.address=127.0.0.1:0",
+                f"-webhook.url=http://127.0.0.1:{hook_port}/hook",
+                f"-webhook.template-file={template}",
+            ],
+            tmp_path / "handler",
+            processes,
+        )
     stderr = handler.stderr()
     assert f"{template}:3:25:" in stderr
     assert simulator.requests == []

@@ -1,5 +1,5 @@
 """Shared by the tests/integration/test_kube_*.py modules: the handler's own API client, which
-authenticates as a ServiceAccount holding exactly the chart's ClusterRole rules."""
+authenticates as a ServiceAccount holding exactly the chart's ClusterRole rules for the test's values."""
 
 from __future__ import annotations
 
@@ -19,15 +19,16 @@ from tests.support.controlplane import ControlPlane
 
 @asynccontextmanager
 async def handler_client(
-    kube: AsyncClient, control_plane: ControlPlane, namespace: str
+    kube: AsyncClient, control_plane: ControlPlane, namespace: str, chart_values: tuple[str, ...] = ()
 ) -> AsyncIterator[AsyncClient]:
-    """The client the handler opens (``open_client``), as a ServiceAccount with the chart's rights."""
+    """The client the handler opens (``open_client``), as a ServiceAccount with the rights the chart
+    grants when installed with ``chart_values`` (none: its defaults)."""
     path = await service_account_kubeconfig(
         kube,
         control_plane,
         namespace=namespace,
         name=f"{HANDLER_ACCOUNT_PREFIX}{unique_suffix()}",
-        cluster_rules=handler_cluster_rules(),
+        cluster_rules=handler_cluster_rules(chart_values),
     )
     client = open_client(KubeSettings(kubeconfig=str(path), node_name="unused", request_timeout_seconds=10.0))
     try:

@@ -4,7 +4,9 @@ controller, RBAC denies what a ServiceAccount was not granted, and graceful dele
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import socket
 from pathlib import Path
 
 import httpx2
@@ -14,6 +16,8 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Node, Pod
 from lightkube.resources.scheduling_v1 import PriorityClass
 
+from tests.support import controlplane
+from tests.support.chart import ALLOW_POD_DELETE
 from tests.support.cluster import (
     MIRROR_ANNOTATION,
     create_aks_node,
@@ -21,6 +25,7 @@ from tests.support.cluster import (
     create_pod,
     create_pods,
     create_replicaset,
+    eventually,
     pod_exists,
     service_account_kubeconfig,
     wait_pdb_observed,
@@ -29,6 +34,7 @@ from tests.support.cluster import (
 )
 from tests.support.controlplane import ControlPlane, ControlPlaneError
 from tests.support.kubelet import FakeKubelet
+from tests.support.ports import free_loopback_port
 
 
 def eviction(name: str, namespace: str) -> Pod.Eviction:
@@ -152,6 +158,40 @@ async def test_service_account_with_rules_can_do_what_they_grant(
         await reader.close()
 
 
+async def delete_as(kubeconfig: Path, pod: Pod) -> int:
+    """Delete ``pod`` as the kubeconfig's user: 200, or the status code of the refusal."""
+    client = AsyncClient(KubeConfig.from_file(kubeconfig))
+    try:
+        await client.delete(Pod, pod.metadata.name, namespace=pod.metadata.namespace)
+    except ApiError as refused:
+        return refused.status.code or 0
+    finally:
+        await client.close()
+    return 200
+
+
+@pytest.mark.controlplane
+async def test_the_handler_under_test_holds_the_chart_defaults_unless_the_scenario_sets_values(
+    kube: AsyncClient, namespace: str, handler_kubeconfig: Path
+) -> None:
+    """``handler_kubeconfig`` without a ``chart_values`` marker: the chart's default ClusterRole, which
+    withholds pod delete (only -disableEviction needs it)."""
+    node = await create_aks_node(kube)
+    pod = await create_pod(kube, namespace, node.name)
+    assert await delete_as(handler_kubeconfig, pod) == 403
+    assert await pod_exists(kube, namespace, pod.metadata.name)
+
+
+@pytest.mark.controlplane
+@pytest.mark.chart_values(*ALLOW_POD_DELETE)
+async def test_a_scenario_with_chart_values_holds_the_rules_rendered_for_them(
+    kube: AsyncClient, namespace: str, handler_kubeconfig: Path
+) -> None:
+    node = await create_aks_node(kube)
+    pod = await create_pod(kube, namespace, node.name)
+    assert await delete_as(handler_kubeconfig, pod) == 200
+
+
 @pytest.mark.controlplane
 async def test_graceful_deletion_completes_through_the_kubelet(kube: AsyncClient, namespace: str) -> None:
     node = await create_aks_node(kube)
@@ -244,3 +284,56 @@ def test_a_component_that_dies_at_start_up_is_reported_with_its_log(tmp_path: Pa
     log_path = Path(message.split("Its log is ")[1].split(";", maxsplit=1)[0])
     assert log_path.name == "kube-apiserver.log" and log_path.is_file()  # kept for the post-mortem
     shutil.rmtree(log_path.parent.parent)
+
+
+@pytest.mark.controlplane
+def test_ports_taken_before_etcd_and_the_api_server_bind_them_are_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ports are picked before the programs bind them. When etcd's port, and then kube-apiserver's, is
+    taken in between (here: by a socket of the test that listens there), each exits, and the control
+    plane starts both again on other ports until it runs (within tests.support.ports.PORT_ATTEMPTS)."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        # Per attempt: etcd's client port, etcd's peer port, kube-apiserver's port.
+        attempts = [
+            (taken, free_loopback_port(), free_loopback_port()),
+            (free_loopback_port(), free_loopback_port(), taken),
+            (free_loopback_port(), free_loopback_port(), free_loopback_port()),
+        ]
+        picks = iter([port for attempt in attempts for port in attempt])
+        monkeypatch.setattr(controlplane, "free_loopback_port", lambda: next(picks))
+        with ControlPlane(controller_manager=False) as plane:
+            with httpx2.Client(verify=plane.admin_ssl_context(), timeout=5) as client:
+                assert client.get(f"{plane.server_url}/readyz").status_code == 200
+            assert plane.server_url != f"https://127.0.0.1:{taken}"
+            logs = {name: (plane.log_dir / f"{name}.log").read_text() for name in ("etcd", "kube-apiserver")}
+    assert next(picks, None) is None  # all three attempts made
+    for name, text in logs.items():  # both started three times, each once refused its port
+        assert text.count(f"starting {name}") == 3, text
+        assert "address already in use" in text, text
+
+
+@pytest.mark.controlplane
+async def test_an_api_server_restarted_while_its_port_is_taken_starts_once_the_port_is_free() -> None:
+    """A restarted kube-apiserver must keep its port (every kubeconfig names it): when someone took
+    the port while it was down, it is started again once the port is free."""
+    with ControlPlane(controller_manager=False) as plane:
+        await plane.stop_apiserver_async()
+        port = int(plane.server_url.rpartition(":")[2])
+        log_path = plane.log_dir / "kube-apiserver.log"
+        with socket.socket() as squatter:
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind(("127.0.0.1", port))
+            squatter.listen()
+            restart = asyncio.create_task(plane.start_apiserver_async())
+
+            async def refused_its_port() -> bool:
+                return log_path.read_text().count("address already in use") == 1
+
+            await eventually(refused_its_port, what="kube-apiserver to find its port taken")
+        await restart
+        with httpx2.Client(verify=plane.admin_ssl_context(), timeout=5) as client:
+            assert client.get(f"{plane.server_url}/readyz").status_code == 200

@@ -15,6 +15,7 @@ from aksnth.kube import keys
 from aksnth.kube.record import NodeRecord, Phase
 from aksnth.observe import metrics
 from tests.e2e.state import settled_event_counts
+from tests.support.chart import ALLOW_POD_DELETE
 from tests.support.cluster import (
     create_aks_node,
     create_pdb,
@@ -293,6 +294,7 @@ async def test_approve_events_approves_once_drained(kube, namespace, node, simul
     assert (await settled_event_counts(kube, node.name, EventApproved=1))["EventApproved"] == 1
 
 
+@pytest.mark.chart_values(*ALLOW_POD_DELETE)
 async def test_disable_eviction_deletes_pods_past_a_pdb(kube, namespace, node, simulator, handler_kubeconfig):
     await create_pods(kube, namespace, node.name, 2, labels={"app": "stuck"})
     async with FakeKubelet(kube, node=node.name):

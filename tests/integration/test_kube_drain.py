@@ -14,10 +14,12 @@ from aksnth.kube.drain import PodProgress, drain_node
 from aksnth.kube.drainplan import DrainOutcome
 from aksnth.kube.events import REASON_POD_EVICTED, EventRecorder
 from tests.integration.kube_fixtures import handler_client
+from tests.support.chart import ALLOW_POD_DELETE
 from tests.support.cluster import (
     create_aks_node,
     create_pdb,
     create_pod,
+    is_serving,
     pod_exists,
     wait_pdb_observed,
     wait_pod_running,
@@ -30,19 +32,14 @@ pytestmark = pytest.mark.controlplane
 
 @pytest.fixture
 async def handler_kube(
-    kube: AsyncClient, control_plane: ControlPlane, namespace: str
+    kube: AsyncClient, control_plane: ControlPlane, namespace: str, handler_chart_values: tuple[str, ...]
 ) -> AsyncIterator[AsyncClient]:
-    async with handler_client(kube, control_plane, namespace) as client:
+    async with handler_client(kube, control_plane, namespace, handler_chart_values) as client:
         yield client
 
 
 def deadline_in(seconds: float) -> float:
     return asyncio.get_running_loop().time() + seconds
-
-
-def is_ready(pod: Pod) -> bool:
-    conditions = (pod.status.conditions if pod.status else None) or []
-    return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
 
 async def running(kube: AsyncClient, namespace: str, *names: str) -> None:
@@ -91,7 +88,7 @@ async def test_drain_of_a_mixed_node_honours_order_skips_and_the_pdb(
                         [
                             pod
                             async for pod in kube.list(Pod, namespace=namespace, labels=web)
-                            if pod.metadata.deletionTimestamp is None and is_ready(pod)
+                            if is_serving(pod)
                         ]
                     )
                 )
@@ -184,6 +181,7 @@ async def test_a_pdb_that_never_allows_disruption_times_out_naming_the_pod(
     assert "db-pdb" in result.summary()
 
 
+@pytest.mark.chart_values(*ALLOW_POD_DELETE)
 async def test_disable_eviction_deletes_even_what_a_pdb_protects(
     kube: AsyncClient, handler_kube: AsyncClient, namespace: str
 ):

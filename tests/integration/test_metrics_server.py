@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import json
 import logging
+import os
 from collections.abc import AsyncIterator
 
 import httpx
@@ -16,6 +17,7 @@ import aksnth.observe.metrics  # noqa: F401 - registers every metric in the defa
 from aksnth.errors import ConfigError
 from aksnth.observe.health import Health
 from aksnth.observe.server import DEFAULT_MAX_IDLE_CONNECTIONS, MetricsServer, serve
+from tests.support.ports import PORT_ATTEMPTS, free_loopback_port, listening_ports, port_taken
 
 PREFIX = "aks_node_termination_handler_"
 # The Go original's metric families, as a dashboard built for it queries them.
@@ -201,28 +203,35 @@ async def test_concurrent_scrapes(client: httpx.AsyncClient) -> None:
     assert {response.status_code for response in responses} == {200}
 
 
-async def test_serve_runs_until_cancelled_and_frees_the_port(health: Health) -> None:
-    probe = MetricsServer("127.0.0.1:0", health)
-    port = await probe.start()
-    await probe.stop()  # a free port to hand to serve()
+async def serving(address: str, health: Health) -> asyncio.Task[None] | None:
+    """``serve(address)`` as a task, once this process listens on the address's port; None when the
+    port was taken by someone else before ``serve`` could bind it."""
+    port = int(address.rpartition(":")[2])
+    task = asyncio.create_task(serve(address, health))
+    while port not in listening_ports(os.getpid()):
+        if task.done():
+            error = task.exception()
+            if isinstance(error, ConfigError) and port_taken(str(error)):
+                return None
+            raise AssertionError(f"serve() ended before listening: {error!r}")
+        await asyncio.sleep(0.01)
+    return task
 
-    task = asyncio.create_task(serve(f"127.0.0.1:{port}", health))
+
+async def test_serve_runs_until_cancelled_and_frees_the_port(health: Health) -> None:
+    for _ in range(PORT_ATTEMPTS):  # a port picked here can be taken before serve() binds it
+        port = free_loopback_port()
+        task = await serving(f"127.0.0.1:{port}", health)
+        if task is not None:
+            break
+    else:
+        pytest.fail(f"every port picked for serve() was taken meanwhile ({PORT_ATTEMPTS} attempts)")
     async with httpx.AsyncClient(trust_env=False, timeout=5) as http:
-        for _ in range(500):  # bounded wait for the listener
-            try:
-                response = await http.get(f"http://127.0.0.1:{port}/healthz")
-                break
-            except httpx.ConnectError:
-                await asyncio.sleep(0.01)
-        else:
-            pytest.fail("serve() did not start listening")
-        assert response.status_code == 200
+        assert (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    again = MetricsServer(f"127.0.0.1:{port}", health)
-    assert await again.start() == port
-    await again.stop()
+    assert port not in listening_ports(os.getpid())
 
 
 async def test_a_busy_port_is_a_config_error(server: MetricsServer, health: Health) -> None:

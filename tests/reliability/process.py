@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 
 from aksnth.azure.simulator import ImdsSimulator
-from tests.support.controlplane import free_loopback_port
+from tests.support.ports import PORT_ATTEMPTS, free_loopback_port, listening_ports, port_taken
 
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 _STOP_SECONDS = 20.0
@@ -51,8 +51,8 @@ class HandlerProcess:
     restart (the log file is appended to, so one file tells the whole story)."""
 
     def __init__(self, flags: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None = None) -> None:
+        self.flags = list(flags)
         self.port = free_loopback_port()
-        self.argv = [sys.executable, "-m", "aksnth", *flags, f"-web.address=127.0.0.1:{self.port}"]
         self.log_path = log_path
         environment = {k: v for k, v in os.environ.items() if k.lower() not in _PROXY_VARIABLES}
         environment["PYTHONUNBUFFERED"] = "1"  # every log line reaches the file before a SIGKILL
@@ -77,7 +77,39 @@ class HandlerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "aksnth", *self.flags, f"-web.address=127.0.0.1:{self.port}"]
+
+    def start_listening(self, timeout_seconds: float = 20.0) -> HandlerProcess:
+        """``start()``, then wait until the handler itself listens on its port; started again on another
+        port when that one was taken before the handler could bind it (tests.support.ports)."""
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            if attempt > 1:
+                self.port = free_loopback_port()
+            offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+            self.start()
+            deadline = time.monotonic() + timeout_seconds
+            while self.port not in listening_ports(self.pid):
+                if not self.running:
+                    with self.log_path.open("rb") as log:
+                        log.seek(offset)
+                        output = log.read().decode(errors="replace")
+                    if port_taken(output):
+                        break  # to the next attempt, on another port
+                    raise AssertionError(f"the handler exited with {self.exit_code}:\n{output[-4000:]}")
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"the handler does not listen on {self.url} after {timeout_seconds:.0f}s:\n"
+                        f"{self.log_text()[-4000:]}"
+                    )
+                time.sleep(0.05)
+            else:  # the loop ended because the handler listens
+                return self
+        raise AssertionError(f"the handler found its -web.address port taken {PORT_ATTEMPTS} times")
+
     def start(self) -> HandlerProcess:
+        """Start the program and return at once (see ``start_listening`` to know it serves)."""
         with self.log_path.open("ab") as log:
             log.write(f"\n==== {time.strftime('%H:%M:%S')} starting the handler\n".encode())
             log.flush()

@@ -65,7 +65,7 @@ async def soak(minutes: float, period: str) -> int:
                 extra=["-taint.node"],
             ),
             log_path=Path(work) / "handler.log",
-        ).start()
+        ).start_listening()
         samples: list[tuple[float, int, int]] = []
         published: list[str] = []
         started = time.monotonic()

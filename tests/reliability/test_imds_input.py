@@ -134,7 +134,7 @@ def test_the_running_handler_counts_and_logs_each_bad_answer_and_keeps_working(
     handler = HandlerProcess(
         handler_flags(kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator),
         log_path=tmp_path / "handler.log",
-    ).start()
+    ).start_listening()
     served = {"refused": 0, "accepted": 0}
     try:
         handler.wait_ready()

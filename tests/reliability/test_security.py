@@ -315,7 +315,7 @@ async def test_secrets_never_reach_the_logs_the_events_or_the_metrics(
             ),
             log_path=tmp_path / "handler.log",
             env={"TELEGRAM_TOKEN": TELEGRAM_TOKEN, "WEBHOOK_URL": webhook_url},
-        ).start()
+        ).start_listening()
         try:
             async with FakeKubelet(kube, node=node.name):
                 event_id = simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)

@@ -1,8 +1,9 @@
 """The project's Helm chart, rendered by a real `helm`, for tests.
 
-Integration tests run the handler with exactly the rights the chart grants: `chart_cluster_rules()`
-returns the rules of the rendered ClusterRole, ready to be put into a ClusterRole of a test
-ServiceAccount. `helm` is built by `hack/build-test-binaries` (`make test-binaries`).
+Integration tests run the handler with exactly the rights the chart grants for the values the scenario
+would be installed with: `handler_cluster_rules(values)` returns the rules of the rendered ClusterRole,
+ready to be put into a ClusterRole of a test ServiceAccount. `helm` is built by
+`hack/build-test-binaries` (`make test-binaries`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.support.binaries import REPO_ROOT, find_bin_dir
+
 # The ServiceAccounts of the handlers under test are named `aksnth-…` and hold `handler_cluster_rules()`;
 # the suite's audit log is searched for their requests (tests/test_least_privilege.py).
 HANDLER_ACCOUNT_PREFIX = "aksnth-"
@@ -35,23 +37,9 @@ class HelmError(RuntimeError):
         self.stderr = stderr
 
 
-def _bin_dir() -> Path:
-    configured = os.environ.get("AKSNTH_TEST_BIN_DIR")
-    if configured:
-        return Path(configured)
-    printed = subprocess.run(
-        [str(REPO_ROOT / "hack" / "build-test-binaries"), "--print-dir"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    return Path(printed.stdout.strip())
-
-
 def helm_binary() -> Path:
     """The `helm` built for the tests; a FileNotFoundError that says how to build it when missing."""
-    helm = _bin_dir() / "helm"
+    helm = find_bin_dir() / "helm"
     if not os.access(helm, os.X_OK):
         raise FileNotFoundError(
             f"no helm binary at {helm}: build the test binaries with `make test-binaries` "
@@ -135,11 +123,15 @@ def chart_cluster_rules(**kwargs: Any) -> list[dict[str, Any]]:
     return rules
 
 
+#: The values a user sets for `-disableEviction`: the chart grants pod delete only with them.
+ALLOW_POD_DELETE = ("rbac.allowPodDelete=true",)
+
+
 @functools.cache
-def handler_cluster_rules(*, allow_pod_delete: bool = True) -> tuple[dict[str, Any], ...]:
-    """The rules the handler under test runs with, rendered once per session: the chart's ClusterRole,
-    with pod delete (which -disableEviction needs) unless ``allow_pod_delete`` is False."""
-    return tuple(chart_cluster_rules(set_values=["rbac.allowPodDelete=true"] if allow_pod_delete else []))
+def handler_cluster_rules(set_values: tuple[str, ...] = ()) -> tuple[dict[str, Any], ...]:
+    """The rules of a handler under test: the chart's ClusterRole rendered with the scenario's values
+    (`--set` assignments; none: the chart's defaults), rendered once per set of values in a session."""
+    return tuple(chart_cluster_rules(set_values=list(set_values)))
 
 
 def is_handler_user(username: str) -> bool:

@@ -408,6 +408,11 @@ def is_running_and_ready(pod: Pod) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in status.conditions or [])
 
 
+def is_serving(pod: Pod) -> bool:
+    """Ready and not terminating: what the disruption controller counts as a healthy pod of a budget."""
+    return pod.metadata is not None and pod.metadata.deletionTimestamp is None and is_running_and_ready(pod)
+
+
 # -- disruption budgets -------------------------------------------------------------------------
 
 

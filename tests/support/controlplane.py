@@ -27,11 +27,12 @@ from typing import Any
 import httpx
 import yaml
 
+from tests.support.binaries import find_bin_dir
 from tests.support.pki import Pki, write_pki
+from tests.support.ports import PORT_ATTEMPTS, free_loopback_port, listening_ports, port_taken
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 REQUIRED_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager")
 SERVICE_CIDR = "10.0.0.0/24"
 KUBERNETES_SERVICE_IP = "10.0.0.1"  # the first address of SERVICE_CIDR
@@ -45,27 +46,8 @@ class ControlPlaneError(RuntimeError):
     """The control plane could not be started or a component died; the message names the log."""
 
 
-def find_bin_dir() -> Path:
-    """The folder with the test binaries: $AKSNTH_TEST_BIN_DIR, else what the build script prints."""
-    configured = os.environ.get("AKSNTH_TEST_BIN_DIR")
-    if configured:
-        return Path(configured)
-    script = REPO_ROOT / "hack" / "build-test-binaries"
-    printed = subprocess.run(
-        [str(script), "--print-dir"], check=True, capture_output=True, text=True, timeout=30
-    )
-    return Path(printed.stdout.strip())
-
-
 def missing_binaries(bin_dir: Path) -> list[str]:
     return [name for name in REQUIRED_BINARIES if not os.access(bin_dir / name, os.X_OK)]
-
-
-def free_loopback_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _die_with_parent() -> None:
@@ -83,11 +65,17 @@ class Component:
         self.argv = argv
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0  # where the output of the current run starts in the log
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
 
     def spawn(self) -> None:
         with self.log_path.open("ab") as log_file:
             log_file.write(f"\n==== {time.strftime('%H:%M:%S')} starting {self.name}\n".encode())
             log_file.flush()
+            self._log_offset = log_file.tell()
             self._process = subprocess.Popen(
                 self.argv,
                 stdin=subprocess.DEVNULL,
@@ -99,10 +87,6 @@ class Component:
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
 
     @property
     def exit_code(self) -> int | None:
@@ -128,6 +112,14 @@ class Component:
             log.warning("%s ignored SIGTERM for %.0f s; killing it", self.name, _SHUTDOWN_GRACE_SECONDS)
             process.kill()
             process.wait(timeout=_SHUTDOWN_GRACE_SECONDS)
+
+    def lost_its_port(self) -> bool:
+        """Whether this run exited because its port had been taken (by another process, meanwhile)."""
+        if self.running:
+            return False
+        with self.log_path.open("rb") as log_file:
+            log_file.seek(self._log_offset)
+            return port_taken(log_file.read().decode(errors="replace"))
 
     def tail(self, lines: int = _LOG_TAIL_LINES) -> str:
         try:
@@ -188,6 +180,7 @@ class ControlPlane:
         self._apiserver_port = 0
         self._apiserver_stopped = False
         self._etcd_url = ""
+        self._etcd_client_port = 0
 
     # -- what tests use -------------------------------------------------------------------------
 
@@ -253,18 +246,9 @@ class ControlPlane:
         try:
             serving_ips = (self.advertise_address, KUBERNETES_SERVICE_IP) if self.advertise_address else ()
             self._pki = write_pki(self._work() / "pki", serving_ips=serving_ips)
-            self._spawn_etcd()
-            self._apiserver_port = free_loopback_port()
-            self._write_admin_kubeconfig()
             if self._audit_policy is not None:
                 (self._work() / "audit-policy.yaml").write_text(yaml.safe_dump(self._audit_policy))
-            self._apiserver = Component(
-                "kube-apiserver", self._apiserver_argv(), self.log_dir / "kube-apiserver.log"
-            )
-            # No need to wait for etcd first: kube-apiserver keeps dialling it, and its /readyz
-            # includes etcd. Starting both at once saves most of etcd's start-up time.
-            self._apiserver.spawn()
-            self._wait_apiserver_ready()
+            self._start_etcd_and_apiserver()
             if self._with_controller_manager:
                 self._start_controller_manager()
             if self._with_scheduler:
@@ -290,6 +274,36 @@ class ControlPlane:
     ) -> None:
         self.stop()
 
+    def _start_etcd_and_apiserver(self) -> None:
+        """etcd and kube-apiserver on fresh ports; both again on other ports when one of them found
+        its port taken (ports are picked before the programs bind them: see tests.support.ports)."""
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            self._spawn_etcd()
+            self._apiserver_port = free_loopback_port()
+            self._write_admin_kubeconfig()
+            self._apiserver = Component(
+                "kube-apiserver", self._apiserver_argv(), self.log_dir / "kube-apiserver.log"
+            )
+            # No need to wait for etcd first: kube-apiserver keeps dialling it, and its /readyz
+            # includes etcd. Starting both at once saves most of etcd's start-up time.
+            self._apiserver.spawn()
+            try:
+                self._wait_apiserver_ready(etcd_listening=True)
+                return
+            except ControlPlaneError:
+                taken = [c.name for c in (self._etcd, self._apiserver) if c is not None and c.lost_its_port()]
+                if not taken or attempt == PORT_ATTEMPTS:
+                    raise
+                log.warning(
+                    "%s found its port taken; etcd and kube-apiserver start on other ports (attempt %d/%d)",
+                    " and ".join(taken),
+                    attempt + 1,
+                    PORT_ATTEMPTS,
+                )
+                self._apiserver.stop(graceful=False)
+                self._component(self._etcd).stop(graceful=False)
+                shutil.rmtree(self._work() / "etcd", ignore_errors=True)
+
     # -- restarting the API server alone (same port, same etcd, same certificates) --------------
 
     def stop_apiserver(self, *, graceful: bool = True) -> None:
@@ -299,13 +313,24 @@ class ControlPlane:
         self._apiserver_stopped = True
 
     def start_apiserver(self) -> None:
-        """Starts kube-apiserver again on the same port and waits until it is ready."""
+        """Starts kube-apiserver again on the same port and waits until it is ready.
+
+        The port cannot change (every kubeconfig names it): if another process took it while the
+        API server was down, the start is retried once the port is free again.
+        """
         apiserver = self._component(self._apiserver)
         if apiserver.running:
             raise ControlPlaneError("kube-apiserver is already running")
-        apiserver.spawn()
-        self._apiserver_stopped = False
-        self._wait_apiserver_ready()
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            apiserver.spawn()
+            self._apiserver_stopped = False
+            try:
+                self._wait_apiserver_ready()
+                return
+            except ControlPlaneError:
+                if not self._retry_on_the_same_port(apiserver, attempt):
+                    raise
+            self._wait_port_free(self._apiserver_port)
 
     async def stop_apiserver_async(self, *, graceful: bool = True) -> None:
         """`stop_apiserver` without blocking the event loop (the code under test keeps running)."""
@@ -316,9 +341,46 @@ class ControlPlane:
         apiserver = self._component(self._apiserver)
         if apiserver.running:
             raise ControlPlaneError("kube-apiserver is already running")
-        apiserver.spawn()  # in the loop's thread: the child's parent-death signal follows this thread
-        self._apiserver_stopped = False
-        await asyncio.to_thread(self._wait_apiserver_ready)
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            apiserver.spawn()  # in the loop's thread: the child's parent-death signal follows this thread
+            self._apiserver_stopped = False
+            try:
+                await asyncio.to_thread(self._wait_apiserver_ready)
+                return
+            except ControlPlaneError:
+                if not self._retry_on_the_same_port(apiserver, attempt):
+                    raise
+            await asyncio.to_thread(self._wait_port_free, self._apiserver_port)
+
+    def _retry_on_the_same_port(self, apiserver: Component, attempt: int) -> bool:
+        if not apiserver.lost_its_port() or attempt == PORT_ATTEMPTS:
+            return False
+        log.warning(
+            "kube-apiserver's port %d was taken while it was stopped; starting it again once the port "
+            "is free (attempt %d/%d)",
+            self._apiserver_port,
+            attempt + 1,
+            PORT_ATTEMPTS,
+        )
+        return True
+
+    def _wait_port_free(self, port: int) -> None:
+        """Until 127.0.0.1:``port`` can be bound as kube-apiserver binds it (SO_REUSEADDR, as Go does)."""
+        deadline = time.monotonic() + self.ready_timeout_seconds
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind(("127.0.0.1", port))
+                    return
+                except OSError:
+                    pass
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(
+                    f"port {port} of kube-apiserver is still taken by another process after "
+                    f"{self.ready_timeout_seconds:.0f} s"
+                )
+            time.sleep(_POLL_INTERVAL_SECONDS)
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -346,6 +408,7 @@ class ControlPlane:
         client_port, peer_port = free_loopback_port(), free_loopback_port()
         client_url, peer_url = f"http://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer_port}"
         self._etcd_url = client_url
+        self._etcd_client_port = client_port
         self._etcd = Component(
             "etcd",
             [
@@ -417,11 +480,19 @@ class ControlPlane:
             *audit,
         ]
 
-    def _wait_apiserver_ready(self) -> None:
+    def _wait_apiserver_ready(self, *, etcd_listening: bool = False) -> None:
+        """Until kube-apiserver answers /readyz with 200 (it is ours: it presents our CA's certificate);
+        with ``etcd_listening``, also until our etcd itself listens on the port the API server dials,
+        so that the API server cannot have found another etcd there."""
         apiserver = self._component(self._apiserver)
+        etcd = self._component(self._etcd)
         url = f"{self.server_url}/readyz"
 
         def ready(client: httpx.Client) -> bool:
+            if etcd_listening and (
+                etcd.pid is None or self._etcd_client_port not in listening_ports(etcd.pid)
+            ):
+                return False
             try:
                 return client.get(url).status_code == 200
             except httpx.TransportError:

@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,18 +29,13 @@ from typing import Any
 import httpx
 import yaml
 
+from tests.support.ports import PORT_ATTEMPTS, free_loopback_port, listening_ports, port_taken
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SEED_VALUES_DIR = REPO_ROOT / "tests" / "chart" / "values"
 CHART_FILES_MOUNT = "/files"  # where the chart mounts configMap.data
 _STOP_TIMEOUT_SECONDS = 10.0
 _HTTP_TIMEOUT_SECONDS = 5.0
-_START_ATTEMPTS = 3  # a free port can be taken by someone else between probing and listening
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -115,6 +109,20 @@ class HandlerProcess:
         async with httpx.AsyncClient(trust_env=False, timeout=_HTTP_TIMEOUT_SECONDS) as client:
             return await client.get(self.base_url + path)
 
+    async def wait_listening(self, timeout_seconds: float = 20.0) -> None:
+        """Until the handler itself listens on ``web_port`` (not merely: something answers there);
+        ``HandlerExited`` if it exits first."""
+        deadline = time.monotonic() + timeout_seconds
+        while self.web_port not in listening_ports(self.pid):
+            if self.process.poll() is not None:
+                raise HandlerExited(self)
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"handler pid {self.pid} does not listen on {self.base_url} after "
+                    f"{timeout_seconds:.0f} s; stderr tail:\n{self.stderr_tail()}"
+                )
+            await asyncio.sleep(0.05)
+
     async def wait_serving(self, timeout_seconds: float = 20.0) -> None:
         """Until ``/healthz`` answers (whatever it says); AssertionError if the process exits first."""
         deadline = time.monotonic() + timeout_seconds
@@ -181,22 +189,24 @@ async def start_handler(
     """Start the handler with ``-web.address=127.0.0.1:<free port>`` appended and wait until it serves.
 
     Every process started is appended to ``started`` (also those that failed), so a fixture can kill
-    them all at teardown. A port taken by someone else in the meantime is retried with another one.
+    them all at teardown. A port taken by someone else in the meantime is retried with another one
+    (tests.support.ports).
     """
-    for _ in range(_START_ATTEMPTS):
-        port = free_port()
+    for _ in range(PORT_ATTEMPTS):
+        port = free_loopback_port()
         handler = spawn_handler(
             [*args, f"-web.address=127.0.0.1:{port}"], folder=folder, env=env, web_port=port
         )
         started.append(handler)
         try:
-            await handler.wait_serving()
+            await handler.wait_listening()
         except HandlerExited:
-            if "cannot listen" in handler.stderr():
+            if port_taken(handler.stderr()):
                 continue
             raise
+        await handler.wait_serving()
         return handler
-    raise AssertionError(f"no free port for -web.address after {_START_ATTEMPTS} attempts")
+    raise AssertionError(f"no free port for -web.address after {PORT_ATTEMPTS} attempts")
 
 
 def seed_values_args(name: str, *, files_dir: Path, overrides: Mapping[str, str] | None = None) -> list[str]:

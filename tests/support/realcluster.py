@@ -42,13 +42,12 @@ from pathlib import Path
 import yaml
 
 from aksnth.azure.simulator import ImdsSimulator
+from tests.support.binaries import REPO_ROOT, find_bin_dir
 from tests.support.controlplane import (
     KUBERNETES_SERVICE_IP,
-    REPO_ROOT,
     SERVICE_CIDR,
     Component,
     ControlPlane,
-    find_bin_dir,
     kubeconfig,
 )
 from tests.support.netns import NetnsThread, Relay, Sandbox, listening_socket, wait_gone

@@ -13,7 +13,6 @@ import asyncio
 import datetime as dt
 import ipaddress
 import json
-import os
 import shutil
 import socket
 import ssl
@@ -33,6 +32,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from tests.support.binaries import find_bin_dir
+from tests.support.ports import PORT_ATTEMPTS, free_loopback_port, listening_ports, port_taken
 
 _HANG_LIMIT_SECONDS = 60.0  # a hanging reply never outlives this, even if stop() is forgotten
 
@@ -304,57 +306,66 @@ def forward_proxy(folder: Path, *, basic_auth: str = "user:pass") -> Iterator[in
         _wait_for_port(port)
         yield port
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        _stop(process)
         log.close()
 
 
-def binaries_dir() -> Path:
-    configured = os.environ.get("AKSNTH_TEST_BIN_DIR")
-    if configured:
-        return Path(configured)
-    root = Path(__file__).resolve().parents[2]
-    printed = subprocess.run(
-        [str(root / "hack" / "build-test-binaries"), "--print-dir"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return Path(printed.stdout.strip())
+def _spawn_listening(
+    argv: list[str], *, log_path: Path, port: int, what: str
+) -> subprocess.Popen[bytes] | None:
+    """Start ``argv``, which is told to listen on ``port``, and wait until it does (it, not whoever
+    else may have the port). None when it exited because the port was taken meanwhile."""
+    with log_path.open("ab") as log:
+        offset = log.tell()
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 15
+    while port not in listening_ports(process.pid):
+        if process.poll() is not None:
+            with log_path.open("rb") as log:
+                log.seek(offset)
+                output = log.read().decode(errors="replace")
+            if port_taken(output):
+                return None
+            raise RuntimeError(f"{what} exited with {process.returncode}: {output}")
+        if time.monotonic() > deadline:
+            _stop(process)
+            raise TimeoutError(f"{what} does not listen on 127.0.0.1:{port} after 15 s")
+        time.sleep(0.05)
+    return process
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
 
 
 @contextmanager
 def pushgateway(folder: Path) -> Iterator[str]:
-    """The real Prometheus Pushgateway on 127.0.0.1:<free port>; yields its base URL."""
-    binary = binaries_dir() / "pushgateway"
+    """The real Prometheus Pushgateway on 127.0.0.1:<free port>; yields its base URL.
+
+    Started again on another port when the one it was given was taken before it could bind it.
+    """
+    binary = find_bin_dir() / "pushgateway"
     if not (binary.exists() or shutil.which(str(binary))):
         raise FileNotFoundError(f"{binary} is missing: run hack/build-test-binaries")
     folder.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    log = (folder / "pushgateway.log").open("wb")
-    process = subprocess.Popen(
-        [str(binary), f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    for _ in range(PORT_ATTEMPTS):
+        port = free_loopback_port()
+        process = _spawn_listening(
+            [str(binary), f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+            log_path=folder / "pushgateway.log",
+            port=port,
+            what="pushgateway",
+        )
+        if process is not None:
+            break
+    else:
+        raise RuntimeError(f"pushgateway found its port taken {PORT_ATTEMPTS} times")
     try:
-        _wait_for_port(port)
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-        log.close()
+        _stop(process)
