@@ -35,6 +35,11 @@ MIRROR_POD_ANNOTATION: Final = "kubernetes.io/config.mirror"
 SYSTEM_PRIORITY_CLASSES: Final = frozenset({"system-node-critical", "system-cluster-critical"})
 SYSTEM_NAMESPACE: Final = "kube-system"
 
+#: AKS labels the nodes of Spot pools ``kubernetes.azure.com/scalesetpriority=spot``: the nodes whose
+#: VMs Azure may evict with 30 s of notice (the readiness report's default node selector).
+SPOT_LABEL: Final = "kubernetes.azure.com/scalesetpriority"
+SPOT_VALUE: Final = "spot"
+
 #: Field selector of "pods bound to this node" (the drain never lists all pods of the cluster).
 POD_NODE_NAME_FIELD: Final = "spec.nodeName"
 
