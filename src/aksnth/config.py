@@ -63,6 +63,7 @@ class LogSettings:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KubeSettings:
     kubeconfig: str = ""  # empty: in-cluster configuration
+    context: str = ""  # a context of the kubeconfig file; empty: its current context
     node_name: str
     request_timeout_seconds: float = 10.0
 

@@ -281,7 +281,11 @@ class _Judge:
                 f"grace period cut from {wanted}s to {given}s",
             )
         if given < wanted:
-            return sent, f"grace period {given}s ({source} {wanted}s, less the drain's 1s margin)", ""
+            return (
+                sent,
+                f"grace period {given}s of {'its' if configured < 0 else 'the configured'} {wanted}s",
+                "",
+            )
         return sent, f"grace period {given}s ({source})", ""
 
 

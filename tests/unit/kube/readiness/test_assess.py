@@ -51,7 +51,7 @@ def test_a_plain_replica_drains_within_the_notice_with_the_margin_taken_from_its
     result = one([pod("web")])
     (web,) = result.pods
     assert (web.outcome, web.evicted_after_seconds, web.grace_period_seconds) == (Outcome.EVICTED, 0.0, 29)
-    assert web.detail == "evicted at once, grace period 29s (its own 30s, less the drain's 1s margin)"
+    assert web.detail == "evicted at once, grace period 29s of its 30s"
     assert web.risks == ()
     assert result.drains_within_notice and result.verdict == "drains within the notice"
     assert result.drain_seconds == 30
