@@ -294,6 +294,10 @@ class Handler:
 
         task.add_done_callback(forget)
 
+    def handling_event(self) -> bool:
+        """True while a response or a give-back runs, or an event we responded to is not concluded."""
+        return bool(self._tasks) or any(k.responded and not k.finished for k in self._known.values())
+
     async def wait_idle(self) -> None:
         """Wait for every event task started so far (tests and -exitAfterNodeDrain use it)."""
         while self._tasks or self._courtesy:
