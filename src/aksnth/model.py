@@ -114,3 +114,4 @@ class NodeSnapshot:
     unschedulable: bool = False
     boot_id: str = ""
     pod_names: tuple[str, ...] = ()
+    condition_types: tuple[str, ...] = ()  # of status.conditions: Ready, ..., AzureScheduledEvent

@@ -27,6 +27,10 @@ EXCLUDE_FROM_LB_VALUE: Final = "true"
 #: so that a restarted handler resumes, and a give-back undoes only our own changes.
 STATE_ANNOTATION: Final = f"{COMPONENT}/state"
 
+#: The Node condition that shows a pending or handled event to every tool (``kubectl describe node``):
+#: reason = the event type, message = EventId, NotBefore, status and our phase; removed once it is over.
+SCHEDULED_EVENT_CONDITION: Final = "AzureScheduledEvent"
+
 #: Static pods are represented in the API by "mirror pods" carrying this annotation; the API refuses
 #: to evict or delete them for good (the kubelet recreates them), so the drain leaves them alone.
 MIRROR_POD_ANNOTATION: Final = "kubernetes.io/config.mirror"
