@@ -178,6 +178,7 @@ def test_cluster_role_grants_exactly_what_the_handler_does() -> None:
     grants = _grants(chart_cluster_rules())
     assert grants == {
         *{("", "nodes", verb) for verb in ("get", "list", "watch", "patch", "update")},
+        ("", "nodes/status", "patch"),  # the AzureScheduledEvent condition
         ("", "pods", "get"),
         ("", "pods", "list"),
         ("", "pods/eviction", "create"),
