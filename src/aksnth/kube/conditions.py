@@ -11,8 +11,9 @@ for an event whose type is not acted on. With no event left the condition is rem
 Writes go to the ``nodes/status`` subresource as strategic merge patches keyed by the condition type:
 they touch nothing else of the status (the kubelet's conditions stay as they are) and need no
 resourceVersion. One background writer sends them in order and coalesces: when several changes come
-while a write is in flight, only the latest state is written next. A failed write is logged and
-never holds up the response; the next change writes the whole state again.
+while a write is in flight, only the latest state is written next. A write that fails on a transient error is
+tried again in the background for a while; any other failure is logged; none holds up the response,
+and the next change writes the whole state again.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -29,7 +30,7 @@ from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Node
 from lightkube.types import PatchType
 
-from aksnth.errors import KubeError, KubeForbidden
+from aksnth.errors import EvictionBlocked, KubeError, KubeForbidden, KubeUnavailable
 from aksnth.kube.client import api_call, with_retries
 from aksnth.kube.keys import SCHEDULED_EVENT_CONDITION
 
@@ -42,6 +43,13 @@ _PHASE_ORDER: Final = ("seen", PHASE_IGNORED, "protected", "drained", "approved"
 #: Longest condition message we write (the API server accepts 32 KiB; people read a line).
 MAX_MESSAGE_CHARS: Final = 1024
 WRITE_ATTEMPTS: Final = 4
+#: After a write failed on a transient error (the API server restarting, throttling), the state is
+#: written again after these waits (the last one repeats), for at most GIVE_UP_SECONDS: a condition
+#: must not keep saying "Phase=drained" for hours because one removal met an API server restart.
+RETRY_WAITS_SECONDS: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
+GIVE_UP_SECONDS: Final = 600.0
+#: On shutdown, a write in flight gets this long to finish before it is abandoned.
+CLOSE_TIMEOUT_SECONDS: Final = 2.0
 FORBIDDEN_HINT: Final = "the ClusterRole needs patch on nodes/status (the chart grants it)"
 
 
@@ -118,8 +126,10 @@ class ConditionWriter:
         *,
         dry_run: bool = False,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        retry_waits_seconds: Sequence[float] = RETRY_WAITS_SECONDS,
     ) -> None:
         self._client = client
+        self._retry_waits = tuple(retry_waits_seconds) or (0.0,)
         self._node_name = node_name
         self._dry_run = dry_run
         self._now = wall_clock
@@ -145,20 +155,44 @@ class ConditionWriter:
         while self._task is not None and not self._task.done():
             await asyncio.shield(self._task)
 
-    async def close(self) -> None:
-        if self._task is not None and not self._task.done():
+    async def close(self, timeout_seconds: float = CLOSE_TIMEOUT_SECONDS) -> None:
+        """Give a write in flight a moment to finish, then abandon it (on shutdown)."""
+        if self._task is None or self._task.done():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_seconds):
+                await asyncio.shield(self._task)
+        if not self._task.done():
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
     async def _write_until_current(self) -> None:
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + GIVE_UP_SECONDS
+        failures = 0
         while self._wanted != self._written:
             wanted = self._wanted
             try:
                 await self._write(wanted)
+            except (KubeUnavailable, EvictionBlocked) as exc:
+                wait = self._retry_waits[min(failures, len(self._retry_waits) - 1)]
+                failures += 1
+                if loop.time() + wait > give_up_at:
+                    self._report(exc)
+                    return
+                log.info(
+                    "writing the %s condition failed, again in %.0fs: %s",
+                    SCHEDULED_EVENT_CONDITION,
+                    wait,
+                    exc,
+                )
+                await asyncio.sleep(wait)
+                continue
             except KubeError as exc:
                 self._report(exc)
                 return
+            failures = 0
             self._written = wanted
 
     async def _write(self, events: tuple[ListedEvent, ...]) -> None:

@@ -9,8 +9,14 @@ from typing import Any
 
 import pytest
 
-from aksnth.errors import KubeForbidden
-from aksnth.kube.conditions import ConditionWriter, ListedEvent, condition_patch, scheduled_event_condition
+from aksnth.errors import KubeForbidden, KubeUnavailable
+from aksnth.kube.conditions import (
+    WRITE_ATTEMPTS,
+    ConditionWriter,
+    ListedEvent,
+    condition_patch,
+    scheduled_event_condition,
+)
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -145,3 +151,35 @@ async def test_a_missing_right_is_said_once_and_never_raised(caplog: pytest.LogC
         await writer.flush()
     (record,) = caplog.records
     assert "needs patch on nodes/status" in record.getMessage()
+
+
+class FlakyNodes(FakeNodes):
+    """Answers like an API server that is restarting for the first ``failures`` patches."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.gate.set()
+        self.failures = failures
+
+    async def patch(self, resource: Any, name: str, obj: dict[str, Any], *, patch_type: Any) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise KubeUnavailable("patch nodes/status node-1: ConnectError")
+        await super().patch(resource, name, obj, patch_type=patch_type)
+
+
+async def test_a_write_that_meets_an_api_server_restart_is_written_once_it_is_back() -> None:
+    nodes = FlakyNodes(failures=WRITE_ATTEMPTS + 2)  # more than one round of quick retries
+    writer = ConditionWriter(nodes, "node-1", retry_waits_seconds=(0.0,))  # type: ignore[arg-type]
+    writer.show([listed("A1", phase="drained")])
+    await writer.flush()
+    assert messages(nodes) == ["Preempt EventId=A1 NotBefore=none Phase=drained"]
+
+
+async def test_closing_abandons_a_write_that_does_not_finish() -> None:
+    nodes = FakeNodes()  # its gate never opens: the write hangs
+    writer = ConditionWriter(nodes, "node-1")  # type: ignore[arg-type]
+    writer.show([listed("A1")])
+    await asyncio.sleep(0)
+    await writer.close(timeout_seconds=0.01)
+    assert nodes.patches == []
