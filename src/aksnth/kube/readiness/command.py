@@ -52,7 +52,7 @@ OPTIONS: Final = (
     Option(name="selector", kind=Kind.STRING, default=DEFAULT_SELECTOR, group=_G, usage="node selector"),
     Option(name="l", kind=Kind.STRING, default=DEFAULT_SELECTOR, group=_G, usage="node selector"),
     Option(name="event-type", kind=Kind.STRING, default="Preempt", group=_G, usage="event type"),
-    Option(name="notice", kind=Kind.DURATION, default=0.0, group=_G, usage="notice"),
+    Option(name="notice", kind=Kind.DURATION, default=0.0, group=_G, usage="notice (default: the type's)"),
     Option(name="podGracePeriodSeconds", kind=Kind.INT, default=-1, group=_G, usage="as the handler's"),
     Option(name="nodeGracePeriodSeconds", kind=Kind.INT, default=120, group=_G, usage="as the handler's"),
     Option(name="disableEviction", kind=Kind.BOOL, default=False, group=_G, usage="as the handler's"),
@@ -185,7 +185,7 @@ def _scenario(given: Mapping[str, OptionValue]) -> Scenario:
         raise UsageError(f"-nodeGracePeriodSeconds: must be at least 1, got {node_grace}")
     return Scenario(
         event_type=event_type,
-        notice_seconds=notice or DOCUMENTED_NOTICE_SECONDS[event_type],
+        notice_seconds=notice if "notice" in given else DOCUMENTED_NOTICE_SECONDS[event_type],
         pod_grace_period_seconds=pod_grace,
         node_grace_period_seconds=node_grace,
         disable_eviction=bool(given.get("disableEviction", False)),

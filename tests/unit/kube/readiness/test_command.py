@@ -48,6 +48,8 @@ def test_the_event_and_the_handlers_settings_are_flags() -> None:
     )
     assert request.output == "json"
     assert parse("-event-type=Reboot", "-notice=2m").scenario.notice_seconds == 120
+    # An event already due: the handler still drains for its minimum time.
+    assert parse("-notice=0s").scenario.drain_seconds(NOW) == 5
 
 
 @pytest.mark.parametrize(
