@@ -73,7 +73,9 @@ class Lab:
             KubeConfig.from_file(self.control_plane.kubeconfig_path), timeout=httpx2.Timeout(10.0)
         )
         await self.client.create(Namespace(metadata=ObjectMeta(name=HANDLER_NAMESPACE)))
-        rules = await asyncio.to_thread(chart_cluster_rules)
+        # The chart's rules with the readiness check on (list on PodDisruptionBudgets), which only the
+        # readiness section uses.
+        rules = await asyncio.to_thread(chart_cluster_rules, set_values=["readinessCheck.interval=10s"])
         self.handler_kubeconfig = await service_account_kubeconfig(
             self.client,
             self.control_plane,

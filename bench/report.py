@@ -45,8 +45,15 @@ def _get(*path: str) -> Callable[[Results], float | None]:
     return read
 
 
-def rows(*, events: int, cases: Sequence[tuple[str, str]], preempt_case: str | None) -> list[Row]:
-    """`cases`: (key, label) of each drain case, in order; `preempt_case`: the key of the 110-pod case."""
+def rows(
+    *,
+    events: int,
+    cases: Sequence[tuple[str, str]],
+    preempt_case: str | None,
+    readiness_interval: float = 10.0,
+) -> list[Row]:
+    """`cases`: (key, label) of each drain case, in order; `preempt_case`: the key of the 110-pod case;
+    `readiness_interval`: the -readiness.interval of the readiness section, seconds."""
     table: list[Row] = []
     reaction = f"Reaction ({events} Preempt events, default period)"
     for name, key in (("published → cordoned", "cordon_seconds"), ("published → webhook", "notify_seconds")):
@@ -196,6 +203,38 @@ def rows(*, events: int, cases: Sequence[tuple[str, str]], preempt_case: str | N
             unit="/min",
             read=_get("footprint", "api_requests_per_minute"),
             budget=Budget(limit=0.0, text="0"),
+        ),
+    ]
+    section = f"Readiness check (-readiness.interval={readiness_interval:g}s, no event)"
+    table += [
+        Row(section=section, figure="checks in the window", unit="", read=_get("readiness", "checks")),
+        Row(
+            section=section,
+            figure="lists of the node's pods per interval",
+            unit="",
+            read=_get("readiness", "pod_lists_per_interval"),
+            budget=Budget(limit=1.0),
+        ),
+        Row(
+            section=section,
+            figure="lists of PodDisruptionBudgets per interval",
+            unit="",
+            read=_get("readiness", "budget_lists_per_interval"),
+            budget=Budget(limit=1.0),
+        ),
+        Row(
+            section=section,
+            figure="other API requests in the window",
+            unit="",
+            read=_get("readiness", "other_requests"),
+            budget=Budget(limit=0.0, text="0"),
+        ),
+        Row(
+            section=section,
+            figure="shortest time between two checks",
+            unit="s",
+            read=_get("readiness", "shortest_gap_seconds"),
+            budget=Budget(limit=readiness_interval, at_most=False),
         ),
     ]
     return table

@@ -32,11 +32,12 @@ from bench.lab import Lab
 from bench.node import NodeFootprintUnavailable, measure_node_footprint
 from bench.process import IMAGE_LIKE_TEMPLATE, OUR_TEMPLATE, PLACEHOLDERS, Implementation
 from bench.reaction import measure_reaction
+from bench.readiness import measure_readiness
 from bench.report import budget_verdicts, render, rows
 
 log = logging.getLogger("bench")
 
-SECTIONS = ("reaction", "drain", "footprint")
+SECTIONS = ("reaction", "drain", "footprint", "readiness")
 GRACE_VARIANT = DrainCase(pods=110, grace_seconds=5)
 
 
@@ -65,6 +66,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="skip the footprint of the handler's container on a real node (kubelet, containerd, the "
         "image built from docker/Dockerfile); it runs by default where `make test-images` can build",
+    )
+    parser.add_argument(
+        "--readiness-interval",
+        type=float,
+        default=10.0,
+        help="-readiness.interval of the readiness section, seconds (default 10, the least allowed)",
+    )
+    parser.add_argument(
+        "--readiness-checks",
+        type=int,
+        default=6,
+        help="the readiness section's window, in intervals (default 6)",
     )
     parser.add_argument("--only", default=",".join(SECTIONS), help="sections to run (default: all)")
     parser.add_argument(
@@ -109,6 +122,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.cases.append(GRACE_VARIANT)
     if args.events < 1 or args.idle_seconds < 5:
         parser.error("--events must be at least 1 and --idle-seconds at least 5")
+    if args.readiness_interval < 10 or args.readiness_checks < 2:
+        parser.error(
+            "--readiness-interval must be at least 10 (as the flag) and --readiness-checks at least 2"
+        )
     return args
 
 
@@ -135,6 +152,13 @@ async def measure(
                             except Exception as exc:
                                 log.error("%s drain %s failed: %s", impl.name, case.label, exc)
                                 results[impl.name]["errors"][f"drain {case.key}"] = str(exc)
+                    elif section == "readiness":
+                        results[impl.name]["readiness"] = await measure_readiness(
+                            lab,
+                            impl,
+                            interval_seconds=args.readiness_interval,
+                            window_seconds=args.readiness_interval * args.readiness_checks,
+                        )
                     else:
                         footprint = await measure_footprint(lab, impl, idle_seconds=args.idle_seconds)
                         results[impl.name]["footprint"] = footprint
@@ -183,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         events=args.events,
         cases=[(c.key, c.label) for c in args.cases] if "drain" in args.sections else [],
         preempt_case="110" if any(c.key == "110" for c in args.cases) and "drain" in args.sections else None,
+        readiness_interval=args.readiness_interval,
     )
     table = [row for row in table if _section_selected(row.section, args.sections)]
     print(render(table, results, names))
@@ -205,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                 "idle_seconds": args.idle_seconds,
                 "sections": args.sections,
                 "period_seconds": args.period,
+                "readiness_interval_seconds": args.readiness_interval,
+                "readiness_checks": args.readiness_checks,
                 "seed": args.seed,
             },
             "results": results,
@@ -229,7 +256,13 @@ async def _cancel_on_sigterm(awaitable: Any) -> Any:
 
 def _section_selected(title: str, sections: list[str]) -> bool:
     first_word = title.split(maxsplit=1)[0].strip(",").lower()
-    wanted = {"reaction": "reaction", "drain": "drain", "preempt": "drain", "footprint": "footprint"}
+    wanted = {
+        "reaction": "reaction",
+        "drain": "drain",
+        "preempt": "drain",
+        "footprint": "footprint",
+        "readiness": "readiness",
+    }
     return wanted.get(first_word, "") in sections
 
 

@@ -21,6 +21,7 @@ from aksnth.config import Settings
 from aksnth.handler import Handler
 from aksnth.kube.client import open_client
 from aksnth.kube.events import EventRecorder
+from aksnth.kube.readiness.periodic import ReadinessCheck, spot_eviction
 from aksnth.notify.dispatcher import Notifier
 from aksnth.observe import metrics
 from aksnth.observe.health import Health
@@ -112,6 +113,15 @@ async def run(
             async with asyncio.TaskGroup() as group:
                 group.create_task(watch_handler(), name="handle-events")
                 group.create_task(wait_for_signal(), name="wait-for-signal")
+                if settings.readiness.enabled:
+                    check = ReadinessCheck(
+                        kube,
+                        settings.kube.node_name,
+                        interval_seconds=settings.readiness.interval_seconds,
+                        scenario=spot_eviction(settings.response),
+                        busy=handler.handling_event,
+                    )
+                    group.create_task(_forever(check.run(), "check-readiness"), name="check-readiness")
                 if notifier is not None:
                     group.create_task(
                         _forever(notifier.run(), "deliver-notifications"), name="deliver-notifications"

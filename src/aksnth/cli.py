@@ -25,6 +25,7 @@ from aksnth.config import (
     KubeSettings,
     LogSettings,
     NotifySettings,
+    ReadinessSettings,
     ResponseSettings,
     Secret,
     Settings,
@@ -68,12 +69,14 @@ PROGRAM = "aks-node-termination-handler"
 # Subcommands and the module whose ``main(argv) -> int`` runs them; imported only when used.
 SUBCOMMANDS: Mapping[str, str] = {
     "imds-simulator": "aksnth.azure.simulator",
+    "readiness": "aksnth.kube.readiness.command",
     "render-template": "aksnth.notify.preview",
 }
 
 USAGE_PREAMBLE = f"""\
 Usage: {PROGRAM} [flags]
        {PROGRAM} imds-simulator [flags]    serve a simulated IMDS Scheduled Events endpoint
+       {PROGRAM} readiness [flags]         would these nodes drain if Azure evicted them now?
        {PROGRAM} render-template [flags]   render a payload template with sample data
 
 Gracefully handle Azure VM shutdown (Spot eviction, reboot, redeploy, freeze) within Kubernetes.
@@ -83,6 +86,7 @@ Precedence: defaults < environment variables < flags < keys of the -config file.
 """
 
 MIN_POLL_INTERVAL_SECONDS = 0.2  # IMDS allows 5 requests per second per VM
+MIN_READINESS_INTERVAL_SECONDS = 10.0  # each check lists PodDisruptionBudgets cluster-wide, from every node
 _SELECTABLE_EVENT_TYPES = tuple(t for t in EventType if t is not EventType.UNKNOWN)
 _HTTP_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: methods and header names
 _CHAT_ID = re.compile(r"[+-]?[0-9]+")  # Go's strconv.Atoi
@@ -246,6 +250,7 @@ def _settings_from(parsed: ParsedFlags, env: Mapping[str, str]) -> Settings:
         response=_response_settings(values),
         notify=_notify_settings(values, config_file),
         web=WebSettings(address=_listen_address(values)),
+        readiness=_readiness_settings(values),
         grace_period_seconds=float(_at_least(values, "gracePeriodSeconds", 0)),
         sentry_dsn=Secret(values.text("sentry.dsn")),
     )
@@ -337,6 +342,20 @@ def _response_settings(values: _Values) -> ResponseSettings:
         exit_after_node_drain=values.flag("exitAfterNodeDrain"),
         resource_name=values.text("resource.name").strip(),
     )
+
+
+def _readiness_settings(values: _Values) -> ReadinessSettings:
+    interval = values.seconds("readiness.interval")
+    if interval < 0:
+        where = values.where("readiness.interval")
+        raise ConfigError(f"{where}: must not be negative, got {format_duration(interval)}")
+    if 0 < interval < MIN_READINESS_INTERVAL_SECONDS:
+        raise ConfigError(
+            f"{values.where('readiness.interval')}: {format_duration(interval)} is too short: every node's "
+            f"check lists the cluster's PodDisruptionBudgets, so use at least "
+            f"{format_duration(MIN_READINESS_INTERVAL_SECONDS)} (minutes are plenty), or 0 to turn it off"
+        )
+    return ReadinessSettings(interval_seconds=interval)
 
 
 def _event_types(values: _Values) -> frozenset[EventType]:

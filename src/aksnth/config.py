@@ -63,6 +63,7 @@ class LogSettings:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KubeSettings:
     kubeconfig: str = ""  # empty: in-cluster configuration
+    context: str = ""  # a context of the kubeconfig file; empty: its current context
     node_name: str
     request_timeout_seconds: float = 10.0
 
@@ -147,6 +148,17 @@ class WebSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ReadinessSettings:
+    """The optional periodic drain-readiness check of the handler's own node."""
+
+    interval_seconds: float = 0.0  # 0: off (no API request while idle)
+
+    @property
+    def enabled(self) -> bool:
+        return self.interval_seconds > 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     log: LogSettings = field(default_factory=LogSettings)
     kube: KubeSettings
@@ -154,5 +166,6 @@ class Settings:
     response: ResponseSettings = field(default_factory=ResponseSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
     web: WebSettings = field(default_factory=WebSettings)
+    readiness: ReadinessSettings = field(default_factory=ReadinessSettings)
     grace_period_seconds: float = 10.0  # shutdown grace of the process
     sentry_dsn: Secret = field(default_factory=lambda: Secret(""))

@@ -38,6 +38,8 @@ from aksnth.errors import (
 from aksnth.kube import drain as kube_drain
 from aksnth.kube import events as kube_events
 from aksnth.kube import node as kube_node
+from aksnth.kube.conditions import PHASE_IGNORED, ConditionWriter, ListedEvent
+from aksnth.kube.keys import SCHEDULED_EVENT_CONDITION
 from aksnth.kube.record import EventRecord, NodeRecord, Phase
 from aksnth.model import EventStatus, InstanceMetadata, NodeSnapshot, ScheduledEvent, ScheduledEventsDocument
 from aksnth.notify.dispatcher import Notifier
@@ -72,6 +74,7 @@ class Handler:
         health: Health,
         recorder: kube_events.EventRecorder,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        conditions: ConditionWriter | None = None,
     ) -> None:
         self._settings = settings
         self._response = settings.response
@@ -99,6 +102,12 @@ class Handler:
         self._last_incarnation: int | None = None
         self._instance: InstanceMetadata | None = None
         self.exit_requested = asyncio.Event()
+        # The events the node's AzureScheduledEvent condition lists: pending in the document, or
+        # handled and not concluded yet. Written in the background; see aksnth.kube.conditions.
+        self._listed: dict[str, ListedEvent] = {}
+        self._conditions = conditions or ConditionWriter(
+            kube, self._node_name, dry_run=settings.response.dry_run, wall_clock=wall_clock
+        )
 
     # --- start-up -----------------------------------------------------------------------------
     async def resolve_resource_name(self) -> str:
@@ -141,6 +150,16 @@ class Handler:
                 await asyncio.sleep(2.0)
         self._boot_id = node.boot_id
         record = NodeRecord.from_annotations(node.annotations)
+        for entry in record.active_events():
+            self._listed[entry.event_id] = ListedEvent(
+                event_id=entry.event_id,
+                event_type=entry.event_type.value,
+                first_seen=entry.first_seen,
+                phase=entry.phase.value,
+                drain_result=entry.drain.result if entry.drain is not None else "",
+            )
+        self._conditions.node_shows_condition(SCHEDULED_EVENT_CONDITION in node.condition_types)
+        self._show_condition()
         for entry in record.events.values():
             unfinished = entry.phase.rank < self._done_phase().rank
             self._known[entry.event_id] = policy.KnownEvent(
@@ -217,7 +236,9 @@ class Handler:
             known = self._known.get(event.event_id)
             if known is not None and known.last_status is not event.status:
                 self._known[event.event_id] = replace(known, last_status=event.status)
+            self._list_event(event)
         if not (changed or first):
+            self._show_condition()
             return
         with log_context(incarnation=document.incarnation):
             plan = policy.decide(
@@ -231,7 +252,10 @@ class Handler:
             )
             for action in plan:
                 self._execute(action)
-        self._forget_ended({event.event_id for event in document.events})
+        present = {event.event_id for event in document.events}
+        self._forget_ended(present)
+        self._unlist_ended(present)
+        self._show_condition()
 
     def _forget_ended(self, present: set[str]) -> None:
         """Drop what we remember of events that are over and gone from the document, so that months
@@ -264,6 +288,7 @@ class Handler:
     def _execute(self, action: policy.Action) -> None:
         match action:
             case policy.Ignore(event=event, reason=reason):
+                self._set_phase(event.event_id, PHASE_IGNORED)
                 if event.event_id not in self._ignored:
                     self._ignored.add(event.event_id)
                     with log_context(event_id=event.event_id, event_type=event.event_type.value):
@@ -294,10 +319,15 @@ class Handler:
 
         task.add_done_callback(forget)
 
+    def handling_event(self) -> bool:
+        """True while a response or a give-back runs, or an event we responded to is not concluded."""
+        return bool(self._tasks) or any(k.responded and not k.finished for k in self._known.values())
+
     async def wait_idle(self) -> None:
         """Wait for every event task started so far (tests and -exitAfterNodeDrain use it)."""
         while self._tasks or self._courtesy:
             await asyncio.gather(*self._tasks.values(), *self._courtesy, return_exceptions=True)
+        await self._conditions.flush()
 
     async def stop(self) -> None:
         """Cancel event tasks (on shutdown). Never undo anything: the node is probably going away."""
@@ -305,6 +335,8 @@ class Handler:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # What the condition says stays on the node: a successor resumes and rewrites it.
+        await self._conditions.close()
 
     # --- executing a response ---------------------------------------------------------------------
     async def _respond(self, action: policy.Respond) -> None:
@@ -364,6 +396,8 @@ class Handler:
             (await kube_node.read_node(self._kube, self._node_name)).annotations
         ).events.get(event.event_id)
         resumed = before is not None
+        if before is not None:
+            self._set_phase(event.event_id, before.phase.value, before.drain.result if before.drain else "")
 
         # 1. Tell people first; delivery runs on its own task and never delays what follows.
         node: NodeSnapshot | None = None
@@ -394,6 +428,7 @@ class Handler:
                 notified=("event",) if record_event_notified else (),
             )
             record_event_notified = False
+            self._set_phase(event.event_id, Phase.PROTECTED.value)
             metrics.EVENT_TO_CORDON.labels(since="sighting").observe(
                 max((self._now() - seen_at).total_seconds(), 0.0)
             )
@@ -423,6 +458,7 @@ class Handler:
                 await kube_node.update_record(
                     self._kube, self._node_name, lambda r: r.with_approved(event.event_id), dry_run=dry
                 )
+                self._set_phase(event.event_id, Phase.APPROVED.value)
                 await self._recorder.record_node(
                     type="Normal",
                     reason=kube_events.REASON_APPROVED,
@@ -492,6 +528,7 @@ class Handler:
             return record
 
         await kube_node.update_record(self._kube, self._node_name, record_drain, dry_run=dry)
+        self._set_phase(event.event_id, Phase.DRAINED.value, result.result.value)
 
     async def _conclude(self, action: policy.GiveBack | policy.Finish) -> None:
         with log_context(event_id=action.event_id, event_type=action.event_type.value, action="conclude"):
@@ -500,6 +537,7 @@ class Handler:
             while True:
                 try:
                     await self._conclude_once(action)
+                    self._unlist(action.event_id)
                     return
                 except TRANSIENT_ERRORS as exc:
                     attempt += 1
@@ -538,6 +576,47 @@ class Handler:
         await self._recorder.record_node(
             type="Normal", reason=kube_events.REASON_GIVEN_BACK, message=f"{action.reason}: {undone}"
         )
+
+    # --- the AzureScheduledEvent condition --------------------------------------------------------
+    def _list_event(self, event: ScheduledEvent) -> None:
+        """List an event of this VM in the condition, with its latest status (concluded ones stay off)."""
+        known = self._known.get(event.event_id)
+        if known is not None and known.finished:
+            return
+        listed = self._listed.get(event.event_id)
+        seen = ListedEvent(
+            event_id=event.event_id,
+            event_type=event.event_type_raw or event.event_type.value,
+            first_seen=self._first_seen.get(event.event_id, self._now()),
+            status=event.status.value,
+            # Started events come without NotBefore: the one they were scheduled for stays shown.
+            not_before=event.not_before or (listed.not_before if listed else None),
+        )
+        if listed is not None:
+            seen = replace(seen, phase=listed.phase, drain_result=listed.drain_result)
+        self._listed[event.event_id] = seen
+
+    def _set_phase(self, event_id: str, phase: str, drain_result: str = "") -> None:
+        listed = self._listed.get(event_id)
+        if listed is not None:
+            self._listed[event_id] = listed.advanced(phase, drain_result=drain_result)
+            self._show_condition()
+
+    def _unlist(self, event_id: str) -> None:
+        if self._listed.pop(event_id, None) is not None:
+            self._show_condition()
+
+    def _unlist_ended(self, present: set[str]) -> None:
+        """Events that left the document and that no response holds any more leave the condition."""
+        for event_id in [i for i in self._listed if i not in present and not self._holds(i)]:
+            del self._listed[event_id]
+
+    def _holds(self, event_id: str) -> bool:
+        known = self._known.get(event_id)
+        return event_id in self._tasks or (known is not None and known.responded and not known.finished)
+
+    def _show_condition(self) -> None:
+        self._conditions.show(self._listed.values())
 
     # --- notifications ----------------------------------------------------------------------------
     def _was_notified(self, event_id: str, phase: str, recorded: EventRecord | None) -> bool:

@@ -44,6 +44,16 @@ class EventStatus(enum.StrEnum):
 # Event types that end with the VM gone: the node is never given back after these.
 FATAL_EVENT_TYPES = frozenset({EventType.PREEMPT, EventType.TERMINATE})
 
+# The least notice Azure documents for each event type, in seconds (NotBefore - publication): what a
+# drain may count on. Terminate's is configurable per scale set from 5 to 15 minutes.
+DOCUMENTED_NOTICE_SECONDS = {
+    EventType.PREEMPT: 30,
+    EventType.TERMINATE: 300,
+    EventType.REDEPLOY: 600,
+    EventType.REBOOT: 900,
+    EventType.FREEZE: 900,
+}
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ScheduledEvent:
@@ -104,3 +114,4 @@ class NodeSnapshot:
     unschedulable: bool = False
     boot_id: str = ""
     pod_names: tuple[str, ...] = ()
+    condition_types: tuple[str, ...] = ()  # of status.conditions: Ready, ..., AzureScheduledEvent

@@ -210,6 +210,14 @@ OPTIONS: tuple[Option, ...] = (
         group=RESPONSE,
         usage="give the node back (uncordon, remove our taint and label) when the VM survives the event",
     ),
+    Option(
+        name="readiness.interval",
+        kind=Kind.DURATION,
+        default=0.0,
+        group=RESPONSE,
+        usage="check this often whether this node would drain within a Spot eviction's notice, exposed as "
+        "metrics (0 turns it off; at least 10s)",
+    ),
     # Notifications
     Option(
         name="notify.drainFinished",

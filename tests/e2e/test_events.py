@@ -170,15 +170,30 @@ async def test_a_redeploy_drains_then_gives_the_node_back(
 async def test_a_freeze_is_ignored_by_default_yet_counted_and_recorded_as_the_go_version_did(
     kube: AsyncClient, namespace: str, node: AksNode, simulator: ImdsSimulator, launch: Launcher
 ) -> None:
-    """Nothing on the node changes, but, as in the Go version, the ignored Freeze counts in
-    scheduled_events_total and gets a Warning Event with reason Freeze; the start-up Event is there."""
+    """Nothing on the node changes (no cordon, label, taint or record; only its AzureScheduledEvent
+    condition shows the pending Freeze as ignored), but, as in the Go version, the ignored Freeze counts
+    in scheduled_events_total and gets a Warning Event with reason Freeze; the start-up Event is there."""
     await create_pod(kube, namespace, node.name)
     before = await read_node(kube, node.name)
     handler = await launch(node.name)
-    simulator.schedule("Freeze", [node.resource_name], notice_seconds=60)
+    event_id = simulator.schedule("Freeze", [node.resource_name], notice_seconds=60)
     await wait_polls(simulator, 5)
-    after = await read_node(kube, node.name)
-    assert after.metadata.resourceVersion == before.metadata.resourceVersion
+
+    async def shown() -> Node | None:
+        current = await read_node(kube, node.name)
+        conditions = {c.type: c for c in current.status.conditions or []}
+        condition = conditions.get("AzureScheduledEvent")
+        return current if condition is not None and f"EventId={event_id}" in condition.message else None
+
+    after = await eventually(shown, what="the Freeze in the node's condition")
+    assert after.spec == before.spec
+    assert (after.metadata.labels, after.metadata.annotations) == (
+        before.metadata.labels,
+        before.metadata.annotations,
+    )
+    assert {c.type: c for c in after.status.conditions}["AzureScheduledEvent"].message.endswith(
+        "Phase=ignored"
+    )
     assert len(await pods_on(kube, node.name)) == 1
     await settled_event_counts(kube, node.name, ReadEvents=1, Freeze=1)
     assert sorted(

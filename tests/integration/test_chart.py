@@ -180,6 +180,7 @@ def test_cluster_role_grants_exactly_what_the_handler_does() -> None:
     assert grants == {
         ("", "nodes", "get"),
         ("", "nodes", "patch"),
+        ("", "nodes/status", "patch"),  # the AzureScheduledEvent condition
         ("", "pods", "list"),
         ("", "pods/eviction", "create"),
         ("", "events", "create"),
@@ -191,6 +192,19 @@ def test_pod_delete_is_granted_only_with_allow_pod_delete() -> None:
     assert ("", "pods", "delete") not in _grants(chart_cluster_rules())
     granted = _grants(chart_cluster_rules(set_values=["rbac.allowPodDelete=true"]))
     assert granted - _grants(chart_cluster_rules()) == {("", "pods", "delete")}
+
+
+def test_readiness_check_adds_its_flag_after_the_args_and_only_then_lists_budgets() -> None:
+    """readinessCheck.interval turns the periodic check on: the flag joins the args, and the only right
+    it needs beyond the handler's, list on PodDisruptionBudgets, is granted with it and never without."""
+    objects = render_chart(set_values=["readinessCheck.interval=5m", "args[0]=-taint.node"])
+    assert container(objects)["args"] == ["-taint.node", "-readiness.interval=5m"]
+    granted = _grants(chart_cluster_rules(set_values=["readinessCheck.interval=5m"]))
+    assert granted - _grants(chart_cluster_rules()) == {("policy", "poddisruptionbudgets", "list")}
+    assert "args" not in container(render_chart())
+    with pytest.raises(HelmError) as failure:
+        render_chart(set_values=["readinessCheck.interval=5 minutes"])
+    assert "/readinessCheck/interval" in failure.value.stderr
 
 
 # --- the seed README's values files -----------------------------------------------------------------

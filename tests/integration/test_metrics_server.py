@@ -41,6 +41,10 @@ ADDED_METRICS = {
     "document_incarnation": "gauge",
     "last_successful_poll_timestamp_seconds": "gauge",
     "build_info": "gauge",
+    "readiness_pods_at_risk": "gauge",
+    "readiness_drains_within_notice": "gauge",
+    "readiness_last_check_timestamp_seconds": "gauge",
+    "readiness_checks_total": "counter",
 }
 
 

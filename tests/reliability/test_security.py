@@ -101,6 +101,8 @@ async def test_the_chart_service_account_cannot_read_secrets_delete_nodes_or_del
         assert not await allowed(handler, "delete", "nodes")
         assert not await allowed(handler, "delete", "pods")
         assert await allowed(handler, "create", "pods", subresource="eviction")
+        assert await allowed(handler, "patch", "nodes", subresource="status")  # the node condition
+        assert not await allowed(handler, "update", "nodes", subresource="status")
         # Real requests, not only the review: each is refused with 403.
         assert await refused(_first(handler.list(Secret, namespace="*"))) == 403
         assert await refused(handler.get(Secret, "precious", namespace=namespace)) == 403
@@ -183,6 +185,11 @@ def label_patch(value: str) -> dict[str, Any]:
     return {"metadata": {"labels": {"example.com/touched": value}}}
 
 
+def condition_patch(message: str) -> dict[str, Any]:
+    condition = {"type": "AzureScheduledEvent", "status": "True", "reason": "Test", "message": message}
+    return {"status": {"conditions": [condition]}}
+
+
 @pytest.mark.controlplane
 @pytest.mark.timeout(90)
 async def test_the_node_restriction_policy_keeps_a_handler_to_its_own_node(
@@ -245,6 +252,15 @@ async def test_the_node_restriction_policy_keeps_a_handler_to_its_own_node(
             with pytest.raises(ApiError) as other_node:
                 await on_a.patch(Node, node_b.name, label_patch("not-mine"), patch_type=PatchType.MERGE)
             assert f"may change only that node, not {node_b.name}" in other_node.value.status.message
+            # The node's status too: the AzureScheduledEvent condition of its own node only.
+            await on_a.patch(
+                Node.Status, node_a.name, condition_patch("mine"), patch_type=PatchType.STRATEGIC
+            )
+            with pytest.raises(ApiError) as other_status:
+                await on_a.patch(
+                    Node.Status, node_b.name, condition_patch("not-mine"), patch_type=PatchType.STRATEGIC
+                )
+            assert f"may change only that node, not {node_b.name}" in other_status.value.status.message
             with pytest.raises(ApiError) as no_node:
                 await nowhere.patch(Node, node_a.name, label_patch("who"), patch_type=PatchType.MERGE)
             assert "names no node" in no_node.value.status.message
@@ -266,7 +282,7 @@ async def test_the_node_restriction_policy_keeps_a_handler_to_its_own_node(
                 simulator.cancel(event_id)
                 await wait_phase(kube, node_a.name, event_id, Phase.GIVEN_BACK)
     assert (await kube.get(Node, node_b.name)).metadata.labels["example.com/touched"] != "not-mine"
-    count("writes outside the handler's own node denied by the node restriction policy", 3)
+    count("writes outside the handler's own node denied by the node restriction policy", 4)
 
 
 # --- (c) the container -------------------------------------------------------------------------------

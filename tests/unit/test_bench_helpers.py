@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from bench.audit import audit_policy, between, count_by_kind, read_audit_log
 from bench.process import OUR_TEMPLATE, command_line
+from bench.readiness import most_within
 from bench.report import Budget, render, rows
 from bench.stats import percentile, summary
 
@@ -100,3 +101,35 @@ def test_table_marks_budgets_and_prints_the_ratio_of_two_columns() -> None:
     line = next(line for line in text.splitlines() if "cordoned p99" in line)
     assert "1.000 s ok" in line and "1.500 s MISS" in line and "1.50x" in line
     assert Budget(limit=90.0, at_most=False).met(95.0)
+
+
+def test_most_within_counts_the_busiest_half_open_span() -> None:
+    """Checks 10.2 s apart never put two lists in one 10 s interval; a retry 1 s later does."""
+    assert most_within([0.0, 10.2, 20.4, 30.6], 10.0) == 1
+    assert most_within([0.0, 10.0], 10.0) == 1  # the span is half-open
+    assert most_within([0.0, 1.0, 10.2], 10.0) == 2
+    assert most_within([], 10.0) == 0
+
+
+def test_readiness_rows_hold_the_lists_per_interval_to_one() -> None:
+    table = rows(events=1, cases=[], preempt_case=None, readiness_interval=10.0)
+    results = {
+        "ours": {
+            "readiness": {
+                "checks": 6,
+                "pod_lists_per_interval": 1,
+                "budget_lists_per_interval": 2,
+                "other_requests": 0,
+                "shortest_gap_seconds": 10.01,
+            }
+        }
+    }
+    lines = render(table, results, ["ours"]).splitlines()
+
+    def cell(figure: str) -> str:
+        return next(line for line in lines if figure in line)
+
+    assert "1 ok" in cell("lists of the node's pods per interval")
+    assert "2 MISS" in cell("lists of PodDisruptionBudgets per interval")
+    assert "0 ok" in cell("other API requests in the window")
+    assert "10.010 s ok" in cell("shortest time between two checks")

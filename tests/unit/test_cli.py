@@ -261,6 +261,7 @@ FLAG_CASES: list[tuple[list[str], Callable[[Settings], object], object]] = [
         lambda s: s.notify.notify_on_drain_finished,
         True,
     ),
+    (["-readiness.interval=1m30s"], lambda s: s.readiness.interval_seconds, 90.0),
     (
         ["-telegram.token=1:abc", "-telegram.chatID=-100123"],
         lambda s: s.notify.telegram.token,
@@ -744,6 +745,8 @@ BAD_INPUT: list[tuple[list[str], str]] = [
     (["-period=100ms"], "-period: 100ms is too short; IMDS allows 5 requests per second per VM"),
     (["-period=0s"], "-period: 0s is too short"),
     (["-request.timeout=0s"], "-request.timeout: must be positive"),
+    (["-readiness.interval=5s"], "-readiness.interval: 5s is too short: every node's check lists the"),
+    (["-readiness.interval=-1m"], "-readiness.interval: must not be negative, got -1m"),
     (["-kube.requestTimeout=-2s"], "-kube.requestTimeout: must be positive"),
     (["-webhook.url=http://h.test", "-webhook.timeout=0s"], "-webhook.timeout: must be positive"),
     (["-nodeGracePeriodSeconds=ten"], "invalid value 'ten' for flag -nodeGracePeriodSeconds: not an integer"),
@@ -1159,3 +1162,12 @@ def test_a_config_error_found_while_starting_exits_2(
     assert capsys.readouterr().err.startswith(
         "aks-node-termination-handler: webhook.template:1:4: unexpected '}'\n"
     )
+
+
+def test_the_readiness_check_is_off_by_default_and_set_by_flag_or_config_file(tmp_path: Path) -> None:
+    """Off by default: no API request while idle. -readiness.interval (or readinessinterval in the config
+    file) turns it on."""
+    assert parse().readiness.interval_seconds == 0 and not parse().readiness.enabled
+    assert parse("-readiness.interval=5m").readiness.interval_seconds == 300
+    config = write(tmp_path / "config.yaml", "readinessinterval: 10s\n")
+    assert parse(f"-config={config}").readiness.interval_seconds == 10

@@ -48,5 +48,15 @@ def test_dashboard_panels_have_unique_ids_and_positions() -> None:
     assert len(ids) == len(set(ids))
     assert all({"x", "y", "w", "h"} <= panel["gridPos"].keys() for panel in panels)
     titles = " ".join(panel["title"].lower() for panel in panels)
-    for topic in ("events by type", "drain duration", "evictions", "cordon", "notifications", "imds", "poll"):
+    topics = (
+        "events by type",
+        "drain duration",
+        "evictions",
+        "cordon",
+        "notifications",
+        "imds",
+        "poll",
+        "readiness",
+    )
+    for topic in topics:
         assert topic in titles, topic

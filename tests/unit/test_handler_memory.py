@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from prometheus_client import REGISTRY
 
 from aksnth.config import KubeSettings, ResponseSettings, Settings
 from aksnth.handler import Handler
+from aksnth.kube.conditions import ListedEvent
 from aksnth.model import EventStatus, EventType, ScheduledEvent, ScheduledEventsDocument
 from aksnth.observe.health import Health
 from aksnth.policy import KnownEvent
@@ -49,7 +51,25 @@ class Recorder:
         self.recorded.append((type, reason, message))
 
 
-def handler(recorder: Recorder | None = None) -> Handler:
+class Conditions:
+    """Keeps what the handler asks the AzureScheduledEvent condition to list instead of writing it."""
+
+    def __init__(self) -> None:
+        self.shown: list[list[ListedEvent]] = []
+
+    def show(self, events: Iterable[ListedEvent]) -> None:
+        listed = list(events)
+        if not self.shown or self.shown[-1] != listed:
+            self.shown.append(listed)
+
+    async def flush(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+def handler(recorder: Recorder | None = None, conditions: Conditions | None = None) -> Handler:
     settings = Settings(kube=KubeSettings(node_name="node-1"), response=ResponseSettings(resource_name=ME))
     # Only ignored Freeze events flow through here: no response is started, so no client is touched.
     h = Handler(
@@ -60,6 +80,7 @@ def handler(recorder: Recorder | None = None) -> Handler:
         health=Health(poll_interval_seconds=1.0),
         recorder=recorder or Recorder(),  # type: ignore[arg-type]
         wall_clock=lambda: datetime(2026, 11, 25, tzinfo=UTC),
+        conditions=conditions or Conditions(),  # type: ignore[arg-type]
     )
     h.resource_name = ME
     return h
@@ -128,3 +149,16 @@ async def test_a_finished_event_still_listed_is_remembered() -> None:
     h.on_document(ScheduledEventsDocument(incarnation=1, events=(listed,)))
     # Forgetting it now would make the next document look like a new event, and the node be drained again.
     assert "DONE" in h._known
+
+
+async def test_an_ignored_event_is_listed_in_the_condition_until_it_leaves_the_document() -> None:
+    """A pending event that is not acted on is still shown (phase ignored), and no longer once it is gone."""
+    conditions = Conditions()
+    h = handler(conditions=conditions)
+    h.on_document(ScheduledEventsDocument(incarnation=1, events=(freeze("F1"),)))
+    h.on_document(ScheduledEventsDocument(incarnation=1, events=(freeze("F1"),)))  # unchanged: nothing new
+    h.on_document(ScheduledEventsDocument(incarnation=2, events=()))
+    assert [[(e.event_id, e.event_type, e.phase) for e in shown] for shown in conditions.shown] == [
+        [("F1", "Freeze", "ignored")],
+        [],
+    ]

@@ -55,15 +55,15 @@ def cluster_label(server: str) -> str:
     return netloc.rpartition("@")[2] or server
 
 
-def load_config(kubeconfig: str) -> tuple[SingleConfig, str]:
-    """The kubeconfig file's current context (or the in-cluster ServiceAccount) and its name for
-    messages."""
+def load_config(kubeconfig: str, context: str = "") -> tuple[SingleConfig, str]:
+    """The kubeconfig file's ``context`` (its current context when empty), or the in-cluster
+    ServiceAccount, and its name for messages."""
     try:
         if kubeconfig:
             path = Path(kubeconfig).expanduser()
             if not path.is_file():
                 raise ConfigError(f"-kubeconfig {kubeconfig}: no such file")
-            config = KubeConfig.from_file(path).get()
+            config = KubeConfig.from_file(path).get(context or None)
             if config is None:
                 raise ConfigError(f"-kubeconfig {kubeconfig}: no current context and no context to use")
             return config, config.context.cluster or config.context_name
@@ -85,7 +85,7 @@ def open_client(settings: KubeSettings) -> AsyncClient:
     The caller closes it (``await client.close()``). Environment proxies are not used for the API
     server: the transport is our own, and in a pod the API server is reached directly.
     """
-    config, cluster = load_config(settings.kubeconfig)
+    config, cluster = load_config(settings.kubeconfig, settings.context)
     seconds = settings.request_timeout_seconds
     timeout = httpx2.Timeout(seconds, connect=min(seconds, 5.0))
     if config.user is None:

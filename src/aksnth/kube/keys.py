@@ -27,6 +27,10 @@ EXCLUDE_FROM_LB_VALUE: Final = "true"
 #: so that a restarted handler resumes, and a give-back undoes only our own changes.
 STATE_ANNOTATION: Final = f"{COMPONENT}/state"
 
+#: The Node condition that shows a pending or handled event to every tool (``kubectl describe node``):
+#: reason = the event type, message = EventId, NotBefore, status and our phase; removed once it is over.
+SCHEDULED_EVENT_CONDITION: Final = "AzureScheduledEvent"
+
 #: Static pods are represented in the API by "mirror pods" carrying this annotation; the API refuses
 #: to evict or delete them for good (the kubelet recreates them), so the drain leaves them alone.
 MIRROR_POD_ANNOTATION: Final = "kubernetes.io/config.mirror"
@@ -34,6 +38,11 @@ MIRROR_POD_ANNOTATION: Final = "kubernetes.io/config.mirror"
 #: Pods in these priority classes (or in kube-system) keep the node running and are evicted last.
 SYSTEM_PRIORITY_CLASSES: Final = frozenset({"system-node-critical", "system-cluster-critical"})
 SYSTEM_NAMESPACE: Final = "kube-system"
+
+#: AKS labels the nodes of Spot pools ``kubernetes.azure.com/scalesetpriority=spot``: the nodes whose
+#: VMs Azure may evict with 30 s of notice (the readiness report's default node selector).
+SPOT_LABEL: Final = "kubernetes.azure.com/scalesetpriority"
+SPOT_VALUE: Final = "spot"
 
 #: Field selector of "pods bound to this node" (the drain never lists all pods of the cluster).
 POD_NODE_NAME_FIELD: Final = "spec.nodeName"

@@ -56,6 +56,7 @@ class NodeState:
     taints: tuple[Taint, ...] = ()
     boot_id: str = ""
     provider_id: str = ""
+    condition_types: tuple[str, ...] = ()  # read only: conditions live in status, written elsewhere
 
     @property
     def record(self) -> NodeRecord:

@@ -76,6 +76,9 @@ def node_state(node: Node) -> NodeState:
         taints=taints,
         boot_id=(info.bootID if info else None) or "",
         provider_id=(spec.providerID if spec else None) or "",
+        condition_types=tuple(
+            c.type for c in ((node.status.conditions if node.status is not None else None) or [])
+        ),
     )
 
 
@@ -122,6 +125,7 @@ def _snapshot(state: NodeState) -> NodeSnapshot:
         annotations=dict(state.annotations),
         unschedulable=state.unschedulable,
         boot_id=state.boot_id,
+        condition_types=state.condition_types,
     )
 
 

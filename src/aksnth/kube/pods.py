@@ -25,19 +25,35 @@ class PodInfo:
     name: str
     uid: str = ""
     phase: str = ""
+    node_name: str = ""  # spec.nodeName
+    labels: Mapping[str, str] = field(default_factory=dict)  # what PodDisruptionBudgets select on
+    ready: bool = False  # the Ready condition is True: a PodDisruptionBudget counts the pod as healthy
     controller_kind: str = ""  # kind of the controlling owner (ReplicaSet, DaemonSet, …), "" if none
+    controller_name: str = ""
+    controller_uid: str = ""  # the replicas of one workload share it
     # Kind of the first owner reference that names one: how the Go original told DaemonSet pods apart
     # when it listed .NodePods (it reads no ``controller`` flag).
     first_owner_kind: str = ""
     annotations: Mapping[str, str] = field(default_factory=dict)
     priority_class: str = ""
     grace_period_seconds: int = DEFAULT_POD_GRACE_SECONDS
-    has_empty_dir: bool = False
+    empty_dir_volumes: tuple[str, ...] = ()  # names of its emptyDir volumes: their data dies with the pod
     deleting: bool = False  # deletionTimestamp set: already terminating
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def has_empty_dir(self) -> bool:
+        return bool(self.empty_dir_volumes)
+
+    @property
+    def controller(self) -> str:
+        """``ReplicaSet shop/web-5d8f7`` (as ``kubectl describe pod`` names it), or "" without one."""
+        return (
+            f"{self.controller_kind} {self.namespace}/{self.controller_name}" if self.controller_kind else ""
+        )
 
 
 def pod_info(pod: Pod) -> PodInfo:
@@ -46,17 +62,25 @@ def pod_info(pod: Pod) -> PodInfo:
     owners = (meta.ownerReferences or []) if meta else []
     controller = next((o for o in owners if o.controller), None)
     grace = spec.terminationGracePeriodSeconds if spec is not None else None
+    conditions = (pod.status.conditions if pod.status else None) or []
     return PodInfo(
         namespace=(meta.namespace if meta else None) or "",
         name=(meta.name if meta else None) or "",
         uid=(meta.uid if meta else None) or "",
         phase=(pod.status.phase if pod.status else None) or "",
+        node_name=(spec.nodeName if spec else None) or "",
+        labels=dict((meta.labels if meta else None) or {}),
+        ready=any(c.type == "Ready" and c.status == "True" for c in conditions),
         controller_kind=controller.kind if controller is not None else "",
+        controller_name=controller.name if controller is not None else "",
+        controller_uid=controller.uid if controller is not None else "",
         first_owner_kind=next((o.kind for o in owners if o.kind), ""),
         annotations=dict((meta.annotations if meta else None) or {}),
         priority_class=(spec.priorityClassName if spec else None) or "",
         grace_period_seconds=DEFAULT_POD_GRACE_SECONDS if grace is None else grace,
-        has_empty_dir=any(v.emptyDir is not None for v in ((spec.volumes if spec else None) or [])),
+        empty_dir_volumes=tuple(
+            v.name for v in ((spec.volumes if spec else None) or []) if v.emptyDir is not None
+        ),
         deleting=bool(meta and meta.deletionTimestamp),
     )
 

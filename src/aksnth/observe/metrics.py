@@ -130,6 +130,33 @@ LAST_SUCCESSFUL_POLL = Gauge(
     "Unix time of the last successful read of the Scheduled Events endpoint.",
     namespace=NAMESPACE,
 )
+
+# --- added: the optional periodic drain-readiness check (-readiness.interval) -----------------
+READINESS_PODS_AT_RISK = Gauge(
+    "readiness_pods_at_risk",
+    "Pods of this node at risk if a Spot eviction arrived now, by reason (pdb_blocked, several_pdbs, "
+    "grace_cut, no_controller, empty_dir), as of the last drain-readiness check.",
+    ["reason"],
+    namespace=NAMESPACE,
+)
+READINESS_DRAINS_WITHIN_NOTICE = Gauge(
+    "readiness_drains_within_notice",
+    "1 when this node would drain within the notice of the assumed event (type), 0 when a "
+    "PodDisruptionBudget would hold a pod, as of the last drain-readiness check.",
+    ["type"],
+    namespace=NAMESPACE,
+)
+READINESS_LAST_CHECK = Gauge(
+    "readiness_last_check_timestamp_seconds",
+    "Unix time of the last completed drain-readiness check (0: none yet).",
+    namespace=NAMESPACE,
+)
+READINESS_CHECKS = Counter(
+    "readiness_checks",
+    "Drain-readiness checks by result (ok, failed, skipped while an event is handled).",
+    ["result"],
+    namespace=NAMESPACE,
+)
 BUILD_INFO = Gauge(
     "build_info",
     "Always 1; labels carry the handler and Python versions.",

@@ -27,7 +27,7 @@ def pod(name: str, namespace: str = "apps", **kw) -> PodInfo:
     [
         (pod("web", controller_kind="ReplicaSet"), PodClass.REGULAR),
         (pod("bare"), PodClass.REGULAR),
-        (pod("cache", has_empty_dir=True), PodClass.REGULAR),  # emptyDir data is lost, the pod still goes
+        (pod("cache", empty_dir_volumes=("scratch",)), PodClass.REGULAR),  # emptyDir data is lost; it goes
         (pod("agent", controller_kind="DaemonSet"), PodClass.DAEMONSET),
         (pod("static", annotations={"kubernetes.io/config.mirror": "abc"}), PodClass.MIRROR),
         (pod("job", phase="Succeeded"), PodClass.FINISHED),
