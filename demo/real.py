@@ -21,14 +21,14 @@ import httpx2
 from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.resources.core_v1 import Namespace, Pod
 from tests.cluster.scenario import (
+    SLACK_PATH,
     Release,
     new_namespace,
     pdb,
     pods,
-    replace_arg,
-    seed_values,
     set_schedulable,
     sigterm_times,
+    slack_values,
     wait_handlers_ready,
     wait_pods,
     workload,
@@ -39,7 +39,6 @@ from tests.support.realcluster import RealCluster, missing_prerequisites
 from demo.observers import NodeObserver, RecordsObserver
 from demo.timeline import Step, Timeline, format_summary
 
-SLACK_PATH = "/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"
 WEB_REPLICAS = 4
 _CLIENT_TIMEOUT = httpx2.Timeout(15.0)
 _MARGIN_SECONDS = 60.0
@@ -135,11 +134,10 @@ class RealDemo:
             kube = AsyncClient(KubeConfig.from_file(cluster.kubeconfig_path), timeout=_CLIENT_TIMEOUT)
             stack.push_async_callback(kube.close)
             receiver = stack.enter_context(cluster.receiver())
-            values = seed_values("slack.yaml")
             extra = ["-taint.node", "-approveEvents"]
             if args.event == "Freeze":
                 extra.append("-drainOnFreezeEvent")
-            values["args"] = [*replace_arg(values["args"], "-webhook.url", receiver.url(SLACK_PATH)), *extra]
+            values = slack_values(receiver.url(SLACK_PATH), *extra)
             release = Release(cluster, values=values)
             await asyncio.to_thread(release.install)
             handlers = await wait_handlers_ready(kube, [n.name for n in cluster.nodes])

@@ -381,6 +381,17 @@ def seed_values(name: str) -> dict[str, Any]:
     return document
 
 
+SLACK_PATH = "/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"  # the seed's, after the host
+
+
+def slack_values(webhook_url: str, *extra_args: str) -> dict[str, Any]:
+    """The seed README's Slack values file as a user would adapt it: their webhook URL (here a
+    receiver in the cluster's network), plus `extra_args` appended to `args`."""
+    values = seed_values("slack.yaml")
+    values["args"] = [*replace_arg(values["args"], "-webhook.url", webhook_url), *extra_args]
+    return values
+
+
 def replace_arg(args: Sequence[str], flag: str, value: str) -> list[str]:
     """`args` with `-flag=…` replaced by `-flag=value` (added when absent)."""
     out = [a for a in args if not a.startswith(f"{flag}=")]

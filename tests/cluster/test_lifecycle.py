@@ -21,10 +21,9 @@ from tests.cluster.scenario import (
     pdb,
     pods,
     released,
-    replace_arg,
-    seed_values,
     set_schedulable,
     sigterm_times,
+    slack_values,
     wait_handlers_ready,
     wait_pods,
     workload,
@@ -141,11 +140,7 @@ async def test_handler_pod_deleted_mid_drain_is_restarted_and_resumes_without_re
     assert simulator is not None
     namespace = await new_namespace(rkube, "restart")
     with real_cluster.receiver() as webhook:
-        values = seed_values("slack.yaml")
-        values["args"] = [
-            *replace_arg(values["args"], "-webhook.url", webhook.url("/hook")),
-            "-notify.drainFinished=true",
-        ]
+        values = slack_values(webhook.url("/hook"), "-notify.drainFinished=true")
         async with released(Release(real_cluster, values=values), rkube):
             handlers = await wait_handlers_ready(rkube, [n.name for n in real_cluster.nodes])
             spec = workload_pod_spec(real_cluster)

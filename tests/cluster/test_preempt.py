@@ -15,6 +15,7 @@ from aksnth.model import EventType
 from tests.cluster.scenario import (
     RELEASE,
     RELEASE_NAMESPACE,
+    SLACK_PATH,
     ReadyWatch,
     Release,
     handler_marks,
@@ -23,11 +24,10 @@ from tests.cluster.scenario import (
     pdb,
     pods,
     released,
-    replace_arg,
     scrape,
-    seed_values,
     set_schedulable,
     sigterm_times,
+    slack_values,
     wait_handlers_ready,
     wait_pods,
     workload,
@@ -35,8 +35,6 @@ from tests.cluster.scenario import (
 )
 from tests.support.cluster import eventually
 from tests.support.realcluster import HANDLER_IMAGE, RealCluster
-
-SLACK_PATH = "/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"
 
 VARIANTS = {
     "pod-network": [],
@@ -61,11 +59,7 @@ async def test_preempt_on_node_a_cordons_taints_drains_onto_node_b_and_notifies(
     assert simulator is not None
     namespace = await new_namespace(rkube, "preempt")
     with real_cluster.receiver() as slack:
-        values = seed_values("slack.yaml")
-        values["args"] = [
-            *replace_arg(values["args"], "-webhook.url", slack.url(SLACK_PATH)),
-            "-taint.node=true",
-        ]
+        values = slack_values(slack.url(SLACK_PATH), "-taint.node=true")
         async with released(Release(real_cluster, values=values, extra=VARIANTS[variant]), rkube):
             handlers = await wait_handlers_ready(
                 rkube, [n.name for n in real_cluster.nodes], image=HANDLER_IMAGE

@@ -25,7 +25,7 @@ from tests.support.cluster import (
 )
 from tests.support.controlplane import ControlPlane
 from tests.support.kubelet import FakeKubelet
-from tests.support.process import free_port
+from tests.support.ports import silent_port
 
 pytestmark = pytest.mark.controlplane
 
@@ -143,19 +143,20 @@ async def test_an_unknown_node_exits_2_with_a_suggestion(kube: AsyncClient, list
 
 async def test_an_unreachable_api_server_exits_3_saying_so(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{free_port()}"}}],
-                "users": [{"name": "u", "user": {"token": "unused"}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "c",
-            }
+    with silent_port() as port:
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{port}"}}],
+                    "users": [{"name": "u", "user": {"token": "unused"}}],
+                    "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                    "current-context": "c",
+                }
+            )
         )
-    )
-    ran = await readiness(env={"KUBECONFIG": str(kubeconfig)})
+        ran = await readiness(env={"KUBECONFIG": str(kubeconfig)})
     assert ran.code == 3
     first, hint = ran.err.splitlines()
     assert first.startswith("aks-node-termination-handler readiness: list ")
