@@ -456,6 +456,7 @@ class Handler:
             grace_period_seconds=self._response.pod_grace_period_seconds,
             disable_eviction=self._response.disable_eviction,
             dry_run=dry,
+            last_resort=action.last_resort,
             recorder=self._recorder,
             event_type=event.event_type,
         )

@@ -43,6 +43,8 @@ class Respond:
     event_deadline: datetime  # when the VM is expected to be affected
     drain_deadline: datetime  # the earlier of the event deadline and -nodeGracePeriodSeconds
     reason: str
+    # Pods a PodDisruptionBudget still protects at their last chance are stopped (-lastResort).
+    last_resort: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,6 +136,7 @@ def decide(
                     if memory is not None
                     else f"{event.event_type.value} {event.status.value} for {resource_name}"
                 ),
+                last_resort=settings.last_resort_for(event.event_type),
             )
         )
 

@@ -98,6 +98,23 @@ def test_event_types_flag_narrows_the_selection():
     assert "-eventTypes" in action.reason
 
 
+@pytest.mark.parametrize(
+    ("kind", "settings", "expected"),
+    [
+        ("Preempt", ResponseSettings(), True),  # the VM does not come back: the stop is on by default
+        ("Terminate", ResponseSettings(), True),
+        ("Reboot", ResponseSettings(), False),  # it does: the budget is honoured to the end
+        ("Redeploy", ResponseSettings(), False),
+        ("Reboot", ResponseSettings(last_resort_event_types=frozenset(EventType)), True),  # opted in
+        ("Preempt", ResponseSettings(last_resort=False), False),  # -lastResort=false
+    ],
+)
+def test_the_last_resort_stop_is_decided_by_event_type_and_flag(kind, settings, expected):
+    (action,) = plan(doc(event(kind, not_before=NOW + timedelta(minutes=10))), settings=settings)
+    assert isinstance(action, Respond)
+    assert action.last_resort is expected
+
+
 def test_event_for_another_vm_is_not_ours():
     assert plan(doc(event(resources=("aks-spot-12345678-vmss_4",)))) == ()
 
