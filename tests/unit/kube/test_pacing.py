@@ -26,17 +26,18 @@ class FakeClock:
 async def test_the_throttle_lets_limit_requests_run_at_once_and_the_next_when_one_ends() -> None:
     clock = FakeClock()
     throttle = Throttle(2, clock=clock, sleep=clock.sleep)
-    release = asyncio.Event()
+    release, two_running = asyncio.Event(), asyncio.Event()
     running: list[int] = []
 
     async def request(number: int) -> None:
         async with throttle.slot():
             running.append(number)
+            if len(running) == 2:
+                two_running.set()
             await release.wait()
 
     tasks = [asyncio.create_task(request(n)) for n in range(3)]
-    while len(running) < 2:
-        await asyncio.sleep(0)
+    await two_running.wait()
     for _ in range(5):  # the third stays out however often the loop runs
         await asyncio.sleep(0)
     assert running == [0, 1] and throttle.in_flight == 2
@@ -132,11 +133,13 @@ async def test_one_pod_per_budget_asks_at_a_time_and_other_budgets_are_not_held_
     clock = FakeClock()
     turns = BudgetTurns(clock=clock, sleep=clock.sleep)
     inside: list[str] = []
-    leave = asyncio.Event()
+    leave, two_inside = asyncio.Event(), asyncio.Event()
 
     async def ask(budget: str, name: str) -> None:
         async with turns.turn(budget, until=clock.now + 60):
             inside.append(name)
+            if len(inside) == 2:
+                two_inside.set()
             await leave.wait()
             inside.remove(name)
 
@@ -145,8 +148,7 @@ async def test_one_pod_per_budget_asks_at_a_time_and_other_budgets_are_not_held_
         asyncio.create_task(ask("web", "web-2")),
         asyncio.create_task(ask("db", "db-1")),
     ]
-    while len(inside) < 2:
-        await asyncio.sleep(0)
+    await two_inside.wait()
     for _ in range(5):
         await asyncio.sleep(0)
     assert sorted(inside) == ["db-1", "web-1"]
