@@ -69,8 +69,9 @@ def _report(request: pytest.FixtureRequest, message: str) -> None:
 
 @pytest.fixture
 def handler_may_delete_pods() -> bool:
-    """Whether the handler's ServiceAccount gets pod delete (-disableEviction needs it); a conftest
-    whose scenarios never pass -disableEviction overrides this with False, as the chart's default."""
+    """Whether the handler's ServiceAccount gets pod delete (the chart's default, which the last-resort
+    stop and -disableEviction need); a conftest may override this with False
+    (``rbac.allowPodDelete=false``)."""
     return True
 
 

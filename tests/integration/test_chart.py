@@ -180,15 +180,16 @@ def test_cluster_role_grants_exactly_what_the_handler_does() -> None:
         *{("", "nodes", verb) for verb in ("get", "list", "watch", "patch", "update")},
         ("", "pods", "get"),
         ("", "pods", "list"),
+        ("", "pods", "delete"),  # the last-resort stop
         ("", "pods/eviction", "create"),
         *{(group, "events", verb) for group in ("", "events.k8s.io") for verb in ("create", "patch")},
     }
 
 
-def test_pod_delete_is_granted_only_with_allow_pod_delete() -> None:
-    assert ("", "pods", "delete") not in _grants(chart_cluster_rules())
-    granted = _grants(chart_cluster_rules(set_values=["rbac.allowPodDelete=true"]))
-    assert granted - _grants(chart_cluster_rules()) == {("", "pods", "delete")}
+def test_pod_delete_is_granted_by_default_and_left_out_with_allow_pod_delete_false() -> None:
+    assert ("", "pods", "delete") in _grants(chart_cluster_rules())
+    without = _grants(chart_cluster_rules(set_values=["rbac.allowPodDelete=false"]))
+    assert _grants(chart_cluster_rules()) - without == {("", "pods", "delete")}
 
 
 # --- the seed README's values files -----------------------------------------------------------------

@@ -125,8 +125,8 @@ def find_object(objects: Sequence[dict[str, Any]], kind: str, name: str | None =
 def chart_cluster_rules(**kwargs: Any) -> list[dict[str, Any]]:
     """The PolicyRules of the chart's ClusterRole, rendered with `render_chart(**kwargs)`.
 
-    E.g. `chart_cluster_rules(set_values=["rbac.allowPodDelete=true"])` for a handler run with
-    `-disableEviction`.
+    E.g. `chart_cluster_rules(set_values=["rbac.allowPodDelete=false"])` for the narrowest install
+    (pod delete is granted by default, for the last-resort stop and `-disableEviction`).
     """
     rules: list[dict[str, Any]] = find_object(render_chart(**kwargs), "ClusterRole")["rules"]
     return rules
@@ -135,5 +135,6 @@ def chart_cluster_rules(**kwargs: Any) -> list[dict[str, Any]]:
 @functools.cache
 def handler_cluster_rules(*, allow_pod_delete: bool = True) -> tuple[dict[str, Any], ...]:
     """The rules the handler under test runs with, rendered once per session: the chart's ClusterRole,
-    with pod delete (which -disableEviction needs) unless ``allow_pod_delete`` is False."""
-    return tuple(chart_cluster_rules(set_values=["rbac.allowPodDelete=true"] if allow_pod_delete else []))
+    with pod delete (the last-resort stop and -disableEviction need it) unless ``allow_pod_delete`` is
+    False."""
+    return tuple(chart_cluster_rules(set_values=[f"rbac.allowPodDelete={str(allow_pod_delete).lower()}"]))

@@ -110,7 +110,9 @@ def test_effective_grace_period(pod_seconds, configured, time_left, expected):
 def test_last_resort_grace_is_the_pods_own_cut_to_a_third_of_the_window(
     pod_seconds, configured, window, expected
 ):
-    assert last_resort_grace(pod_seconds=pod_seconds, configured=configured, window_seconds=window) == expected
+    assert (
+        last_resort_grace(pod_seconds=pod_seconds, configured=configured, window_seconds=window) == expected
+    )
 
 
 @pytest.mark.parametrize("grace", [0, 1, 5, 9, 30])
