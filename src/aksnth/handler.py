@@ -37,7 +37,9 @@ from aksnth.errors import (
 )
 from aksnth.kube import drain as kube_drain
 from aksnth.kube import events as kube_events
+from aksnth.kube import keys
 from aksnth.kube import node as kube_node
+from aksnth.kube import peers as kube_peers
 from aksnth.kube.record import EventRecord, NodeRecord, Phase
 from aksnth.model import EventStatus, InstanceMetadata, NodeSnapshot, ScheduledEvent, ScheduledEventsDocument
 from aksnth.notify.dispatcher import Notifier
@@ -360,9 +362,8 @@ class Handler:
             action.event_deadline.isoformat(timespec="seconds"),
             " [dry run: the node is not changed]" if dry else "",
         )
-        before = NodeRecord.from_annotations(
-            (await kube_node.read_node(self._kube, self._node_name)).annotations
-        ).events.get(event.event_id)
+        current = await kube_node.read_node(self._kube, self._node_name)
+        before = NodeRecord.from_annotations(current.annotations).events.get(event.event_id)
         resumed = before is not None
 
         # 1. Tell people first; delivery runs on its own task and never delays what follows.
@@ -409,8 +410,10 @@ class Handler:
                 self._kube, self._node_name, lambda r: r.with_notified(event.event_id, "event"), dry_run=dry
             )
 
-        # 3. Drain within the time that is left.
+        # 3. Drain within the time that is left, once the other nodes under the event are cordoned.
         if before is None or before.phase.rank < Phase.DRAINED.rank:
+            if action.peers and not dry:
+                await self._wait_for_peers(action, pool=current.labels.get(keys.AGENT_POOL_LABEL, ""))
             await self._drain(action)
 
         # 4. Let Azure go ahead early once the node is empty.
@@ -435,6 +438,40 @@ class Handler:
         if self._response.exit_after_node_drain:
             log.info("-exitAfterNodeDrain: exiting now that the drain is over")
             self.exit_requested.set()
+
+    async def _wait_for_peers(self, action: policy.Respond, *, pool: str) -> None:
+        """Until the other nodes under the document's events are cordoned (bounded): pods evicted
+        before then could be rescheduled onto them and would have to go again."""
+        left = (action.drain_deadline - self._now()).total_seconds()
+        wait = policy.peer_wait_seconds(
+            poll_interval_seconds=self._settings.imds.poll_interval_seconds, time_left_seconds=left
+        )
+        if wait <= 0:
+            return
+        result = await kube_peers.wait_peers_cordoned(
+            self._kube,
+            action.peers,
+            resource_of=_resource_of,
+            until=asyncio.get_running_loop().time() + wait,
+            labels={keys.AGENT_POOL_LABEL: pool} if pool else None,
+        )
+        if not result.peers:
+            return  # none of those VMs is a node of this pool
+        if result.complete:
+            log.info(
+                "the %d other node(s) under the event are cordoned (waited %.2fs); evicting",
+                len(result.peers),
+                result.seconds,
+            )
+        else:
+            log.warning(
+                "%d of %d other node(s) under the event are still schedulable after %.1fs (%s); evicting "
+                "anyway: evicted pods may be rescheduled onto them",
+                len(result.schedulable),
+                len(result.peers),
+                result.seconds,
+                ", ".join(result.schedulable[:5]) + (", …" if len(result.schedulable) > 5 else ""),
+            )
 
     async def _drain(self, action: policy.Respond) -> None:
         event = action.event
@@ -580,6 +617,14 @@ class Handler:
         )
         self._notifier.submit(phase, data)
         self._notified.add((event.event_id, phase))
+
+
+def _resource_of(provider_id: str) -> str | None:
+    """A node's Azure resource name, or None when its providerID names no Azure VM (yet)."""
+    try:
+        return resource_name_from_provider_id(provider_id)
+    except ValueError:
+        return None
 
 
 async def _after(previous: asyncio.Task[None] | None, work: Coroutine[Any, Any, None]) -> None:
