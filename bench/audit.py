@@ -33,6 +33,7 @@ class AuditedRequest:
     resource: str
     subresource: str
     name: str
+    namespace: str
     received_at: float  # wall clock (seconds since the epoch), as the API server saw it arrive
     code: int | None
 
@@ -76,6 +77,7 @@ def _record(event: dict[str, Any]) -> AuditedRequest:
         resource=ref.get("resource", ""),
         subresource=ref.get("subresource", ""),
         name=ref.get("name", ""),
+        namespace=ref.get("namespace", ""),
         received_at=_timestamp(event.get("requestReceivedTimestamp", "")),
         code=status.get("code"),
     )
