@@ -15,13 +15,19 @@ from pathlib import Path
 from typing import Any
 
 
-def audit_policy(user: str) -> dict[str, Any]:
-    """An audit.k8s.io/v1 Policy: Metadata for `user`'s requests, nothing for anyone else's."""
+def audit_policy(user: str | None) -> dict[str, Any]:
+    """An audit.k8s.io/v1 Policy: Metadata for `user`'s requests, nothing for anyone else's; every
+    user's requests with `user=None` (for the API server's whole load)."""
+    rules: list[dict[str, Any]] = (
+        [{"level": "Metadata"}]
+        if user is None
+        else [{"level": "Metadata", "users": [user]}, {"level": "None"}]
+    )
     return {
         "apiVersion": "audit.k8s.io/v1",
         "kind": "Policy",
         "omitStages": ["RequestReceived"],
-        "rules": [{"level": "Metadata", "users": [user]}, {"level": "None"}],
+        "rules": rules,
     }
 
 
@@ -36,6 +42,12 @@ class AuditedRequest:
     namespace: str
     received_at: float  # wall clock (seconds since the epoch), as the API server saw it arrive
     code: int | None
+    message: str = ""  # the answer's Status message, for refusals (a budget's, or API Priority and Fairness')
+
+    @property
+    def refused_by_budget(self) -> bool:
+        """A 429 from the Eviction API because a PodDisruptionBudget does not allow the disruption."""
+        return self.code == 429 and "disruption budget" in self.message.lower()
 
     @property
     def is_eviction(self) -> bool:
@@ -80,6 +92,7 @@ def _record(event: dict[str, Any]) -> AuditedRequest:
         namespace=ref.get("namespace", ""),
         received_at=_timestamp(event.get("requestReceivedTimestamp", "")),
         code=status.get("code"),
+        message=status.get("message", "") or "",
     )
 
 

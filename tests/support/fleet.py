@@ -19,7 +19,6 @@ Spot node) are the caller's.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -213,15 +212,3 @@ async def wait_workloads_ready(
         return True
 
     await eventually(budgets_settled, what="every fleet budget to count its pods healthy", timeout_seconds=60)
-
-
-def min_available(workload: Workload) -> int:
-    """The healthy pods a workload's budget requires (for reading the fleet's figures)."""
-    if workload.budget is None:
-        return 0
-    if "maxUnavailable" in workload.budget:
-        return workload.replicas - int(workload.budget["maxUnavailable"])
-    value = workload.budget["minAvailable"]
-    if isinstance(value, str) and value.endswith("%"):
-        return math.ceil(workload.replicas * int(value[:-1]) / 100)
-    return int(value)
