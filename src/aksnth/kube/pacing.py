@@ -10,7 +10,8 @@ Two different refusals arrive as a 429, and they call for different answers:
   stays bounded by the number of budgets, not of pods.
 - API Priority and Fairness rejects the request (the server sheds load; no budget is named).
   :class:`Throttle` pauses every eviction of the drain for the server's Retry-After (jittered) and
-  halves the number in flight, which grows back by one per accepted request: never a retry storm.
+  halves the number in flight, which grows back by one per round of accepted requests: never a
+  retry storm.
 
 The waits themselves are pure functions of :mod:`aksnth.kube.drainplan`; the clock, the sleep and the
 random draws are passed in, so the unit tests run without waiting.
@@ -44,6 +45,7 @@ class Throttle:
         self.in_flight = 0
         self.paused_until = 0.0
         self.overloads = 0  # 429s without a budget, for the drain's log line
+        self._credit = 0  # accepted requests since the limit last grew
         self._clock = clock
         self._sleep = sleep
         self._draw = draw
@@ -69,16 +71,28 @@ class Throttle:
             self._freed.set()
 
     def overloaded(self, retry_after: float | None) -> float:
-        """A request was rejected for load: pause everyone, halve the limit. Returns the pause."""
+        """A request was rejected for load: pause everyone, halve the limit. Returns the pause.
+
+        The rejections of one burst arrive together: only the first halves the limit; those that
+        arrive during its pause may only lengthen it.
+        """
         self.overloads += 1
+        now = self._clock()
         pause = overload_pause(retry_after=retry_after, draw=self._draw())
-        self.paused_until = max(self.paused_until, self._clock() + pause)
-        self.limit = max(1, self.limit // 2)
+        if now >= self.paused_until:
+            self.limit = max(1, self.limit // 2)
+        self.paused_until = max(self.paused_until, now + pause)
         return pause
 
     def accepted(self) -> None:
-        """A request went through: one more may run at once, up to the configured limit."""
-        if self.limit < self.max_limit:
+        """A request went through. After ``limit`` of them (a round), one more may run at once, up
+        to the configured limit: growing by one per request would double the limit each round and
+        overload the server again at once."""
+        if self.limit >= self.max_limit:
+            return
+        self._credit += 1
+        if self._credit >= self.limit:
+            self._credit = 0
             self.limit += 1
             self._freed.set()
 

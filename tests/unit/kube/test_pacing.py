@@ -46,31 +46,36 @@ async def test_the_throttle_lets_limit_requests_run_at_once_and_the_next_when_on
     assert running == [0, 1, 2] and throttle.in_flight == 0
 
 
-async def test_an_overload_pauses_every_request_for_the_retry_after_and_halves_the_limit() -> None:
+async def test_an_overload_pauses_every_request_for_the_retry_after_and_halves_the_limit_once() -> None:
     clock = FakeClock()
     throttle = Throttle(32, clock=clock, sleep=clock.sleep, draw=lambda: 0.5)
     pause = throttle.overloaded(2.0)
     assert pause == 2.5  # the server's 2 s, and a random share of it on top
     assert throttle.limit == 16
+    throttle.overloaded(2.0)  # another rejection of the same burst: no second halving
+    assert throttle.limit == 16
     async with throttle.slot():
         pass
     assert clock.slept == [2.5]  # no request before the pause ended
     throttle.overloaded(None)
+    async with throttle.slot():
+        pass
     throttle.overloaded(None)
-    assert throttle.limit == 4 and throttle.overloads == 3
+    assert throttle.limit == 4 and throttle.overloads == 4
 
 
-async def test_accepted_requests_grow_the_limit_back_one_at_a_time() -> None:
+async def test_each_round_of_accepted_requests_grows_the_limit_back_by_one() -> None:
     clock = FakeClock()
-    throttle = Throttle(8, clock=clock, sleep=clock.sleep, draw=lambda: 0.0)
-    for _ in range(3):
+    throttle = Throttle(5, clock=clock, sleep=clock.sleep, draw=lambda: 0.0)
+    for _ in range(2):
         throttle.overloaded(None)
+        clock.now = throttle.paused_until  # each pause over before the next rejection
     assert throttle.limit == 1
     limits = []
-    for _ in range(9):
+    for _ in range(1 + 2 + 3 + 4 + 2):
         throttle.accepted()
         limits.append(throttle.limit)
-    assert limits == [2, 3, 4, 5, 6, 7, 8, 8, 8]
+    assert limits == [2, 2, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5]
 
 
 def test_a_throttle_needs_a_positive_limit() -> None:
