@@ -24,9 +24,11 @@ LAST_RESORT_GRACE_SHARE: Final = 1 / 3
 #: never cut the grace period it carries.
 LAST_RESORT_LEAD_SECONDS: Final = 0.5
 #: Refusals by one PodDisruptionBudget are retried after a growing, jittered wait: the first and the
-#: longest step (a budget frees up when a replacement is Ready, which takes seconds, not minutes).
+#: longest step. A budget frees up when a replacement is Ready, which takes a second or more; a longer
+#: step would leave the budget unused while it allows a disruption (one handler asks each budget at
+#: most once a second, so a fleet's questions stay bounded by its handlers and budgets).
 BUDGET_RETRY_FIRST_SECONDS: Final = 0.5
-BUDGET_RETRY_MAX_SECONDS: Final = 5.0
+BUDGET_RETRY_MAX_SECONDS: Final = 2.0
 #: The wait after a 429 from API Priority and Fairness when the server names none.
 OVERLOAD_PAUSE_SECONDS: Final = 1.0
 

@@ -124,17 +124,17 @@ def test_the_last_chance_leaves_the_whole_grace_period_before_the_deadline(grace
     assert effective_grace_period(pod_seconds=grace, configured=grace, time_left=deadline - at) == grace
 
 
-def test_budget_retries_grow_from_half_a_second_to_five_and_keep_a_random_half():
+def test_budget_retries_grow_from_half_a_second_to_two_and_keep_a_random_half():
     earliest = [budget_retry_delay(n, retry_after=None, draw=0.0) for n in range(1, 8)]
     latest = [budget_retry_delay(n, retry_after=None, draw=0.999999) for n in range(1, 8)]
-    assert earliest == [0.25, 0.5, 1.0, 2.0, 2.5, 2.5, 2.5]
-    assert latest == pytest.approx([0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0])
+    assert earliest == [0.25, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert latest == pytest.approx([0.5, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0])
 
 
 def test_budget_retries_never_come_before_the_servers_retry_after():
     assert budget_retry_delay(1, retry_after=10.0, draw=0.0) == 10.0
     assert budget_retry_delay(1, retry_after=10.0, draw=0.5) == 12.5
-    assert budget_retry_delay(6, retry_after=1.0, draw=0.0) == 2.5  # the backoff is longer
+    assert budget_retry_delay(6, retry_after=0.5, draw=0.0) == 1.0  # the backoff is longer
 
 
 def test_an_overload_pause_is_the_retry_after_plus_up_to_half_of_it():
