@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Any
 
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
+from tests.support.cluster import AksNode
 from tests.support.fleet import (
     FleetShape,
     budget_of_app,
@@ -65,7 +67,7 @@ def fleet_lab(work_dir: Path) -> Lab:
 
 
 async def measure_fleet(
-    lab: Lab, implementation: Implementation, case: FleetCase, *, period_seconds: float
+    lab: Lab, implementation: Implementation, case: FleetCase, *, period_seconds: float, seed: int
 ) -> dict[str, Any]:
     shape = case.shape
     began = time.monotonic()
@@ -81,14 +83,17 @@ async def measure_fleet(
         setup_seconds = time.monotonic() - began
         log.info("fleet of %s ready in %.0f s", case.label, setup_seconds)
         try:
-            # A DaemonSet's pods start at different moments: their polls are spread over the period, so
-            # the one publication falls at a different point of each handler's poll cycle.
-            for index, node in enumerate(spot):
+            # A DaemonSet's pods start at different moments, so their polls fall at different points of
+            # the period: each handler starts once the previous one has polled, a random share of the
+            # period later (started all at once, they would come up together and poll in step).
+            rng = random.Random(seed)
+            for node in spot:
                 tag = node.instance_id
-                handlers.append(lab.start_handler(implementation, node, label=f"fleet-{tag}", imds_tag=tag))
-                await asyncio.sleep(period_seconds / len(spot) if index < len(spot) - 1 else 0)
-            for node, handler in zip(spot, handlers, strict=True):
-                await lab.wait_tagged_poll(handler, node.instance_id)
+                handler = lab.start_handler(implementation, node, label=f"fleet-{tag}", imds_tag=tag)
+                handlers.append(handler)
+                await lab.wait_tagged_poll(handler, tag)
+                await asyncio.sleep(rng.uniform(0, period_seconds))
+            phases = _poll_phases(lab, spot, period_seconds)
             async with FleetWatch(lab.client, WORKLOAD_NAMESPACE) as watch:
                 event_id = lab.imds.schedule(
                     "Preempt", [node.resource_name for node in spot], notice_seconds=PREEMPT_NOTICE_SECONDS
@@ -145,6 +150,7 @@ async def measure_fleet(
         "pods_per_node": shape.pods_per_node,
         "workload_pods_on_spot": len(node_of),
         "setup_seconds": setup_seconds,
+        "poll_phases": phases,
         "cordon_seconds": summary([v for v in outcome.cordon_seconds.values() if v is not None]),
         "issued_seconds": summary(list(issued.values())),
         "empty_seconds": summary(empty),
@@ -176,6 +182,16 @@ async def measure_fleet(
         },
         "logs": [str(h.log_path) for h in handlers],
     }
+
+
+def _poll_phases(lab: Lab, spot: Sequence[AksNode], period_seconds: float) -> list[float]:
+    """Where in the period each handler's latest poll fell, sorted: how spread the fleet's polls are."""
+    latest: dict[str, float] = {}
+    for request in lab.imds.requests:
+        tag = request.query.get("handler")
+        if tag is not None:
+            latest[tag] = request.time
+    return sorted(round(latest[n.instance_id] % period_seconds, 3) for n in spot if n.instance_id in latest)
 
 
 def _is_accepted_pod_delete(request: AuditedRequest) -> bool:

@@ -139,7 +139,7 @@ async def measure(
             try:
                 async with fleet_lab(work_dir) as lab:
                     results[impl.name]["fleet"] = await measure_fleet(
-                        lab, impl, args.fleet, period_seconds=args.period
+                        lab, impl, args.fleet, period_seconds=args.period, seed=args.seed
                     )
                     _keep_audit_log(args, lab, work_dir, f"audit-fleet-{impl.name}.log")
             except Exception as exc:

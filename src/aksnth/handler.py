@@ -366,20 +366,23 @@ class Handler:
         before = NodeRecord.from_annotations(current.annotations).events.get(event.event_id)
         resumed = before is not None
 
-        # 1. Tell people first; delivery runs on its own task and never delays what follows.
-        node: NodeSnapshot | None = None
+        # 1. Tell people first; delivery runs on its own task and never delays what follows. What the
+        # notification needs (the node's pods, the VM's metadata) is read while the EventSeen Event is
+        # written: the cordon waits for each of them, so none of them waits for another.
+        first_steps: list[Coroutine[Any, Any, None]] = []
         if self._notifier is not None and not self._was_notified(event.event_id, "event", before):
-            node = await self._snapshot_for_notification()
-            await self._instance_metadata()
-            self._notify("event", event, node)
+            first_steps.append(self._notify_event(event, current))
+        if not resumed:
+            first_steps.append(
+                self._recorder.record_node(
+                    type="Warning", reason=kube_events.REASON_EVENT_SEEN, message=_describe(event)
+                )
+            )
+        await asyncio.gather(*first_steps)
         # Recorded on the node with the cordon (one write), or on its own when the cordon is done.
         record_event_notified = (event.event_id, "event") in self._notified and (
             before is None or "event" not in before.notified
         )
-        if not resumed:
-            await self._recorder.record_node(
-                type="Warning", reason=kube_events.REASON_EVENT_SEEN, message=_describe(event)
-            )
 
         # 2. Stop new traffic and new pods: LB exclusion label, cordon, taint (NoExecute waits).
         if before is None or before.phase.rank < Phase.PROTECTED.rank:
@@ -581,6 +584,18 @@ class Handler:
     def _was_notified(self, event_id: str, phase: str, recorded: EventRecord | None) -> bool:
         """Sent by this process, or by an earlier one according to the record on the node."""
         return (event_id, phase) in self._notified or (recorded is not None and phase in recorded.notified)
+
+    async def _notify_event(self, event: ScheduledEvent, node: NodeSnapshot) -> None:
+        """The first notification: the node as read before anything changed, with its pods."""
+        with_pods, _ = await asyncio.gather(self._with_pods(node), self._instance_metadata())
+        self._notify("event", event, with_pods)
+
+    async def _with_pods(self, node: NodeSnapshot) -> NodeSnapshot:
+        try:
+            return await kube_node.with_pod_names(self._kube, node)
+        except KubeError as exc:
+            log.warning("cannot list the node's pods for the notification: %s", exc)
+            return node
 
     async def _snapshot_for_notification(self) -> NodeSnapshot:
         try:
