@@ -458,12 +458,12 @@ class Handler:
             until=asyncio.get_running_loop().time() + wait,
             labels={keys.AGENT_POOL_LABEL: pool} if pool else None,
         )
-        if not result.peers:
-            return  # none of those VMs is a node of this pool
+        if not result.waited_for:
+            return  # none of those VMs is a node of this pool, or all were cordoned already
         if result.complete:
             log.info(
-                "the %d other node(s) under the event are cordoned (waited %.2fs); evicting",
-                len(result.peers),
+                "the %d other node(s) under the event not yet cordoned are now (waited %.2fs); evicting",
+                len(result.waited_for),
                 result.seconds,
             )
         else:
@@ -471,7 +471,7 @@ class Handler:
                 "%d of %d other node(s) under the event are still schedulable after %.1fs (%s); evicting "
                 "anyway: evicted pods may be rescheduled onto them",
                 len(result.schedulable),
-                len(result.peers),
+                len(result.waited_for),
                 result.seconds,
                 ", ".join(result.schedulable[:5]) + (", …" if len(result.schedulable) > 5 else ""),
             )
