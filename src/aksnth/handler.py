@@ -40,6 +40,7 @@ from aksnth.kube import events as kube_events
 from aksnth.kube import keys
 from aksnth.kube import node as kube_node
 from aksnth.kube import peers as kube_peers
+from aksnth.kube import warmup as kube_warmup
 from aksnth.kube.record import EventRecord, NodeRecord, Phase
 from aksnth.model import EventStatus, InstanceMetadata, NodeSnapshot, ScheduledEvent, ScheduledEventsDocument
 from aksnth.notify.dispatcher import Notifier
@@ -179,6 +180,7 @@ class Handler:
             )
         )
         backoff = PollBackoff(self._settings.imds.poll_interval_seconds)
+        warmed = False
         errors = metrics.ERROR_READING_ENDPOINT.labels(node=self._node_name, resource=self.resource_name)
         while not self.exit_requested.is_set():
             self._health.beat()
@@ -200,6 +202,9 @@ class Handler:
                 metrics.DOCUMENT_INCARNATION.set(document.incarnation)
                 delay = backoff.on_success()
                 self.on_document(document)
+                if not warmed:  # after the first poll: start-up is not delayed, the first event is not
+                    warmed = True
+                    kube_warmup.warm_up_decoders()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.exit_requested.wait(), timeout=delay)
 
