@@ -60,7 +60,7 @@ integration: venv test-binaries ## integration tests against the real control pl
 e2e: venv test-binaries ## end-to-end scenarios: the handler as a process
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
-reliability: venv test-binaries ## faults, bad input, load and least privilege (about 1.5 min; part of make test)
+reliability: venv test-binaries ## faults, bad input, load, a Spot pool preempted at once, least privilege (about 2.5 min; part of make test)
 	$(BIN)/pytest tests/reliability $(PYTEST_ARGS)
 
 lint: venv $(TOOLS_STAMP) ## ruff, mypy and the import layers
@@ -76,7 +76,7 @@ fmt: venv ## format and fix what ruff can
 demo: venv test-binaries ## a local control plane, the IMDS simulator and the handler draining a Spot node
 	$(BIN)/python -m demo $(DEMO_ARGS)
 
-bench: venv test-binaries ## benchmarks: reaction time, drain throughput, footprint (prints a table)
+bench: venv test-binaries ## benchmarks: reaction time, drain throughput, footprint, a Spot pool preempted at once (prints a table)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 soak: venv test-binaries ## an hour of polling, an event a minute, RSS and descriptors sampled (SOAK_ARGS="--minutes 5")

@@ -16,13 +16,19 @@ from tests.support.audit import AuditedRequest, read_audit_log
 __all__ = ["AuditedRequest", "audit_policy", "between", "count_by_kind", "read_audit_log"]
 
 
-def audit_policy(user: str) -> dict[str, Any]:
-    """An audit.k8s.io/v1 Policy: Metadata for `user`'s requests, nothing for anyone else's."""
+def audit_policy(user: str | None) -> dict[str, Any]:
+    """An audit.k8s.io/v1 Policy: Metadata for `user`'s requests, nothing for anyone else's; every
+    user's requests with `user=None` (for the API server's whole load)."""
+    rules: list[dict[str, Any]] = (
+        [{"level": "Metadata"}]
+        if user is None
+        else [{"level": "Metadata", "users": [user]}, {"level": "None"}]
+    )
     return {
         "apiVersion": "audit.k8s.io/v1",
         "kind": "Policy",
         "omitStages": ["RequestReceived"],
-        "rules": [{"level": "Metadata", "users": [user]}, {"level": "None"}],
+        "rules": rules,
     }
 
 

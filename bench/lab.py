@@ -53,9 +53,13 @@ class BenchError(RuntimeError):
 
 
 class Lab:
-    def __init__(self, *, work_dir: Path) -> None:
+    def __init__(self, *, work_dir: Path, control_plane: ControlPlane | None = None) -> None:
+        """`control_plane`: started with the lab; by default etcd and kube-apiserver alone, auditing
+        the handler's requests."""
         self.work_dir = work_dir
-        self.control_plane = ControlPlane(controller_manager=False, audit_policy=audit_policy(HANDLER_USER))
+        self.control_plane = control_plane or ControlPlane(
+            controller_manager=False, audit_policy=audit_policy(HANDLER_USER)
+        )
         self.imds = ImdsSimulator()
         self.webhook = Receiver()
         self.kube: AsyncClient | None = None
@@ -117,9 +121,14 @@ class Lab:
         await self.client.create(Namespace(metadata=ObjectMeta(name=name)))
         return name
 
-    def start_handler(self, implementation: Implementation, node: AksNode, *, label: str) -> HandlerProcess:
+    def start_handler(
+        self, implementation: Implementation, node: AksNode, *, label: str, imds_tag: str = ""
+    ) -> HandlerProcess:
+        """`imds_tag` adds `&handler=<tag>` to the handler's IMDS URL, so that the simulator's record
+        tells its polls from those of other handlers (see `wait_tagged_poll`)."""
+        url = self.imds.scheduled_events_url + (f"&handler={imds_tag}" if imds_tag else "")
         values = {
-            "imds_url": self.imds.scheduled_events_url,
+            "imds_url": url,
             "kubeconfig": str(self.handler_kubeconfig),
             "node": node.name,
             "resource": node.resource_name,
@@ -147,6 +156,17 @@ class Lab:
             return None
 
         return await wait_for(polled, process=process, what=what)
+
+    async def wait_tagged_poll(self, process: HandlerProcess, tag: str) -> float:
+        """The wall time of the first poll of the handler started with `imds_tag=tag`."""
+
+        def polled() -> float | None:
+            for request in self.imds.requests:
+                if request.time > process.started_at and request.query.get("handler") == tag:
+                    return request.time
+            return None
+
+        return await wait_for(polled, process=process, what=f"the first IMDS poll of handler {tag}")
 
     # -- reading what happened ----------------------------------------------------------------------
 

@@ -51,9 +51,11 @@ def rows(
     cases: Sequence[tuple[str, str]],
     preempt_case: str | None,
     readiness_interval: float = 10.0,
+    fleet: str | None = None,
 ) -> list[Row]:
     """`cases`: (key, label) of each drain case, in order; `preempt_case`: the key of the 110-pod case;
-    `readiness_interval`: the -readiness.interval of the readiness section, seconds."""
+    `readiness_interval`: the -readiness.interval of the readiness section, seconds; `fleet`: the
+    fleet's label, when it was measured."""
     table: list[Row] = []
     reaction = f"Reaction ({events} Preempt events, default period)"
     for name, key in (("published → cordoned", "cordon_seconds"), ("published → webhook", "notify_seconds")):
@@ -237,7 +239,73 @@ def rows(
             budget=Budget(limit=readiness_interval, at_most=False),
         ),
     ]
+    if fleet is not None:
+        table += fleet_rows(fleet)
     return table
+
+
+def _over_nodes(section: str, figure: str, key: str, budget: Budget | None = None) -> list[Row]:
+    """p50, p99 and max over the Spot nodes of a per-node time; the budget applies to the p99."""
+    return [
+        Row(
+            section=section,
+            figure=f"{figure} {stat}",
+            unit="s",
+            read=_get("fleet", key, stat),
+            budget=budget if stat == "p99" else None,
+        )
+        for stat in ("p50", "p99", "max")
+    ]
+
+
+def _zero(section: str, figure: str, key: str) -> Row:
+    return Row(
+        section=section, figure=figure, unit="", read=_get("fleet", key), budget=Budget(limit=0, text="0")
+    )
+
+
+def fleet_rows(label: str) -> list[Row]:
+    section = f"Fleet ({label}, one Preempt)"
+
+    def count(figure: str, key: str) -> Row:
+        return Row(section=section, figure=figure, unit="", read=_get("fleet", key))
+
+    return [
+        count("workload pods on the Spot nodes", "workload_pods_on_spot"),
+        *_over_nodes(section, "published → cordoned", "cordon_seconds", Budget(limit=1.5)),
+        *_over_nodes(section, "published → every eviction issued", "issued_seconds"),
+        *_over_nodes(section, "published → node empty", "empty_seconds"),
+        Row(
+            section=section,
+            figure="Spot nodes not empty at the deadline (30 s)",
+            unit="",
+            read=_get("fleet", "nodes_not_empty"),
+            budget=Budget(limit=0, text="0"),
+        ),
+        count("eviction requests", "eviction_requests"),
+        count("  refused by a budget (429)", "refused_by_budget"),
+        count("  refused for load, API Priority and Fairness (429)", "refused_for_load"),
+        count("  other errors", "eviction_errors"),
+        count("pods stopped as a last resort", "last_resort_stops"),
+        count("handlers' API requests (publication → empty)", "handler_api_requests"),
+        count("all API requests (publication → empty)", "api_requests"),
+        Row(
+            section=section,
+            figure="API server's peak request rate (1 s)",
+            unit="/s",
+            read=_get("fleet", "peak_requests_per_second"),
+        ),
+        Row(
+            section=section,
+            figure="  of which the handlers'",
+            unit="/s",
+            read=_get("fleet", "handler_peak_requests_per_second"),
+        ),
+        _zero(section, "replacements on a node under the event", "replacements_on_doomed"),
+        _zero(section, "pods without SIGTERM at the deadline", "without_sigterm"),
+        _zero(section, "PDB violations before the last-resort step", "violations_before_last_resort"),
+        count("PDB statuses below minimum after a last-resort stop", "violations_after_last_resort"),
+    ]
 
 
 def _percent(share: float | None) -> float | None:
@@ -255,6 +323,8 @@ def _number(value: float, unit: str) -> str:
         return f"{value:.2f} %"
     if unit == "/min":
         return f"{value:.1f}/min"
+    if unit == "/s":
+        return f"{value:.0f}/s"
     return f"{value:.0f}"
 
 

@@ -1,7 +1,8 @@
 """`make bench`: measure the handler (and optionally a second implementation) and print a table.
 
     python -m bench.run [--events 20] [--pods 30,110,250] [--idle-seconds 60]
-                        [--only reaction,drain,footprint] [--candidate "CMD TEMPLATE"] [--json FILE]
+                        [--fleet-spot 20] [--fleet-regular 5] [--fleet-pods 30]
+                        [--only reaction,drain,footprint,fleet] [--candidate "CMD TEMPLATE"] [--json FILE]
 
 Everything runs on loopback: a real kube-apiserver + etcd (the test binaries), the IMDS simulator and
 a webhook receiver. See bench/README.md for what each figure means.
@@ -26,7 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.support.fleet import FleetShape
+
 from bench.drain import DrainCase, measure_drain
+from bench.fleet import FleetCase, fleet_lab, measure_fleet
 from bench.footprint import measure_footprint
 from bench.lab import Lab
 from bench.node import NodeFootprintUnavailable, measure_node_footprint
@@ -37,7 +41,7 @@ from bench.report import budget_verdicts, render, rows
 
 log = logging.getLogger("bench")
 
-SECTIONS = ("reaction", "drain", "footprint", "readiness")
+SECTIONS = ("reaction", "drain", "footprint", "readiness", "fleet")
 GRACE_VARIANT = DrainCase(pods=110, grace_seconds=5)
 
 
@@ -78,6 +82,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=6,
         help="the readiness section's window, in intervals (default 6)",
+    )
+    parser.add_argument("--fleet-spot", type=int, default=20, help="fleet: Spot nodes preempted at once (20)")
+    parser.add_argument("--fleet-regular", type=int, default=5, help="fleet: regular nodes (default 5)")
+    parser.add_argument(
+        "--fleet-pods",
+        type=int,
+        default=30,
+        help="fleet: pods per node, DaemonSet pods included (default 30)",
     )
     parser.add_argument("--only", default=",".join(SECTIONS), help="sections to run (default: all)")
     parser.add_argument(
@@ -126,6 +138,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(
             "--readiness-interval must be at least 10 (as the flag) and --readiness-checks at least 2"
         )
+    if args.fleet_spot < 1 or args.fleet_regular < 1 or args.fleet_pods < 6:
+        parser.error("--fleet-spot and --fleet-regular must be at least 1, --fleet-pods at least 6")
+    args.fleet = FleetCase(
+        shape=FleetShape(
+            spot_nodes=args.fleet_spot, regular_nodes=args.fleet_regular, pods_per_node=args.fleet_pods
+        )
+    )
     return args
 
 
@@ -133,9 +152,37 @@ async def measure(
     args: argparse.Namespace, implementations: list[Implementation], work_dir: Path
 ) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {impl.name: {"errors": {}} for impl in implementations}
+    single = [s for s in args.sections if s != "fleet"]
+    if single:
+        await _measure_single_node(args, implementations, work_dir, single, results)
+    if "fleet" in args.sections:
+        # Its own control plane (a scheduler and the workload controllers act on every pod in it).
+        for impl in implementations:
+            log.info("measuring fleet of %s (%s)", impl.name, args.fleet.label)
+            began = time.monotonic()
+            try:
+                async with fleet_lab(work_dir) as lab:
+                    results[impl.name]["fleet"] = await measure_fleet(
+                        lab, impl, args.fleet, period_seconds=args.period, seed=args.seed
+                    )
+                    _keep_audit_log(args, lab, work_dir, f"audit-fleet-{impl.name}.log")
+            except Exception as exc:
+                log.error("%s fleet failed: %s", impl.name, exc)
+                results[impl.name]["errors"]["fleet"] = str(exc)
+            log.info("fleet of %s took %.0f s", impl.name, time.monotonic() - began)
+    return results
+
+
+async def _measure_single_node(
+    args: argparse.Namespace,
+    implementations: list[Implementation],
+    work_dir: Path,
+    sections: list[str],
+    results: dict[str, dict[str, Any]],
+) -> None:
     async with Lab(work_dir=work_dir) as lab:
         log.info("control plane ready in %.1f s", lab.control_plane.startup_seconds or 0.0)
-        for section in args.sections:
+        for section in sections:
             for impl in implementations:
                 log.info("measuring %s of %s", section, impl.name)
                 began = time.monotonic()
@@ -172,9 +219,12 @@ async def measure(
                     log.error("%s %s failed: %s", impl.name, section, exc)
                     results[impl.name]["errors"][section] = str(exc)
                 log.info("%s of %s took %.0f s", section, impl.name, time.monotonic() - began)
-        if args.keep_logs and lab.control_plane.audit_log_path is not None:
-            shutil.copy(lab.control_plane.audit_log_path, work_dir / "audit.log")
-    return results
+        _keep_audit_log(args, lab, work_dir, "audit.log")
+
+
+def _keep_audit_log(args: argparse.Namespace, lab: Lab, work_dir: Path, name: str) -> None:
+    if args.keep_logs and lab.control_plane.audit_log_path is not None:
+        shutil.copy(lab.control_plane.audit_log_path, work_dir / name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         cases=[(c.key, c.label) for c in args.cases] if "drain" in args.sections else [],
         preempt_case="110" if any(c.key == "110" for c in args.cases) and "drain" in args.sections else None,
         readiness_interval=args.readiness_interval,
+        fleet=args.fleet.label if "fleet" in args.sections else None,
     )
     table = [row for row in table if _section_selected(row.section, args.sections)]
     print(render(table, results, names))
@@ -228,6 +279,11 @@ def main(argv: list[str] | None = None) -> int:
                 "pods": [c.pods for c in args.cases if not c.grace_seconds],
                 "grace_variant": not args.no_grace_variant,
                 "idle_seconds": args.idle_seconds,
+                "fleet": {
+                    "spot_nodes": args.fleet_spot,
+                    "regular_nodes": args.fleet_regular,
+                    "pods_per_node": args.fleet_pods,
+                },
                 "sections": args.sections,
                 "period_seconds": args.period,
                 "readiness_interval_seconds": args.readiness_interval,
@@ -262,6 +318,7 @@ def _section_selected(title: str, sections: list[str]) -> bool:
         "preempt": "drain",
         "footprint": "footprint",
         "readiness": "readiness",
+        "fleet": "fleet",
     }
     return wanted.get(first_word, "") in sections
 

@@ -328,7 +328,7 @@ def _imds_settings(values: _Values) -> ImdsSettings:
 
 def _response_settings(values: _Values) -> ResponseSettings:
     return ResponseSettings(
-        event_types=_event_types(values),
+        event_types=_event_types(values, "eventTypes"),
         drain_on_freeze=values.flag("drainOnFreezeEvent"),
         taint_node=values.flag("taint.node"),
         taint_effect=_taint_effect(values),
@@ -338,6 +338,8 @@ def _response_settings(values: _Values) -> ResponseSettings:
         uncordon_after_event=values.flag("uncordonAfterEvent"),
         approve_events=values.flag("approveEvents"),
         disable_eviction=values.flag("disableEviction"),
+        last_resort=values.flag("lastResort"),
+        last_resort_event_types=_event_types(values, "lastResort.eventTypes", allow_none=True),
         dry_run=values.flag("dryRun"),
         exit_after_node_drain=values.flag("exitAfterNodeDrain"),
         resource_name=values.text("resource.name").strip(),
@@ -358,10 +360,10 @@ def _readiness_settings(values: _Values) -> ReadinessSettings:
     return ReadinessSettings(interval_seconds=interval)
 
 
-def _event_types(values: _Values) -> frozenset[EventType]:
-    where = values.where("eventTypes")
+def _event_types(values: _Values, name: str, *, allow_none: bool = False) -> frozenset[EventType]:
+    where = values.where(name)
     selected: set[EventType] = set()
-    for item in values.texts("eventTypes"):
+    for item in values.texts(name):
         for word in item.split(","):
             if not word.strip():
                 continue
@@ -370,7 +372,7 @@ def _event_types(values: _Values) -> frozenset[EventType]:
                 valid = ", ".join(_SELECTABLE_EVENT_TYPES)
                 raise ConfigError(f"{where}: unknown event type {word.strip()!r} (valid: {valid})")
             selected.add(event_type)
-    if not selected:
+    if not selected and not allow_none:
         raise ConfigError(f"{where}: name at least one event type")
     return frozenset(selected)
 

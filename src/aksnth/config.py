@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from aksnth.model import EventType
+from aksnth.model import FATAL_EVENT_TYPES, EventType
 
 DEFAULT_ENDPOINT = "http://169.254.169.254/metadata/scheduledevents?api-version=2020-07-01"
 DEFAULT_ALERT_MESSAGE = "Draining node={{ .NodeName }}, type={{ .Event.EventType }}"
@@ -20,6 +20,9 @@ DEFAULT_WEB_ADDRESS = ":17923"
 DEFAULT_EVENT_TYPES = frozenset(
     {EventType.REBOOT, EventType.REDEPLOY, EventType.PREEMPT, EventType.TERMINATE}
 )
+# The last-resort stop by default: the events after which the VM does not come back, so that honouring
+# a PodDisruptionBudget to the end buys nothing and costs the pod's graceful shutdown.
+DEFAULT_LAST_RESORT_EVENT_TYPES = FATAL_EVENT_TYPES
 
 
 class Secret:
@@ -96,6 +99,9 @@ class ResponseSettings:
     uncordon_after_event: bool = True
     approve_events: bool = False
     disable_eviction: bool = False
+    # Delete pods a PodDisruptionBudget still protects at their last chance, for these event types.
+    last_resort: bool = True
+    last_resort_event_types: frozenset[EventType] = DEFAULT_LAST_RESORT_EVENT_TYPES
     dry_run: bool = False
     exit_after_node_drain: bool = False
     resource_name: str = ""  # empty: derived from the node's spec.providerID
@@ -105,6 +111,10 @@ class ResponseSettings:
         if self.drain_on_freeze:
             return self.event_types | {EventType.FREEZE}
         return self.event_types
+
+    def last_resort_for(self, event_type: EventType) -> bool:
+        """Whether a drain for this event type ends with the last-resort stop (``-lastResort``)."""
+        return self.last_resort and event_type in self.last_resort_event_types
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -37,7 +37,10 @@ from aksnth.errors import (
 )
 from aksnth.kube import drain as kube_drain
 from aksnth.kube import events as kube_events
+from aksnth.kube import keys
 from aksnth.kube import node as kube_node
+from aksnth.kube import peers as kube_peers
+from aksnth.kube import warmup as kube_warmup
 from aksnth.kube.conditions import PHASE_IGNORED, ConditionWriter, ListedEvent
 from aksnth.kube.keys import SCHEDULED_EVENT_CONDITION
 from aksnth.kube.record import EventRecord, NodeRecord, Phase
@@ -196,6 +199,7 @@ class Handler:
             )
         )
         backoff = PollBackoff(self._settings.imds.poll_interval_seconds)
+        warmed = False
         errors = metrics.ERROR_READING_ENDPOINT.labels(node=self._node_name, resource=self.resource_name)
         while not self.exit_requested.is_set():
             self._health.beat()
@@ -217,6 +221,9 @@ class Handler:
                 metrics.DOCUMENT_INCARNATION.set(document.incarnation)
                 delay = backoff.on_success()
                 self.on_document(document)
+                if not warmed:  # after the first poll: start-up is not delayed, the first event is not
+                    warmed = True
+                    kube_warmup.warm_up_decoders()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.exit_requested.wait(), timeout=delay)
 
@@ -392,27 +399,29 @@ class Handler:
             action.event_deadline.isoformat(timespec="seconds"),
             " [dry run: the node is not changed]" if dry else "",
         )
-        before = NodeRecord.from_annotations(
-            (await kube_node.read_node(self._kube, self._node_name)).annotations
-        ).events.get(event.event_id)
+        current = await kube_node.read_node(self._kube, self._node_name)
+        before = NodeRecord.from_annotations(current.annotations).events.get(event.event_id)
         resumed = before is not None
         if before is not None:
             self._set_phase(event.event_id, before.phase.value, before.drain.result if before.drain else "")
 
-        # 1. Tell people first; delivery runs on its own task and never delays what follows.
-        node: NodeSnapshot | None = None
+        # 1. Tell people first; delivery runs on its own task and never delays what follows. What the
+        # notification needs (the node's pods, the VM's metadata) is read while the EventSeen Event is
+        # written: the cordon waits for each of them, so none of them waits for another.
+        first_steps: list[Coroutine[Any, Any, None]] = []
         if self._notifier is not None and not self._was_notified(event.event_id, "event", before):
-            node = await self._snapshot_for_notification()
-            await self._instance_metadata()
-            self._notify("event", event, node)
+            first_steps.append(self._notify_event(event, current))
+        if not resumed:
+            first_steps.append(
+                self._recorder.record_node(
+                    type="Warning", reason=kube_events.REASON_EVENT_SEEN, message=_describe(event)
+                )
+            )
+        await asyncio.gather(*first_steps)
         # Recorded on the node with the cordon (one write), or on its own when the cordon is done.
         record_event_notified = (event.event_id, "event") in self._notified and (
             before is None or "event" not in before.notified
         )
-        if not resumed:
-            await self._recorder.record_node(
-                type="Warning", reason=kube_events.REASON_EVENT_SEEN, message=_describe(event)
-            )
 
         # 2. Stop new traffic and new pods: LB exclusion label, cordon, taint (NoExecute waits).
         if before is None or before.phase.rank < Phase.PROTECTED.rank:
@@ -444,8 +453,10 @@ class Handler:
                 self._kube, self._node_name, lambda r: r.with_notified(event.event_id, "event"), dry_run=dry
             )
 
-        # 3. Drain within the time that is left.
+        # 3. Drain within the time that is left, once the other nodes under the event are cordoned.
         if before is None or before.phase.rank < Phase.DRAINED.rank:
+            if action.peers and not dry:
+                await self._wait_for_peers(action, pool=current.labels.get(keys.AGENT_POOL_LABEL, ""))
             await self._drain(action)
 
         # 4. Let Azure go ahead early once the node is empty.
@@ -472,6 +483,40 @@ class Handler:
             log.info("-exitAfterNodeDrain: exiting now that the drain is over")
             self.exit_requested.set()
 
+    async def _wait_for_peers(self, action: policy.Respond, *, pool: str) -> None:
+        """Until the other nodes under the document's events are cordoned (bounded): pods evicted
+        before then could be rescheduled onto them and would have to go again."""
+        left = (action.drain_deadline - self._now()).total_seconds()
+        wait = policy.peer_wait_seconds(
+            poll_interval_seconds=self._settings.imds.poll_interval_seconds, time_left_seconds=left
+        )
+        if wait <= 0:
+            return
+        result = await kube_peers.wait_peers_cordoned(
+            self._kube,
+            action.peers,
+            resource_of=_resource_of,
+            until=asyncio.get_running_loop().time() + wait,
+            labels={keys.AGENT_POOL_LABEL: pool} if pool else None,
+        )
+        if not result.waited_for:
+            return  # none of those VMs is a node of this pool, or all were cordoned already
+        if result.complete:
+            log.info(
+                "the %d other node(s) under the event not yet cordoned are now (waited %.2fs); evicting",
+                len(result.waited_for),
+                result.seconds,
+            )
+        else:
+            log.warning(
+                "%d of %d other node(s) under the event are still schedulable after %.1fs (%s); evicting "
+                "anyway: evicted pods may be rescheduled onto them",
+                len(result.schedulable),
+                len(result.waited_for),
+                result.seconds,
+                ", ".join(result.schedulable[:5]) + (", …" if len(result.schedulable) > 5 else ""),
+            )
+
     async def _drain(self, action: policy.Respond) -> None:
         event = action.event
         dry = self._response.dry_run
@@ -492,6 +537,7 @@ class Handler:
             grace_period_seconds=self._response.pod_grace_period_seconds,
             disable_eviction=self._response.disable_eviction,
             dry_run=dry,
+            last_resort=action.last_resort,
             recorder=self._recorder,
             event_type=event.event_type,
         )
@@ -623,6 +669,18 @@ class Handler:
         """Sent by this process, or by an earlier one according to the record on the node."""
         return (event_id, phase) in self._notified or (recorded is not None and phase in recorded.notified)
 
+    async def _notify_event(self, event: ScheduledEvent, node: NodeSnapshot) -> None:
+        """The first notification: the node as read before anything changed, with its pods."""
+        with_pods, _ = await asyncio.gather(self._with_pods(node), self._instance_metadata())
+        self._notify("event", event, with_pods)
+
+    async def _with_pods(self, node: NodeSnapshot) -> NodeSnapshot:
+        try:
+            return await kube_node.with_pod_names(self._kube, node)
+        except KubeError as exc:
+            log.warning("cannot list the node's pods for the notification: %s", exc)
+            return node
+
     async def _snapshot_for_notification(self) -> NodeSnapshot:
         try:
             return await kube_node.read_node_with_pods(self._kube, self._node_name)
@@ -658,6 +716,14 @@ class Handler:
         )
         self._notifier.submit(phase, data)
         self._notified.add((event.event_id, phase))
+
+
+def _resource_of(provider_id: str) -> str | None:
+    """A node's Azure resource name, or None when its providerID names no Azure VM (yet)."""
+    try:
+        return resource_name_from_provider_id(provider_id)
+    except ValueError:
+        return None
 
 
 async def _after(previous: asyncio.Task[None] | None, work: Coroutine[Any, Any, None]) -> None:

@@ -27,6 +27,7 @@ LOGGING = "Logging"
 GROUPS = (GENERAL, IMDS, RESPONSE, NOTIFICATIONS, TELEGRAM, WEBHOOK, WEB, LOGGING)
 
 DEFAULT_EVENT_TYPES = ("Reboot,Redeploy,Preempt,Terminate",)
+DEFAULT_LAST_RESORT_EVENT_TYPES = ("Preempt,Terminate",)
 
 # Companions (``Option.needs``): what an option qualifies. Given without it, the option would silently
 # do nothing (the Go original ignored it), so it is refused at start-up; cli.py says when each is set.
@@ -195,6 +196,23 @@ OPTIONS: tuple[Option, ...] = (
         default=False,
         group=RESPONSE,
         usage="delete pods instead of evicting them (bypasses PodDisruptionBudgets)",
+    ),
+    Option(
+        name="lastResort",
+        kind=Kind.BOOL,
+        default=True,
+        group=RESPONSE,
+        usage="when a PodDisruptionBudget still refuses a pod's eviction at its last chance before the VM "
+        "goes, delete the pod with its shortened grace period, so it stops gracefully "
+        "(for -lastResort.eventTypes)",
+    ),
+    Option(
+        name="lastResort.eventTypes",
+        kind=Kind.LIST,
+        default=DEFAULT_LAST_RESORT_EVENT_TYPES,
+        group=RESPONSE,
+        usage="event types the last-resort stop applies to, comma-separated: Freeze, Reboot, Redeploy, "
+        "Preempt, Terminate",
     ),
     Option(
         name="excludeFromLoadBalancers",

@@ -20,6 +20,11 @@ PREEMPT_NOTICE = timedelta(seconds=30)
 STARTED_NOTICE = timedelta(seconds=30)
 # Even when the deadline is already behind us the drain is attempted for at least this long.
 MIN_DRAIN = timedelta(seconds=5)
+# Before evicting, a response waits for the other nodes under the same document's events to be
+# cordoned by their own handlers, so that evicted pods are not rescheduled onto nodes about to go too.
+# Those handlers see the document within one poll period of ours: the wait is bounded by two periods
+# and a second, and by this share of the time left.
+PEER_WAIT_SHARE = 0.1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,6 +48,11 @@ class Respond:
     event_deadline: datetime  # when the VM is expected to be affected
     drain_deadline: datetime  # the earlier of the event deadline and -nodeGracePeriodSeconds
     reason: str
+    # Pods a PodDisruptionBudget still protects at their last chance are stopped (-lastResort).
+    last_resort: bool = False
+    # Other VMs that selected events of the same document concern: their nodes are about to be
+    # drained too, so the evictions wait (briefly) for them to be cordoned.
+    peers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,6 +99,27 @@ def drain_deadline(event_deadline_at: datetime, *, now: datetime, node_grace_per
     return max(deadline, now + MIN_DRAIN)
 
 
+def peer_wait_seconds(*, poll_interval_seconds: float, time_left_seconds: float) -> float:
+    """How long a response waits for the nodes of ``Respond.peers`` to be cordoned before evicting."""
+    return max(0.0, min(2 * poll_interval_seconds + 1.0, PEER_WAIT_SHARE * time_left_seconds))
+
+
+def peers_of(
+    document: ScheduledEventsDocument, *, resource_name: str, settings: ResponseSettings
+) -> tuple[str, ...]:
+    """The other VMs that events of the selected types in ``document`` concern (each listed once)."""
+    mine = resource_name.lower()
+    selected = settings.selected_event_types
+    found = {
+        resource.lower(): resource
+        for event in document.events
+        if event.event_type in selected
+        for resource in event.resources
+        if resource.lower() != mine
+    }
+    return tuple(found[key] for key in sorted(found))
+
+
 def decide(
     document: ScheduledEventsDocument,
     *,
@@ -104,6 +135,7 @@ def decide(
     actions: list[Action] = []
     present: dict[str, ScheduledEvent] = {}
     selected = settings.selected_event_types
+    peers = peers_of(document, resource_name=resource_name, settings=settings)
 
     for event in document.events:
         if not event.concerns(resource_name):
@@ -134,6 +166,8 @@ def decide(
                     if memory is not None
                     else f"{event.event_type.value} {event.status.value} for {resource_name}"
                 ),
+                last_resort=settings.last_resort_for(event.event_type),
+                peers=peers,
             )
         )
 

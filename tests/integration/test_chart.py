@@ -180,18 +180,22 @@ def test_cluster_role_grants_exactly_what_the_handler_does() -> None:
     assert grants == {
         ("", "nodes", "get"),
         ("", "nodes", "patch"),
+        # list and watch: during an event, waiting for the other nodes under it to be cordoned
+        ("", "nodes", "list"),
+        ("", "nodes", "watch"),
         ("", "nodes/status", "patch"),  # the AzureScheduledEvent condition
         ("", "pods", "list"),
+        ("", "pods", "delete"),  # the last-resort stop
         ("", "pods/eviction", "create"),
         ("", "events", "create"),
         ("", "events", "patch"),
     }
 
 
-def test_pod_delete_is_granted_only_with_allow_pod_delete() -> None:
-    assert ("", "pods", "delete") not in _grants(chart_cluster_rules())
-    granted = _grants(chart_cluster_rules(set_values=["rbac.allowPodDelete=true"]))
-    assert granted - _grants(chart_cluster_rules()) == {("", "pods", "delete")}
+def test_pod_delete_is_granted_by_default_and_left_out_with_allow_pod_delete_false() -> None:
+    assert ("", "pods", "delete") in _grants(chart_cluster_rules())
+    without = _grants(chart_cluster_rules(set_values=["rbac.allowPodDelete=false"]))
+    assert _grants(chart_cluster_rules()) - without == {("", "pods", "delete")}
 
 
 def test_readiness_check_adds_its_flag_after_the_args_and_only_then_lists_budgets() -> None:
@@ -529,13 +533,12 @@ def test_schema_lists_exactly_the_values_of_values_yaml() -> None:
 
 def test_go_image_option_adds_only_the_go_drains_rights_and_probes_readiness_on_healthz() -> None:
     """With the Go project's image (goImage=true) its drain can read DaemonSets and wait for evicted
-    pods (pods get), it has the node rights its own chart gave (list, update), and its pod can become
+    pods (pods get), it has the node right its own chart gave beyond ours (update), and its pod can become
     Ready (it serves /healthz, not /readyz); nothing else changes, and a path set by hand is kept."""
     granted = _grants(chart_cluster_rules(set_values=["goImage=true"]))
     assert granted - _grants(chart_cluster_rules()) == {
         ("apps", "daemonsets", "get"),
         ("", "pods", "get"),
-        ("", "nodes", "list"),
         ("", "nodes", "update"),
     }
     assert ("apps", "daemonsets", "get") not in _grants(chart_cluster_rules())

@@ -222,7 +222,7 @@ def can(
     return bool(client.create(review).status.allowed)
 
 
-def test_service_account_may_drain_but_not_delete_pods_or_read_secrets(
+def test_service_account_may_drain_and_stop_pods_as_a_last_resort_but_not_read_secrets(
     kubeconfig: Path, client: Client, installed: list[str]
 ) -> None:
     helm_install(kubeconfig, RELEASE, "--set", "priorityClassName=system-node-critical")
@@ -233,13 +233,13 @@ def test_service_account_may_drain_but_not_delete_pods_or_read_secrets(
     assert can(client, RELEASE, "patch", "nodes")
     assert can(client, RELEASE, "create", "events")
     assert not can(client, RELEASE, "update", "nodes")
-    assert not can(client, RELEASE, "delete", "pods")
+    assert can(client, RELEASE, "delete", "pods")  # the last-resort stop, on by default
     assert not can(client, RELEASE, "get", "secrets")
     assert not can(client, RELEASE, "delete", "nodes")
     assert not can(client, RELEASE, "get", "daemonsets", group="apps")
 
-    helm_install(kubeconfig, RELEASE, "--set", "rbac.allowPodDelete=true")
-    assert can(client, RELEASE, "delete", "pods")
+    helm_install(kubeconfig, RELEASE, "--set", "rbac.allowPodDelete=false")
+    assert not can(client, RELEASE, "delete", "pods")
 
     # The Go project's image drains with kubectl's helper, which reads each DaemonSet pod's DaemonSet.
     helm_install(kubeconfig, RELEASE, "--set", "goImage=true")

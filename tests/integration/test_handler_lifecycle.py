@@ -309,9 +309,10 @@ async def test_disable_eviction_deletes_pods_past_a_pdb(kube, namespace, node, s
     assert record_of(n).events[event_id].drain.deleted == 2
 
 
-async def test_a_pdb_that_never_allows_disruption_ends_in_a_reported_timeout(
+async def test_with_last_resort_off_a_pdb_that_never_allows_disruption_ends_in_a_reported_timeout(
     kube, namespace, node, simulator, handler_kubeconfig
 ):
+    """-lastResort=false: a Preempt's drain honours the budget to the end; the pod stays, undeleted."""
     await create_pods(kube, namespace, node.name, 1, labels={"app": "pinned"})
     async with FakeKubelet(kube, node=node.name):
         pdb = await create_pdb(kube, namespace, {"app": "pinned"}, min_available=1)
@@ -320,7 +321,7 @@ async def test_a_pdb_that_never_allows_disruption_ends_in_a_reported_timeout(
             kubeconfig=handler_kubeconfig,
             node=node.name,
             simulator=simulator,
-            extra=["-nodeGracePeriodSeconds=6"],
+            extra=["-nodeGracePeriodSeconds=6", "-lastResort=false"],
         ):
             event_id = simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)
             n = await wait_phase(kube, node.name, event_id, Phase.DRAINED, timeout_seconds=30)
@@ -328,7 +329,47 @@ async def test_a_pdb_that_never_allows_disruption_ends_in_a_reported_timeout(
     assert drain.result == "timed_out"
     assert drain.remaining == 1
     assert (await node_events(kube, node.name)).get("DrainFailed") == 1
-    assert len(await pods_on(kube, node.name)) == 1
+    (pod,) = await pods_on(kube, node.name)
+    assert pod.metadata.deletionTimestamp is None
+
+
+async def test_a_preempt_stops_the_pod_a_pdb_never_lets_go_with_its_grace_period_before_the_deadline(
+    kube, namespace, node, simulator, handler_kubeconfig
+):
+    """Default flags, a Preempt due in 9 s, a budget that never allows the disruption: the pod is
+    deleted with its grace period cut to a third of the drain's time (2 or 3 s), before NotBefore; a
+    LastResortStop Event on the pod and the last_resort_stops_total counter say so."""
+    (created,) = await create_pods(kube, namespace, node.name, 1, labels={"app": "pinned"}, grace_seconds=30)
+    name = created.metadata.name
+    stopped_before = metrics.LAST_RESORT_STOPS.labels(type="Preempt", result="stopped")._value.get()
+    async with FakeKubelet(kube, node=node.name, grace_period_scale=1.0):
+        pdb = await create_pdb(kube, namespace, {"app": "pinned"}, min_available=1)
+        await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1)
+        async with running_handler(kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator):
+            event_id = simulator.schedule("Preempt", [node.resource_name], notice_seconds=9.5)
+            not_before = simulator.publication_time(event_id) + 9.5
+
+            async def deleting() -> Pod | None:
+                pod = await kube.get(Pod, name, namespace=namespace)
+                return pod if pod.metadata.deletionTimestamp is not None else None
+
+            pod = await eventually(deleting, what=f"pod {name} to be deleted")
+            n = await wait_phase(kube, node.name, event_id, Phase.DRAINED, timeout_seconds=30)
+
+    # The drain's time is NotBefore minus the sighting (under 9.5 s), a third of it is 2 s … 3 s.
+    assert pod.metadata.deletionGracePeriodSeconds in (2, 3)
+    assert pod.metadata.deletionTimestamp.timestamp() <= not_before
+    drain = record_of(n).events[event_id].drain
+    assert drain.result == "drained" and drain.deleted == 1 and drain.evicted == 0
+    events = [
+        e
+        async for e in kube.list(Event, namespace=namespace, fields={"involvedObject.name": name})
+        if e.reason == "LastResortStop"
+    ]
+    assert len(events) == 1 and pdb.metadata.name in events[0].message
+    assert (
+        metrics.LAST_RESORT_STOPS.labels(type="Preempt", result="stopped")._value.get() == stopped_before + 1
+    )
 
 
 async def test_a_restarted_handler_finishes_the_same_event_once(

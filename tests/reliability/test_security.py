@@ -80,9 +80,10 @@ async def refused(call: Any) -> int:
 
 
 @pytest.mark.controlplane
-async def test_the_chart_service_account_cannot_read_secrets_delete_nodes_or_delete_pods(
+async def test_the_chart_service_account_without_pod_delete_cannot_read_secrets_delete_nodes_or_pods(
     kube: AsyncClient, control_plane: ControlPlane, namespace: str
 ) -> None:
+    """``rbac.allowPodDelete=false``: the narrowest install (with ``-lastResort=false``)."""
     node = await create_aks_node(kube)
     pod = await create_pod(kube, namespace, node.name)
     await kube.create(
@@ -93,7 +94,7 @@ async def test_the_chart_service_account_cannot_read_secrets_delete_nodes_or_del
         control_plane,
         namespace=namespace,
         name=f"sa-{unique_suffix()}",
-        cluster_rules=chart_cluster_rules(),
+        cluster_rules=chart_cluster_rules(set_values=["rbac.allowPodDelete=false"]),
     )
     async with client_for(path) as handler:
         assert not await allowed(handler, "list", "secrets")
@@ -114,7 +115,7 @@ async def test_the_chart_service_account_cannot_read_secrets_delete_nodes_or_del
 
 
 @pytest.mark.controlplane
-async def test_pod_delete_is_possible_only_with_allow_pod_delete(
+async def test_pod_delete_is_possible_with_allow_pod_delete(
     kube: AsyncClient, control_plane: ControlPlane, namespace: str
 ) -> None:
     node = await create_aks_node(kube)

@@ -42,13 +42,20 @@ class AuditedRequest:
     audit_id: str
     user: str
     verb: str
-    api_group: str  # "" for the core group
+    api_group: str = ""  # "" for the core group
     resource: str
     subresource: str
     name: str
     received_at: float  # wall clock (seconds since the epoch), as the API server saw it arrive
     code: int | None
-    decision: str  # "allow", "forbid", or "" (not authorized yet, or a non-resource request)
+    decision: str = ""  # "allow", "forbid", or "" (not authorized yet, or a non-resource request)
+    namespace: str = ""
+    message: str = ""  # the answer's Status message, for refusals (a budget's, or API Priority and Fairness')
+
+    @property
+    def refused_by_budget(self) -> bool:
+        """A 429 from the Eviction API because a PodDisruptionBudget does not allow the disruption."""
+        return self.code == 429 and "disruption budget" in self.message.lower()
 
     @property
     def is_eviction(self) -> bool:
@@ -102,6 +109,8 @@ def _record(event: dict[str, Any]) -> AuditedRequest:
         received_at=_timestamp(event.get("requestReceivedTimestamp", "")),
         code=status.get("code"),
         decision=(event.get("annotations") or {}).get(DECISION_ANNOTATION, ""),
+        namespace=ref.get("namespace", ""),
+        message=status.get("message", "") or "",
     )
 
 

@@ -116,8 +116,8 @@ def find_object(objects: Sequence[dict[str, Any]], kind: str, name: str | None =
 def chart_cluster_rules(**kwargs: Any) -> list[dict[str, Any]]:
     """The PolicyRules of the chart's ClusterRole, rendered with `render_chart(**kwargs)`.
 
-    E.g. `chart_cluster_rules(set_values=["rbac.allowPodDelete=true"])` for a handler run with
-    `-disableEviction`.
+    E.g. `chart_cluster_rules(set_values=["rbac.allowPodDelete=false"])` for the narrowest install
+    (pod delete is granted by default, for the last-resort stop and `-disableEviction`).
     """
     rules: list[dict[str, Any]] = find_object(render_chart(**kwargs), "ClusterRole")["rules"]
     return rules

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from bench.audit import audit_policy, between, count_by_kind, read_audit_log
+from bench.audit import AuditedRequest, audit_policy, between, count_by_kind, read_audit_log
+from bench.fleet import _peak_rate
 from bench.process import OUR_TEMPLATE, command_line
 from bench.readiness import most_within
 from bench.report import Budget, render, rows
 from bench.stats import percentile, summary
+
+from tests.support.fleetwatch import FleetWatch, PodTrack, Violation, fleet_outcome
 
 
 def test_command_line_fills_placeholders_inside_words_and_keeps_other_braces() -> None:
@@ -133,3 +137,91 @@ def test_readiness_rows_hold_the_lists_per_interval_to_one() -> None:
     assert "2 MISS" in cell("lists of PodDisruptionBudgets per interval")
     assert "0 ok" in cell("other API requests in the window")
     assert "10.010 s ok" in cell("shortest time between two checks")
+
+
+def test_audit_policy_without_a_user_logs_everyones_requests() -> None:
+    assert audit_policy(None)["rules"] == [{"level": "Metadata"}]
+
+
+def test_a_budgets_refusal_is_told_from_api_priority_and_fairness_by_its_message() -> None:
+    budget = AuditedRequest(
+        audit_id="1",
+        user="u",
+        verb="create",
+        resource="pods",
+        subresource="eviction",
+        name="p",
+        namespace="apps",
+        received_at=0.0,
+        code=429,
+        message="Cannot evict pod as it would violate the pod's disruption budget.",
+    )
+    load = replace(budget, message="Too many requests, please try again later.")
+    assert budget.refused_by_budget and not load.refused_by_budget
+
+
+def test_the_peak_rate_is_the_most_requests_within_one_second() -> None:
+    base = AuditedRequest(
+        audit_id="",
+        user="",
+        verb="get",
+        resource="nodes",
+        subresource="",
+        name="",
+        namespace="",
+        received_at=0.0,
+        code=200,
+    )
+    times = [0.0, 0.1, 0.2, 1.5, 1.6, 1.7, 1.8, 2.4, 5.0]
+    assert _peak_rate([replace(base, received_at=t) for t in times]) == 5.0  # 1.5 … 2.4
+    assert _peak_rate([]) == 0.0
+
+
+def _track(
+    key: str, node: str, *, bound: float, deletion: float | None, gone: float | None, ds: bool = False
+):
+    return PodTrack(
+        key=key,
+        app=key.split("/")[1].split("-", maxsplit=1)[0],
+        daemonset=ds,
+        node=node,
+        bound_at=bound,
+        deletion_at=deletion,
+        gone_at=gone,
+    )
+
+
+def test_the_fleet_outcome_names_replacements_pods_without_sigterm_and_early_violations() -> None:
+    watch = FleetWatch(kube=None, namespace="apps")  # type: ignore[arg-type]  # filled by hand, never started
+    published, deadline = 100.0, 130.0
+    watch.cordoned_at = {"spot-0": 100.8, "spot-1": 101.1}
+    watch.pods = {
+        "1": _track("apps/web-a", "spot-0", bound=50.0, deletion=102.0, gone=103.0),
+        "2": _track(
+            "apps/db-0", "spot-0", bound=50.0, deletion=121.0, gone=122.0
+        ),  # stopped as a last resort
+        "3": _track("apps/agent-x", "spot-0", bound=50.0, deletion=None, gone=None, ds=True),  # stays
+        "4": _track("apps/web-b", "spot-1", bound=50.0, deletion=None, gone=None),  # never asked to go
+        "5": _track("apps/web-c", "spot-1", bound=100.5, deletion=101.0, gone=102.0),  # a replacement
+        "6": _track("apps/web-d", "regular-0", bound=101.0, deletion=None, gone=None),  # where it belongs
+    }
+    watch.violations = [
+        Violation(at=90.0, budget="db-pdb", current_healthy=1, desired_healthy=2),  # before the event
+        Violation(at=110.0, budget="web-pdb", current_healthy=3, desired_healthy=4),
+        Violation(at=121.5, budget="db-pdb", current_healthy=1, desired_healthy=2),  # after its stop
+    ]
+    outcome = fleet_outcome(
+        watch,
+        doomed={"spot-0", "spot-1"},
+        published=published,
+        deadline=deadline,
+        stops=[(121.0, "apps/db-0")],
+        budget_of_app={"web": "web-pdb", "db": "db-pdb"},
+    )
+    assert outcome.cordon_seconds == pytest.approx({"spot-0": 0.8, "spot-1": 1.1})
+    assert outcome.empty_seconds == {"spot-0": pytest.approx(22.0), "spot-1": None}
+    assert outcome.all_cordoned and not outcome.all_empty_before_deadline
+    assert outcome.replacements_on_doomed == ("apps/web-c",)
+    assert outcome.without_sigterm == ("apps/web-b",) == outcome.on_node_at_deadline
+    assert [v.budget for v in outcome.violations_before_last_resort] == ["web-pdb"]
+    assert outcome.violations_after_last_resort == 1 and outcome.stopped == 1

@@ -29,7 +29,7 @@ def test_chart_readme_documents_every_value_with_its_default() -> None:
         '| `configMap.mountPath` | string | `"/files"` |',
         "| `networkPolicy.controlPlaneIP` | string |",
         "| `metrics.addAnnotations` | bool | `true` |",
-        "| `rbac.allowPodDelete` | bool | `false` |",
+        "| `rbac.allowPodDelete` | bool | `true` |",
     ):
         assert row in readme
 

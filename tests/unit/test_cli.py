@@ -252,6 +252,12 @@ FLAG_CASES: list[tuple[list[str], Callable[[Settings], object], object]] = [
         TaintEffect.PREFER_NO_SCHEDULE,
     ),
     (["-podGracePeriodSeconds=15"], lambda s: s.response.pod_grace_period_seconds, 15),
+    (["-lastResort=false"], lambda s: s.response.last_resort, False),
+    (
+        ["-lastResort.eventTypes=Preempt,Terminate,Reboot"],
+        lambda s: s.response.last_resort_event_types,
+        {EventType.PREEMPT, EventType.TERMINATE, EventType.REBOOT},
+    ),
     (["-nodeGracePeriodSeconds=300"], lambda s: s.response.node_grace_period_seconds, 300),
     (["-disableEviction"], lambda s: s.response.disable_eviction, True),
     (["-excludeFromLoadBalancers=false"], lambda s: s.response.exclude_from_load_balancers, False),
@@ -376,6 +382,17 @@ def test_drain_on_freeze_adds_freeze_and_event_types_may_name_it() -> None:
     assert parse("-eventTypes=Freeze").response.selected_event_types == {EventType.FREEZE}
     repeated = parse("-eventTypes=Preempt", "-eventTypes", "terminate, reboot")
     assert repeated.response.event_types == {EventType.PREEMPT, EventType.TERMINATE, EventType.REBOOT}
+
+
+def test_the_last_resort_is_on_for_preempt_and_terminate_by_default_and_off_with_the_flag() -> None:
+    default = parse().response
+    assert default.last_resort is True
+    assert {t for t in EventType if default.last_resort_for(t)} == {EventType.PREEMPT, EventType.TERMINATE}
+    off = parse("-lastResort=false").response
+    assert not any(off.last_resort_for(t) for t in EventType)
+    opted_in = parse("-lastResort.eventTypes=Preempt,Terminate", "-lastResort.eventTypes=redeploy").response
+    assert opted_in.last_resort_for(EventType.REDEPLOY)
+    assert not parse("-lastResort.eventTypes=").response.last_resort_for(EventType.PREEMPT)
 
 
 def test_template_file_wins_over_template(tmp_path: Path) -> None:

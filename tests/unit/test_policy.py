@@ -17,6 +17,7 @@ from aksnth.policy import (
     decide,
     drain_deadline,
     event_deadline,
+    peer_wait_seconds,
 )
 
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
@@ -96,6 +97,58 @@ def test_event_types_flag_narrows_the_selection():
     (action,) = plan(doc(event("Reboot")), settings=settings)
     assert isinstance(action, Ignore)
     assert "-eventTypes" in action.reason
+
+
+@pytest.mark.parametrize(
+    ("kind", "settings", "expected"),
+    [
+        ("Preempt", ResponseSettings(), True),  # the VM does not come back: the stop is on by default
+        ("Terminate", ResponseSettings(), True),
+        ("Reboot", ResponseSettings(), False),  # it does: the budget is honoured to the end
+        ("Redeploy", ResponseSettings(), False),
+        ("Reboot", ResponseSettings(last_resort_event_types=frozenset(EventType)), True),  # opted in
+        ("Preempt", ResponseSettings(last_resort=False), False),  # -lastResort=false
+    ],
+)
+def test_the_last_resort_stop_is_decided_by_event_type_and_flag(kind, settings, expected):
+    (action,) = plan(doc(event(kind, not_before=NOW + timedelta(minutes=10))), settings=settings)
+    assert isinstance(action, Respond)
+    assert action.last_resort is expected
+
+
+def test_a_response_names_the_other_vms_under_selected_events_of_the_document():
+    document = doc(
+        event("Preempt", resources=(ME, "aks-spot-12345678-vmss_4", "AKS-SPOT-12345678-VMSS_5")),
+        event("Reboot", event_id="E2", resources=("aks-spot-12345678-vmss_6", ME.upper())),
+        event("Freeze", event_id="E3", resources=("aks-spot-12345678-vmss_7",)),  # not acted on
+    )
+    actions = plan(document)
+    responds = [a for a in actions if isinstance(a, Respond)]
+    assert len(responds) == 2
+    for action in responds:
+        assert action.peers == (
+            "aks-spot-12345678-vmss_4",
+            "AKS-SPOT-12345678-VMSS_5",
+            "aks-spot-12345678-vmss_6",
+        )
+
+
+def test_a_response_to_an_event_of_this_vm_alone_waits_for_no_one():
+    (action,) = plan(doc(event("Preempt")))
+    assert isinstance(action, Respond) and action.peers == ()
+
+
+@pytest.mark.parametrize(
+    ("period", "left", "expected"),
+    [
+        (1.0, 29.0, 2.9),  # a Preempt: a tenth of the time left
+        (1.0, 300.0, 3.0),  # a Terminate: two poll periods and a second
+        (0.2, 300.0, 1.4),
+        (1.0, -5.0, 0.0),  # past the deadline: no wait
+    ],
+)
+def test_the_wait_for_the_other_nodes_is_bounded_by_the_poll_period_and_the_time_left(period, left, expected):
+    assert peer_wait_seconds(poll_interval_seconds=period, time_left_seconds=left) == pytest.approx(expected)
 
 
 def test_event_for_another_vm_is_not_ours():

@@ -2,8 +2,11 @@
 
 Regular workloads go first, critical ones (system priority classes, kube-system) after the regular
 ones are gone or have had their share of the time. Evictions go through policy/v1 Eviction, so
-PodDisruptionBudgets are honoured: a 429 is retried (after the server's Retry-After, about 1 s by
-default) until the deadline. Grace periods are cut to fit. ``disable_eviction`` deletes instead
+PodDisruptionBudgets are honoured: a refused eviction is asked again until the deadline, paced by
+``aksnth.kube.pacing`` (one question per budget at a time, jittered waits, never sooner than the
+server's Retry-After; a pause for everyone when the server sheds load). Grace periods are cut to fit.
+With ``last_resort``, a pod a budget still protects at its last chance is deleted with its shortened
+grace period: it stops gracefully before the VM is gone. ``disable_eviction`` deletes instead
 (bypassing PDBs). Pods are then awaited until they are gone (polling the node's pods with a field
 selector), never past the deadline.
 """
@@ -15,6 +18,7 @@ import contextlib
 import enum
 import inspect
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
@@ -26,19 +30,23 @@ from lightkube.resources.core_v1 import Pod
 from aksnth.errors import EvictionBlocked, KubeError, KubeForbidden, KubeUnavailable
 from aksnth.kube.client import DEFAULT_CALL_TIMEOUT_SECONDS, api_call, backoff_seconds, with_retries
 from aksnth.kube.drainplan import (
+    GRACE_MARGIN_SECONDS,
     DrainOutcome,
     DrainPlan,
     DrainResult,
     PodIssue,
     effective_grace_period,
+    last_resort_at,
+    last_resort_grace,
     plan_drain,
     regular_phase_end,
 )
-from aksnth.kube.events import REASON_POD_EVICTED, EventRecorder, ObjectRef
+from aksnth.kube.events import REASON_LAST_RESORT_STOP, REASON_POD_EVICTED, EventRecorder, ObjectRef
 from aksnth.kube.keys import COMPONENT
-from aksnth.kube.pods import PodInfo, list_pods_on_node
+from aksnth.kube.pacing import BudgetTurns, Throttle
+from aksnth.kube.pods import PodInfo, delete_pod, list_pods_on_node
 from aksnth.model import EventType
-from aksnth.observe.metrics import DRAIN_DURATION, EVICTIONS
+from aksnth.observe.metrics import DRAIN_DURATION, EVICTIONS, LAST_RESORT_STOPS
 
 __all__ = ["DrainOutcome", "DrainResult", "PodIssue", "PodProgress", "drain_node"]
 
@@ -46,10 +54,6 @@ log = logging.getLogger(__name__)
 
 #: Evictions (or deletions) in flight at once: 250 pods must not mean 250 connections.
 MAX_CONCURRENT_EVICTIONS: Final = 32
-#: Wait after a 429 when the server does not say (kubectl drain waits 5 s; we have less time).
-DEFAULT_RETRY_AFTER_SECONDS: Final = 1.0
-#: Longest wait after a 429, whatever the server says: the deadline is usually close.
-MAX_RETRY_AFTER_SECONDS: Final = 5.0
 #: Polling the node's pods while waiting for evicted pods to be gone: first and longest interval.
 POLL_FIRST_SECONDS: Final = 0.2
 POLL_MAX_SECONDS: Final = 1.0
@@ -65,9 +69,36 @@ class _State(enum.Enum):
     FAILED = "failed"
 
 
+class _Kind(enum.Enum):
+    """What the API server answered to one eviction (or deletion) request."""
+
+    ACCEPTED = "accepted"
+    BUDGET = "budget"  # 429 naming a PodDisruptionBudget
+    OVERLOAD = "overload"  # 429 naming none: API Priority and Fairness shed the request
+    TRANSIENT = "transient"  # no answer, 5xx, or 403 (an API server whose RBAC cache is not filled yet)
+    GONE = "gone"  # 404, or the UID precondition failed: the pod we listed is no more
+    FAILED = "failed"  # anything else: retrying would not help
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    kind: _Kind
+    error: KubeError | None = None
+    grace: int | None = None  # the grace period an accepted request carried (None: the pod's own)
+
+    @property
+    def budget(self) -> str:
+        return self.error.budget or "" if isinstance(self.error, EvictionBlocked) else ""
+
+    @property
+    def retry_after(self) -> float | None:
+        return self.error.retry_after_seconds if isinstance(self.error, EvictionBlocked) else None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PodProgress:
-    """Passed to ``on_progress``: one pod changed state (evicted, deleted, blocked, failed, gone)."""
+    """Passed to ``on_progress``: one pod changed state (evicted, deleted, stopped, blocked, failed,
+    gone)."""
 
     namespace: str
     name: str
@@ -94,6 +125,8 @@ class _Drain:
         deadline: float,
         grace_period_seconds: int,
         disable_eviction: bool,
+        last_resort: bool,
+        event_type: EventType,
         on_progress: ProgressCallback | None,
         recorder: EventRecorder | None,
     ) -> None:
@@ -102,13 +135,23 @@ class _Drain:
         self.deadline = deadline
         self.grace_period_seconds = grace_period_seconds
         self.disable_eviction = disable_eviction
+        self.last_resort = last_resort and not disable_eviction
+        self.event_type = event_type
         self.on_progress = on_progress
         self.recorder = recorder
         self.loop = asyncio.get_running_loop()
-        self.limit = asyncio.Semaphore(MAX_CONCURRENT_EVICTIONS)
+        self.window = max(deadline - self.loop.time(), 0.0)
+        self.throttle = Throttle(MAX_CONCURRENT_EVICTIONS, clock=self.loop.time)
+        self.turns = BudgetTurns(clock=self.loop.time)
         self.state: dict[str, _State] = {}
         self.reason: dict[str, str] = {}
+        # The budget that refused a pod's latest request: only such a pod may be stopped as a last resort.
+        self.budget_of: dict[str, str] = {}
+        # Pods whose last-resort stop was refused (no right to delete pods, or an error): never again.
+        self.no_last_resort: set[str] = set()
+        self.forbidden_logged = False
         self.removed: list[str] = []  # accepted evictions/deletions, in order
+        self.stopped: list[PodIssue] = []  # deleted by the last-resort stop, with the reason
         self.failed: list[PodIssue] = []
         self.pdb_retries = 0
         self.events: asyncio.Queue[PodProgress] = asyncio.Queue()
@@ -121,73 +164,190 @@ class _Drain:
 
     # --- one pod ------------------------------------------------------------------------------------
     async def remove(self, pod: PodInfo) -> None:
-        """Evict (or delete) ``pod`` until accepted, gone, failed, or out of time."""
+        """Evict (or delete) ``pod`` until accepted, gone, failed, stopped, or out of time."""
         attempt = 0
         while self.state[pod.key] in (_State.PENDING, _State.BLOCKED):
-            time_left = self.time_left()
-            if time_left <= 0:
+            if self.time_left() <= 0:
                 return
             attempt += 1
+            budget = self.budget_of.get(pod.key)
+            if budget is None:
+                answer = await self._ask(pod)
+                if answer is not None and answer.kind is _Kind.BUDGET:
+                    # Refusals of one first burst are one refusal: they do not lengthen the wait.
+                    self.turns.refused(answer.budget, answer.retry_after, escalate=False)
+            else:
+                # One question per budget at a time, spaced after refusals; at the pod's last chance
+                # (or the deadline) it asks without waiting for its turn.
+                async with self.turns.turn(budget, until=self._wake_limit(pod)) as in_turn:
+                    answer = await self._ask(pod)
+                    if answer is not None and answer.kind is _Kind.ACCEPTED:
+                        self.turns.allowed(budget)
+                    elif answer is not None and answer.kind is _Kind.BUDGET:
+                        self.turns.refused(answer.budget, answer.retry_after, escalate=in_turn)
+            if answer is None:  # the deadline came while it waited
+                return
+            await self._settle(pod, answer, attempt)
+
+    def _wake_limit(self, pod: PodInfo) -> float:
+        """Until when a pod blocked by a budget may wait for its turn: its last chance, or the deadline."""
+        if self.last_resort and pod.key not in self.no_last_resort:
+            last_chance = self._last_chance(pod)
+            if self.loop.time() < last_chance:
+                return last_chance
+        return self.deadline
+
+    def _last_resort_grace(self, pod: PodInfo) -> int:
+        return last_resort_grace(
+            pod_seconds=pod.grace_period_seconds,
+            configured=self.grace_period_seconds,
+            window_seconds=self.window,
+        )
+
+    def _last_chance(self, pod: PodInfo) -> float:
+        return last_resort_at(self.deadline, self._last_resort_grace(pod))
+
+    async def _ask(self, pod: PodInfo) -> _Answer | None:
+        """One eviction (or deletion) request, within the throttle; its answer, classified, or None
+        when the deadline came while it waited for the throttle."""
+        async with self.throttle.slot():
+            time_left = self.time_left()
+            if time_left <= 0:
+                return None
             grace = effective_grace_period(
                 pod_seconds=pod.grace_period_seconds,
                 configured=self.grace_period_seconds,
                 time_left=time_left,
             )
             try:
-                async with self.limit:
-                    await self._request(
-                        pod, grace, timeout_seconds=min(DEFAULT_CALL_TIMEOUT_SECONDS, time_left)
-                    )
+                await self._request(pod, grace, timeout_seconds=min(DEFAULT_CALL_TIMEOUT_SECONDS, time_left))
             except EvictionBlocked as exc:
-                self.pdb_retries += 1
-                EVICTIONS.labels(result="pdb_blocked_retried").inc()
-                why = (
-                    f"blocked by PodDisruptionBudget {exc.budget}"
-                    if exc.budget
-                    else f"eviction refused: {exc}"
-                )
-                if self.state[pod.key] is not _State.BLOCKED:
-                    log.info("eviction of %s refused, retrying until the deadline: %s", pod.key, why)
-                    await self._progress(pod, "blocked", why)
-                self._set(pod, _State.BLOCKED, why)
-                wait = min(exc.retry_after_seconds or DEFAULT_RETRY_AFTER_SECONDS, MAX_RETRY_AFTER_SECONDS)
-                await asyncio.sleep(max(min(wait, self.time_left()), 0))
+                return _Answer(_Kind.BUDGET if exc.budget else _Kind.OVERLOAD, exc)
             except (KubeUnavailable, KubeForbidden) as exc:
-                # A 403 is retried too: a restarted API server answers before its RBAC cache is
-                # filled, and a permanent one costs nothing but the time the pod could not use anyway.
-                if isinstance(exc, KubeForbidden) and self.reason.get(pod.key) != str(exc):
-                    log.warning("evicting %s is forbidden (retrying until the deadline): %s", pod.key, exc)
-                self.reason[pod.key] = str(exc)
-                log.info("evicting %s failed (attempt %d, retrying): %s", pod.key, attempt, exc)
-                await asyncio.sleep(max(min(backoff_seconds(attempt), self.time_left()), 0))
+                return _Answer(_Kind.TRANSIENT, exc)
             except KubeError as exc:
-                if exc.status == 404:
-                    self._set(pod, _State.GONE, "")
-                    await self._progress(pod, "gone")
-                elif exc.status == 409 and "precondition" in str(exc).lower():
-                    # The UID precondition failed: the pod we listed is gone; a namesake replaced it.
-                    self._set(pod, _State.GONE, "")
-                    await self._progress(pod, "gone")
-                else:
-                    self._set(pod, _State.FAILED, str(exc))
-                    self.failed.append(PodIssue(pod=pod.key, reason=str(exc)))
-                    EVICTIONS.labels(result="failed").inc()
-                    log.warning("could not evict %s: %s", pod.key, exc)
-                    await self._progress(pod, "failed", str(exc))
-            else:
-                outcome = "deleted" if self.disable_eviction else "evicted"
-                self._set(pod, _State.REQUESTED, "still terminating")
-                self.removed.append(pod.key)
-                EVICTIONS.labels(result=outcome).inc()
-                log.info(
-                    "%s %s (grace period %s)", outcome, pod.key, "pod's own" if grace is None else f"{grace}s"
+                return _Answer(_Kind.GONE if _is_gone(exc) else _Kind.FAILED, exc)
+        self.throttle.accepted()
+        return _Answer(_Kind.ACCEPTED, grace=grace)
+
+    async def _settle(self, pod: PodInfo, answer: _Answer, attempt: int) -> None:
+        """Act on one answer: record it, wait after transient errors, stop the pod at its last chance."""
+        exc = answer.error
+        if answer.kind is _Kind.ACCEPTED:
+            outcome = "deleted" if self.disable_eviction else "evicted"
+            self._set(pod, _State.REQUESTED, "still terminating")
+            self.budget_of.pop(pod.key, None)
+            self.removed.append(pod.key)
+            EVICTIONS.labels(result=outcome).inc()
+            grace = "pod's own" if answer.grace is None else f"{answer.grace}s"
+            log.info("%s %s (grace period %s)", outcome, pod.key, grace)
+            await self._progress(pod, outcome)
+        elif answer.kind is _Kind.BUDGET:
+            self.pdb_retries += 1
+            EVICTIONS.labels(result="pdb_blocked_retried").inc()
+            why = f"blocked by PodDisruptionBudget {answer.budget}"
+            if self.state[pod.key] is not _State.BLOCKED:
+                log.info("eviction of %s refused, retrying until the deadline: %s", pod.key, why)
+                await self._progress(pod, "blocked", why)
+            self._set(pod, _State.BLOCKED, why)
+            self.budget_of[pod.key] = answer.budget
+            if (
+                self.last_resort
+                and pod.key not in self.no_last_resort
+                and self.loop.time() >= self._last_chance(pod)
+            ):
+                await self._stop(pod, answer.budget)
+        elif answer.kind is _Kind.OVERLOAD:
+            # Refused for load, not by a budget: such a pod is not stopped as a last resort until a
+            # budget refuses it again.
+            self.budget_of.pop(pod.key, None)
+            EVICTIONS.labels(result="throttled_retried").inc()
+            pause = self.throttle.overloaded(answer.retry_after)
+            self.reason[pod.key] = f"eviction refused by the API server (too many requests): {exc}"
+            log.info(
+                "evicting %s: the API server sheds load (attempt %d); every eviction waits %.2fs, "
+                "at most %d at once: %s",
+                pod.key,
+                attempt,
+                pause,
+                self.throttle.limit,
+                exc,
+            )
+        elif answer.kind is _Kind.TRANSIENT:
+            # A 403 is retried too: a restarted API server answers before its RBAC cache is filled,
+            # and a permanent one costs nothing but the time the pod could not use anyway.
+            self.budget_of.pop(pod.key, None)
+            if isinstance(exc, KubeForbidden) and self.reason.get(pod.key) != str(exc):
+                log.warning("evicting %s is forbidden (retrying until the deadline): %s", pod.key, exc)
+            self.reason[pod.key] = str(exc)
+            log.info("evicting %s failed (attempt %d, retrying): %s", pod.key, attempt, exc)
+            await asyncio.sleep(max(min(backoff_seconds(attempt), self.time_left()), 0))
+        elif answer.kind is _Kind.GONE:
+            self._set(pod, _State.GONE, "")
+            await self._progress(pod, "gone")
+        else:
+            self._set(pod, _State.FAILED, str(exc))
+            self.failed.append(PodIssue(pod=pod.key, reason=str(exc)))
+            EVICTIONS.labels(result="failed").inc()
+            log.warning("could not evict %s: %s", pod.key, exc)
+            await self._progress(pod, "failed", str(exc))
+
+    # --- the last resort ------------------------------------------------------------------------
+    async def _stop(self, pod: PodInfo, budget: str) -> None:
+        """Delete a pod that a budget still protects at its last chance, with its shortened grace
+        period: it gets SIGTERM and that time before the VM is gone, instead of nothing."""
+        planned = self._last_resort_grace(pod)
+        # Woken late (a busy machine): the grace period is cut so that it still ends before the deadline.
+        grace = min(planned, max(math.floor(self.time_left()) - GRACE_MARGIN_SECONDS, 1)) if planned else 0
+        why = (
+            f"PodDisruptionBudget {budget} still refused its eviction {self.time_left():.0f}s before the "
+            f"{self.event_type.value} deadline; stopped with a {grace}s grace period"
+        )
+        try:
+            async with self.throttle.slot():
+                await delete_pod(
+                    self.client,
+                    pod,
+                    grace_period_seconds=grace,
+                    timeout_seconds=min(DEFAULT_CALL_TIMEOUT_SECONDS, max(self.time_left(), 0.1)),
                 )
-                await self._progress(pod, outcome)
+        except KubeForbidden as exc:
+            self.no_last_resort.add(pod.key)
+            LAST_RESORT_STOPS.labels(type=self.event_type.value, result="forbidden").inc()
+            if not self.forbidden_logged:
+                self.forbidden_logged = True
+                log.error(
+                    "cannot stop %s as a last resort: the handler may not delete pods (%s). Install the "
+                    "chart with rbac.allowPodDelete=true (its default), or turn the stop off with "
+                    "-lastResort=false; pods a PodDisruptionBudget still protects at the deadline lose "
+                    "their graceful shutdown when the VM goes",
+                    pod.key,
+                    exc,
+                )
+            return
+        except KubeUnavailable as exc:
+            log.warning("last-resort stop of %s failed (will try again): %s", pod.key, exc)
+            await asyncio.sleep(max(min(backoff_seconds(1), self.time_left()), 0))
+            return
+        except KubeError as exc:
+            if _is_gone(exc):
+                self._set(pod, _State.GONE, "")
+                await self._progress(pod, "gone")
+                return
+            self.no_last_resort.add(pod.key)
+            LAST_RESORT_STOPS.labels(type=self.event_type.value, result="failed").inc()
+            log.warning("last-resort stop of %s failed: %s", pod.key, exc)
+            return
+        self._set(pod, _State.REQUESTED, "still terminating (stopped as a last resort)")
+        self.budget_of.pop(pod.key, None)
+        self.stopped.append(PodIssue(pod=pod.key, reason=why))
+        LAST_RESORT_STOPS.labels(type=self.event_type.value, result="stopped").inc()
+        log.warning("stopped %s as a last resort: %s", pod.key, why)
+        await self._progress(pod, "stopped", why)
 
     async def _request(self, pod: PodInfo, grace: int | None, *, timeout_seconds: float) -> None:
         if self.disable_eviction:
-            async with api_call(f"delete pod {pod.key}", timeout_seconds=timeout_seconds):
-                await self.client.delete(Pod, pod.name, namespace=pod.namespace, grace_period=grace)
+            await delete_pod(self.client, pod, grace_period_seconds=grace, timeout_seconds=timeout_seconds)
             return
         eviction = Pod.Eviction(
             metadata=ObjectMeta(name=pod.name, namespace=pod.namespace),
@@ -211,7 +371,7 @@ class _Drain:
         progress = PodProgress(
             namespace=pod.namespace, name=pod.name, uid=pod.uid, outcome=outcome, detail=detail
         )
-        if self.recorder is not None and outcome in ("evicted", "deleted"):
+        if self.recorder is not None and outcome in ("evicted", "deleted", "stopped"):
             self.events.put_nowait(progress)
         if self.on_progress is None:
             return
@@ -267,13 +427,23 @@ class _Drain:
                     await self.first_requests_answered.wait()
         while True:
             progress = await self.events.get()
-            verb = "Deleted" if progress.outcome == "deleted" else "Evicted"
-            await self.recorder.record(
-                ObjectRef.pod(progress.namespace, progress.name, progress.uid),
-                type="Normal",
-                reason=REASON_POD_EVICTED,
-                message=f"{verb} by {COMPONENT} draining node {self.node_name}",
-            )
+            pod = ObjectRef.pod(progress.namespace, progress.name, progress.uid)
+            if progress.outcome == "stopped":
+                await self.recorder.record(
+                    pod,
+                    type="Warning",
+                    reason=REASON_LAST_RESORT_STOP,
+                    message=f"Deleted by {COMPONENT} draining node {self.node_name} as a last resort: "
+                    f"{progress.detail}",
+                )
+            else:
+                verb = "Deleted" if progress.outcome == "deleted" else "Evicted"
+                await self.recorder.record(
+                    pod,
+                    type="Normal",
+                    reason=REASON_POD_EVICTED,
+                    message=f"{verb} by {COMPONENT} draining node {self.node_name}",
+                )
             self.events.task_done()
 
     # --- the result ---------------------------------------------------------------------------------
@@ -295,11 +465,13 @@ class _Drain:
         else:
             outcome = DrainOutcome.DRAINED
         removed = tuple(self.removed)
+        stopped = tuple(issue.pod for issue in self.stopped)
         return DrainResult(
             result=outcome,
             planned=tuple(p.key for p in plan.to_remove),
             evicted=() if self.disable_eviction else removed,
-            deleted=removed if self.disable_eviction else (),
+            deleted=(removed if self.disable_eviction else ()) + stopped,
+            stopped=tuple(self.stopped),
             skipped=tuple(PodIssue(pod=p.key, reason=c.value) for p, c in plan.skipped),
             failed=tuple(self.failed),
             remaining=remaining,
@@ -326,6 +498,7 @@ async def drain_node(
     grace_period_seconds: int = -1,
     disable_eviction: bool = False,
     dry_run: bool = False,
+    last_resort: bool = False,
     on_progress: ProgressCallback | None = None,
     recorder: EventRecorder | None = None,
     event_type: EventType = EventType.UNKNOWN,
@@ -333,6 +506,10 @@ async def drain_node(
     """Drain ``node_name`` by ``deadline`` (``loop.time()`` based) and report what is left.
 
     ``grace_period_seconds`` -1 keeps each pod's own (always cut to fit the time left).
+    ``last_resort``: a pod whose eviction a PodDisruptionBudget still refuses at its last chance (the
+    deadline minus its shortened grace period, see ``drainplan.last_resort_at``) is deleted with that
+    grace period, so that it stops gracefully before the VM is gone; never a pod refused for another
+    reason. Counts ``last_resort_stops_total{type,result}`` and records a Warning Event on the pod.
     ``on_progress`` (sync or async, must be quick) hears about every pod's change of state;
     ``recorder`` gets a ``PodEvicted`` Event per evicted pod, written in the background.
     Counts ``evictions_total{result}`` and ``drain_duration_seconds{type,result}``.
@@ -346,6 +523,8 @@ async def drain_node(
         deadline=deadline,
         grace_period_seconds=grace_period_seconds,
         disable_eviction=disable_eviction,
+        last_resort=last_resort,
+        event_type=event_type,
         on_progress=on_progress,
         recorder=recorder,
     )
@@ -407,6 +586,11 @@ async def drain_node(
     result = drain.result(plan, duration=loop.time() - started)
     log.info("drain of node %s %s", node_name, result.summary(max_pods=20))
     return _finish(result, event_type)
+
+
+def _is_gone(exc: KubeError) -> bool:
+    """404, or the UID precondition failed: the pod we listed is gone (a namesake may have replaced it)."""
+    return exc.status == 404 or (exc.status == 409 and "precondition" in str(exc).lower())
 
 
 async def _flush_events(drain: _Drain, writer: asyncio.Task[None]) -> None:

@@ -17,6 +17,20 @@ from aksnth.kube.pods import FINISHED_PHASES, PodInfo
 REGULAR_SHARE: Final = 2 / 3
 #: A pod's grace period is cut so that it ends this many seconds before the deadline.
 GRACE_MARGIN_SECONDS: Final = 1
+#: The last-resort stop gives a pod at most this share of the drain's time as its grace period: the
+#: evictions through the PodDisruptionBudgets keep the rest.
+LAST_RESORT_GRACE_SHARE: Final = 1 / 3
+#: The last-resort stop is sent this long before it must be, so that waking up and the request itself
+#: never cut the grace period it carries.
+LAST_RESORT_LEAD_SECONDS: Final = 0.5
+#: Refusals by one PodDisruptionBudget are retried after a growing, jittered wait: the first and the
+#: longest step. A budget frees up when a replacement is Ready, which takes a second or more; a longer
+#: step would leave the budget unused while it allows a disruption (one handler asks each budget at
+#: most once a second, so a fleet's questions stay bounded by its handlers and budgets).
+BUDGET_RETRY_FIRST_SECONDS: Final = 0.5
+BUDGET_RETRY_MAX_SECONDS: Final = 2.0
+#: The wait after a 429 from API Priority and Fairness when the server names none.
+OVERLOAD_PAUSE_SECONDS: Final = 1.0
 
 
 class PodClass(enum.StrEnum):
@@ -89,6 +103,44 @@ def effective_grace_period(*, pod_seconds: int, configured: int, time_left: floa
     return budget
 
 
+def last_resort_grace(*, pod_seconds: int, configured: int, window_seconds: float) -> int:
+    """The grace period of a last-resort stop: the pod's own (or ``configured``), cut to a share of
+    the drain's window so that the stop does not take the time the evictions need; at least 1 s
+    (SIGTERM, then a moment), unless 0 was configured."""
+    wanted = pod_seconds if configured < 0 else configured
+    if wanted <= 0:
+        return 0
+    cap = max(math.floor(window_seconds * LAST_RESORT_GRACE_SHARE), 1)
+    return min(wanted, cap)
+
+
+def last_resort_at(deadline: float, grace_seconds: int) -> float:
+    """The last moment at which a pod can still be stopped with ``grace_seconds`` before ``deadline``:
+    until then a PodDisruptionBudget that refuses its eviction is honoured."""
+    return deadline - grace_seconds - GRACE_MARGIN_SECONDS - LAST_RESORT_LEAD_SECONDS
+
+
+def budget_retry_delay(refusals: int, *, retry_after: float | None, draw: float) -> float:
+    """Seconds before a budget that refused ``refusals`` evictions in a row is asked again.
+
+    An exponential step (``BUDGET_RETRY_FIRST_SECONDS`` doubling up to ``BUDGET_RETRY_MAX_SECONDS``)
+    of which a random half is waited (``draw`` in [0, 1)): many handlers asking one budget spread out
+    instead of asking in lockstep. Never sooner than the server's Retry-After, jittered the same way.
+    """
+    step = min(BUDGET_RETRY_MAX_SECONDS, BUDGET_RETRY_FIRST_SECONDS * 2.0 ** max(refusals - 1, 0))
+    delay = step * (0.5 + 0.5 * draw)
+    if retry_after:
+        delay = max(delay, retry_after * (1 + 0.5 * draw))
+    return delay
+
+
+def overload_pause(*, retry_after: float | None, draw: float) -> float:
+    """Seconds every eviction waits after API Priority and Fairness rejected one (a 429 that names no
+    budget): the server's Retry-After, or ``OVERLOAD_PAUSE_SECONDS``, plus up to half of it at random."""
+    base = retry_after if retry_after else OVERLOAD_PAUSE_SECONDS
+    return base * (1 + 0.5 * draw)
+
+
 # --- the result ------------------------------------------------------------------------------------
 
 
@@ -113,7 +165,8 @@ class DrainResult:
     result: DrainOutcome
     planned: tuple[str, ...] = ()  # pods the drain set out to remove, in order
     evicted: tuple[str, ...] = ()  # eviction accepted
-    deleted: tuple[str, ...] = ()  # deleted (-disableEviction)
+    deleted: tuple[str, ...] = ()  # deleted (-disableEviction, or by the last-resort stop)
+    stopped: tuple[PodIssue, ...] = ()  # deleted by the last-resort stop (also in ``deleted``), and why
     skipped: tuple[PodIssue, ...] = ()  # left alone on purpose (DaemonSet, mirror, finished)
     failed: tuple[PodIssue, ...] = ()  # eviction failed with an error that retrying would not fix
     remaining: tuple[PodIssue, ...] = ()  # still on the node at the end, with the reason
@@ -132,10 +185,13 @@ class DrainResult:
             if self.planned:
                 text += f" ({_names(self.planned, max_pods)})"
             return f"{text}, skip {len(self.skipped)}"
-        removed = len(self.evicted) + len(self.deleted)
-        verb = "deleted" if self.deleted and not self.evicted else "evicted"
+        removed = len(self.evicted) + len(self.deleted) - len(self.stopped)
+        verb = "deleted" if len(self.deleted) > len(self.stopped) and not self.evicted else "evicted"
         text = f"{self.result.value}: {verb} {removed} pod(s) in {self.duration_seconds:.1f}s"
         text += f", skipped {len(self.skipped)}"
+        if self.stopped:
+            stopped = _names((issue.pod for issue in self.stopped), max_pods)
+            text += f"; stopped {len(self.stopped)} as a last resort: {stopped}"
         if self.error:
             text += f"; {self.error}"
         if self.remaining:

@@ -43,6 +43,7 @@ REASON_DRAIN_FAILED: Final = "DrainFailed"
 REASON_APPROVED: Final = "EventApproved"
 REASON_GIVEN_BACK: Final = "NodeGivenBack"
 REASON_POD_EVICTED: Final = "PodEvicted"  # recorded on the pod
+REASON_LAST_RESORT_STOP: Final = "LastResortStop"  # on the pod: deleted past its PodDisruptionBudget
 REASON_TAINTED_NO_EXECUTE: Final = "NodeTaintedNoExecute"
 
 # --- the Go original's Events, kept word for word so that alerts and dashboards keyed on them work ------

@@ -47,6 +47,10 @@ SPOT_VALUE: Final = "spot"
 #: Field selector of "pods bound to this node" (the drain never lists all pods of the cluster).
 POD_NODE_NAME_FIELD: Final = "spec.nodeName"
 
+#: AKS labels each node with its node pool (one scale set): the nodes that share Scheduled Events
+#: documents (a scale set's placement group) are found among the nodes of the same pool.
+AGENT_POOL_LABEL: Final = "kubernetes.azure.com/agentpool"
+
 #: Events about cluster-scoped objects (the Node) live in this namespace, as the kubelet's do.
 NODE_EVENTS_NAMESPACE: Final = "default"
 

@@ -47,6 +47,7 @@ __all__ = [
     "read_node",
     "read_node_with_pods",
     "update_record",
+    "with_pod_names",
 ]
 
 log = logging.getLogger(__name__)
@@ -104,17 +105,15 @@ def template_pod_names(pods: Iterable[PodInfo]) -> tuple[str, ...]:
 
 async def read_node_with_pods(client: AsyncClient, name: str) -> NodeSnapshot:
     """:func:`read_node` plus the names of the pods on the node (for ``.NodePods`` in templates)."""
-    snapshot = await read_node(client, name)
-    pods = await with_retries(lambda: list_pods_on_node(client, name), what=f"list pods on node {name}")
-    return NodeSnapshot(
-        name=snapshot.name,
-        provider_id=snapshot.provider_id,
-        labels=snapshot.labels,
-        annotations=snapshot.annotations,
-        unschedulable=snapshot.unschedulable,
-        boot_id=snapshot.boot_id,
-        pod_names=template_pod_names(pods),
+    return await with_pod_names(client, await read_node(client, name))
+
+
+async def with_pod_names(client: AsyncClient, node: NodeSnapshot) -> NodeSnapshot:
+    """``node`` (as read earlier) with the names of the pods on it now (``.NodePods``)."""
+    pods = await with_retries(
+        lambda: list_pods_on_node(client, node.name), what=f"list pods on node {node.name}"
     )
+    return replace(node, pod_names=template_pod_names(pods))
 
 
 def _snapshot(state: NodeState) -> NodeSnapshot:

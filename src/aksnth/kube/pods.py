@@ -85,6 +85,23 @@ def pod_info(pod: Pod) -> PodInfo:
     )
 
 
+async def delete_pod(
+    client: AsyncClient, pod: PodInfo, *, grace_period_seconds: int | None, timeout_seconds: float
+) -> None:
+    """Delete ``pod`` with that grace period (None: its own), only if it is still the pod we listed.
+
+    The UID precondition travels as the ``uid`` query parameter, which the API server reads into
+    ``DeleteOptions.preconditions`` (a mismatch is a 409): a namesake that replaced the pod, as a
+    StatefulSet's does, is never deleted. lightkube's ``delete()`` takes no precondition, so this
+    goes through its generic request, with the same parameters ``delete()`` sends.
+    """
+    params: dict[str, object] = {"gracePeriodSeconds": grace_period_seconds}
+    if pod.uid:
+        params["uid"] = pod.uid
+    async with api_call(f"delete pod {pod.key}", timeout_seconds=timeout_seconds):
+        await client._client.request("delete", res=Pod, name=pod.name, namespace=pod.namespace, params=params)
+
+
 async def list_pods_on_node(client: AsyncClient, node_name: str) -> list[PodInfo]:
     """Every pod bound to ``node_name``, in all namespaces (one list call, paginated by the server)."""
     async with api_call(f"list pods on node {node_name}"):

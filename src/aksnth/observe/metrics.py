@@ -102,8 +102,15 @@ DRAIN_DURATION = Histogram(
 )
 EVICTIONS = Counter(
     "evictions",
-    "Pod evictions by result (evicted, pdb_blocked_retried, deleted, skipped, failed).",
+    "Pod evictions by result (evicted, pdb_blocked_retried, throttled_retried, deleted, skipped, failed).",
     ["result"],
+    namespace=NAMESPACE,
+)
+LAST_RESORT_STOPS = Counter(
+    "last_resort_stops",
+    "Pods a PodDisruptionBudget still protected at their last chance before the VM goes, deleted with "
+    "their shortened grace period (-lastResort), by event type and result (stopped, forbidden, failed).",
+    ["type", "result"],
     namespace=NAMESPACE,
 )
 EVENT_TO_CORDON = Histogram(

@@ -9,8 +9,12 @@ from aksnth.kube.drainplan import (
     DrainResult,
     PodClass,
     PodIssue,
+    budget_retry_delay,
     classify,
     effective_grace_period,
+    last_resort_at,
+    last_resort_grace,
+    overload_pause,
     plan_drain,
     regular_phase_end,
 )
@@ -91,6 +95,54 @@ def test_effective_grace_period(pod_seconds, configured, time_left, expected):
     )
 
 
+@pytest.mark.parametrize(
+    ("pod_seconds", "configured", "window", "expected"),
+    [
+        (5, -1, 29.0, 5),  # the pod's own fits in a third of a Preempt's window
+        (30, -1, 29.0, 9),  # cut to a third of the window: the evictions keep two thirds
+        (30, -1, 120.0, 30),
+        (30, 10, 120.0, 10),  # configured wins over the pod's own
+        (30, -1, 2.0, 1),  # a tiny window still leaves 1 s for SIGTERM
+        (30, 0, 29.0, 0),  # 0 only when 0 was configured
+        (0, -1, 29.0, 0),
+    ],
+)
+def test_last_resort_grace_is_the_pods_own_cut_to_a_third_of_the_window(
+    pod_seconds, configured, window, expected
+):
+    assert (
+        last_resort_grace(pod_seconds=pod_seconds, configured=configured, window_seconds=window) == expected
+    )
+
+
+@pytest.mark.parametrize("grace", [0, 1, 5, 9, 30])
+def test_the_last_chance_leaves_the_whole_grace_period_before_the_deadline(grace):
+    deadline = 1000.0
+    at = last_resort_at(deadline, grace)
+    # A stop sent then still fits, with its margin, even cut the way the drain cuts grace periods.
+    assert at + grace + 1 < deadline
+    assert effective_grace_period(pod_seconds=grace, configured=grace, time_left=deadline - at) == grace
+
+
+def test_budget_retries_grow_from_half_a_second_to_two_and_keep_a_random_half():
+    earliest = [budget_retry_delay(n, retry_after=None, draw=0.0) for n in range(1, 8)]
+    latest = [budget_retry_delay(n, retry_after=None, draw=0.999999) for n in range(1, 8)]
+    assert earliest == [0.25, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert latest == pytest.approx([0.5, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0])
+
+
+def test_budget_retries_never_come_before_the_servers_retry_after():
+    assert budget_retry_delay(1, retry_after=10.0, draw=0.0) == 10.0
+    assert budget_retry_delay(1, retry_after=10.0, draw=0.5) == 12.5
+    assert budget_retry_delay(6, retry_after=0.5, draw=0.0) == 1.0  # the backoff is longer
+
+
+def test_an_overload_pause_is_the_retry_after_plus_up_to_half_of_it():
+    assert overload_pause(retry_after=None, draw=0.0) == 1.0
+    assert overload_pause(retry_after=2.0, draw=0.0) == 2.0
+    assert overload_pause(retry_after=2.0, draw=0.999999) == pytest.approx(3.0)
+
+
 def test_regular_pods_get_two_thirds_of_the_time_when_critical_pods_wait():
     assert regular_phase_end(100.0, 130.0, has_critical=True) == pytest.approx(120.0)
     assert regular_phase_end(100.0, 130.0, has_critical=False) == 130.0
@@ -114,6 +166,19 @@ def test_summary_names_what_remains_and_why():
     data = result.as_template_data()
     assert data["Result"] == "timed_out"
     assert data["Remaining"] == ["a/p2 (blocked by PodDisruptionBudget pdb-a)"]
+
+
+def test_summary_counts_last_resort_stops_apart_from_evictions():
+    result = DrainResult(
+        result=DrainOutcome.DRAINED,
+        evicted=("apps/a", "apps/b"),
+        deleted=("apps/db-0",),
+        stopped=(PodIssue(pod="apps/db-0", reason="PodDisruptionBudget db still refused its eviction"),),
+        duration_seconds=20.0,
+    )
+    assert result.summary() == (
+        "drained: evicted 2 pod(s) in 20.0s, skipped 0; stopped 1 as a last resort: apps/db-0"
+    )
 
 
 def test_summary_of_a_dry_run_lists_what_would_be_evicted():

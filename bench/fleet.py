@@ -1,0 +1,225 @@
+"""Fleet: a whole Spot pool preempted at once. N Spot nodes and M regular nodes of a control plane
+that schedules and reconciles like a cluster's (`tests.support.fleet`), one handler process per Spot
+node, one IMDS document with a Preempt for all N VMs (30 s notice). What the handlers do together:
+how soon every node is cordoned, every eviction issued and every node empty; how many evictions the
+budgets and API Priority and Fairness refused; the API server's load; and the outcomes that must be
+zero: replacements on nodes under the event, pods without SIGTERM at the deadline, budgets broken
+before a last-resort stop.
+
+The API server audits every user's requests here (Metadata level), so the load figures are the whole
+server's, and the handlers' share is told apart by their ServiceAccount.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Namespace
+from tests.support.cluster import AksNode
+from tests.support.fleet import (
+    FleetShape,
+    budget_of_app,
+    create_fleet_nodes,
+    create_workloads,
+    fleet_control_plane,
+    wait_workloads_ready,
+)
+from tests.support.fleetwatch import FleetWatch, fleet_outcome
+from tests.support.kubelet import FakeKubelet
+
+from bench.audit import AuditedRequest, audit_policy, between, count_by_kind
+from bench.lab import HANDLER_USER, BenchError, Lab, wait_for
+from bench.process import HandlerProcess, Implementation
+from bench.reaction import PREEMPT_NOTICE_SECONDS
+from bench.stats import summary
+
+log = logging.getLogger(__name__)
+
+WORKLOAD_NAMESPACE = "apps"
+#: A workload pod takes this long to stop after SIGTERM (the kubelet stand-in then finishes it).
+POD_STOP_SECONDS = 1.0
+_SETUP_TIMEOUT_SECONDS = 600.0
+_TRAILING_SECONDS = 1.0  # requests the handlers make right after the nodes are empty
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FleetCase:
+    shape: FleetShape
+
+    @property
+    def label(self) -> str:
+        s = self.shape
+        return f"{s.spot_nodes} Spot nodes x {s.pods_per_node} pods, {s.regular_nodes} regular nodes"
+
+
+def fleet_lab(work_dir: Path) -> Lab:
+    """A lab whose control plane schedules and reconciles, and audits every user's requests."""
+    return Lab(work_dir=work_dir, control_plane=fleet_control_plane(audit_policy=audit_policy(None)))
+
+
+async def measure_fleet(
+    lab: Lab, implementation: Implementation, case: FleetCase, *, period_seconds: float, seed: int
+) -> dict[str, Any]:
+    shape = case.shape
+    began = time.monotonic()
+    await lab.client.create(Namespace(metadata=ObjectMeta(name=WORKLOAD_NAMESPACE)))
+    spot, _regular = await create_fleet_nodes(lab.client, shape)
+    workloads = await create_workloads(lab.client, WORKLOAD_NAMESPACE, shape)
+    doomed = {node.name for node in spot}
+    handlers: list[HandlerProcess] = []
+    async with FakeKubelet(lab.client, node=None, deletion_delay_seconds=POD_STOP_SECONDS):
+        await wait_workloads_ready(
+            lab.client, WORKLOAD_NAMESPACE, workloads, timeout_seconds=_SETUP_TIMEOUT_SECONDS
+        )
+        setup_seconds = time.monotonic() - began
+        log.info("fleet of %s ready in %.0f s", case.label, setup_seconds)
+        try:
+            # A DaemonSet's pods start at different moments, so their polls fall at different points of
+            # the period: each handler starts once the previous one has polled, a random share of the
+            # period later (started all at once, they would come up together and poll in step).
+            rng = random.Random(seed)
+            for node in spot:
+                tag = node.instance_id
+                handler = lab.start_handler(implementation, node, label=f"fleet-{tag}", imds_tag=tag)
+                handlers.append(handler)
+                await lab.wait_tagged_poll(handler, tag)
+                await asyncio.sleep(rng.uniform(0, period_seconds))
+            phases = _poll_phases(lab, spot, period_seconds)
+            async with FleetWatch(lab.client, WORKLOAD_NAMESPACE) as watch:
+                event_id = lab.imds.schedule(
+                    "Preempt", [node.resource_name for node in spot], notice_seconds=PREEMPT_NOTICE_SECONDS
+                )
+                published = lab.imds.publication_time(event_id)
+                deadline = published + PREEMPT_NOTICE_SECONDS
+
+                def settled() -> bool | None:
+                    if all(watch.empty_at(n) is not None for n in doomed) or time.time() > deadline + 1:
+                        return True
+                    for handler in handlers:
+                        handler.check_running()
+                    return None
+
+                await wait_for(
+                    settled, what="every Spot node to be empty", timeout_seconds=deadline + 5 - time.time()
+                )
+                ended = time.time() + _TRAILING_SECONDS
+                await wait_for(lambda: True if time.time() >= ended else None, what="the trailing requests")
+        finally:
+            for handler in handlers:
+                with contextlib.suppress(Exception):
+                    await handler.stop()
+    audited = lab.audit()
+    during = between(audited, published, ended)
+    ours = [r for r in during if r.user == HANDLER_USER]
+    stops = [(r.received_at, f"{r.namespace}/{r.name}") for r in ours if _is_accepted_pod_delete(r)]
+    outcome = fleet_outcome(
+        watch,
+        doomed=doomed,
+        published=published,
+        deadline=deadline,
+        stops=stops,
+        budget_of_app=budget_of_app(workloads),
+    )
+    if not outcome.all_cordoned:
+        missing = [n for n, v in outcome.cordon_seconds.items() if v is None]
+        raise BenchError(f"{len(missing)} Spot node(s) never cordoned, e.g. {missing[0]}")
+    node_of = {p.key: p.node for p in watch.pods.values() if p.node in doomed and not p.daemonset}
+    evictions = [r for r in ours if r.is_eviction]
+    issued = _last_removal_per_node(ours, node_of, published)
+    empty = [v for v in outcome.empty_seconds.values() if v is not None]
+    log.info(
+        "%s fleet %s: cordoned p99 %.3f s, every node empty by %.3f s, %d eviction requests",
+        implementation.name,
+        case.label,
+        summary(list(v for v in outcome.cordon_seconds.values() if v is not None))["p99"],
+        max(empty) if len(empty) == len(doomed) else float("nan"),
+        len(evictions),
+    )
+    return {
+        "spot_nodes": shape.spot_nodes,
+        "regular_nodes": shape.regular_nodes,
+        "pods_per_node": shape.pods_per_node,
+        "workload_pods_on_spot": len(node_of),
+        "setup_seconds": setup_seconds,
+        "poll_phases": phases,
+        "cordon_seconds": summary([v for v in outcome.cordon_seconds.values() if v is not None]),
+        "issued_seconds": summary(list(issued.values())),
+        "empty_seconds": summary(empty),
+        "nodes_not_empty": len(doomed) - len(empty),
+        "deadline_seconds": outcome.deadline_seconds,
+        "eviction_requests": len(evictions),
+        "refused_by_budget": sum(1 for r in evictions if r.refused_by_budget),
+        "refused_for_load": sum(1 for r in evictions if r.code == 429 and not r.refused_by_budget),
+        "eviction_errors": sum(
+            1 for r in evictions if r.code is not None and r.code >= 300 and r.code != 429
+        ),
+        "last_resort_stops": outcome.stopped,
+        "handler_api_requests": len(ours),
+        "handler_api_requests_by_kind": count_by_kind(ours),
+        "api_requests": len(during),
+        "peak_requests_per_second": _peak_rate(during),
+        "handler_peak_requests_per_second": _peak_rate(ours),
+        "replacements_on_doomed": len(outcome.replacements_on_doomed),
+        "without_sigterm": len(outcome.without_sigterm),
+        "on_node_at_deadline": len(outcome.on_node_at_deadline),
+        "violations_before_last_resort": len(outcome.violations_before_last_resort),
+        "violations_after_last_resort": outcome.violations_after_last_resort,
+        "samples": {
+            "cordon_seconds": outcome.cordon_seconds,
+            "empty_seconds": outcome.empty_seconds,
+            "issued_seconds": issued,
+            "replacements_on_doomed": list(outcome.replacements_on_doomed),
+            "without_sigterm": list(outcome.without_sigterm),
+        },
+        "logs": [str(h.log_path) for h in handlers],
+    }
+
+
+def _poll_phases(lab: Lab, spot: Sequence[AksNode], period_seconds: float) -> list[float]:
+    """Where in the period each handler's latest poll fell, sorted: how spread the fleet's polls are."""
+    latest: dict[str, float] = {}
+    for request in lab.imds.requests:
+        tag = request.query.get("handler")
+        if tag is not None:
+            latest[tag] = request.time
+    return sorted(round(latest[n.instance_id] % period_seconds, 3) for n in spot if n.instance_id in latest)
+
+
+def _is_accepted_pod_delete(request: AuditedRequest) -> bool:
+    accepted = request.code is not None and request.code < 300
+    return request.verb == "delete" and request.resource == "pods" and not request.subresource and accepted
+
+
+def _last_removal_per_node(
+    requests: Sequence[AuditedRequest], node_of: dict[str, str], published: float
+) -> dict[str, float]:
+    """Per Spot node, seconds from the publication to the last accepted eviction (or last-resort
+    deletion) of one of its pods: when every pod of the node had been told to go."""
+    last: dict[str, float] = {}
+    for request in requests:
+        node = node_of.get(f"{request.namespace}/{request.name}")
+        accepted = request.code is not None and request.code < 300
+        if node is None or not accepted or not (request.is_eviction or _is_accepted_pod_delete(request)):
+            continue
+        last[node] = max(last.get(node, 0.0), request.received_at - published)
+    return last
+
+
+def _peak_rate(requests: Sequence[AuditedRequest], window_seconds: float = 1.0) -> float:
+    """The most requests that arrived within any `window_seconds`, per second."""
+    times = sorted(r.received_at for r in requests)
+    peak, start = 0, 0
+    for end, at in enumerate(times):
+        while at - times[start] > window_seconds:
+            start += 1
+        peak = max(peak, end - start + 1)
+    return peak / window_seconds

@@ -1,0 +1,121 @@
+"""The drain when API Priority and Fairness sheds its requests: the handler's ServiceAccount is put in
+a priority level of its own with the smallest share and no queue, so many of a drain's first 32
+evictions are rejected with 429. Those real answers are read as load, not as a budget's refusal: the
+drain pauses and goes on, every pod leaves, and none is stopped as a last resort. (That the pause
+prevents a retry storm is shown against a fake server in tests/unit/kube/test_drain_overload.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from lightkube import AsyncClient
+from lightkube.resources.core_v1 import Pod
+from lightkube.resources.flowcontrol_apiserver_v1 import FlowSchema, PriorityLevelConfiguration
+
+from aksnth.kube.drain import drain_node
+from aksnth.kube.drainplan import DrainOutcome
+from aksnth.observe.metrics import EVICTIONS
+from tests.integration.kube_fixtures import handler_client
+from tests.support.cluster import create_aks_node, create_pods, eventually, unique_suffix
+from tests.support.controlplane import ControlPlane
+from tests.support.kubelet import FakeKubelet
+
+pytestmark = pytest.mark.controlplane
+
+PODS = 40
+
+
+@pytest.fixture
+async def handler_kube(
+    kube: AsyncClient, control_plane: ControlPlane, namespace: str
+) -> AsyncIterator[AsyncClient]:
+    async with handler_client(kube, control_plane, namespace) as client:
+        yield client
+
+
+def account_of(client: AsyncClient) -> tuple[str, str]:
+    """The ServiceAccount (namespace, name) a handler client authenticates as, from its kubeconfig
+    (whose user is named system:serviceaccount:<namespace>:<name>)."""
+    _, _, namespace, name = client.config.context.user.split(":")
+    return namespace, name
+
+
+async def squeeze(kube: AsyncClient, handler: AsyncClient) -> str:
+    """A priority level with the smallest share and no queue, and a flow schema that puts the
+    handler's ServiceAccount in it; returns the flow schema's uid once the API server applies it."""
+    namespace, name = account_of(handler)
+    level = f"squeezed-{unique_suffix()}"
+    await kube.create(
+        PriorityLevelConfiguration.from_dict(
+            {
+                "metadata": {"name": level},
+                "spec": {
+                    "type": "Limited",
+                    "limited": {"nominalConcurrencyShares": 1, "limitResponse": {"type": "Reject"}},
+                },
+            }
+        )
+    )
+    schema = await kube.create(
+        FlowSchema.from_dict(
+            {
+                "metadata": {"name": level},
+                "spec": {
+                    "priorityLevelConfiguration": {"name": level},
+                    "matchingPrecedence": 500,  # before the built-in service-accounts schema (9000)
+                    "distinguisherMethod": {"type": "ByUser"},
+                    "rules": [
+                        {
+                            "subjects": [
+                                {
+                                    "kind": "ServiceAccount",
+                                    "serviceAccount": {"namespace": namespace, "name": name},
+                                }
+                            ],
+                            "resourceRules": [
+                                {
+                                    "verbs": ["*"],
+                                    "apiGroups": ["*"],
+                                    "resources": ["*"],
+                                    "namespaces": ["*"],
+                                    "clusterScope": True,
+                                }
+                            ],
+                        }
+                    ],
+                },
+            }
+        )
+    )
+    return schema.metadata.uid
+
+
+async def test_rejections_by_api_priority_and_fairness_are_waited_out_and_never_taken_for_a_budget(
+    kube: AsyncClient, handler_kube: AsyncClient, namespace: str
+):
+    node = await create_aks_node(kube)
+    uid = await squeeze(kube, handler_kube)
+
+    async def applied() -> bool:
+        # The API server names the flow schema that classified a request in a response header.
+        response = await handler_kube._client._client.get(f"/api/v1/namespaces/{namespace}/pods")
+        return response.headers.get("X-Kubernetes-PF-FlowSchema-UID") == uid
+
+    await eventually(applied, what="the API server to apply the squeezing flow schema")
+
+    async with FakeKubelet(kube, node=node.name):
+        await create_pods(kube, namespace, node, PODS)
+        refused_before = EVICTIONS.labels(result="throttled_retried")._value.get()
+        evicted_before = EVICTIONS.labels(result="evicted")._value.get()
+        deadline = asyncio.get_running_loop().time() + 60
+        result = await drain_node(handler_kube, node.name, deadline=deadline, last_resort=True)
+        left = [p async for p in kube.list(Pod, namespace=namespace, fields={"spec.nodeName": node.name})]
+
+    refused = EVICTIONS.labels(result="throttled_retried")._value.get() - refused_before
+    assert result.result is DrainOutcome.DRAINED, result.summary()
+    assert left == []
+    assert EVICTIONS.labels(result="evicted")._value.get() - evicted_before == PODS
+    assert refused >= 1  # the priority level did shed evictions
+    assert result.pdb_blocked_retries == 0 and result.stopped == ()
