@@ -13,7 +13,7 @@ import signal
 from collections.abc import Awaitable
 from contextlib import AsyncExitStack
 
-import httpx
+import httpx2
 
 from aksnth import __version__
 from aksnth.azure.imds import ImdsClient
@@ -84,8 +84,8 @@ async def run(
         # IMDS is plain HTTP on a link-local address: loading a CA bundle (about 4 MiB) would buy nothing.
         https = settings.imds.endpoint.lower().startswith("https://")
         http = await stack.enter_async_context(
-            httpx.AsyncClient(
-                transport=imds_transport(httpx.AsyncHTTPTransport(verify=https)), trust_env=False
+            httpx2.AsyncClient(
+                transport=imds_transport(httpx2.AsyncHTTPTransport(verify=https)), trust_env=False
             )
         )
         imds = ImdsClient(settings.imds, client=http)

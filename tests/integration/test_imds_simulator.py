@@ -10,7 +10,7 @@ import tracemalloc
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
 
-import httpx
+import httpx2
 import pytest
 
 from aksnth.azure.documents import MAX_DOCUMENT_BYTES
@@ -90,7 +90,7 @@ async def wait_for_document(
 
 
 async def test_metadata_header_is_required(simulator: ImdsSimulator) -> None:
-    async with httpx.AsyncClient(trust_env=False) as raw:
+    async with httpx2.AsyncClient(trust_env=False) as raw:
         missing = await raw.get(simulator.scheduled_events_url)
         wrong = await raw.get(simulator.scheduled_events_url, headers={"Metadata": "false"})
         forwarded = await raw.get(
@@ -108,7 +108,7 @@ async def test_metadata_header_is_required(simulator: ImdsSimulator) -> None:
 
 @pytest.mark.parametrize("query", ["", "?api-version=", "?api-version=2021-02-01", "?api-version=latest"])
 async def test_api_version_is_required_and_checked(simulator: ImdsSimulator, query: str) -> None:
-    async with httpx.AsyncClient(trust_env=False) as raw:
+    async with httpx2.AsyncClient(trust_env=False) as raw:
         answer = await raw.get(
             f"{simulator.url}/metadata/scheduledevents{query}", headers={"Metadata": "true"}
         )
@@ -119,7 +119,7 @@ async def test_api_version_is_required_and_checked(simulator: ImdsSimulator, que
 
 async def test_duplicate_query_parameters_are_rejected(simulator: ImdsSimulator) -> None:
     url = f"{simulator.scheduled_events_url}&api-version=2020-07-01"
-    async with httpx.AsyncClient(trust_env=False) as raw:
+    async with httpx2.AsyncClient(trust_env=False) as raw:
         answer = await raw.get(url, headers={"Metadata": "true"})
     assert answer.status_code == 400
 
@@ -138,7 +138,7 @@ async def test_older_api_versions_lack_newer_fields(
     simulator: ImdsSimulator, version: str, fields: set[str]
 ) -> None:
     simulator.schedule("Freeze", [VM])
-    async with httpx.AsyncClient(trust_env=False) as raw:
+    async with httpx2.AsyncClient(trust_env=False) as raw:
         answer = await raw.get(
             f"{simulator.url}/metadata/scheduledevents?api-version={version}", headers={"Metadata": "true"}
         )
@@ -227,7 +227,7 @@ async def test_approving_unknown_or_started_events_is_fine(
     ],
 )
 async def test_malformed_start_requests_are_refused(simulator: ImdsSimulator, body: bytes) -> None:
-    async with httpx.AsyncClient(trust_env=False) as raw:
+    async with httpx2.AsyncClient(trust_env=False) as raw:
         answer = await raw.post(simulator.scheduled_events_url, headers={"Metadata": "true"}, content=body)
     assert answer.status_code == 400
     assert simulator.approvals == []
@@ -399,10 +399,10 @@ async def test_nothing_listening_is_imds_unavailable() -> None:
 async def test_a_client_passed_in_is_used_and_left_open(simulator: ImdsSimulator) -> None:
     seen: list[str] = []
 
-    async def record(request: httpx.Request) -> None:
+    async def record(request: httpx2.Request) -> None:
         seen.append(request.url.path)
 
-    async with httpx.AsyncClient(trust_env=False, event_hooks={"request": [record]}) as shared:
+    async with httpx2.AsyncClient(trust_env=False, event_hooks={"request": [record]}) as shared:
         async with ImdsClient(settings_for(simulator), client=shared) as imds:
             await imds.fetch_document()
         assert not shared.is_closed
@@ -450,7 +450,7 @@ async def test_optional_rate_limit_answers_429() -> None:
 
 
 async def test_control_api(simulator: ImdsSimulator) -> None:
-    async with httpx.AsyncClient(base_url=simulator.url, trust_env=False) as control:
+    async with httpx2.AsyncClient(base_url=simulator.url, trust_env=False) as control:
         created = await control.post(
             "/simulator/events", json={"type": "preempt", "resources": [VM], "notice_seconds": 20}
         )

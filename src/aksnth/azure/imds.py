@@ -1,6 +1,6 @@
 """Client for the Azure Instance Metadata Service: Scheduled Events and compute metadata.
 
-The edge to IMDS: httpx errors and HTTP statuses become ``ImdsUnavailable``, bad documents
+The edge to IMDS: httpx2 errors and HTTP statuses become ``ImdsUnavailable``, bad documents
 ``ImdsDocumentError``. Every request is bounded by ``ImdsSettings.request_timeout_seconds`` as a
 whole (connect, send, wait and read), and bodies are streamed with a size cap so that an endless
 or huge answer cannot eat memory. IMDS must never be reached through a proxy.
@@ -17,7 +17,7 @@ import random
 from types import TracebackType
 from typing import Self
 
-import httpx
+import httpx2
 
 from aksnth import __version__
 from aksnth.azure.documents import MAX_DOCUMENT_BYTES, excerpt, parse_document, parse_instance_metadata
@@ -36,15 +36,15 @@ ERROR_BODY_BYTES = 2048
 class ImdsClient:
     """Reads Scheduled Events, approves events and reads compute metadata from IMDS."""
 
-    def __init__(self, settings: ImdsSettings, *, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, settings: ImdsSettings, *, client: httpx2.AsyncClient | None = None) -> None:
         self._settings = settings
         self._owns_client = client is None
         # trust_env=False: no proxy from the environment, ever (IMDS rejects proxied requests, and
         # a proxy would see the traffic). A client passed in is the caller's to configure and close.
-        self._client = client or httpx.AsyncClient(
+        self._client = client or httpx2.AsyncClient(
             trust_env=False,
             follow_redirects=False,
-            timeout=httpx.Timeout(settings.request_timeout_seconds),
+            timeout=httpx2.Timeout(settings.request_timeout_seconds),
         )
 
     @property
@@ -89,18 +89,18 @@ class ImdsClient:
         try:
             async with asyncio.timeout(timeout):
                 async with self._client.stream(method, url, headers=headers, content=content) as response:
-                    if response.status_code != httpx.codes.OK:
+                    if response.status_code != httpx2.codes.OK:
                         raise await _unavailable(method, url, response)
                     return await _read_capped(response, method, url)
         except TimeoutError as exc:
             raise ImdsUnavailable(f"{method} {url}: no complete answer within {timeout:g}s") from exc
-        except httpx.TimeoutException as exc:
+        except httpx2.TimeoutException as exc:
             raise ImdsUnavailable(f"{method} {url}: timed out ({type(exc).__name__})") from exc
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise ImdsUnavailable(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
 
 
-async def _read_capped(response: httpx.Response, method: str, url: str) -> bytes:
+async def _read_capped(response: httpx2.Response, method: str, url: str) -> bytes:
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > MAX_DOCUMENT_BYTES:
         raise ImdsDocumentError(
@@ -119,13 +119,13 @@ async def _read_capped(response: httpx.Response, method: str, url: str) -> bytes
     return b"".join(chunks)
 
 
-async def _unavailable(method: str, url: str, response: httpx.Response) -> ImdsUnavailable:
+async def _unavailable(method: str, url: str, response: httpx2.Response) -> ImdsUnavailable:
     head = bytearray()
     async for chunk in response.aiter_bytes():
         head += chunk
         if len(head) >= ERROR_BODY_BYTES:
             break
-    reason = response.reason_phrase or httpx.codes.get_reason_phrase(response.status_code)
+    reason = response.reason_phrase or httpx2.codes.get_reason_phrase(response.status_code)
     quoted = f": {excerpt(bytes(head))}" if head.strip() else ""
     return ImdsUnavailable(
         f"{method} {url}: HTTP {response.status_code} {reason}{quoted}",
@@ -188,16 +188,16 @@ class PollBackoff:
         self.attempt += 1
         status = exc.status if isinstance(exc, ImdsUnavailable) else None
         retry_after = exc.retry_after_seconds if isinstance(exc, ImdsUnavailable) else None
-        if status == httpx.codes.GONE and self._gone_seconds < GONE_RETRY_WINDOW_SECONDS:
+        if status == httpx2.codes.GONE and self._gone_seconds < GONE_RETRY_WINDOW_SECONDS:
             delay = min(self.interval_seconds, GONE_RETRY_DELAY_SECONDS)
         else:
-            if status != httpx.codes.GONE:
+            if status != httpx2.codes.GONE:
                 self._gone_seconds = 0.0
             delay = self._exponential()
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.cap_seconds))
         delay = max(delay, MIN_REQUEST_SPACING_SECONDS)
-        if status == httpx.codes.GONE:
+        if status == httpx2.codes.GONE:
             self._gone_seconds += delay
         return delay
 
