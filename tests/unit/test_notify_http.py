@@ -134,3 +134,13 @@ def test_a_sink_masks_secret_shapes_it_was_not_given_as_the_logs_do() -> None:
     text = describe_refusal(httpx2.Response(400, text=body), Redactor(url_secrets("https://hooks.test/x")))
     assert "AAHdqTcv" not in text and "abc.def" not in text
     assert text.startswith("HTTP 400 Bad Request: rejected: bot ***")
+
+
+async def test_the_ca_bundle_is_loaded_by_the_first_request_not_by_configuring_a_sink() -> None:
+    from aksnth.notify import http  # noqa: PLC0415
+
+    http._verified_context.cache_clear()
+    sink = WebhookSink(WebhookSettings(url=Secret("https://hooks.example/T0")))
+    assert http._verified_context.cache_info().currsize == 0
+    await sink.aclose()  # never used: nothing to close, nothing loaded
+    assert http._verified_context.cache_info().currsize == 0
