@@ -31,6 +31,11 @@ from aksnth.observe.server import MetricsServer
 log = logging.getLogger(__name__)
 
 
+#: How long start-up waits for the first IMDS answer before it reads the kubeconfig (the poll goes on
+#: in the background after that): IMDS answers in milliseconds; an unreachable one costs this much.
+FIRST_POLL_HEAD_START_SECONDS = 0.05
+
+
 class _Stop(Exception):
     """Raised inside the task group to end it: a signal, or -exitAfterNodeDrain."""
 
@@ -80,7 +85,6 @@ async def run(
 
     health = Health(poll_interval_seconds=settings.imds.poll_interval_seconds)
     async with AsyncExitStack() as stack:
-        kube = await stack.enter_async_context(open_client(settings.kube))
         # IMDS is plain HTTP on a link-local address: loading a CA bundle (about 4 MiB) would buy nothing.
         https = settings.imds.endpoint.lower().startswith("https://")
         http = await stack.enter_async_context(
@@ -89,6 +93,12 @@ async def run(
             )
         )
         imds = ImdsClient(settings.imds, client=http)
+        stack.push_async_callback(imds.aclose)
+        # The first poll needs nothing of what follows (the kubeconfig, the node's state): it goes out
+        # now, and the handler's first fetch takes its answer once the node has been read.
+        imds.start_first_poll()
+        await imds.first_poll_head_start(FIRST_POLL_HEAD_START_SECONDS)
+        kube = await stack.enter_async_context(open_client(settings.kube))
         recorder = EventRecorder(kube, host=settings.kube.node_name)
         handler = Handler(
             settings=settings, imds=imds, kube=kube, notifier=notifier, health=health, recorder=recorder

@@ -509,3 +509,36 @@ async def test_cli_drives_a_running_simulator(
     assert await asyncio.to_thread(main, ["requests", *url]) == 0
     assert json.loads(capsys.readouterr().out) == []
     assert await asyncio.to_thread(main, ["schedule", "--type", "Nope", "--resource", VM, *url]) == 2
+
+
+async def test_the_first_poll_goes_out_at_once_and_its_answer_is_the_first_document(
+    manual_simulator: ImdsSimulator,
+) -> None:
+    settings = ImdsSettings(endpoint=manual_simulator.scheduled_events_url, poll_interval_seconds=60.0)
+    async with ImdsClient(settings) as imds:
+        imds.start_first_poll()
+        await imds.first_poll_head_start(10.0)  # returns as soon as it is answered
+        assert len(manual_simulator.requests) == 1
+        document = await imds.fetch_document()
+        assert len(manual_simulator.requests) == 1  # the answer of the first poll, not a new GET
+        assert document.incarnation >= 1
+        await imds.fetch_document()
+        assert len(manual_simulator.requests) == 2
+
+
+async def test_a_first_answer_older_than_one_poll_interval_is_not_used(
+    manual_simulator: ImdsSimulator,
+) -> None:
+    settings = ImdsSettings(endpoint=manual_simulator.scheduled_events_url, poll_interval_seconds=1e-9)
+    async with ImdsClient(settings) as imds:
+        imds.start_first_poll()
+        await imds.first_poll_head_start(10.0)
+        await imds.fetch_document()
+        assert len(manual_simulator.requests) == 2  # polled again: the first answer was too old
+
+
+async def test_closing_the_client_ends_a_first_poll_still_waiting(manual_simulator: ImdsSimulator) -> None:
+    settings = ImdsSettings(endpoint=manual_simulator.scheduled_events_url)
+    imds = ImdsClient(settings)
+    imds.start_first_poll()
+    await imds.aclose()  # before the loop ever ran the request: cancelled, no warning left behind

@@ -11,6 +11,7 @@ or huge answer cannot eat memory. IMDS must never be reached through a proxy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -46,14 +47,46 @@ class ImdsClient:
             follow_redirects=False,
             timeout=httpx2.Timeout(settings.request_timeout_seconds),
         )
+        self._document_request: httpx2.Request | None = None
+        self._first_poll: asyncio.Task[bytes] | None = None
+        self._first_poll_answered_at = 0.0
 
     @property
     def settings(self) -> ImdsSettings:
         return self._settings
 
+    def start_first_poll(self) -> None:
+        """Send the first GET now, while start-up goes on; the next :meth:`fetch_document` returns
+        its answer (or its error). An answer older than one poll interval by then is not used: that
+        call polls again. Call it from the event loop."""
+        if self._first_poll is not None:
+            return
+        loop = asyncio.get_running_loop()
+
+        def answered(_: asyncio.Task[bytes]) -> None:
+            self._first_poll_answered_at = loop.time()
+
+        self._first_poll = loop.create_task(
+            self._send(self._poll_request(), self._settings.endpoint), name="first-imds-poll"
+        )
+        self._first_poll.add_done_callback(answered)
+
+    async def first_poll_head_start(self, seconds: float) -> None:
+        """Let the first poll run alone for at most ``seconds`` (until it is answered, if sooner), so
+        that its request is on the wire before start-up's synchronous work holds the event loop."""
+        if self._first_poll is not None:
+            await asyncio.wait({self._first_poll}, timeout=seconds)
+
     async def fetch_document(self) -> ScheduledEventsDocument:
         """GET the Scheduled Events document."""
-        body = await self._request("GET", self._settings.endpoint)
+        first, self._first_poll = self._first_poll, None
+        if first is not None:
+            age = asyncio.get_running_loop().time() - self._first_poll_answered_at
+            if not first.done() or age <= self._settings.poll_interval_seconds:
+                return parse_document(await first)
+            if not first.cancelled():
+                first.exception()  # retrieved: a stale failure is not reported as "never retrieved"
+        body = await self._send(self._poll_request(), self._settings.endpoint)
         return parse_document(body)
 
     async def approve_event(self, event_id: str) -> None:
@@ -69,6 +102,11 @@ class ImdsClient:
         return parse_instance_metadata(body)
 
     async def aclose(self) -> None:
+        first, self._first_poll = self._first_poll, None
+        if first is not None and not first.done():
+            first.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ImdsError):
+                await first
         if self._owns_client:
             await self._client.aclose()
 
@@ -80,18 +118,36 @@ class ImdsClient:
     ) -> None:
         await self.aclose()
 
+    def _poll_request(self) -> httpx2.Request:
+        """The Scheduled Events GET, built once: the poll sends the same request every second, and
+        building it (URL parsing, header merging) was a fifth of a poll's CPU time."""
+        if self._document_request is None:
+            self._document_request = self._client.build_request(
+                "GET", self._settings.endpoint, headers=METADATA_HEADERS
+            )
+        return self._document_request
+
     async def _request(self, method: str, url: str, *, content: bytes | None = None) -> bytes:
-        """One request under one deadline; the body of a 200 answer, capped at MAX_DOCUMENT_BYTES."""
-        timeout = self._settings.request_timeout_seconds
         headers = dict(METADATA_HEADERS)
         if content is not None:
             headers["Content-Type"] = "application/json"
+        return await self._send(
+            self._client.build_request(method, url, headers=headers, content=content), url
+        )
+
+    async def _send(self, request: httpx2.Request, url: str) -> bytes:
+        """One request under one deadline; the body of a 200 answer, capped at MAX_DOCUMENT_BYTES."""
+        timeout = self._settings.request_timeout_seconds
+        method = request.method
         try:
             async with asyncio.timeout(timeout):
-                async with self._client.stream(method, url, headers=headers, content=content) as response:
+                response = await self._client.send(request, stream=True)
+                try:
                     if response.status_code != httpx2.codes.OK:
                         raise await _unavailable(method, url, response)
                     return await _read_capped(response, method, url)
+                finally:
+                    await response.aclose()
         except TimeoutError as exc:
             raise ImdsUnavailable(f"{method} {url}: no complete answer within {timeout:g}s") from exc
         except httpx2.TimeoutException as exc:
