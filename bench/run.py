@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.drain import DrainCase, measure_drain
-from bench.footprint import measure_footprint
+from bench.footprint import installed_size_mib, measure_footprint
 from bench.lab import Lab
 from bench.node import NodeFootprintUnavailable, measure_node_footprint
 from bench.process import IMAGE_LIKE_TEMPLATE, OUR_TEMPLATE, PLACEHOLDERS, Implementation
@@ -138,6 +138,8 @@ async def measure(
                     else:
                         footprint = await measure_footprint(lab, impl, idle_seconds=args.idle_seconds)
                         results[impl.name]["footprint"] = footprint
+                        if impl is implementations[0]:
+                            footprint["installed_mib"] = installed_size_mib()
                         if impl is implementations[0] and not args.no_real_node:
                             # The image is this build's: only the first implementation has one.
                             try:

@@ -100,3 +100,11 @@ def test_table_marks_budgets_and_prints_the_ratio_of_two_columns() -> None:
     line = next(line for line in text.splitlines() if "cordoned p99" in line)
     assert "1.000 s ok" in line and "1.500 s MISS" in line and "1.50x" in line
     assert Budget(limit=90.0, at_most=False).met(95.0)
+
+
+def test_the_installed_size_counts_the_locked_runtime_and_the_project(tmp_path: Path) -> None:
+    from bench.footprint import installed_size_mib  # noqa: PLC0415
+
+    size = installed_size_mib()
+    assert size is not None and size > 1.0
+    assert installed_size_mib(tmp_path / "no.lock") is None
