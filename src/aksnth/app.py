@@ -84,12 +84,9 @@ async def run(
     async with AsyncExitStack() as stack:
         # IMDS is plain HTTP on a link-local address: loading a CA bundle (about 4 MiB) would buy nothing.
         https = settings.imds.endpoint.lower().startswith("https://")
-        http = await stack.enter_async_context(
-            httpx2.AsyncClient(
-                transport=imds_transport(httpx2.AsyncHTTPTransport(verify=https)), trust_env=False
-            )
-        )
-        imds = ImdsClient(settings.imds, client=http)
+        transport = imds_transport(httpx2.AsyncHTTPTransport(verify=https))
+        http = await stack.enter_async_context(httpx2.AsyncClient(transport=transport, trust_env=False))
+        imds = ImdsClient(settings.imds, client=http, poll_transport=transport)
         stack.push_async_callback(imds.aclose)
         # The first poll needs nothing of what follows (the kubeconfig, the node's state): it goes out
         # now, and the handler's first fetch takes its answer once the node has been read.

@@ -19,6 +19,7 @@ from aksnth.azure.simulator import ImdsSimulator, SimulatorError, main
 from aksnth.config import ImdsSettings
 from aksnth.errors import ImdsDocumentError, ImdsUnavailable
 from aksnth.model import EventStatus, EventType, ScheduledEventsDocument
+from aksnth.observe.httpmetrics import imds_transport
 
 VM = "aks-spot-12345678-vmss_0"
 OTHER_VM = "aks-spot-12345678-vmss_1"
@@ -60,10 +61,17 @@ def settings_for(sim: ImdsSimulator, *, timeout: float = 2.0) -> ImdsSettings:
     )
 
 
-@pytest.fixture
-async def client(simulator: ImdsSimulator) -> AsyncIterator[ImdsClient]:
-    async with ImdsClient(settings_for(simulator)) as imds:
-        yield imds
+@pytest.fixture(params=["through the client", "straight to the transport"])
+async def client(simulator: ImdsSimulator, request: pytest.FixtureRequest) -> AsyncIterator[ImdsClient]:
+    """Both ways a poll can go: the handler's (the poll sent straight to the instrumented transport,
+    as app.run() wires it) and through the client alone."""
+    if request.param == "through the client":
+        async with ImdsClient(settings_for(simulator)) as imds:
+            yield imds
+        return
+    transport = imds_transport(httpx2.AsyncHTTPTransport(verify=False))
+    async with httpx2.AsyncClient(transport=transport, trust_env=False) as http:
+        yield ImdsClient(settings_for(simulator), client=http, poll_transport=transport)
 
 
 @pytest.fixture
