@@ -7,7 +7,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+LOCK := requirements.lock
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
 # Tools whose dependencies must stay out of the test venv (see the `tools` extra in pyproject.toml),
 # so that the handler started from .venv imports exactly what the container image holds.
 TOOLS_VENV ?= .venv-tools
@@ -17,14 +18,17 @@ TEST_BIN_DIR := $(shell hack/build-test-binaries --print-dir)
 export AKSNTH_TEST_BIN_DIR := $(TEST_BIN_DIR)
 PYTEST_ARGS ?=
 
-.PHONY: help venv test-binaries test-images test cluster unit compat integration e2e reliability lint fmt demo bench soak audit clean
+.PHONY: help venv lock test-binaries test-images test cluster unit compat integration e2e reliability lint fmt demo bench soak audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# The runtime dependencies come from the lock, hash-checked, as in the image; then the project itself
+# and its test and lint tools (tests/unit/test_lock.py fails if these moved a locked version).
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --require-hashes --only-binary=:all: -r $(LOCK)
 	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
@@ -35,6 +39,10 @@ $(TOOLS_STAMP): pyproject.toml
 	$(TOOLS_BIN)/python -m pip install --quiet --upgrade pip
 	$(TOOLS_BIN)/python -m pip install --quiet -e '.[tools]'
 	@rm -f $(TOOLS_VENV)/.installed-* && touch $@
+
+lock: $(TOOLS_STAMP) ## re-resolve requirements.lock (runtime dependencies, hash-pinned) from pyproject.toml
+	$(TOOLS_BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes \
+	  --no-emit-package aks-node-termination-handler --custom-compile-command 'make lock' --quiet -o $(LOCK)
 
 test-binaries: ## build kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, etcd, helm, pushgateway (cached)
 	hack/build-test-binaries

@@ -8,8 +8,11 @@ node) is not counted as idle; start-up is reported on its own (time to first pol
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
+import re
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.audit import between, count_by_kind
@@ -18,6 +21,8 @@ from bench.process import Implementation, Sample
 
 log = logging.getLogger(__name__)
 
+_ROOT = Path(__file__).resolve().parents[1]
+_MIB = 1024 * 1024
 _WARM_UP_SECONDS = 5.0
 _SAMPLE_SECONDS = 1.0
 
@@ -72,3 +77,24 @@ async def measure_footprint(
         "startup_api_requests_by_kind": count_by_kind(start_up),
         "log": str(process.log_path),
     }
+
+
+def installed_size_mib(lock: Path = _ROOT / "requirements.lock") -> float | None:
+    """What the image adds to its Python base, as far as this environment can tell without the image:
+    the installed files (byte code included) of every distribution ``requirements.lock`` pins, plus
+    the project's own package. None when there is no lock."""
+    if not lock.is_file():
+        return None
+    names = set(re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==", lock.read_text(), flags=re.MULTILINE))
+    total = 0
+    for name in names:
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue  # pinned for another platform or Python (its marker does not apply here)
+        for file in dist.files or []:
+            path = Path(str(dist.locate_file(file)))
+            if path.is_file():
+                total += path.stat().st_size
+    total += sum(path.stat().st_size for path in (_ROOT / "src" / "aksnth").rglob("*") if path.is_file())
+    return total / _MIB

@@ -1,10 +1,11 @@
 """Run the handler the way the container image does as far as imports go: without the packages that only
 the development environment has.
 
-httpx imports its optional command-line interface (click, rich, pygments) whenever those happen to be
-installed; in `.venv` they are (import-linter needs them), in the image they are not. That costs
-about 5 MiB of RSS, so the footprint of the image is measured with this entry point, which takes the
-handler's own flags: `python -m bench.run --image-like` adds it as the second column.
+httpx (the handler's HTTP client until issue 15) imported its optional command-line interface (click,
+rich, pygments) whenever those happened to be installed, about 5 MiB of RSS that the image never
+carries; httpx2 imports it only on request, but a development environment may still hold modules the
+image does not. This entry point hides them and takes the handler's own flags:
+`python -m bench.run --image-like` adds it as the second column.
 """
 
 from __future__ import annotations

@@ -158,6 +158,7 @@ def rows(
             figure="start → first IMDS poll",
             unit="s",
             read=_get("footprint", "startup_seconds"),
+            budget=Budget(limit=0.3),
         ),
         Row(
             section=section,
@@ -170,15 +171,21 @@ def rows(
             figure="RSS, steady",
             unit="MiB",
             read=_get("footprint", "rss_mib"),
-            budget=Budget(limit=48.0),
+            budget=Budget(limit=36.0),
         ),
         Row(section=section, figure="RSS, max", unit="MiB", read=_get("footprint", "rss_max_mib")),
+        Row(
+            section=section,
+            figure="installed size (locked runtime + project)",
+            unit="MiB",
+            read=_get("footprint", "installed_mib"),
+        ),
         Row(
             section=section,
             figure="CPU, idle",
             unit="%",
             read=_get("footprint", "cpu_percent"),
-            budget=Budget(limit=0.5, text="≤ 0.5 % of a core"),
+            budget=Budget(limit=0.15, text="≤ 0.15 % of a core"),
         ),
         Row(
             section=section,

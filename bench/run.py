@@ -31,7 +31,7 @@ from tests.support.fleet import FleetShape
 
 from bench.drain import DrainCase, measure_drain
 from bench.fleet import FleetCase, fleet_lab, measure_fleet
-from bench.footprint import measure_footprint
+from bench.footprint import installed_size_mib, measure_footprint
 from bench.lab import Lab
 from bench.node import NodeFootprintUnavailable, measure_node_footprint
 from bench.process import IMAGE_LIKE_TEMPLATE, OUR_TEMPLATE, PLACEHOLDERS, Implementation
@@ -209,6 +209,8 @@ async def _measure_single_node(
                     else:
                         footprint = await measure_footprint(lab, impl, idle_seconds=args.idle_seconds)
                         results[impl.name]["footprint"] = footprint
+                        if impl is implementations[0]:
+                            footprint["installed_mib"] = installed_size_mib()
                         if impl is implementations[0] and not args.no_real_node:
                             # The image is this build's: only the first implementation has one.
                             try:

@@ -13,15 +13,11 @@ import signal
 from collections.abc import Awaitable
 from contextlib import AsyncExitStack
 
-import httpx
+import httpx2
 
 from aksnth import __version__
 from aksnth.azure.imds import ImdsClient
 from aksnth.config import Settings
-from aksnth.handler import Handler
-from aksnth.kube.client import open_client
-from aksnth.kube.events import EventRecorder
-from aksnth.kube.readiness.periodic import ReadinessCheck, spot_eviction
 from aksnth.notify.dispatcher import Notifier
 from aksnth.observe import metrics
 from aksnth.observe.health import Health
@@ -30,6 +26,11 @@ from aksnth.observe.logging import bind, configure_logging, register_secret
 from aksnth.observe.server import MetricsServer
 
 log = logging.getLogger(__name__)
+
+
+#: How long start-up waits for the first IMDS answer before it reads the kubeconfig (the poll goes on
+#: in the background after that): IMDS answers in milliseconds; an unreachable one costs this much.
+FIRST_POLL_HEAD_START_SECONDS = 0.05
 
 
 class _Stop(Exception):
@@ -81,15 +82,24 @@ async def run(
 
     health = Health(poll_interval_seconds=settings.imds.poll_interval_seconds)
     async with AsyncExitStack() as stack:
-        kube = await stack.enter_async_context(open_client(settings.kube))
         # IMDS is plain HTTP on a link-local address: loading a CA bundle (about 4 MiB) would buy nothing.
         https = settings.imds.endpoint.lower().startswith("https://")
-        http = await stack.enter_async_context(
-            httpx.AsyncClient(
-                transport=imds_transport(httpx.AsyncHTTPTransport(verify=https)), trust_env=False
-            )
-        )
-        imds = ImdsClient(settings.imds, client=http)
+        transport = imds_transport(httpx2.AsyncHTTPTransport(verify=https))
+        http = await stack.enter_async_context(httpx2.AsyncClient(transport=transport, trust_env=False))
+        imds = ImdsClient(settings.imds, client=http, poll_transport=transport)
+        stack.push_async_callback(imds.aclose)
+        # The first poll needs nothing of what follows (the kubeconfig, the node's state): it goes out
+        # now, and the handler's first fetch takes its answer once the node has been read.
+        imds.start_first_poll()
+        await imds.first_poll_head_start(FIRST_POLL_HEAD_START_SECONDS)
+        # Loaded once the first poll is out: lightkube and the handler's Kubernetes side are a fifth
+        # of start-up's imports (about 45 ms), and the first poll needs none of them.
+        from aksnth.handler import Handler  # noqa: PLC0415
+        from aksnth.kube.client import open_client  # noqa: PLC0415
+        from aksnth.kube.events import EventRecorder  # noqa: PLC0415
+        from aksnth.kube.readiness.periodic import ReadinessCheck, spot_eviction  # noqa: PLC0415
+
+        kube = await stack.enter_async_context(open_client(settings.kube))
         recorder = EventRecorder(kube, host=settings.kube.node_name)
         handler = Handler(
             settings=settings, imds=imds, kube=kube, notifier=notifier, health=health, recorder=recorder

@@ -1,6 +1,6 @@
 """The project's own error tree.
 
-Library errors (httpx, lightkube, yaml) are translated into these at the edge modules, with the
+Library errors (httpx2, lightkube, yaml) are translated into these at the edge modules, with the
 original chained as ``__cause__``; everything above the edges catches only these.
 """
 

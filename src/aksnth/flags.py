@@ -13,7 +13,6 @@ This module knows nothing about our options; ``aksnth.options`` holds the table.
 
 from __future__ import annotations
 
-import difflib
 import enum
 import re
 from collections.abc import Iterable, Sequence
@@ -145,6 +144,8 @@ def suggest(name: str, known: Iterable[str]) -> str | None:
     for candidate in known:
         if candidate.lower() == name.lower():
             return candidate
+    import difflib  # noqa: PLC0415 - only for a mistake's message
+
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     return close[0] if close else None
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import yaml
 from lightkube import ApiError, AsyncClient, codecs
 from lightkube.models.meta_v1 import ObjectMeta
@@ -280,7 +280,7 @@ def scrape(cluster: RealCluster, address: str, path: str = "/metrics") -> str:
     """GET http://address:17923/path from inside the fabric network (as Prometheus would)."""
 
     def get() -> str:
-        with httpx.Client(trust_env=False, timeout=10.0) as client:
+        with httpx2.Client(trust_env=False, timeout=10.0) as client:
             response = client.get(f"http://{address}:{METRICS_PORT}{path}")
             response.raise_for_status()
             return response.text

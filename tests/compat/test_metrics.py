@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Iterator
 
-import httpx
+import httpx2
 import pytest
 
 from aksnth.kube.client import cluster_label
@@ -50,16 +50,16 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture
 async def exposition(receiver: Receiver) -> AsyncIterator[str]:
     """One scrape of the handler's server, after an IMDS-style GET, a webhook POST and an API call."""
-    async with httpx.AsyncClient(transport=imds_transport(), trust_env=False, timeout=5) as imds:
+    async with httpx2.AsyncClient(transport=imds_transport(), trust_env=False, timeout=5) as imds:
         await imds.get(receiver.url("/metadata/scheduledevents"), params={"api-version": "2020-07-01"})
-    async with httpx.AsyncClient(transport=webhook_transport(), trust_env=False, timeout=5) as hooks:
+    async with httpx2.AsyncClient(transport=webhook_transport(), trust_env=False, timeout=5) as hooks:
         await hooks.post(receiver.url("/hook"), content=b"{}")
     with ApiServerMetrics(cluster_label("https://10.0.0.1:443")).measure() as call:
         call.code = 200
     health = Health(poll_interval_seconds=1.0)
     async with (
         MetricsServer("127.0.0.1:0", health, registry=metrics.EXPOSITION) as server,
-        httpx.AsyncClient(trust_env=False, timeout=5) as client,
+        httpx2.AsyncClient(trust_env=False, timeout=5) as client,
     ):
         response = await client.get(f"http://127.0.0.1:{server.port}/metrics")
     assert response.status_code == 200

@@ -7,7 +7,7 @@ cancel) and reads the cluster.
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import pytest
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Node
@@ -47,7 +47,7 @@ from tests.support.receivers import Receiver
 pytestmark = pytest.mark.controlplane
 
 
-def scheduled_events_total(response: httpx.Response, node: AksNode) -> dict[str, float]:
+def scheduled_events_total(response: httpx2.Response, node: AksNode) -> dict[str, float]:
     """``aks_node_termination_handler_scheduled_events_total`` of this node, by event type."""
     assert response.status_code == 200
     return {

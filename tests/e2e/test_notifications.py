@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from lightkube import AsyncClient
 from lightkube.resources.policy_v1 import PodDisruptionBudget
@@ -168,7 +168,7 @@ async def test_the_seed_pushgateway_payload_ends_up_in_the_pushgateway(
             )
 
             async def pushed() -> bool:
-                async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
+                async with httpx2.AsyncClient(trust_env=False, timeout=5) as client:
                     return bool(pattern.search((await client.get(f"{base}/metrics")).text))
 
             await eventually(pushed, what="node_termination_event in the Pushgateway", timeout_seconds=10)

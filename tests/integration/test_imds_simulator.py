@@ -10,7 +10,7 @@ import tracemalloc
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
 
-import httpx
+import httpx2
 import pytest
 
 from aksnth.azure.documents import MAX_DOCUMENT_BYTES
@@ -19,6 +19,7 @@ from aksnth.azure.simulator import ImdsSimulator, SimulatorError, main
 from aksnth.config import ImdsSettings
 from aksnth.errors import ImdsDocumentError, ImdsUnavailable
 from aksnth.model import EventStatus, EventType, ScheduledEventsDocument
+from aksnth.observe.httpmetrics import imds_transport
 
 VM = "aks-spot-12345678-vmss_0"
 OTHER_VM = "aks-spot-12345678-vmss_1"
@@ -60,10 +61,17 @@ def settings_for(sim: ImdsSimulator, *, timeout: float = 2.0) -> ImdsSettings:
     )
 
 
-@pytest.fixture
-async def client(simulator: ImdsSimulator) -> AsyncIterator[ImdsClient]:
-    async with ImdsClient(settings_for(simulator)) as imds:
-        yield imds
+@pytest.fixture(params=["through the client", "straight to the transport"])
+async def client(simulator: ImdsSimulator, request: pytest.FixtureRequest) -> AsyncIterator[ImdsClient]:
+    """Both ways a poll can go: the handler's (the poll sent straight to the instrumented transport,
+    as app.run() wires it) and through the client alone."""
+    if request.param == "through the client":
+        async with ImdsClient(settings_for(simulator)) as imds:
+            yield imds
+        return
+    transport = imds_transport(httpx2.AsyncHTTPTransport(verify=False))
+    async with httpx2.AsyncClient(transport=transport, trust_env=False) as http:
+        yield ImdsClient(settings_for(simulator), client=http, poll_transport=transport)
 
 
 @pytest.fixture
@@ -90,7 +98,7 @@ async def wait_for_document(
 
 
 async def test_metadata_header_is_required(simulator: ImdsSimulator) -> None:
-    async with httpx.AsyncClient(trust_env=False) as raw:
+    async with httpx2.AsyncClient(trust_env=False) as raw:
         missing = await raw.get(simulator.scheduled_events_url)
         wrong = await raw.get(simulator.scheduled_events_url, headers={"Metadata": "false"})
         forwarded = await raw.get(
@@ -108,7 +116,7 @@ async def test_metadata_header_is_required(simulator: ImdsSimulator) -> None:
 
 @pytest.mark.parametrize("query", ["", "?api-version=", "?api-version=2021-02-01", "?api-version=latest"])
 async def test_api_version_is_required_and_checked(simulator: ImdsSimulator, query: str) -> None:
-    async with httpx.AsyncClient(trust_env=False) as raw:
+    async with httpx2.AsyncClient(trust_env=False) as raw:
         answer = await raw.get(
             f"{simulator.url}/metadata/scheduledevents{query}", headers={"Metadata": "true"}
         )
@@ -119,7 +127,7 @@ async def test_api_version_is_required_and_checked(simulator: ImdsSimulator, que
 
 async def test_duplicate_query_parameters_are_rejected(simulator: ImdsSimulator) -> None:
     url = f"{simulator.scheduled_events_url}&api-version=2020-07-01"
-    async with httpx.AsyncClient(trust_env=False) as raw:
+    async with httpx2.AsyncClient(trust_env=False) as raw:
         answer = await raw.get(url, headers={"Metadata": "true"})
     assert answer.status_code == 400
 
@@ -138,7 +146,7 @@ async def test_older_api_versions_lack_newer_fields(
     simulator: ImdsSimulator, version: str, fields: set[str]
 ) -> None:
     simulator.schedule("Freeze", [VM])
-    async with httpx.AsyncClient(trust_env=False) as raw:
+    async with httpx2.AsyncClient(trust_env=False) as raw:
         answer = await raw.get(
             f"{simulator.url}/metadata/scheduledevents?api-version={version}", headers={"Metadata": "true"}
         )
@@ -227,7 +235,7 @@ async def test_approving_unknown_or_started_events_is_fine(
     ],
 )
 async def test_malformed_start_requests_are_refused(simulator: ImdsSimulator, body: bytes) -> None:
-    async with httpx.AsyncClient(trust_env=False) as raw:
+    async with httpx2.AsyncClient(trust_env=False) as raw:
         answer = await raw.post(simulator.scheduled_events_url, headers={"Metadata": "true"}, content=body)
     assert answer.status_code == 400
     assert simulator.approvals == []
@@ -399,10 +407,10 @@ async def test_nothing_listening_is_imds_unavailable() -> None:
 async def test_a_client_passed_in_is_used_and_left_open(simulator: ImdsSimulator) -> None:
     seen: list[str] = []
 
-    async def record(request: httpx.Request) -> None:
+    async def record(request: httpx2.Request) -> None:
         seen.append(request.url.path)
 
-    async with httpx.AsyncClient(trust_env=False, event_hooks={"request": [record]}) as shared:
+    async with httpx2.AsyncClient(trust_env=False, event_hooks={"request": [record]}) as shared:
         async with ImdsClient(settings_for(simulator), client=shared) as imds:
             await imds.fetch_document()
         assert not shared.is_closed
@@ -450,7 +458,7 @@ async def test_optional_rate_limit_answers_429() -> None:
 
 
 async def test_control_api(simulator: ImdsSimulator) -> None:
-    async with httpx.AsyncClient(base_url=simulator.url, trust_env=False) as control:
+    async with httpx2.AsyncClient(base_url=simulator.url, trust_env=False) as control:
         created = await control.post(
             "/simulator/events", json={"type": "preempt", "resources": [VM], "notice_seconds": 20}
         )
@@ -509,3 +517,36 @@ async def test_cli_drives_a_running_simulator(
     assert await asyncio.to_thread(main, ["requests", *url]) == 0
     assert json.loads(capsys.readouterr().out) == []
     assert await asyncio.to_thread(main, ["schedule", "--type", "Nope", "--resource", VM, *url]) == 2
+
+
+async def test_the_first_poll_goes_out_at_once_and_its_answer_is_the_first_document(
+    manual_simulator: ImdsSimulator,
+) -> None:
+    settings = ImdsSettings(endpoint=manual_simulator.scheduled_events_url, poll_interval_seconds=60.0)
+    async with ImdsClient(settings) as imds:
+        imds.start_first_poll()
+        await imds.first_poll_head_start(10.0)  # returns as soon as it is answered
+        assert len(manual_simulator.requests) == 1
+        document = await imds.fetch_document()
+        assert len(manual_simulator.requests) == 1  # the answer of the first poll, not a new GET
+        assert document.incarnation >= 1
+        await imds.fetch_document()
+        assert len(manual_simulator.requests) == 2
+
+
+async def test_a_first_answer_older_than_one_poll_interval_is_not_used(
+    manual_simulator: ImdsSimulator,
+) -> None:
+    settings = ImdsSettings(endpoint=manual_simulator.scheduled_events_url, poll_interval_seconds=1e-9)
+    async with ImdsClient(settings) as imds:
+        imds.start_first_poll()
+        await imds.first_poll_head_start(10.0)
+        await imds.fetch_document()
+        assert len(manual_simulator.requests) == 2  # polled again: the first answer was too old
+
+
+async def test_closing_the_client_ends_a_first_poll_still_waiting(manual_simulator: ImdsSimulator) -> None:
+    settings = ImdsSettings(endpoint=manual_simulator.scheduled_events_url)
+    imds = ImdsClient(settings)
+    imds.start_first_poll()
+    await imds.aclose()  # before the loop ever ran the request: cancelled, no warning left behind

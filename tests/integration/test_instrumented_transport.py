@@ -1,11 +1,11 @@
-"""InstrumentedTransport around a real httpx transport, against real HTTP servers on loopback."""
+"""InstrumentedTransport around a real httpx2 transport, against real HTTP servers on loopback."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import httpx
+import httpx2
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -62,7 +62,7 @@ def registry() -> CollectorRegistry:
 @pytest.fixture
 def transport(registry: CollectorRegistry) -> InstrumentedTransport:
     return InstrumentedTransport(
-        httpx.AsyncHTTPTransport(),
+        httpx2.AsyncHTTPTransport(),
         in_flight=Gauge("t_in_flight", "h", registry=registry),
         requests=Counter("t_requests", "h", ["code", "method", "endpoint"], registry=registry),
         duration=Histogram("t_duration_seconds", "h", ["method"], registry=registry),
@@ -79,13 +79,13 @@ async def test_counts_codes_methods_and_network_errors(
 ) -> None:
     _, port = receiver
     origin = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(transport=transport, trust_env=False, timeout=5) as client:
+    async with httpx2.AsyncClient(transport=transport, trust_env=False, timeout=5) as client:
         assert (await client.get(f"{origin}/status/200")).status_code == 200
         assert (await client.post(f"{origin}/status/503", content=b"{}")).status_code == 503
         assert (
             await client.post(f"http://user:s3cret@127.0.0.1:{port}/bot1:x/status/429")
         ).status_code == 429
-        with pytest.raises(httpx.TransportError):
+        with pytest.raises(httpx2.TransportError):
             await client.get(f"{origin}/hangup")
 
     def requests(code: str, method: str) -> float:
@@ -108,7 +108,7 @@ async def test_in_flight_rises_while_waiting_and_falls_after(
     receiver: tuple[Receiver, int], transport: InstrumentedTransport, registry: CollectorRegistry
 ) -> None:
     handler, port = receiver
-    async with httpx.AsyncClient(transport=transport, trust_env=False, timeout=10) as client:
+    async with httpx2.AsyncClient(transport=transport, trust_env=False, timeout=10) as client:
         pending = asyncio.gather(*(client.get(f"http://127.0.0.1:{port}/hold") for _ in range(3)))
         for _ in range(500):  # bounded wait for all three to be on the wire
             if sample(registry, "t_in_flight") == 3:
@@ -125,7 +125,7 @@ async def test_cancelled_request_is_counted_and_in_flight_released(
     receiver: tuple[Receiver, int], transport: InstrumentedTransport, registry: CollectorRegistry
 ) -> None:
     handler, port = receiver
-    async with httpx.AsyncClient(transport=transport, trust_env=False, timeout=10) as client:
+    async with httpx2.AsyncClient(transport=transport, trust_env=False, timeout=10) as client:
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.2):
                 await client.get(f"http://127.0.0.1:{port}/hold")
@@ -142,9 +142,9 @@ async def test_factories_wire_the_shared_metrics(receiver: tuple[Receiver, int])
     imds_before = HTTP_EVENTS_REQUESTS.labels(**imds_labels)._value.get()
     webhook_before = HTTP_WEBHOOK_REQUESTS.labels(**webhook_labels)._value.get()
 
-    async with httpx.AsyncClient(transport=imds_transport(), trust_env=False, timeout=5) as imds:
+    async with httpx2.AsyncClient(transport=imds_transport(), trust_env=False, timeout=5) as imds:
         await imds.get(f"http://127.0.0.1:{port}/status/200?api-version=2020-07-01")
-    async with httpx.AsyncClient(transport=webhook_transport(), trust_env=False, timeout=5) as webhook:
+    async with httpx2.AsyncClient(transport=webhook_transport(), trust_env=False, timeout=5) as webhook:
         await webhook.post(f"http://127.0.0.1:{port}/status/204")
 
     assert HTTP_EVENTS_REQUESTS.labels(**imds_labels)._value.get() == imds_before + 1

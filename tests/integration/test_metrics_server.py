@@ -9,7 +9,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 
-import httpx
+import httpx2
 import pytest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
@@ -73,8 +73,8 @@ async def server(health: Health) -> AsyncIterator[MetricsServer]:
 
 
 @pytest.fixture
-async def client(server: MetricsServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
+async def client(server: MetricsServer) -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient(
         base_url=f"http://127.0.0.1:{server.port}", trust_env=False, timeout=5
     ) as http:
         yield http
@@ -91,7 +91,7 @@ async def raw_exchange(port: int, request: bytes) -> bytes:
         writer.close()
 
 
-async def test_metrics_exposes_every_metric_family_with_help_and_type(client: httpx.AsyncClient) -> None:
+async def test_metrics_exposes_every_metric_family_with_help_and_type(client: httpx2.AsyncClient) -> None:
     response = await client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"] == CONTENT_TYPE_PLAIN_0_0_4  # what a plain GET is answered
@@ -105,7 +105,7 @@ async def test_metrics_exposes_every_metric_family_with_help_and_type(client: ht
 
 
 async def test_probes_follow_the_health_state(
-    client: httpx.AsyncClient, health: Health, clock: FakeClock
+    client: httpx2.AsyncClient, health: Health, clock: FakeClock
 ) -> None:
     health.beat()
 
@@ -135,13 +135,13 @@ async def test_probes_follow_the_health_state(
     assert "has not beaten" in stalled.json()["reason"]
 
 
-async def test_index_lists_the_endpoints(client: httpx.AsyncClient) -> None:
+async def test_index_lists_the_endpoints(client: httpx2.AsyncClient) -> None:
     response = await client.get("/")
     assert response.status_code == 200
     assert all(path in response.text for path in ("/metrics", "/healthz", "/readyz"))
 
 
-async def test_head_answers_headers_without_body(client: httpx.AsyncClient) -> None:
+async def test_head_answers_headers_without_body(client: httpx2.AsyncClient) -> None:
     response = await client.head("/healthz")
     assert response.status_code in (200, 503)
     assert response.content == b""
@@ -149,13 +149,13 @@ async def test_head_answers_headers_without_body(client: httpx.AsyncClient) -> N
     assert response.headers["connection"] == "close"
 
 
-async def test_unknown_path_is_404_and_query_is_ignored(client: httpx.AsyncClient) -> None:
+async def test_unknown_path_is_404_and_query_is_ignored(client: httpx2.AsyncClient) -> None:
     assert (await client.get("/nope")).status_code == 404
     assert (await client.get("/metrics?name[]=x")).status_code == 200
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
-async def test_other_methods_are_405(client: httpx.AsyncClient, method: str) -> None:
+async def test_other_methods_are_405(client: httpx2.AsyncClient, method: str) -> None:
     response = await client.request(method, "/healthz")
     assert response.status_code == 405
     assert response.headers["allow"] == "GET, HEAD"
@@ -174,7 +174,7 @@ async def test_other_methods_are_405(client: httpx.AsyncClient, method: str) -> 
     ],
 )
 async def test_malformed_requests_get_an_error_and_the_server_keeps_serving(
-    server: MetricsServer, client: httpx.AsyncClient, request_bytes: bytes, status: bytes
+    server: MetricsServer, client: httpx2.AsyncClient, request_bytes: bytes, status: bytes
 ) -> None:
     answer = await raw_exchange(server.port, request_bytes)
     assert answer.startswith(b"HTTP/1.1 " + status), answer[:80]
@@ -186,14 +186,14 @@ async def test_absolute_form_target_is_served(server: MetricsServer) -> None:
     assert answer.startswith(b"HTTP/1.1 200 ")
 
 
-async def test_a_silent_client_is_timed_out(server: MetricsServer, client: httpx.AsyncClient) -> None:
+async def test_a_silent_client_is_timed_out(server: MetricsServer, client: httpx2.AsyncClient) -> None:
     answer = await raw_exchange(server.port, b"GET /healthz HTTP/1.1\r\n")  # head never ends
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert (await client.get("/healthz")).status_code in (200, 503)
 
 
 async def test_a_client_that_hangs_up_early_does_not_disturb_the_server(
-    server: MetricsServer, client: httpx.AsyncClient
+    server: MetricsServer, client: httpx2.AsyncClient
 ) -> None:
     for _ in range(20):
         _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", server.port), timeout=5)
@@ -202,7 +202,7 @@ async def test_a_client_that_hangs_up_early_does_not_disturb_the_server(
     assert (await client.get("/metrics")).status_code == 200
 
 
-async def test_concurrent_scrapes(client: httpx.AsyncClient) -> None:
+async def test_concurrent_scrapes(client: httpx2.AsyncClient) -> None:
     responses = await asyncio.gather(*(client.get("/metrics") for _ in range(20)))
     assert {response.status_code for response in responses} == {200}
 
@@ -230,7 +230,7 @@ async def test_serve_runs_until_cancelled_and_frees_the_port(health: Health) -> 
             break
     else:
         pytest.fail(f"every port picked for serve() was taken meanwhile ({PORT_ATTEMPTS} attempts)")
-    async with httpx.AsyncClient(trust_env=False, timeout=5) as http:
+    async with httpx2.AsyncClient(trust_env=False, timeout=5) as http:
         assert (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -250,7 +250,7 @@ async def test_ipv6_loopback(health: Health) -> None:
     except ConfigError:
         pytest.skip("no IPv6 loopback on this machine")
     try:
-        async with httpx.AsyncClient(trust_env=False, timeout=5) as http:
+        async with httpx2.AsyncClient(trust_env=False, timeout=5) as http:
             assert (await http.get(f"http://[::1]:{port}/healthz")).status_code == 200
     finally:
         await server.stop()
@@ -290,7 +290,9 @@ async def test_idle_connections_beyond_the_cap_do_not_keep_the_probes_out(
     port = patient_server.port
     held = await idle_connections(port, 3 * DEFAULT_MAX_IDLE_CONNECTIONS)
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=5) as http:
+        async with httpx2.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=5
+        ) as http:
             assert (await http.get("/healthz")).status_code == 200
             assert (await http.get("/readyz")).status_code == 503  # answered: not ready, no poll yet
             assert (await http.get("/metrics")).status_code == 200
@@ -343,7 +345,7 @@ async def test_stopping_with_open_connections_reports_no_error(
 
 async def test_metrics_are_served_as_openmetrics_when_the_scraper_asks(server: MetricsServer) -> None:
     accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-    async with httpx.AsyncClient(trust_env=False, timeout=5) as http:
+    async with httpx2.AsyncClient(trust_env=False, timeout=5) as http:
         response = await http.get(f"http://127.0.0.1:{server.port}/metrics", headers={"Accept": accept})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from prometheus_client import REGISTRY
 
@@ -362,7 +362,7 @@ async def test_the_seed_pushgateway_payload_reaches_a_real_pushgateway(tmp_path:
         await notifier.drain_queue(10)
         await notifier.aclose()
         assert notified("webhook", "event", "sent") == sent + 1
-        async with httpx.AsyncClient(trust_env=False) as client:
+        async with httpx2.AsyncClient(trust_env=False) as client:
             exposed = (await client.get(f"{base}/metrics", timeout=5)).text
     assert re.search(r'^node_termination_event\{[^}]*node="aks-spot-7"[^}]*\} 1$', exposed, re.MULTILINE), (
         exposed

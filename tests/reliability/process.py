@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import httpx
+import httpx2
 
 from aksnth.azure.simulator import ImdsSimulator
 from tests.support.ports import PORT_ATTEMPTS, free_loopback_port, listening_ports, port_taken
@@ -148,9 +148,9 @@ class HandlerProcess:
         except FileNotFoundError:
             return ""
 
-    def get(self, path: str, *, timeout: float = 5.0) -> httpx.Response:
+    def get(self, path: str, *, timeout: float = 5.0) -> httpx2.Response:
         """A GET on the handler's own server (``/metrics``, ``/readyz``…)."""
-        return httpx.get(self.url + path, timeout=timeout, trust_env=False)
+        return httpx2.get(self.url + path, timeout=timeout, trust_env=False)
 
     def metrics_text(self) -> str:
         return self.get("/metrics").text
@@ -168,7 +168,7 @@ class HandlerProcess:
             try:
                 if self.get("/readyz", timeout=1.0).status_code == 200:
                     return
-            except httpx.TransportError:
+            except httpx2.TransportError:
                 pass
             if time.monotonic() > deadline:
                 raise AssertionError(

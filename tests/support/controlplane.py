@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import httpx
+import httpx2
 import yaml
 
 from tests.support.binaries import find_bin_dir
@@ -488,17 +488,17 @@ class ControlPlane:
         etcd = self._component(self._etcd)
         url = f"{self.server_url}/readyz"
 
-        def ready(client: httpx.Client) -> bool:
+        def ready(client: httpx2.Client) -> bool:
             if etcd_listening and (
                 etcd.pid is None or self._etcd_client_port not in listening_ports(etcd.pid)
             ):
                 return False
             try:
                 return client.get(url).status_code == 200
-            except httpx.TransportError:
+            except httpx2.TransportError:
                 return False
 
-        with httpx.Client(verify=self.admin_ssl_context(), timeout=2.0) as client:
+        with httpx2.Client(verify=self.admin_ssl_context(), timeout=2.0) as client:
             self._wait_until(apiserver, "did not become ready (/readyz)", lambda: ready(client))
 
     def _start_controller_manager(self) -> None:
@@ -563,7 +563,7 @@ class ControlPlane:
             try:
                 if condition():
                     return
-            except httpx.TransportError:
+            except httpx2.TransportError:
                 pass
             if time.monotonic() > deadline:
                 raise component.failure(f"{problem} within {self.ready_timeout_seconds:.0f} s")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import yaml
 
 from tests.support.ports import PORT_ATTEMPTS, free_loopback_port, listening_ports, port_taken
@@ -104,9 +104,9 @@ class HandlerProcess:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=_STOP_TIMEOUT_SECONDS)
 
-    async def get(self, path: str) -> httpx.Response:
+    async def get(self, path: str) -> httpx2.Response:
         """GET on the handler's metrics/health server."""
-        async with httpx.AsyncClient(trust_env=False, timeout=_HTTP_TIMEOUT_SECONDS) as client:
+        async with httpx2.AsyncClient(trust_env=False, timeout=_HTTP_TIMEOUT_SECONDS) as client:
             return await client.get(self.base_url + path)
 
     async def wait_listening(self, timeout_seconds: float = 20.0) -> None:
@@ -129,7 +129,7 @@ class HandlerProcess:
         while True:
             if self.process.poll() is not None:
                 raise HandlerExited(self)
-            with contextlib.suppress(httpx.TransportError):
+            with contextlib.suppress(httpx2.TransportError):
                 await self.get("/healthz")
                 return
             if time.monotonic() > deadline:

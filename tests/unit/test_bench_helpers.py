@@ -225,3 +225,11 @@ def test_the_fleet_outcome_names_replacements_pods_without_sigterm_and_early_vio
     assert outcome.without_sigterm == ("apps/web-b",) == outcome.on_node_at_deadline
     assert [v.budget for v in outcome.violations_before_last_resort] == ["web-pdb"]
     assert outcome.violations_after_last_resort == 1 and outcome.stopped == 1
+
+
+def test_the_installed_size_counts_the_locked_runtime_and_the_project(tmp_path: Path) -> None:
+    from bench.footprint import installed_size_mib  # noqa: PLC0415
+
+    size = installed_size_mib()
+    assert size is not None and size > 1.0
+    assert installed_size_mib(tmp_path / "no.lock") is None

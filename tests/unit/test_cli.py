@@ -1188,3 +1188,21 @@ def test_the_readiness_check_is_off_by_default_and_set_by_flag_or_config_file(tm
     assert parse("-readiness.interval=5m").readiness.interval_seconds == 300
     config = write(tmp_path / "config.yaml", "readinessinterval: 10s\n")
     assert parse(f"-config={config}").readiness.interval_seconds == 10
+
+
+def test_the_handler_process_does_without_the_http2_modules() -> None:
+    """In a fresh interpreter, as the handler starts: the HTTP stack loads and builds its transports
+    without h2, hpack or hyperframe."""
+    import subprocess  # noqa: PLC0415
+
+    script = (
+        "import sys\n"
+        "from aksnth import cli\n"
+        "cli.skip_unused_modules()\n"
+        "from aksnth import app\n"
+        "import httpx2, httpcore2\n"
+        "httpx2.AsyncHTTPTransport(verify=False)\n"
+        "loaded = sorted(m for m in ('h2', 'hpack', 'hyperframe') if sys.modules.get(m) is not None)\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)

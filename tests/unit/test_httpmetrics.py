@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
+import httpx2
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -23,7 +23,7 @@ from aksnth.observe.httpmetrics import ApiServerMetrics, origin_label, path_labe
     ],
 )
 def test_origin_label_keeps_only_scheme_host_and_port(url: str, expected: str) -> None:
-    assert origin_label(httpx.URL(url)) == expected
+    assert origin_label(httpx2.URL(url)) == expected
 
 
 @pytest.mark.parametrize(
@@ -37,7 +37,7 @@ def test_origin_label_keeps_only_scheme_host_and_port(url: str, expected: str) -
     ],
 )
 def test_path_label_drops_the_query(url: str, expected: str) -> None:
-    assert path_label(httpx.URL(url)) == expected
+    assert path_label(httpx2.URL(url)) == expected
 
 
 class Steps:
@@ -73,20 +73,20 @@ def duration_sum(registry: CollectorRegistry) -> float:
     return registry.get_sample_value("apiserver_request_duration_sum", {"cluster": "aks-prod"}) or 0.0
 
 
-def answer(request: httpx.Request) -> httpx.Response:
+def answer(request: httpx2.Request) -> httpx2.Response:
     if request.url.path == "/down":
-        raise httpx.ConnectError("connection refused", request=request)
-    return httpx.Response(404 if request.url.path == "/missing" else 200)
+        raise httpx2.ConnectError("connection refused", request=request)
+    return httpx2.Response(404 if request.url.path == "/missing" else 200)
 
 
 async def test_transport_counts_codes_and_network_errors(
     metrics: ApiServerMetrics, registry: CollectorRegistry
 ) -> None:
-    transport = metrics.transport(httpx.MockTransport(answer))
-    async with httpx.AsyncClient(transport=transport, base_url="https://kube.test") as client:  # type: ignore[arg-type]
+    transport = metrics.transport(httpx2.MockTransport(answer))
+    async with httpx2.AsyncClient(transport=transport, base_url="https://kube.test") as client:  # type: ignore[arg-type]
         await client.get("/api/v1/nodes/n1")
         await client.get("/missing")
-        with pytest.raises(httpx.ConnectError):
+        with pytest.raises(httpx2.ConnectError):
             await client.get("/down")
     assert (count(registry, "200"), count(registry, "404"), count(registry, "<error>")) == (1, 1, 1)
     assert duration_sum(registry) == pytest.approx(0.75)
@@ -95,8 +95,10 @@ async def test_transport_counts_codes_and_network_errors(
 async def test_event_hooks_count_answered_requests(
     metrics: ApiServerMetrics, registry: CollectorRegistry
 ) -> None:
-    async with httpx.AsyncClient(
-        transport=httpx.MockTransport(answer), base_url="https://kube.test", event_hooks=metrics.event_hooks()
+    async with httpx2.AsyncClient(
+        transport=httpx2.MockTransport(answer),
+        base_url="https://kube.test",
+        event_hooks=metrics.event_hooks(),
     ) as client:
         await client.get("/ok")
         await client.get("/missing")

@@ -135,8 +135,8 @@ def test_level_filters_and_reconfiguration_replaces_the_handler(capture: Capture
     log.info("hidden")
     log.warning("shown")
     assert [line["msg"] for line in capture.lines()] == ["shown"]
-    assert logging.getLogger("httpx").level == logging.WARNING
-    assert logging.getLogger("httpcore").level == logging.WARNING
+    assert logging.getLogger("httpx2").level == logging.WARNING
+    assert logging.getLogger("httpcore2").level == logging.WARNING
 
 
 @pytest.mark.parametrize(

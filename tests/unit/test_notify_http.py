@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import pytest
 
 from aksnth.config import Secret, TelegramSettings, WebhookSettings
@@ -115,7 +115,7 @@ def test_long_telegram_texts_are_shortened_to_the_api_limit() -> None:
 @pytest.mark.parametrize("value", ["nan", "NaN", " nan ", "inf", "-inf", "Infinity", "1e999"])
 def test_a_retry_after_that_is_no_number_of_seconds_is_ignored(value: str) -> None:
     """None, so the backoff schedule applies (NaN made every retry immediate: a retry storm)."""
-    response = httpx.Response(503, headers={"Retry-After": value})
+    response = httpx2.Response(503, headers={"Retry-After": value})
     assert header_retry_after(response) is None
     assert Backoff().delay(1, retry_after=header_retry_after(response), rand=0.0) == 0.5
 
@@ -123,7 +123,7 @@ def test_a_retry_after_that_is_no_number_of_seconds_is_ignored(value: str) -> No
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
 def test_telegram_retry_after_in_the_body_that_is_not_finite_is_ignored(value: str) -> None:
     body = f'{{"ok": false, "error_code": 429, "parameters": {{"retry_after": {value}}}}}'
-    response = httpx.Response(429, content=body.encode(), headers={"Content-Type": "application/json"})
+    response = httpx2.Response(429, content=body.encode(), headers={"Content-Type": "application/json"})
     assert telegram_retry_after(response) is None
 
 
@@ -131,6 +131,16 @@ def test_a_sink_masks_secret_shapes_it_was_not_given_as_the_logs_do() -> None:
     """The sinks' messages go through the same Redactor as the logs: a receiver that quotes a bot
     token or a bearer token in its refusal does not get it into an error message."""
     body = "rejected: bot 123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsawQ, Authorization: Bearer abc.def"
-    text = describe_refusal(httpx.Response(400, text=body), Redactor(url_secrets("https://hooks.test/x")))
+    text = describe_refusal(httpx2.Response(400, text=body), Redactor(url_secrets("https://hooks.test/x")))
     assert "AAHdqTcv" not in text and "abc.def" not in text
     assert text.startswith("HTTP 400 Bad Request: rejected: bot ***")
+
+
+async def test_the_ca_bundle_is_loaded_by_the_first_request_not_by_configuring_a_sink() -> None:
+    from aksnth.notify import http  # noqa: PLC0415
+
+    http._verified_context.cache_clear()
+    sink = WebhookSink(WebhookSettings(url=Secret("https://hooks.example/T0")))
+    assert http._verified_context.cache_info().currsize == 0
+    await sink.aclose()  # never used: nothing to close, nothing loaded
+    assert http._verified_context.cache_info().currsize == 0

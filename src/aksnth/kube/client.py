@@ -42,7 +42,7 @@ T = TypeVar("T")
 
 #: Concurrent connections to the API server: the drain issues up to this many evictions at once.
 MAX_CONNECTIONS: Final = 32
-#: Upper bound of one API call as a whole (httpx's timeouts bound each phase, not the sum).
+#: Upper bound of one API call as a whole (httpx2's timeouts bound each phase, not the sum).
 DEFAULT_CALL_TIMEOUT_SECONDS: Final = 30.0
 #: Longest text of an API error we put into a message or a log line.
 MAX_MESSAGE_CHARS: Final = 300
@@ -91,7 +91,7 @@ def open_client(settings: KubeSettings) -> AsyncClient:
     if config.user is None:
         raise ConfigError(f"kubeconfig context {config.context_name!r} names no user to authenticate as")
     try:
-        # httpx ignores the client's ``verify`` when a transport is given: it has to go here.
+        # httpx2 ignores the client's ``verify`` when a transport is given: it has to go here.
         ssl_context = verify_cluster(config.cluster, config.user, config.abs_file)
     except (OSError, ValueError, LightkubeConfigError) as exc:
         raise ConfigError(f"TLS settings of cluster {cluster!r}: {shorten(str(exc))}") from exc

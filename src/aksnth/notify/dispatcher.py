@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
-import httpx
+import httpx2
 
 from aksnth.config import NotifySettings
 from aksnth.errors import NotifyError, TemplateError
@@ -94,7 +94,7 @@ class Notifier:
         self,
         settings: NotifySettings,
         *,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
         backlog: int = DEFAULT_BACKLOG,
         backoff: Backoff | None = None,
     ) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import certifi
-import httpx
+import httpx2
 
 from aksnth.durations import finite_seconds, parse_retry_after
 from aksnth.errors import NotifyError
@@ -81,8 +81,8 @@ def url_secrets(url: str) -> list[str]:
     if not url:
         return []
     try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError):
+        parsed = httpx2.URL(url)
+    except (httpx2.InvalidURL, TypeError):
         return [url]
     parts = [url, str(parsed)]
     if parsed.userinfo:
@@ -99,38 +99,65 @@ def url_secrets(url: str) -> list[str]:
 def safe_origin(url: str) -> str:
     """``scheme://host[:port]`` of a URL, the only part of it that ever reaches a log."""
     try:
-        return origin_label(httpx.URL(url))
-    except (httpx.InvalidURL, TypeError):
+        return origin_label(httpx2.URL(url))
+    except (httpx2.InvalidURL, TypeError):
         return "<invalid URL>"
 
 
-def build_transport(*, verify: bool = True, proxy: str = "") -> httpx.AsyncBaseTransport:
+def build_transport(*, verify: bool = True, proxy: str = "") -> httpx2.AsyncBaseTransport:
     """The network transport of one sink, counted in ``http_webhook_*``.
 
-    TLS verification and the proxy live on the transport: httpx ignores a client's ``verify`` and
+    TLS verification and the proxy live on the transport: httpx2 ignores a client's ``verify`` and
     ``proxy`` for requests that go through a custom transport. ``retries=0``: we retry ourselves.
+    The transport is built on the first request (see :class:`_OnFirstRequest`).
     """
-    inner = httpx.AsyncHTTPTransport(
-        verify=_verified_context() if verify else False,
-        proxy=httpx.Proxy(proxy) if proxy else None,
-        retries=0,
-    )
-    return webhook_transport(inner)
+
+    def connect() -> httpx2.AsyncBaseTransport:
+        return httpx2.AsyncHTTPTransport(
+            verify=_verified_context() if verify else False,
+            proxy=httpx2.Proxy(proxy) if proxy else None,
+            retries=0,
+        )
+
+    return webhook_transport(_OnFirstRequest(connect))
 
 
 @functools.cache
 def _verified_context() -> ssl.SSLContext:
-    """One certificate store for every sink: each load of the CA bundle costs about 4 MiB of RSS."""
+    """One certificate store for every sink: each load of the CA bundle costs 2.6 MiB of RSS and
+    20 ms."""
     return ssl.create_default_context(cafile=certifi.where())
 
 
-class _Borrowed(httpx.AsyncBaseTransport):
+class _OnFirstRequest(httpx2.AsyncBaseTransport):
+    """Builds the real transport when the first request goes out, not when the sink is configured.
+
+    Building it loads the CA bundle (2.6 MiB, 20 ms): a handler that has nothing to notify yet,
+    which is a handler at start-up and nearly always an idle one, does not pay for it, and its first
+    IMDS poll does not wait for it. Certificate problems surface on the first delivery either way.
+    """
+
+    def __init__(self, connect: Callable[[], httpx2.AsyncBaseTransport]) -> None:
+        self._connect = connect
+        self._inner: httpx2.AsyncBaseTransport | None = None
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if self._inner is None:
+            self._inner = self._connect()
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        if self._inner is not None:
+            await self._inner.aclose()
+
+
+class _Borrowed(httpx2.AsyncBaseTransport):
     """A transport owned by someone else: our client uses it but never closes it."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+    def __init__(self, inner: httpx2.AsyncBaseTransport) -> None:
         self._inner = inner
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         return await self._inner.handle_async_request(request)
 
     async def aclose(self) -> None:
@@ -138,14 +165,14 @@ class _Borrowed(httpx.AsyncBaseTransport):
 
 
 def new_client(
-    *, transport: httpx.AsyncBaseTransport | None, verify: bool, proxy: str, timeout_seconds: float
-) -> httpx.AsyncClient:
+    *, transport: httpx2.AsyncBaseTransport | None, verify: bool, proxy: str, timeout_seconds: float
+) -> httpx2.AsyncClient:
     """A client for one sink: its own instrumented transport, or a borrowed one when given.
 
     ``trust_env=False``: proxies come from our settings only, never from the environment.
     """
     chosen = build_transport(verify=verify, proxy=proxy) if transport is None else _Borrowed(transport)
-    return httpx.AsyncClient(transport=chosen, trust_env=False, timeout=httpx.Timeout(timeout_seconds))
+    return httpx2.AsyncClient(transport=chosen, trust_env=False, timeout=httpx2.Timeout(timeout_seconds))
 
 
 def is_certificate_error(exc: BaseException) -> bool:
@@ -166,7 +193,7 @@ def _describe(exc: BaseException, redact: Redactor) -> str:
     return f"{name}: {text}" if text else name
 
 
-def _snippet(response: httpx.Response, redact: Redactor) -> str:
+def _snippet(response: httpx2.Response, redact: Redactor) -> str:
     try:
         text = response.text.strip()
     except (UnicodeDecodeError, LookupError):
@@ -176,34 +203,34 @@ def _snippet(response: httpx.Response, redact: Redactor) -> str:
     return redact(text)
 
 
-def describe_refusal(response: httpx.Response, redact: Redactor) -> str:
+def describe_refusal(response: httpx2.Response, redact: Redactor) -> str:
     """The default wording of a non-retryable answer: status, reason and the start of the body."""
     body = _snippet(response, redact)
     reason = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
     return f"{reason}: {body}" if body else reason
 
 
-def header_retry_after(response: httpx.Response) -> float | None:
+def header_retry_after(response: httpx2.Response) -> float | None:
     """The answer's ``Retry-After`` in seconds; None when absent or not a finite delay."""
     return parse_retry_after(response.headers.get("retry-after"))
 
 
 async def deliver(
-    client: httpx.AsyncClient,
-    request: httpx.Request,
+    client: httpx2.AsyncClient,
+    request: httpx2.Request,
     *,
     policy: RetryPolicy,
     target: str,
     redact: Redactor,
     certificate_hint: str = "",
-    refusal: Callable[[httpx.Response, Redactor], str] = describe_refusal,
-    retry_after: Callable[[httpx.Response], float | None] = header_retry_after,
+    refusal: Callable[[httpx2.Response, Redactor], str] = describe_refusal,
+    retry_after: Callable[[httpx2.Response], float | None] = header_retry_after,
     rand: Callable[[], float] = random.random,
-) -> httpx.Response:
+) -> httpx2.Response:
     """Send ``request`` until it gets a 2xx answer; return that answer or raise :class:`DeliveryError`.
 
     ``target`` names the receiver in messages (``webhook https://host``); it must hold no secret.
-    The error is raised ``from None`` on purpose: httpx exceptions keep the request URL, and a
+    The error is raised ``from None`` on purpose: httpx2 exceptions keep the request URL, and a
     chained traceback is exactly where a token would leak; its text is in the message, redacted.
     """
     attempts = policy.attempts
@@ -216,9 +243,9 @@ async def deliver(
         try:
             async with asyncio.timeout(timeout):
                 response = await client.send(request)
-        except (TimeoutError, httpx.TimeoutException):
+        except (TimeoutError, httpx2.TimeoutException):
             problem = f"no complete answer within {timeout:g}s"
-        except httpx.ProxyError as exc:
+        except httpx2.ProxyError as exc:
             # The proxy itself refused (e.g. 407 on CONNECT): a configuration problem, not transient.
             raise DeliveryError(
                 f"{target}: the proxy refused the request ({_describe(exc, redact)}); "
@@ -226,7 +253,7 @@ async def deliver(
                 attempts=attempt,
                 status=last_status,
             ) from None
-        except httpx.TransportError as exc:
+        except httpx2.TransportError as exc:
             if is_certificate_error(exc):
                 hint = f"; {certificate_hint}" if certificate_hint else ""
                 raise DeliveryError(

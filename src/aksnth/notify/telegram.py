@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import httpx
+import httpx2
 
 from aksnth.config import TelegramSettings
 from aksnth.durations import finite_seconds
@@ -37,7 +37,7 @@ CHECK_RETRIES = 1
 _TOKEN_STATUSES = (401, 404)  # what the Bot API answers for a wrong or revoked token
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
+def _json(response: httpx2.Response) -> dict[str, Any]:
     try:
         value = response.json()
     except ValueError:
@@ -45,12 +45,12 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _result_field(response: httpx.Response, name: str) -> object:
+def _result_field(response: httpx2.Response, name: str) -> object:
     result = _json(response).get("result")
     return result.get(name) if isinstance(result, dict) else None
 
 
-def _refusal(response: httpx.Response, redact: Redactor) -> str:
+def _refusal(response: httpx2.Response, redact: Redactor) -> str:
     if response.status_code in _TOKEN_STATUSES:
         return (
             f"the bot token was rejected (HTTP {response.status_code}); "
@@ -62,7 +62,7 @@ def _refusal(response: httpx.Response, redact: Redactor) -> str:
     return describe_refusal(response, redact)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: httpx2.Response) -> float | None:
     """The header, or the Bot API's own ``parameters.retry_after`` on a 429."""
     from_header = header_retry_after(response)
     if from_header is not None:
@@ -84,7 +84,7 @@ class TelegramSink:
         self,
         settings: TelegramSettings,
         *,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
         backoff: Backoff | None = None,
     ) -> None:
         token = settings.token.reveal()
@@ -125,7 +125,7 @@ class TelegramSink:
         username = _result_field(response, "username") or "?"
         log.info("%s: authorized as bot @%s", self.target, username)
 
-    async def _call(self, request: httpx.Request, policy: RetryPolicy) -> httpx.Response:
+    async def _call(self, request: httpx2.Request, policy: RetryPolicy) -> httpx2.Response:
         response = await deliver(
             self._client,
             request,

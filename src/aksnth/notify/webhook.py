@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-import httpx
+import httpx2
 
 from aksnth import __version__
 from aksnth.config import WebhookSettings
@@ -29,11 +29,11 @@ CERTIFICATE_HINT = "set -webhook.insecureSkip=true to skip verification (not rec
 USER_AGENT = f"aks-node-termination-handler/{__version__}"
 
 
-def check_http_url(url: str, *, flag: str, schemes: tuple[str, ...] = ("http", "https")) -> httpx.URL:
+def check_http_url(url: str, *, flag: str, schemes: tuple[str, ...] = ("http", "https")) -> httpx2.URL:
     """Parse a URL from a flag; a ConfigError names the flag and shows no more than scheme://host."""
     try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError) as exc:
+        parsed = httpx2.URL(url)
+    except (httpx2.InvalidURL, TypeError) as exc:
         raise ConfigError(f"{flag}: not a valid URL ({safe_origin(url)})") from exc
     if parsed.scheme not in schemes or not parsed.host:
         wanted = " or ".join(f"{s}://" for s in schemes)
@@ -55,7 +55,7 @@ class WebhookSink:
         self,
         settings: WebhookSettings,
         *,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
         backoff: Backoff | None = None,
     ) -> None:
         url = settings.url.reveal()

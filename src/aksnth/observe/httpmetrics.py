@@ -2,12 +2,11 @@
 
 Three callers, three shapes:
 
-* IMDS and notifications use httpx directly: wrap their transport in :class:`InstrumentedTransport`
-  (or take one from :func:`imds_transport` / :func:`webhook_transport`).
+* IMDS and notifications use httpx2 (lightkube's HTTP client) directly: wrap their transport in
+  :class:`InstrumentedTransport` (or take one from :func:`imds_transport` / :func:`webhook_transport`).
 * The Kubernetes client (lightkube) owns its HTTP client; :class:`ApiServerMetrics` offers a
   transport wrapper, an event-hook pair and a context manager, so the kube layer can pick whichever
-  hook point lightkube allows. These are duck-typed: they work with ``httpx`` and with the ``httpx2``
-  fork that recent lightkube releases are built on.
+  hook point lightkube allows. These are duck-typed on the ``httpx2`` transport interface.
 
 Labels stay low-cardinality and secret-free: the endpoint label is the path for IMDS and only
 ``scheme://host[:port]`` for webhooks, because a webhook or Telegram URL may carry a token.
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-import httpx
+import httpx2
 from prometheus_client import Counter, Gauge, Histogram
 
 from aksnth.observe.metrics import (
@@ -64,22 +63,22 @@ def duration_method_label(method: str) -> str:
     return lowered if lowered in _PROMHTTP_METHODS and method in (lowered, lowered.upper()) else "unknown"
 
 
-def path_label(url: httpx.URL) -> str:
+def path_label(url: httpx2.URL) -> str:
     """The URL's path without query (``/metadata/scheduledevents``): the IMDS endpoint label."""
     return url.path or "/"
 
 
-def origin_label(url: httpx.URL) -> str:
+def origin_label(url: httpx2.URL) -> str:
     """``scheme://host[:port]`` only: no user info, path or query, which may carry secrets."""
     host = url.host
-    if ":" in host:  # an IPv6 literal; httpx gives it without brackets
+    if ":" in host:  # an IPv6 literal; httpx2 gives it without brackets
         host = f"[{host}]"
     port = "" if url.port is None else f":{url.port}"
     return f"{url.scheme}://{host}{port}"
 
 
-class InstrumentedTransport(httpx.AsyncBaseTransport):
-    """An httpx transport that records in-flight, count (code, method, endpoint) and duration (method).
+class InstrumentedTransport(httpx2.AsyncBaseTransport):
+    """An httpx2 transport that records in-flight, count (code, method, endpoint) and duration (method).
 
     ``code`` is the HTTP status as text, ``"error"`` when no answer came back and ``"cancelled"``
     when the caller gave up first. The wrapped transport is closed with this one.
@@ -87,12 +86,12 @@ class InstrumentedTransport(httpx.AsyncBaseTransport):
 
     def __init__(
         self,
-        inner: httpx.AsyncBaseTransport,
+        inner: httpx2.AsyncBaseTransport,
         *,
         in_flight: Gauge,
         requests: Counter,
         duration: Histogram,
-        endpoint_label: Callable[[httpx.URL], str],
+        endpoint_label: Callable[[httpx2.URL], str],
     ) -> None:
         self._inner = inner
         self._in_flight = in_flight
@@ -101,10 +100,10 @@ class InstrumentedTransport(httpx.AsyncBaseTransport):
         self._endpoint_label = endpoint_label
 
     @property
-    def inner(self) -> httpx.AsyncBaseTransport:
+    def inner(self) -> httpx2.AsyncBaseTransport:
         return self._inner
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         method = request.method
         endpoint = self._endpoint_label(request.url)
         code = CODE_ERROR
@@ -126,14 +125,14 @@ class InstrumentedTransport(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
-def imds_transport(inner: httpx.AsyncBaseTransport | None = None) -> InstrumentedTransport:
+def imds_transport(inner: httpx2.AsyncBaseTransport | None = None) -> InstrumentedTransport:
     """A transport for the Scheduled Events client, counted in ``http_events_*``.
 
     Build the client with ``trust_env=False`` as well: IMDS must never go through a proxy, and
-    httpx mounts environment proxies in front of a custom transport when ``trust_env`` is on.
+    httpx2 mounts environment proxies in front of a custom transport when ``trust_env`` is on.
     """
     return InstrumentedTransport(
-        inner if inner is not None else httpx.AsyncHTTPTransport(),
+        inner if inner is not None else httpx2.AsyncHTTPTransport(),
         in_flight=HTTP_EVENTS_IN_FLIGHT,
         requests=HTTP_EVENTS_REQUESTS,
         duration=HTTP_EVENTS_DURATION,
@@ -141,14 +140,14 @@ def imds_transport(inner: httpx.AsyncBaseTransport | None = None) -> Instrumente
     )
 
 
-def webhook_transport(inner: httpx.AsyncBaseTransport | None = None) -> InstrumentedTransport:
+def webhook_transport(inner: httpx2.AsyncBaseTransport | None = None) -> InstrumentedTransport:
     """A transport for webhook and Telegram requests, counted in ``http_webhook_*``.
 
-    Pass an ``httpx.AsyncHTTPTransport(verify=..., proxy=...)`` as ``inner`` when TLS verification
-    or a proxy is configured: httpx ignores the client's ``verify``/``proxy`` for a custom transport.
+    Pass an ``httpx2.AsyncHTTPTransport(verify=..., proxy=...)`` as ``inner`` when TLS verification
+    or a proxy is configured: httpx2 ignores the client's ``verify``/``proxy`` for a custom transport.
     """
     return InstrumentedTransport(
-        inner if inner is not None else httpx.AsyncHTTPTransport(),
+        inner if inner is not None else httpx2.AsyncHTTPTransport(),
         in_flight=HTTP_WEBHOOK_IN_FLIGHT,
         requests=HTTP_WEBHOOK_REQUESTS,
         duration=HTTP_WEBHOOK_DURATION,

@@ -6,8 +6,8 @@
 * Redaction happens in the formatter, on the message, every string field and the exception text,
   by the process's :class:`~aksnth.observe.redaction.Redactor`: registered secrets
   (:func:`register_secret`) and known secret shapes.
-* ``httpx``/``httpcore`` (and their ``httpx2`` fork used by lightkube) log full URLs, which can
-  carry a Telegram token; they are held at WARNING.
+* ``httpx2``/``httpcore2`` (the HTTP client of lightkube and of everything else here) log full URLs,
+  which can carry a Telegram token; they are held at WARNING.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from aksnth.observe.redaction import Redactor
 
 CONTEXT_FIELDS = ("node", "resource", "event_id", "event_type", "incarnation", "action")
 RESERVED_FIELDS = frozenset({"ts", "level", "logger", "msg", "exc", "stack"})
-QUIET_LOGGERS = ("httpx", "httpcore", "httpx2", "httpcore2", "hpack")
+QUIET_LOGGERS = ("httpx2", "httpcore2", "hpack")
 
 # The Go original's level names (logrus), case-insensitive; the one table -log.level is read with.
 LEVELS: Mapping[str, int] = MappingProxyType(

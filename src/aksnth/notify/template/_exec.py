@@ -6,7 +6,6 @@ is immutable and can be rendered concurrently. Errors carry the position of the 
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
@@ -311,6 +310,8 @@ class _Render:
 
 
 def _hint(name: str, record: Record) -> str:
+    import difflib  # noqa: PLC0415 - only for a mistake's message
+
     close = difflib.get_close_matches(name, list(record), n=1)
     if close:
         return f"; did you mean .{close[0]}?"
