@@ -294,8 +294,9 @@ async def test_a_pdb_that_never_allows_eviction_holds_until_the_drain_deadline(
     async with FakeKubelet(kube, node=node.name):
         pdb = await create_pdb(kube, namespace, {"app": "pinned"}, min_available=1)
         await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1)
-        # 1 s asked; the handler grants every drain at least 5 s.
-        await launch(node.name, "-nodeGracePeriodSeconds=1")
+        # 1 s asked; the handler grants every drain at least 5 s. Without the last-resort stop (on by
+        # default for Terminate, which would delete the pod), the budget holds to the deadline.
+        await launch(node.name, "-nodeGracePeriodSeconds=1", "-lastResort=false")
         event_id = simulator.schedule("Terminate", [node.resource_name], notice_seconds=300)
         n = await wait_phase(kube, node.name, event_id, Phase.DRAINED)
     drain = record_of(n).events[event_id].drain

@@ -17,7 +17,6 @@ from lightkube.resources.core_v1 import Node, Pod
 from lightkube.resources.scheduling_v1 import PriorityClass
 
 from tests.support import controlplane
-from tests.support.chart import ALLOW_POD_DELETE
 from tests.support.cluster import (
     MIRROR_ANNOTATION,
     create_aks_node,
@@ -175,21 +174,22 @@ async def test_the_handler_under_test_holds_the_chart_defaults_unless_the_scenar
     kube: AsyncClient, namespace: str, handler_kubeconfig: Path
 ) -> None:
     """``handler_kubeconfig`` without a ``chart_values`` marker: the chart's default ClusterRole, which
-    withholds pod delete (only -disableEviction needs it)."""
+    grants pod delete (the last-resort stop, on by default, needs it)."""
+    node = await create_aks_node(kube)
+    pod = await create_pod(kube, namespace, node.name)
+    assert await delete_as(handler_kubeconfig, pod) == 200
+
+
+@pytest.mark.controlplane
+@pytest.mark.chart_values("rbac.allowPodDelete=false")
+async def test_a_scenario_with_chart_values_holds_the_rules_rendered_for_them(
+    kube: AsyncClient, namespace: str, handler_kubeconfig: Path
+) -> None:
+    """With `rbac.allowPodDelete=false` the rendered ClusterRole withholds pod delete."""
     node = await create_aks_node(kube)
     pod = await create_pod(kube, namespace, node.name)
     assert await delete_as(handler_kubeconfig, pod) == 403
     assert await pod_exists(kube, namespace, pod.metadata.name)
-
-
-@pytest.mark.controlplane
-@pytest.mark.chart_values(*ALLOW_POD_DELETE)
-async def test_a_scenario_with_chart_values_holds_the_rules_rendered_for_them(
-    kube: AsyncClient, namespace: str, handler_kubeconfig: Path
-) -> None:
-    node = await create_aks_node(kube)
-    pod = await create_pod(kube, namespace, node.name)
-    assert await delete_as(handler_kubeconfig, pod) == 200
 
 
 @pytest.mark.controlplane
