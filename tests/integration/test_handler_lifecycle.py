@@ -290,8 +290,9 @@ async def test_approve_events_approves_once_drained(kube, namespace, node, simul
     ):
         event_id = simulator.schedule("Terminate", [node.resource_name], notice_seconds=300)
         await wait_phase(kube, node.name, event_id, Phase.APPROVED)
+        # The Event follows the approval's record on the node: wait for it while the handler runs.
+        assert (await settled_event_counts(kube, node.name, EventApproved=1))["EventApproved"] == 1
     assert simulator.approvals == [event_id]
-    assert (await settled_event_counts(kube, node.name, EventApproved=1))["EventApproved"] == 1
 
 
 @pytest.mark.chart_values(*ALLOW_POD_DELETE)
