@@ -23,6 +23,7 @@ from tests.support.audit import suite_audit_policy
 from tests.support.chart import HANDLER_ACCOUNT_PREFIX, handler_cluster_rules
 from tests.support.cluster import AksNode, create_aks_node, service_account_kubeconfig, unique_suffix
 from tests.support.controlplane import ControlPlane
+from tests.support.reporting import report
 
 _CLIENT_TIMEOUT = httpx2.Timeout(10.0)
 
@@ -32,7 +33,7 @@ def control_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
     """etcd + kube-apiserver (RBAC, an audit log of the ServiceAccounts' requests) +
     kube-controller-manager (disruption controller) on 127.0.0.1."""
     with ControlPlane(audit_policy=suite_audit_policy()) as plane:
-        _report(request, f"test control plane ready in {plane.startup_seconds:.2f} s (logs: {plane.log_dir})")
+        report(request, f"test control plane ready in {plane.startup_seconds:.2f} s (logs: {plane.log_dir})")
         yield plane
 
 
@@ -89,17 +90,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         reason = f"checks the run of the whole suite (make test); this run leaves out {left_out}"
         for item in last:
             item.add_marker(pytest.mark.skip(reason=reason))
-
-
-def _report(request: pytest.FixtureRequest, message: str) -> None:
-    """One line on the terminal, outside output capturing (the start-up time is worth seeing)."""
-    plugins = request.config.pluginmanager
-    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
-    if reporter is None or capture is None:
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line("")
-        reporter.write_line(message)
 
 
 # --- the handler under test: its identity, its IMDS and its node ------------------------------------

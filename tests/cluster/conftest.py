@@ -17,6 +17,7 @@ from lightkube import AsyncClient, KubeConfig
 
 from tests.cluster.scenario import restore_node
 from tests.support.realcluster import RealCluster, missing_prerequisites
+from tests.support.reporting import report
 
 _CLIENT_TIMEOUT = httpx2.Timeout(15.0)
 
@@ -30,15 +31,11 @@ def real_cluster(request: pytest.FixtureRequest) -> Iterator[RealCluster]:
             pytest.fail(message + " (CI is set: a missing prerequisite is a failure)", pytrace=False)
         pytest.skip(message + ". `make test` as root on Debian builds and installs all of it.")
     with RealCluster() as cluster:
-        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        capture = request.config.pluginmanager.get_plugin("capturemanager")
-        if reporter is not None and capture is not None:
-            with capture.global_and_fixture_disabled():
-                reporter.write_line("")
-                reporter.write_line(
-                    f"real cluster (control plane, {len(cluster.nodes)} kubelets) ready in "
-                    f"{cluster.startup_seconds:.1f} s (files: {cluster.work_dir})"
-                )
+        report(
+            request,
+            f"real cluster (control plane, {len(cluster.nodes)} kubelets) ready in "
+            f"{cluster.startup_seconds:.1f} s (files: {cluster.work_dir})",
+        )
         yield cluster
 
 

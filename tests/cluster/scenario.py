@@ -306,7 +306,6 @@ class ReadyWatch:
         self._namespace = namespace
         self._app = app
         self.lowest: int | None = None
-        self.samples = 0
         self._task: asyncio.Task[None] | None = None
         self._synced = asyncio.Event()
 
@@ -322,16 +321,14 @@ class ReadyWatch:
                 await self._task
 
     async def _run(self) -> None:
-        state: dict[str, bool] = {}
         while True:
             listed = await pods(self._kube, self._namespace, labels=f"app={self._app}")
             state = {p.metadata.name: is_ready(p) for p in listed}
             self._note(state)
             self._synced.set()
-            version = None
             try:
                 async for kind, pod in self._kube.watch(
-                    Pod, namespace=self._namespace, labels={"app": self._app}, resource_version=version
+                    Pod, namespace=self._namespace, labels={"app": self._app}
                 ):
                     if kind == "DELETED":
                         state.pop(pod.metadata.name, None)
@@ -343,7 +340,6 @@ class ReadyWatch:
 
     def _note(self, state: Mapping[str, bool]) -> None:
         count = sum(state.values())
-        self.samples += 1
         self.lowest = count if self.lowest is None else min(self.lowest, count)
 
 

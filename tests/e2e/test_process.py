@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 from lightkube import AsyncClient
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 
@@ -24,6 +23,7 @@ from tests.e2e.state import (
     wait_polls,
 )
 from tests.support.cluster import AksNode, create_pdb, create_pods, eventually, wait_pdb_observed
+from tests.support.controlplane import unreachable_kubeconfig
 from tests.support.kubelet import FakeKubelet
 from tests.support.ports import silent_port
 from tests.support.process import HandlerProcess, handler_environment, spawn_handler
@@ -116,25 +116,6 @@ async def test_sigterm_mid_drain_exits_zero_within_the_grace_period_and_undoes_n
     assert len(our_taints(n)) == 1
     assert record_of(n).events[event_id].phase is Phase.PROTECTED
     assert len(await pods_on(kube, node.name)) == 1
-
-
-def unreachable_kubeconfig(folder: Path, port: int) -> Path:
-    """A kubeconfig that parses but names ``port``, where nobody listens (``silent_port``): any request
-    to it would fail."""
-    path = folder / "kubeconfig"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{port}"}}],
-                "users": [{"name": "u", "user": {"token": "unused"}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "c",
-            }
-        )
-    )
-    return path
 
 
 async def refused(args: list[str], folder: Path, started: list[HandlerProcess]) -> HandlerProcess:

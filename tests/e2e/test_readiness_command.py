@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 from lightkube import AsyncClient
 
 from tests.support.cluster import (
@@ -23,7 +22,7 @@ from tests.support.cluster import (
     unique_suffix,
     wait_pdb_observed,
 )
-from tests.support.controlplane import ControlPlane
+from tests.support.controlplane import ControlPlane, unreachable_kubeconfig
 from tests.support.kubelet import FakeKubelet
 from tests.support.ports import silent_port
 
@@ -142,21 +141,8 @@ async def test_an_unknown_node_exits_2_with_a_suggestion(kube: AsyncClient, list
 
 
 async def test_an_unreachable_api_server_exits_3_saying_so(tmp_path: Path) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
     with silent_port() as port:
-        kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{port}"}}],
-                    "users": [{"name": "u", "user": {"token": "unused"}}],
-                    "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-                    "current-context": "c",
-                }
-            )
-        )
-        ran = await readiness(env={"KUBECONFIG": str(kubeconfig)})
+        ran = await readiness(env={"KUBECONFIG": str(unreachable_kubeconfig(tmp_path, port))})
     assert ran.code == 3
     first, hint = ran.err.splitlines()
     assert first.startswith("aks-node-termination-handler readiness: list ")

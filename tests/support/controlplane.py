@@ -603,3 +603,20 @@ def kubeconfig(
         "contexts": [{"name": user, "context": {"cluster": "aksnth-test", "user": user}}],
         "current-context": user,
     }
+
+
+def unreachable_kubeconfig(folder: Path, port: int) -> Path:
+    """A kubeconfig that parses but names ``port`` on 127.0.0.1, where nobody listens (bind it with
+    ``tests.support.ports.silent_port``): any request to it fails. No CA file, so the failure is the
+    connection's, never a missing file's."""
+    path = folder / "kubeconfig"
+    document = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{port}"}}],
+        "users": [{"name": "u", "user": {"token": "unused"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "c",
+    }
+    path.write_text(yaml.safe_dump(document))
+    return path

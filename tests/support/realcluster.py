@@ -35,9 +35,10 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
@@ -55,14 +56,13 @@ from tests.support.pki import write_client_certificate
 from tests.support.receivers import Receiver
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FABRIC_IP = "10.200.0.1"
-FABRIC_CIDR = "10.200.0.0/24"
 CLUSTER_POD_CIDR = "10.244.0.0/16"
 IMDS_IP = "169.254.169.254"
 SUBSCRIPTION_ID = "00000000-0000-4000-8000-000000000000"
 RESOURCE_GROUP = "mc_aksnth_real_westeurope"
-CLUSTER_NAME = "aksnth-real"
 SCALE_SET = "aks-spot-12345678-vmss"
 SPOT_TAINT = "kubernetes.azure.com/scalesetpriority=spot:NoSchedule"
 HANDLER_IMAGE = "localhost/aksnth:test"
@@ -281,14 +281,6 @@ class RealNode:
 
     # -- what tests use -------------------------------------------------------------------------
 
-    def log_path(self, component: str) -> Path:
-        return self.folder / f"{component}.log"
-
-    def crictl_like_containers(self) -> list[dict[str, str]]:
-        """Containers containerd runs for Kubernetes (`ctr -n k8s.io containers list`), as dicts."""
-        out = self.sandbox.run(["ctr", "-n", "k8s.io", "containers", "list", "-q"])
-        return [{"id": line} for line in out.split()]
-
     def iptables_rules(self) -> str:
         return self.sandbox.run(["iptables-save"])
 
@@ -299,9 +291,9 @@ class RealNode:
             raise ClusterError(f"{self.name} is not started")
         return process
 
-    def _wait(self, process: _NodeProcess, what: str, condition: object) -> None:
+    def _wait(self, process: _NodeProcess, what: str, condition: Callable[[], bool]) -> None:
         deadline = time.monotonic() + _READY_TIMEOUT_SECONDS
-        while not condition():  # type: ignore[operator]
+        while not condition():
             if not process.running:
                 raise ClusterError(
                     f"{self.name}: {process.name} exited; log {process.log_path}:\n{process.tail()}"
@@ -465,7 +457,7 @@ class RealNode:
         images = image_dir()
         for name in ("pause", "workload", "aksnth"):
             self.sandbox.run(
-                ["ctr", "-n", "k8s.io", "images", "import", "--no-unpack=false", str(images / f"{name}.tar")],
+                ["ctr", "-n", "k8s.io", "images", "import", str(images / f"{name}.tar")],
                 timeout=300,
             )
 
@@ -646,16 +638,11 @@ class RealCluster:
         )
         self.simulator = self._fabric_thread.call(simulator.start)
 
-    def in_fabric(self, fn, *args):  # type: ignore[no-untyped-def]
+    def in_fabric(self, fn: Callable[..., T], *args: object) -> T:
         """Runs `fn` in a thread inside the fabric network (sockets it makes live there)."""
         if self._fabric_thread is None:
             raise ClusterError("the cluster is not started")
         return self._fabric_thread.call(fn, *args)
-
-    async def in_fabric_async(self, fn, *args):  # type: ignore[no-untyped-def]
-        if self._fabric_thread is None:
-            raise ClusterError("the cluster is not started")
-        return await self._fabric_thread.acall(fn, *args)
 
     @contextlib.contextmanager
     def receiver(self, **kwargs: object) -> Iterator[Receiver]:
@@ -708,8 +695,6 @@ def install_command(release: str, namespace: str, extra: Sequence[str] = ()) -> 
 
 
 __all__ = [
-    "CLUSTER_NAME",
-    "FABRIC_CIDR",
     "HANDLER_IMAGE",
     "IMDS_IP",
     "KUBERNETES_SERVICE_IP",
