@@ -32,6 +32,7 @@ from tests.support.fleet import FleetShape
 from bench.drain import DrainCase, measure_drain
 from bench.fleet import FleetCase, fleet_lab, measure_fleet
 from bench.footprint import installed_size_mib, measure_footprint
+from bench.image_like import precompile
 from bench.lab import Lab
 from bench.node import NodeFootprintUnavailable, measure_node_footprint
 from bench.process import IMAGE_LIKE_TEMPLATE, OUR_TEMPLATE, PLACEHOLDERS, Implementation
@@ -245,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
             print("--candidate-name must differ from --name", file=sys.stderr)
             return 2
         implementations.append(Implementation(name=args.candidate_name, template=args.candidate))
+    if args.candidate == IMAGE_LIKE_TEMPLATE:
+        precompile()
     work_dir = Path(tempfile.mkdtemp(prefix="aksnth-bench-"))
     began = time.monotonic()
     started_at = dt.datetime.now(dt.UTC)

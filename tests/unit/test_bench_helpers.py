@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from bench.audit import AuditedRequest, audit_policy, between, count_by_kind, read_audit_log
 from bench.fleet import _peak_rate
-from bench.process import OUR_TEMPLATE, command_line
+from bench.process import OUR_TEMPLATE, _on_cpu_nanoseconds, command_line
 from bench.readiness import most_within
 from bench.report import Budget, render, rows
 from bench.stats import percentile, summary
@@ -233,3 +235,14 @@ def test_the_installed_size_counts_the_locked_runtime_and_the_project(tmp_path: 
     size = installed_size_mib()
     assert size is not None and size > 1.0
     assert installed_size_mib(tmp_path / "no.lock") is None
+
+
+def test_on_cpu_time_comes_from_schedstat_in_nanoseconds_and_grows_with_work() -> None:
+    before = _on_cpu_nanoseconds(os.getpid())
+    assert before is not None and before > 0
+    spent = time.thread_time()
+    while time.thread_time() - spent < 0.05:  # 50 ms on a CPU, however busy the machine is
+        pass
+    time.sleep(0.001)  # schedstat is brought up to date when the thread leaves the CPU
+    after = _on_cpu_nanoseconds(os.getpid())
+    assert after is not None and after - before >= 40_000_000
