@@ -29,6 +29,7 @@ import binascii
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import tempfile
@@ -210,13 +211,29 @@ class _ServerNameContext(ssl.SSLContext):
 
     server_name: str
 
-    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
-        kwargs["server_hostname"] = self.server_name
-        return super().wrap_socket(*args, **kwargs)
+    # The signatures of ssl.SSLContext's, whose callers pass server_hostname by position or by name.
+    def wrap_socket(  # noqa: PLR0917 - the signature of the method it overrides
+        self,
+        sock: socket.socket,
+        server_side: bool = False,
+        do_handshake_on_connect: bool = True,
+        suppress_ragged_eofs: bool = True,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLSocket:
+        return super().wrap_socket(
+            sock, server_side, do_handshake_on_connect, suppress_ragged_eofs, self.server_name, session
+        )
 
-    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
-        kwargs["server_hostname"] = self.server_name
-        return super().wrap_bio(*args, **kwargs)
+    def wrap_bio(
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        return super().wrap_bio(incoming, outgoing, server_side, self.server_name, session)
 
 
 def _tls(
