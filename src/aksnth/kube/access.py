@@ -28,6 +28,7 @@ import base64
 import binascii
 import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -63,12 +64,14 @@ _MAX_TEXT_CHARS: Final = 300
 class ClusterAccess:
     """Everything needed to send requests to one API server."""
 
-    server: str  # base URL without trailing slash, e.g. https://10.0.0.1:443
-    name: str  # the kubeconfig's cluster name, or "in-cluster": for messages and labels
-    ssl_context: (
-        ssl.SSLContext | None
-    )  # for https servers (CA, client certificate, insecure); None for http://
-    auth: httpx2.Auth | None  # bearer token, basic or exec plugin; None: no credentials
+    #: Base URL without a trailing slash, e.g. ``https://10.0.0.1:443``.
+    server: str
+    #: The kubeconfig's cluster name, or ``in-cluster``: for messages and labels.
+    name: str
+    #: For https servers: the CA (or no verification), the client certificate. None for http://.
+    ssl_context: ssl.SSLContext | None
+    #: Bearer token (a token file re-read), basic, exec plugin; None: no credentials.
+    auth: httpx2.Auth | None
 
 
 def load_access(
@@ -98,7 +101,7 @@ def _in_cluster(account_dir: Path) -> ClusterAccess:
     try:
         auth = TokenFileAuth(token_file)
     except OSError as exc:
-        raise ConfigError(f"{where}: cannot be loaded: {_one_line(exc)}") from exc
+        raise ConfigError(f"{where}: cannot be loaded: {_detail(exc)}") from exc
     ssl_context = _tls(IN_CLUSTER_NAME, ca_file=account_dir / "ca.crt")
     return ClusterAccess(
         server=f"https://{host}:{port}", name=IN_CLUSTER_NAME, ssl_context=ssl_context, auth=auth
@@ -117,7 +120,7 @@ def _from_kubeconfig(kubeconfig: str, context: str) -> ClusterAccess:
     try:
         document = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"-kubeconfig {kubeconfig}: cannot be loaded: {_one_line(exc)}") from exc
+        raise ConfigError(f"-kubeconfig {kubeconfig}: cannot be loaded: {_detail(exc)}") from exc
     try:
         return _select(document, kubeconfig=kubeconfig, context=context, base=path.resolve().parent)
     except _Malformed as exc:
@@ -254,28 +257,40 @@ def _tls(
     if insecure and (ca_file or ca_data):
         # As client-go: a CA that is then not checked is a mistake worth reporting.
         raise ConfigError(f"{where}: a certificate authority and insecure-skip-tls-verify exclude each other")
+    if bool(cert_file or cert_data) != bool(key_file or key_data):
+        raise ConfigError(f"{where}: a client certificate needs both a certificate and a key")
     # PROTOCOL_TLS_CLIENT verifies the certificate and the host name, as create_default_context does.
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if server_name:
         named = _ServerNameContext(ssl.PROTOCOL_TLS_CLIENT)
         named.server_name = server_name
         context = named
+    step = "the system's trust store"  # what was being loaded, for the message
     try:
         if insecure:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         elif ca_file is not None:
+            step = f"certificate-authority {ca_file}"
+            _check_readable(ca_file)  # ssl's own error would not name the file
             context.load_verify_locations(cafile=ca_file)
         elif ca_data is not None:
+            step = "certificate-authority-data"
             # PEM text or DER bytes, as the field may hold either.
             pem = ca_data.lstrip().startswith(b"-----")
             context.load_verify_locations(cadata=ca_data.decode("ascii") if pem else ca_data)
         else:
             context.load_default_certs(ssl.Purpose.SERVER_AUTH)
         if cert_file or cert_data or key_file or key_data:
+            step = "client certificate"
+            for path in (cert_file, key_file):
+                if path is not None:
+                    step = f"client certificate {path}"
+                    _check_readable(path)
+            step = "client certificate and key (PEM, a matching pair)"
             _load_client_certificate(context, cert_file, cert_data, key_file, key_data)
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-        raise ConfigError(f"{where}: {_one_line(exc)}") from exc
+        raise ConfigError(f"{where}: {step}: {_detail(exc, name_file=False)}") from exc
     return context
 
 
@@ -286,8 +301,6 @@ def _load_client_certificate(
     key_file: Path | None,
     key_data: bytes | None,
 ) -> None:
-    if not (cert_file or cert_data) or not (key_file or key_data):
-        raise ValueError("a client certificate needs both a certificate and a key")
     if cert_data is None and key_data is None:
         context.load_cert_chain(certfile=cert_file, keyfile=key_file)  # type: ignore[arg-type]
         return
@@ -299,6 +312,11 @@ def _load_client_certificate(
         if key_data is not None:
             key_file = _private_file(Path(folder) / "client.key", key_data)
         context.load_cert_chain(certfile=cert_file, keyfile=key_file)  # type: ignore[arg-type]
+
+
+def _check_readable(path: Path) -> None:
+    with path.open("rb"):
+        pass
 
 
 def _private_file(path: Path, data: bytes) -> Path:
@@ -384,7 +402,7 @@ def _user_auth(
             try:
                 return TokenFileAuth(token_file)
             except OSError as exc:
-                raise ConfigError(f"{where}: tokenFile: {_one_line(exc)}") from exc
+                raise ConfigError(f"{where}: tokenFile: {_detail(exc)}") from exc
         if user.get("token"):
             return BearerAuth(_text(user, "token", where))
         if user.get("username") or user.get("password"):
@@ -525,7 +543,7 @@ def _exec_cluster(cluster: Mapping[str, Any], server: str, base: Path) -> dict[s
         try:
             info["certificate-authority-data"] = base64.b64encode(ca_file.read_bytes()).decode("ascii")
         except OSError as exc:
-            raise ConfigError(f"certificate-authority: {_one_line(exc)}") from exc
+            raise _Malformed(f"certificate-authority for the exec plugin: {_detail(exc)}") from exc
     for extension in cluster.get("extensions") or []:
         if isinstance(extension, dict) and extension.get("name") == "client.authentication.k8s.io/exec":
             info["config"] = extension.get("extension")
@@ -591,7 +609,7 @@ class ExecAuth(httpx2.Auth):
                     stderr=subprocess.PIPE,
                 )
             except OSError as exc:
-                raise KubeUnavailable(f"exec plugin {self._name} cannot be run: {_one_line(exc)}") from exc
+                raise KubeUnavailable(f"exec plugin {self._name} cannot be run: {_detail(exc)}") from exc
             try:
                 async with asyncio.timeout(self._timeout_seconds):
                     stdout, stderr = await process.communicate()
@@ -624,7 +642,7 @@ class ExecAuth(httpx2.Auth):
                     f"exec plugin {self._name}: no answer within {self._timeout_seconds:g}s"
                 ) from None
             except OSError as exc:
-                raise KubeUnavailable(f"exec plugin {self._name} cannot be run: {_one_line(exc)}") from exc
+                raise KubeUnavailable(f"exec plugin {self._name} cannot be run: {_detail(exc)}") from exc
             self._credential = self._parse(done.returncode, done.stdout, done.stderr)
             return self._credential.header
 
@@ -682,6 +700,16 @@ class ExecAuth(httpx2.Auth):
         if response.status_code == 401:
             request.headers["Authorization"] = await self._header_async(stale=sent)
             yield request
+
+
+def _detail(exc: Exception, *, name_file: bool = True) -> str:
+    """An error's text for a message: ``FILE: reason`` for OS errors, without ssl's source position."""
+    text = str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+        if name_file and exc.filename:
+            text = f"{exc.filename}: {text}"
+    return _one_line(re.sub(r"\s*\(_ssl\.c:\d+\)$", "", text))
 
 
 def _one_line(value: object, limit: int = _MAX_TEXT_CHARS) -> str:
