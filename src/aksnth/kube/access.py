@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import os
 import re
@@ -619,7 +620,8 @@ class ExecAuth(httpx2.Auth):
                 ) from None
             finally:
                 if process.returncode is None:  # timed out or cancelled: do not leave it running
-                    process.kill()
+                    with contextlib.suppress(ProcessLookupError):  # it ended in between
+                        process.kill()
                     await asyncio.shield(process.wait())
             self._credential = self._parse(process.returncode, stdout, stderr)
             return self._credential.header

@@ -559,3 +559,22 @@ def test_exec_plugin_in_a_relative_path_and_the_sync_flow(tmp_path: Path, plugin
             "tls-server-name": "api",
         },
     }
+
+
+async def test_a_hanging_exec_plugin_is_killed_and_reported(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    script = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    auth = ExecAuth([sys.executable, "-c", script], env=os.environ, api_version=EXEC_V1, timeout_seconds=1.5)
+    transport, seen = recorder()
+    with pytest.raises(KubeUnavailable, match=r"exec plugin .*python.*: no answer within 1.5s$"):
+        await get(auth, transport)
+    assert seen == []
+    with pytest.raises(ProcessLookupError):  # killed and reaped, not left behind
+        os.kill(int(pid_file.read_text()), 0)
+
+
+async def test_an_exec_plugin_that_vanished_since_loading_is_reported(tmp_path: Path) -> None:
+    auth = ExecAuth([str(tmp_path / "gone")], env=os.environ, api_version=EXEC_V1)
+    transport, _ = recorder()
+    with pytest.raises(KubeUnavailable, match=r"exec plugin \S+/gone cannot be run: \S+/gone: No such file"):
+        await get(auth, transport)
