@@ -475,15 +475,14 @@ async def test_exec_plugin_token_is_cached_and_the_plugin_told_its_context(
 
 async def test_exec_plugin_is_rerun_when_its_token_expires(tmp_path: Path, plugin: Path) -> None:
     expires = datetime(2030, 1, 1, tzinfo=UTC)
-    access = load_access(str(exec_kubeconfig(tmp_path, plugin, PLUGIN_EXPIRES="2030-01-01T00:00:00Z")))
-    assert isinstance(access.auth, ExecAuth)
+    env = {**os.environ, "PLUGIN_RUNS": str(tmp_path / "runs"), "PLUGIN_EXPIRES": "2030-01-01T00:00:00Z"}
     now = [expires - timedelta(hours=1)]
-    access.auth._now = lambda: now[0]
+    auth = ExecAuth([str(plugin), EXEC_V1], env=env, api_version=EXEC_V1, now=lambda: now[0])
     transport, seen = recorder()
-    await get(access.auth, transport)
-    await get(access.auth, transport)
+    await get(auth, transport)
+    await get(auth, transport)
     now[0] = expires - timedelta(seconds=1)  # within the margin: renewed before it expires
-    await get(access.auth, transport)
+    await get(auth, transport)
     assert seen == ["Bearer exec-1", "Bearer exec-1", "Bearer exec-2"]
 
 
