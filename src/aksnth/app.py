@@ -92,8 +92,8 @@ async def run(
         # now, and the handler's first fetch takes its answer once the node has been read.
         imds.start_first_poll()
         await imds.first_poll_head_start(FIRST_POLL_HEAD_START_SECONDS)
-        # Loaded once the first poll is out: lightkube and the handler's Kubernetes side are a fifth
-        # of start-up's imports (about 45 ms), and the first poll needs none of them.
+        # Loaded once the first poll is out: the handler's Kubernetes side is a good part of
+        # start-up's imports, and the first poll needs none of it.
         from aksnth.handler import Handler  # noqa: PLC0415
         from aksnth.kube.client import open_client  # noqa: PLC0415
         from aksnth.kube.events import EventRecorder  # noqa: PLC0415

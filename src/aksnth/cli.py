@@ -149,10 +149,11 @@ def _run_subcommand(name: str, argv: list[str]) -> int:
 
 
 #: Modules the handler process never needs although its libraries would load them. ``h2`` (with
-#: ``hpack`` and ``hyperframe``): lightkube asks for ``httpx2[http2]``, and httpcore2 imports its
-#: HTTP/2 connection class whenever h2 is installed, yet every client here speaks HTTP/1.1 (the API
-#: server, IMDS, webhooks, Telegram). Marked missing, httpcore2 falls back to its "h2 is not
-#: installed" stand-in: 1.3 MiB of RSS and about 10 ms of start-up less (``import httpcore2``).
+#: ``hpack`` and ``hyperframe``): the image does not install it, but an environment that does (the
+#: tests' lightkube asks for ``httpx2[http2]``) makes httpcore2 import its HTTP/2 connection class,
+#: yet every client here speaks HTTP/1.1 (the API server, IMDS, webhooks, Telegram). Marked missing,
+#: httpcore2 falls back to its "h2 is not installed" stand-in: 1.3 MiB of RSS and about 10 ms of
+#: start-up less (``import httpcore2``), wherever the handler runs.
 UNUSED_MODULES: Final = ("h2",)
 
 

@@ -1,7 +1,8 @@
 """The project's own error tree.
 
-Library errors (httpx2, lightkube, yaml) are translated into these at the edge modules, with the
-original chained as ``__cause__``; everything above the edges catches only these.
+Library errors (httpx2, yaml) and the Kubernetes API's error answers are translated into these at the
+edge modules, with the original chained as ``__cause__``; everything above the edges catches only
+these.
 """
 
 from __future__ import annotations

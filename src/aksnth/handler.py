@@ -18,8 +18,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from lightkube import AsyncClient
-
 from aksnth import policy
 from aksnth.azure.imds import ImdsClient, PollBackoff
 from aksnth.azure.resource_name import resource_name_from_provider_id
@@ -40,7 +38,7 @@ from aksnth.kube import events as kube_events
 from aksnth.kube import keys
 from aksnth.kube import node as kube_node
 from aksnth.kube import peers as kube_peers
-from aksnth.kube import warmup as kube_warmup
+from aksnth.kube.api import KubeClient
 from aksnth.kube.conditions import PHASE_IGNORED, ConditionWriter, ListedEvent
 from aksnth.kube.keys import SCHEDULED_EVENT_CONDITION
 from aksnth.kube.record import EventRecord, NodeRecord, Phase
@@ -72,7 +70,7 @@ class Handler:
         *,
         settings: Settings,
         imds: ImdsClient,
-        kube: AsyncClient,
+        kube: KubeClient,
         notifier: Notifier | None,
         health: Health,
         recorder: kube_events.EventRecorder,
@@ -199,7 +197,6 @@ class Handler:
             )
         )
         backoff = PollBackoff(self._settings.imds.poll_interval_seconds)
-        warmed = False
         errors = metrics.ERROR_READING_ENDPOINT.labels(node=self._node_name, resource=self.resource_name)
         while not self.exit_requested.is_set():
             self._health.beat()
@@ -221,9 +218,6 @@ class Handler:
                 metrics.DOCUMENT_INCARNATION.set(document.incarnation)
                 delay = backoff.on_success()
                 self.on_document(document)
-                if not warmed:  # after the first poll: start-up is not delayed, the first event is not
-                    warmed = True
-                    kube_warmup.warm_up_decoders()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.exit_requested.wait(), timeout=delay)
 

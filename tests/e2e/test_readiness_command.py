@@ -176,7 +176,7 @@ async def test_a_user_without_rights_exits_3_naming_what_to_grant(
         (["-o=yaml"], "-o: unknown output format 'yaml'"),
         (["-node=a", "-l=b"], "give -node or -selector, not both"),
         (["-l=a b"], "-selector: selector 'a b': unexpected 'b' after 'a'"),
-        (["-context=nope"], "Context 'nope' not found"),
+        (["-context=nope"], "no context 'nope' (contexts:"),
         (["node-a"], "unexpected argument 'node-a': name a node with -node"),
     ],
 )

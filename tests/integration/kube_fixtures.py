@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from lightkube import AsyncClient
 
 from aksnth.config import KubeSettings
+from aksnth.kube.api import KubeClient
 from aksnth.kube.client import open_client
 from aksnth.model import EventStatus, EventType, ScheduledEvent
 from tests.support.chart import HANDLER_ACCOUNT_PREFIX, handler_cluster_rules
@@ -19,15 +20,21 @@ from tests.support.controlplane import ControlPlane
 
 @asynccontextmanager
 async def handler_client(
-    kube: AsyncClient, control_plane: ControlPlane, namespace: str, chart_values: tuple[str, ...] = ()
-) -> AsyncIterator[AsyncClient]:
-    """The client the handler opens (``open_client``), as a ServiceAccount with the rights the chart
-    grants when installed with ``chart_values`` (none: its defaults)."""
+    kube: AsyncClient,
+    control_plane: ControlPlane,
+    namespace: str,
+    chart_values: tuple[str, ...] = (),
+    *,
+    account: str = "",
+) -> AsyncIterator[KubeClient]:
+    """The client the handler opens (``open_client``), as ServiceAccount ``namespace/account`` (a new
+    name when not given) with the rights the chart grants when installed with ``chart_values`` (none:
+    its defaults)."""
     path = await service_account_kubeconfig(
         kube,
         control_plane,
         namespace=namespace,
-        name=f"{HANDLER_ACCOUNT_PREFIX}{unique_suffix()}",
+        name=account or f"{HANDLER_ACCOUNT_PREFIX}{unique_suffix()}",
         cluster_rules=handler_cluster_rules(chart_values),
     )
     client = open_client(KubeSettings(kubeconfig=str(path), node_name="unused", request_timeout_seconds=10.0))

@@ -10,6 +10,7 @@ import pytest
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Event, Pod
 
+from aksnth.kube.api import KubeClient
 from aksnth.kube.drain import PodProgress, drain_node
 from aksnth.kube.drainplan import DrainOutcome
 from aksnth.kube.events import REASON_POD_EVICTED, EventRecorder
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.controlplane
 @pytest.fixture
 async def handler_kube(
     kube: AsyncClient, control_plane: ControlPlane, namespace: str, handler_chart_values: tuple[str, ...]
-) -> AsyncIterator[AsyncClient]:
+) -> AsyncIterator[KubeClient]:
     async with handler_client(kube, control_plane, namespace, handler_chart_values) as client:
         yield client
 
@@ -47,7 +48,7 @@ async def running(kube: AsyncClient, namespace: str, *names: str) -> None:
 
 
 async def test_drain_of_a_mixed_node_honours_order_skips_and_the_pdb(
-    kube: AsyncClient, handler_kube: AsyncClient, namespace: str
+    kube: AsyncClient, handler_kube: KubeClient, namespace: str
 ):
     node = await create_aks_node(kube)
     spare = await create_aks_node(kube)  # where "the ReplicaSet controller" puts replacements
@@ -153,7 +154,7 @@ async def test_drain_of_a_mixed_node_honours_order_skips_and_the_pdb(
 
 
 async def test_a_pdb_that_never_allows_disruption_times_out_naming_the_pod(
-    kube: AsyncClient, handler_kube: AsyncClient, namespace: str
+    kube: AsyncClient, handler_kube: KubeClient, namespace: str
 ):
     node = await create_aks_node(kube)
     async with FakeKubelet(kube, node=node.name):
@@ -183,7 +184,7 @@ async def test_a_pdb_that_never_allows_disruption_times_out_naming_the_pod(
 
 @pytest.mark.chart_values(*ALLOW_POD_DELETE)
 async def test_disable_eviction_deletes_even_what_a_pdb_protects(
-    kube: AsyncClient, handler_kube: AsyncClient, namespace: str
+    kube: AsyncClient, handler_kube: KubeClient, namespace: str
 ):
     node = await create_aks_node(kube)
     async with FakeKubelet(kube, node=node.name):
@@ -207,7 +208,7 @@ async def test_disable_eviction_deletes_even_what_a_pdb_protects(
 
 
 async def test_dry_run_lists_what_it_would_evict_and_changes_nothing(
-    kube: AsyncClient, handler_kube: AsyncClient, namespace: str
+    kube: AsyncClient, handler_kube: KubeClient, namespace: str
 ):
     node = await create_aks_node(kube)
     await create_pod(kube, namespace, node, name="app")
@@ -229,7 +230,7 @@ async def test_dry_run_lists_what_it_would_evict_and_changes_nothing(
 
 
 async def test_a_pod_that_does_not_terminate_in_time_is_reported_as_still_terminating(
-    kube: AsyncClient, handler_kube: AsyncClient, namespace: str
+    kube: AsyncClient, handler_kube: KubeClient, namespace: str
 ):
     node = await create_aks_node(kube)
     async with FakeKubelet(kube, node=node.name, deletion_delay_seconds=3600):
@@ -249,7 +250,7 @@ async def test_a_pod_that_does_not_terminate_in_time_is_reported_as_still_termin
     assert result.evicted == (f"{namespace}/slow",)
 
 
-async def test_an_empty_node_is_drained_at_once(kube: AsyncClient, handler_kube: AsyncClient):
+async def test_an_empty_node_is_drained_at_once(kube: AsyncClient, handler_kube: KubeClient):
     node = await create_aks_node(kube)
     result = await drain_node(
         handler_kube,

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import pytest
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Pod
 from lightkube.resources.flowcontrol_apiserver_v1 import FlowSchema, PriorityLevelConfiguration
 
+from aksnth.kube.api import KubeClient
 from aksnth.kube.drain import drain_node
 from aksnth.kube.drainplan import DrainOutcome
 from aksnth.observe.metrics import EVICTIONS
 from tests.integration.kube_fixtures import handler_client
+from tests.support.chart import HANDLER_ACCOUNT_PREFIX
 from tests.support.cluster import create_aks_node, create_pods, eventually, unique_suffix
 from tests.support.controlplane import ControlPlane
 from tests.support.kubelet import FakeKubelet
@@ -27,25 +30,26 @@ pytestmark = pytest.mark.controlplane
 PODS = 40
 
 
+@dataclass(frozen=True)
+class HandlerKube:
+    client: KubeClient
+    namespace: str  # of the ServiceAccount it authenticates as
+    account: str
+
+
 @pytest.fixture
 async def handler_kube(
     kube: AsyncClient, control_plane: ControlPlane, namespace: str
-) -> AsyncIterator[AsyncClient]:
-    async with handler_client(kube, control_plane, namespace) as client:
-        yield client
+) -> AsyncIterator[HandlerKube]:
+    account = f"{HANDLER_ACCOUNT_PREFIX}{unique_suffix()}"
+    async with handler_client(kube, control_plane, namespace, account=account) as client:
+        yield HandlerKube(client=client, namespace=namespace, account=account)
 
 
-def account_of(client: AsyncClient) -> tuple[str, str]:
-    """The ServiceAccount (namespace, name) a handler client authenticates as, from its kubeconfig
-    (whose user is named system:serviceaccount:<namespace>:<name>)."""
-    _, _, namespace, name = client.config.context.user.split(":")
-    return namespace, name
-
-
-async def squeeze(kube: AsyncClient, handler: AsyncClient) -> str:
+async def squeeze(kube: AsyncClient, handler: HandlerKube) -> str:
     """A priority level with the smallest share and no queue, and a flow schema that puts the
     handler's ServiceAccount in it; returns the flow schema's uid once the API server applies it."""
-    namespace, name = account_of(handler)
+    namespace, name = handler.namespace, handler.account
     level = f"squeezed-{unique_suffix()}"
     await kube.create(
         PriorityLevelConfiguration.from_dict(
@@ -93,14 +97,14 @@ async def squeeze(kube: AsyncClient, handler: AsyncClient) -> str:
 
 
 async def test_rejections_by_api_priority_and_fairness_are_waited_out_and_never_taken_for_a_budget(
-    kube: AsyncClient, handler_kube: AsyncClient, namespace: str
+    kube: AsyncClient, handler_kube: HandlerKube, namespace: str
 ):
     node = await create_aks_node(kube)
     uid = await squeeze(kube, handler_kube)
 
     async def applied() -> bool:
         # The API server names the flow schema that classified a request in a response header.
-        response = await handler_kube._client._client.get(f"/api/v1/namespaces/{namespace}/pods")
+        response = await handler_kube.client.http.get(f"/api/v1/namespaces/{namespace}/pods")
         return response.headers.get("X-Kubernetes-PF-FlowSchema-UID") == uid
 
     await eventually(applied, what="the API server to apply the squeezing flow schema")
@@ -110,7 +114,7 @@ async def test_rejections_by_api_priority_and_fairness_are_waited_out_and_never_
         refused_before = EVICTIONS.labels(result="throttled_retried")._value.get()
         evicted_before = EVICTIONS.labels(result="evicted")._value.get()
         deadline = asyncio.get_running_loop().time() + 60
-        result = await drain_node(handler_kube, node.name, deadline=deadline, last_resort=True)
+        result = await drain_node(handler_kube.client, node.name, deadline=deadline, last_resort=True)
         left = [p async for p in kube.list(Pod, namespace=namespace, fields={"spec.nodeName": node.name})]
 
     refused = EVICTIONS.labels(result="throttled_retried")._value.get() - refused_before

@@ -9,6 +9,7 @@ import pytest
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Event
 
+from aksnth.kube.api import KubeClient
 from aksnth.kube.events import REASON_CORDONED, REASON_POD_EVICTED, EventRecorder, ObjectRef
 from tests.integration.kube_fixtures import handler_client
 from tests.support.cluster import create_aks_node, create_pod
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.controlplane
 @pytest.fixture
 async def handler_kube(
     kube: AsyncClient, control_plane: ControlPlane, namespace: str
-) -> AsyncIterator[AsyncClient]:
+) -> AsyncIterator[KubeClient]:
     async with handler_client(kube, control_plane, namespace) as client:
         yield client
 
@@ -35,7 +36,7 @@ async def node_events(kube: AsyncClient, node_name: str) -> list[Event]:
     return [e async for e in kube.list(Event, namespace="default", fields=fields)]
 
 
-async def test_repeats_aggregate_into_one_event_with_a_count(kube: AsyncClient, handler_kube: AsyncClient):
+async def test_repeats_aggregate_into_one_event_with_a_count(kube: AsyncClient, handler_kube: KubeClient):
     node = await create_aks_node(kube)
     recorder = EventRecorder(handler_kube, host=node.name)
 
@@ -57,7 +58,7 @@ async def test_repeats_aggregate_into_one_event_with_a_count(kube: AsyncClient, 
 
 
 async def test_an_event_on_a_pod_lives_in_its_namespace(
-    kube: AsyncClient, handler_kube: AsyncClient, namespace: str
+    kube: AsyncClient, handler_kube: KubeClient, namespace: str
 ):
     node = await create_aks_node(kube)
     pod = await create_pod(kube, namespace, node, name="app")
@@ -76,7 +77,7 @@ async def test_an_event_on_a_pod_lives_in_its_namespace(
 
 
 async def test_a_failure_is_counted_and_logged_never_raised(
-    kube: AsyncClient, handler_kube: AsyncClient, caplog
+    kube: AsyncClient, handler_kube: KubeClient, caplog
 ):
     node = await create_aks_node(kube)
     recorder = EventRecorder(handler_kube, host=node.name)

@@ -16,6 +16,7 @@ from lightkube import ApiError, AsyncClient
 from lightkube.resources.core_v1 import Event, Pod
 
 from aksnth.errors import KubeError
+from aksnth.kube.api import KubeClient
 from aksnth.kube.drain import PodProgress, drain_node
 from aksnth.kube.drainplan import DrainOutcome, last_resort_at
 from aksnth.kube.events import REASON_LAST_RESORT_STOP, EventRecorder
@@ -43,7 +44,7 @@ POD_GRACE_SECONDS = 2
 @pytest.fixture
 async def handler_kube(
     kube: AsyncClient, control_plane: ControlPlane, namespace: str
-) -> AsyncIterator[AsyncClient]:
+) -> AsyncIterator[KubeClient]:
     async with handler_client(kube, control_plane, namespace) as client:
         yield client
 
@@ -91,7 +92,7 @@ async def guarded_pod(kube: AsyncClient, namespace: str, node: str, name: str, *
 
 
 async def test_a_pod_a_budget_never_lets_go_is_stopped_with_its_grace_period_before_the_deadline(
-    kube: AsyncClient, handler_kube: AsyncClient, namespace: str
+    kube: AsyncClient, handler_kube: KubeClient, namespace: str
 ):
     """minAvailable 1 over one pod: every eviction is refused. At deadline - grace - margin the pod is
     deleted with its grace period (2 s, a third of the window): its deletion carries that grace, is
@@ -142,7 +143,7 @@ async def test_a_pod_a_budget_never_lets_go_is_stopped_with_its_grace_period_bef
 
 
 async def test_without_the_last_resort_the_pod_a_budget_protects_stays(
-    kube: AsyncClient, handler_kube: AsyncClient, namespace: str
+    kube: AsyncClient, handler_kube: KubeClient, namespace: str
 ):
     """The same budget, ``last_resort=False``: the drain times out and the pod is never deleted."""
     node = await create_aks_node(kube)
@@ -161,7 +162,7 @@ async def test_without_the_last_resort_the_pod_a_budget_protects_stays(
 
 
 async def test_a_pod_whose_eviction_fails_for_another_reason_is_never_stopped(
-    kube: AsyncClient, handler_kube: AsyncClient, namespace: str
+    kube: AsyncClient, handler_kube: KubeClient, namespace: str
 ):
     """Two budgets over one pod: the Eviction API answers 500 (it supports one budget per pod), not a
     budget's 429, so the last resort does not apply and the pod stays."""
@@ -182,12 +183,12 @@ async def test_a_pod_whose_eviction_fails_for_another_reason_is_never_stopped(
 
 
 async def test_a_deletion_with_a_stale_uid_is_refused_and_leaves_the_namesake(
-    kube: AsyncClient, handler_kube: AsyncClient, namespace: str
+    kube: AsyncClient, handler_kube: KubeClient, namespace: str
 ):
     """delete_pod carries the UID precondition: a pod recreated under the same name is not deleted."""
     node = await create_aks_node(kube)
     first = await create_pod(kube, namespace, node, name="web-0")
-    listed = pod_info(first)
+    listed = pod_info(first.to_dict())
     await kube.delete(Pod, "web-0", namespace=namespace, grace_period=0)
     await create_pod(kube, namespace, node, name="web-0")  # the namesake, with another uid
 

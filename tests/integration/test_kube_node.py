@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 from aksnth.config import TaintEffect
 from aksnth.errors import NodeNotFound
 from aksnth.kube import node as kube_node
+from aksnth.kube.api import KubeClient
 from aksnth.kube.keys import EXCLUDE_FROM_LB_LABEL, STATE_ANNOTATION
 from aksnth.kube.record import NodeRecord, Phase
 from aksnth.model import EventType
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.controlplane
 @pytest.fixture
 async def handler_kube(
     kube: AsyncClient, control_plane: ControlPlane, namespace: str
-) -> AsyncIterator[AsyncClient]:
+) -> AsyncIterator[KubeClient]:
     async with handler_client(kube, control_plane, namespace) as client:
         yield client
 
@@ -42,7 +43,7 @@ def taints_of(node: Node) -> list[tuple[str, str | None, str]]:
 
 
 async def test_read_node_gives_boot_id_provider_id_and_annotations(
-    kube: AsyncClient, handler_kube: AsyncClient
+    kube: AsyncClient, handler_kube: KubeClient
 ):
     aks = await create_aks_node(kube)
     snapshot = await kube_node.read_node(handler_kube, aks.name)
@@ -52,13 +53,13 @@ async def test_read_node_gives_boot_id_provider_id_and_annotations(
     assert snapshot.labels["kubernetes.azure.com/scalesetpriority"] == "spot"
 
 
-async def test_a_missing_node_is_node_not_found(handler_kube: AsyncClient):
+async def test_a_missing_node_is_node_not_found(handler_kube: KubeClient):
     with pytest.raises(NodeNotFound, match="get node no-such-node"):
         await kube_node.read_node(handler_kube, "no-such-node")
 
 
 async def test_protect_is_idempotent_and_never_duplicates_the_taint(
-    kube: AsyncClient, handler_kube: AsyncClient
+    kube: AsyncClient, handler_kube: KubeClient
 ):
     aks = await create_aks_node(kube)
     event = scheduled_event(kind=EventType.PREEMPT)
@@ -85,7 +86,7 @@ async def test_protect_is_idempotent_and_never_duplicates_the_taint(
     assert record.events[event.event_id].phase is Phase.PROTECTED
 
 
-async def test_no_execute_taint_only_after_the_drain_and_once(kube: AsyncClient, handler_kube: AsyncClient):
+async def test_no_execute_taint_only_after_the_drain_and_once(kube: AsyncClient, handler_kube: KubeClient):
     aks = await create_aks_node(kube)
     event = scheduled_event(kind=EventType.TERMINATE)
     await kube_node.protect_node(
@@ -104,7 +105,7 @@ async def test_no_execute_taint_only_after_the_drain_and_once(kube: AsyncClient,
     assert ours == [(f"{OUR_TAINT_PREFIX}terminate", event.event_id, "NoExecute")]
 
 
-async def test_give_back_undoes_our_cordon_label_and_taint(kube: AsyncClient, handler_kube: AsyncClient):
+async def test_give_back_undoes_our_cordon_label_and_taint(kube: AsyncClient, handler_kube: KubeClient):
     aks = await create_aks_node(kube)
     event = scheduled_event(kind=EventType.REBOOT)
     await kube_node.protect_node(
@@ -129,7 +130,7 @@ async def test_give_back_undoes_our_cordon_label_and_taint(kube: AsyncClient, ha
 
 
 async def test_an_admin_cordoned_node_stays_cordoned_after_give_back(
-    kube: AsyncClient, handler_kube: AsyncClient
+    kube: AsyncClient, handler_kube: KubeClient
 ):
     aks = await create_aks_node(kube, unschedulable=True)
     event = scheduled_event(kind=EventType.FREEZE)
@@ -152,7 +153,7 @@ async def test_an_admin_cordoned_node_stays_cordoned_after_give_back(
     assert not [t for t in taints_of(node) if t[0].startswith(OUR_TAINT_PREFIX)]
 
 
-async def test_dry_run_writes_nothing(kube: AsyncClient, handler_kube: AsyncClient):
+async def test_dry_run_writes_nothing(kube: AsyncClient, handler_kube: KubeClient):
     aks = await create_aks_node(kube)
     before = await kube.get(Node, aks.name)
     event = scheduled_event()
@@ -178,7 +179,7 @@ async def test_dry_run_writes_nothing(kube: AsyncClient, handler_kube: AsyncClie
 
 
 async def test_a_concurrent_writer_409_is_retried_and_its_change_kept(
-    kube: AsyncClient, handler_kube: AsyncClient, control_plane: ControlPlane
+    kube: AsyncClient, handler_kube: KubeClient, control_plane: ControlPlane
 ):
     aks = await create_aks_node(kube)
     event = scheduled_event()
@@ -205,7 +206,7 @@ async def test_a_concurrent_writer_409_is_retried_and_its_change_kept(
 
 
 async def test_requests_are_counted_with_the_api_servers_host_and_port_as_cluster(
-    kube: AsyncClient, handler_kube: AsyncClient, control_plane: ControlPlane
+    kube: AsyncClient, handler_kube: KubeClient, control_plane: ControlPlane
 ):
     """``cluster`` is what client-go (and so the Go version) puts there: the server URL's host:port."""
     aks = await create_aks_node(kube)
@@ -217,7 +218,7 @@ async def test_requests_are_counted_with_the_api_servers_host_and_port_as_cluste
 
 
 async def test_node_pods_for_templates_are_the_go_versions_list(
-    kube: AsyncClient, handler_kube: AsyncClient, namespace: str
+    kube: AsyncClient, handler_kube: KubeClient, namespace: str
 ):
     """``.NodePods`` is what the Go version computed from the same API server: the names of the pods
     whose ``spec.nodeName`` is the node, in the order of a cluster-wide list, without the pods whose

@@ -12,6 +12,7 @@ from lightkube.resources.core_v1 import Node
 from lightkube.types import PatchType
 
 from aksnth.azure.resource_name import resource_name_from_provider_id
+from aksnth.kube.api import KubeClient
 from aksnth.kube.keys import AGENT_POOL_LABEL
 from aksnth.kube.peers import wait_peers_cordoned
 from tests.integration.kube_fixtures import handler_client
@@ -27,7 +28,7 @@ SHORT_WAIT_SECONDS = 1.0
 @pytest.fixture
 async def handler_kube(
     kube: AsyncClient, control_plane: ControlPlane, namespace: str
-) -> AsyncIterator[AsyncClient]:
+) -> AsyncIterator[KubeClient]:
     async with handler_client(kube, control_plane, namespace) as client:
         yield client
 
@@ -54,7 +55,7 @@ def in_seconds(seconds: float) -> float:
     return asyncio.get_running_loop().time() + seconds
 
 
-async def test_the_wait_ends_when_every_other_node_is_cordoned(kube: AsyncClient, handler_kube: AsyncClient):
+async def test_the_wait_ends_when_every_other_node_is_cordoned(kube: AsyncClient, handler_kube: KubeClient):
     me, early, late = await pool(kube, 3)
     await cordon(kube, early)
     waiting = asyncio.create_task(
@@ -73,7 +74,7 @@ async def test_the_wait_ends_when_every_other_node_is_cordoned(kube: AsyncClient
 
 
 async def test_a_node_nobody_cordons_ends_the_wait_at_its_bound_and_is_named(
-    kube: AsyncClient, handler_kube: AsyncClient
+    kube: AsyncClient, handler_kube: KubeClient
 ):
     _me, forgotten = await pool(kube, 2)
     result = await wait_peers_cordoned(
@@ -83,7 +84,7 @@ async def test_a_node_nobody_cordons_ends_the_wait_at_its_bound_and_is_named(
     assert not result.complete
 
 
-async def test_nodes_cordoned_already_are_not_waited_for(kube: AsyncClient, handler_kube: AsyncClient):
+async def test_nodes_cordoned_already_are_not_waited_for(kube: AsyncClient, handler_kube: KubeClient):
     _me, done = await pool(kube, 2)
     await cordon(kube, done)
     result = await wait_peers_cordoned(
@@ -92,7 +93,7 @@ async def test_nodes_cordoned_already_are_not_waited_for(kube: AsyncClient, hand
     assert result.waited_for == () and result.complete
 
 
-async def test_vms_that_are_no_nodes_here_are_not_waited_for(kube: AsyncClient, handler_kube: AsyncClient):
+async def test_vms_that_are_no_nodes_here_are_not_waited_for(kube: AsyncClient, handler_kube: KubeClient):
     result = await wait_peers_cordoned(
         handler_kube,
         [f"aks-elsewhere-{unique_suffix()}-vmss_{i}" for i in range(16)],
@@ -102,7 +103,7 @@ async def test_vms_that_are_no_nodes_here_are_not_waited_for(kube: AsyncClient, 
     assert result.waited_for == () and result.complete
 
 
-async def test_the_label_selector_leaves_other_pools_out(kube: AsyncClient, handler_kube: AsyncClient):
+async def test_the_label_selector_leaves_other_pools_out(kube: AsyncClient, handler_kube: KubeClient):
     mine = await pool(kube, 2)
     other = await pool(kube, 1)  # never cordoned: waiting for it would last the whole bound
     pool_label = mine[0].vmss.split("-")[1]

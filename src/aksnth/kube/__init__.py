@@ -1,1 +1,1 @@
-"""The Kubernetes side: node mutations, the drain and Kubernetes Events, through lightkube."""
+"""The Kubernetes side: node mutations, the drain and Kubernetes Events, through a thin JSON client."""

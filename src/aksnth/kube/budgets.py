@@ -17,9 +17,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from lightkube import AsyncClient
-from lightkube.resources.policy_v1 import PodDisruptionBudget
-
+from aksnth.kube.api import PODDISRUPTIONBUDGETS, JsonObject, KubeClient, child, children
 from aksnth.kube.client import api_call
 from aksnth.kube.labelselector import Selector, from_label_selector
 from aksnth.kube.pods import FINISHED_PHASES, PodInfo
@@ -52,37 +50,41 @@ class BudgetInfo:
         )
 
 
-def budget_info(pdb: PodDisruptionBudget) -> BudgetInfo:
-    meta, spec, status = pdb.metadata, pdb.spec, pdb.status
-    namespace = (meta.namespace if meta else None) or ""
-    name = (meta.name if meta else None) or ""
+def budget_info(pdb: JsonObject) -> BudgetInfo:
+    """The view of a PodDisruptionBudget object as the API server sends it."""
+    meta, spec, status = child(pdb, "metadata"), child(pdb, "spec"), child(pdb, "status")
+    namespace = meta.get("namespace") or ""
+    name = meta.get("name") or ""
     selector: Selector | None = None
-    if spec is not None and spec.selector is not None:
+    if isinstance(spec.get("selector"), dict):
+        label_selector = child(spec, "selector")
         expressions = [
-            (e.key, e.operator, tuple(e.values or ())) for e in (spec.selector.matchExpressions or [])
+            (e.get("key") or "", e.get("operator") or "", tuple(e.get("values") or ()))
+            for e in children(label_selector, "matchExpressions")
         ]
         try:
-            selector = from_label_selector(spec.selector.matchLabels, expressions)
+            selector = from_label_selector(label_selector.get("matchLabels"), expressions)
         except ValueError as exc:
             log.warning("PodDisruptionBudget %s/%s selects nothing: %s", namespace, name, exc)
-    generation = (meta.generation if meta else None) or 0
-    observed_generation = status.observedGeneration if status is not None else None
+    generation = meta.get("generation") or 0
+    observed_generation = status.get("observedGeneration")
     return BudgetInfo(
         namespace=namespace,
         name=name,
         selector=selector,
-        disruptions_allowed=(status.disruptionsAllowed if status is not None else None) or 0,
-        current_healthy=(status.currentHealthy if status is not None else None) or 0,
-        desired_healthy=(status.desiredHealthy if status is not None else None) or 0,
+        disruptions_allowed=status.get("disruptionsAllowed") or 0,
+        current_healthy=status.get("currentHealthy") or 0,
+        desired_healthy=status.get("desiredHealthy") or 0,
         observed=observed_generation is not None and observed_generation >= generation,
-        always_allow_unhealthy=spec is not None and spec.unhealthyPodEvictionPolicy == ALWAYS_ALLOW,
+        always_allow_unhealthy=spec.get("unhealthyPodEvictionPolicy") == ALWAYS_ALLOW,
     )
 
 
-async def list_budgets(client: AsyncClient) -> list[BudgetInfo]:
+async def list_budgets(client: KubeClient) -> list[BudgetInfo]:
     """Every PodDisruptionBudget of the cluster (one list call, paginated by the server)."""
     async with api_call("list poddisruptionbudgets"):
-        return [budget_info(pdb) async for pdb in client.list(PodDisruptionBudget, namespace="*")]
+        listed = await client.list(PODDISRUPTIONBUDGETS)
+    return [budget_info(pdb) for pdb in listed.items]
 
 
 # --- what the Eviction API would answer ----------------------------------------------------------------

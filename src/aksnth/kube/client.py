@@ -1,9 +1,10 @@
 """The Kubernetes API client: opening it, and the one place where its errors become ours.
 
-lightkube sits on ``httpx2``. Every request goes through a transport wrapper that records
-``apiserver_request_total{cluster,code}`` and ``apiserver_request_duration{cluster}`` (answered,
-failed and abandoned requests alike). Callers wrap each API call in :func:`api_call`, which bounds it
-in time and translates ``lightkube.ApiError`` and ``httpx2`` errors into the ``KubeError`` tree.
+:class:`aksnth.kube.api.KubeClient` sits on ``httpx2``. Every request goes through a transport wrapper
+that records ``apiserver_request_total{cluster,code}`` and ``apiserver_request_duration{cluster}``
+(answered, failed and abandoned requests alike). Callers wrap each API call in :func:`api_call`,
+which bounds it in time and translates :class:`~aksnth.kube.api.ApiError` and ``httpx2`` errors into
+the ``KubeError`` tree.
 """
 
 from __future__ import annotations
@@ -13,26 +14,23 @@ import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import httpx2
-from lightkube import ApiError, AsyncClient
-from lightkube.config.client_adapter import verify_cluster
-from lightkube.config.kubeconfig import KubeConfig, SingleConfig
-from lightkube.core.exceptions import ConfigError as LightkubeConfigError
 
+from aksnth import __version__
 from aksnth.config import KubeSettings
 from aksnth.durations import finite_seconds, parse_retry_after
 from aksnth.errors import (
-    ConfigError,
     EvictionBlocked,
     KubeError,
     KubeForbidden,
     KubeUnavailable,
     WriteConflict,
 )
+from aksnth.kube.access import load_access
+from aksnth.kube.api import ApiError, KubeClient
 from aksnth.kube.keys import FIELD_MANAGER
 from aksnth.observe.httpmetrics import ApiServerMetrics
 
@@ -46,6 +44,7 @@ MAX_CONNECTIONS: Final = 32
 DEFAULT_CALL_TIMEOUT_SECONDS: Final = 30.0
 #: Longest text of an API error we put into a message or a log line.
 MAX_MESSAGE_CHARS: Final = 300
+USER_AGENT: Final = f"aks-node-termination-handler/{__version__}"
 
 
 def cluster_label(server: str) -> str:
@@ -55,57 +54,31 @@ def cluster_label(server: str) -> str:
     return netloc.rpartition("@")[2] or server
 
 
-def load_config(kubeconfig: str, context: str = "") -> tuple[SingleConfig, str]:
-    """The kubeconfig file's ``context`` (its current context when empty), or the in-cluster
-    ServiceAccount, and its name for messages."""
-    try:
-        if kubeconfig:
-            path = Path(kubeconfig).expanduser()
-            if not path.is_file():
-                raise ConfigError(f"-kubeconfig {kubeconfig}: no such file")
-            config = KubeConfig.from_file(path).get(context or None)
-            if config is None:
-                raise ConfigError(f"-kubeconfig {kubeconfig}: no current context and no context to use")
-            return config, config.context.cluster or config.context_name
-        in_cluster = KubeConfig.from_service_account().get()
-    except LightkubeConfigError as exc:
-        where = f"-kubeconfig {kubeconfig}" if kubeconfig else "in-cluster configuration"
-        raise ConfigError(f"{where}: {shorten(str(exc))}") from exc
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        # lightkube reports unreadable or malformed files as the underlying error.
-        where = f"-kubeconfig {kubeconfig}" if kubeconfig else "in-cluster configuration (is this a pod?)"
-        raise ConfigError(f"{where}: cannot be loaded: {shorten(str(exc))}") from exc
-    assert in_cluster is not None
-    return in_cluster, "in-cluster"
+def open_client(settings: KubeSettings) -> KubeClient:
+    """A client for the kubeconfig file's context (or in-cluster), metered, with timeouts.
 
-
-def open_client(settings: KubeSettings) -> AsyncClient:
-    """A lightkube ``AsyncClient`` for the kubeconfig file (or in-cluster), metered, with timeouts.
-
-    The caller closes it (``await client.close()``). Environment proxies are not used for the API
-    server: the transport is our own, and in a pod the API server is reached directly.
+    The caller closes it (``await client.close()``, or ``async with``). Environment proxies are not
+    used for the API server: in a pod it is reached directly.
     """
-    config, cluster = load_config(settings.kubeconfig, settings.context)
+    access = load_access(settings.kubeconfig, settings.context)
     seconds = settings.request_timeout_seconds
-    timeout = httpx2.Timeout(seconds, connect=min(seconds, 5.0))
-    if config.user is None:
-        raise ConfigError(f"kubeconfig context {config.context_name!r} names no user to authenticate as")
-    try:
-        # httpx2 ignores the client's ``verify`` when a transport is given: it has to go here.
-        ssl_context = verify_cluster(config.cluster, config.user, config.abs_file)
-    except (OSError, ValueError, LightkubeConfigError) as exc:
-        raise ConfigError(f"TLS settings of cluster {cluster!r}: {shorten(str(exc))}") from exc
+    # verify=False only where no TLS is spoken (an http:// server): httpx2 would otherwise build a
+    # context with the system's trust store for nothing, about 2.6 MiB.
     inner = httpx2.AsyncHTTPTransport(
-        verify=ssl_context,
+        verify=access.ssl_context if access.ssl_context is not None else False,
         limits=httpx2.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=8),
     )
-    transport = ApiServerMetrics(cluster_label(config.cluster.server)).transport(inner)
-    return AsyncClient(
-        config,
-        timeout=timeout,
-        field_manager=FIELD_MANAGER,
+    transport = ApiServerMetrics(cluster_label(access.server)).transport(inner)
+    http = httpx2.AsyncClient(
+        base_url=access.server,
+        auth=access.auth,
         transport=transport,  # type: ignore[arg-type]  # duck-typed httpx2 transport
+        timeout=httpx2.Timeout(seconds, connect=min(seconds, 5.0)),
+        headers={"Accept": "application/json", "User-Agent": USER_AGENT},
+        trust_env=False,
+        follow_redirects=False,
     )
+    return KubeClient(http, field_manager=FIELD_MANAGER, server=access.server)
 
 
 # --- errors -----------------------------------------------------------------------------------------
@@ -117,19 +90,24 @@ def shorten(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def _retry_after(response: httpx2.Response | None, details: Any) -> float | None:
+def _retry_after(response: httpx2.Response | None, details: dict[str, Any]) -> float | None:
     """Seconds from the Retry-After header, else from ``status.details.retryAfterSeconds``."""
     if response is not None:
         header = parse_retry_after(response.headers.get("Retry-After"))
         if header is not None:
             return header
-    seconds = finite_seconds(getattr(details, "retryAfterSeconds", None))
+    seconds = finite_seconds(details.get("retryAfterSeconds"))
     return seconds or None  # 0 is the field's "not set"
 
 
-def _budget_name(details: Any, message: str) -> str | None:
+def _budget_name(details: dict[str, Any], message: str) -> str | None:
     """The PodDisruptionBudget named in a 429 from the Eviction API (``causes[].message``)."""
-    texts = [getattr(c, "message", "") or "" for c in (getattr(details, "causes", None) or [])] + [message]
+    causes = details.get("causes")
+    texts = [
+        cause.get("message") or ""
+        for cause in (causes if isinstance(causes, list) else [])
+        if isinstance(cause, dict) and isinstance(cause.get("message") or "", str)
+    ] + [message]
     for text in texts:
         marker = "disruption budget "
         start = text.find(marker)
@@ -141,23 +119,27 @@ def _budget_name(details: Any, message: str) -> str | None:
 
 
 def translate(exc: BaseException, what: str, *, not_found: type[KubeError] = KubeError) -> KubeError | None:
-    """The ``KubeError`` for a lightkube/httpx2 error, or None if ``exc`` is none of theirs.
+    """The ``KubeError`` for an API or httpx2 error, or None if ``exc`` is none of theirs.
 
     ``not_found`` is the class for a 404 (``NodeNotFound`` when reading our own node); other 404s
     are a plain ``KubeError`` with ``status=404``.
     """
     if isinstance(exc, ApiError):
-        status = exc.status
-        response: httpx2.Response | None = getattr(exc, "response", None)  # None for watch errors
-        code = status.code or (response.status_code if response is not None else 0)
-        raw = status.message or ""
-        text = shorten(f"{what}: {raw or status.reason or f'HTTP {code}'}")
-        return _by_status(code, text, response=response, details=status.details, raw=raw, not_found=not_found)
+        status_code = exc.status.get("code")
+        code = status_code if isinstance(status_code, int) and status_code > 0 else exc.code
+        if not exc.status:
+            # Not a JSON Status answer (a proxy, a load balancer): only the status code is trusted.
+            text = shorten(f"{what}: HTTP {code} {exc.response.reason_phrase}".rstrip())
+            return _by_status(code, text, response=exc.response, details={}, raw="", not_found=not_found)
+        raw = exc.message
+        text = shorten(f"{what}: {raw or exc.reason or f'HTTP {code}'}")
+        return _by_status(
+            code, text, response=exc.response, details=exc.details, raw=raw, not_found=not_found
+        )
     if isinstance(exc, httpx2.HTTPStatusError):
-        # Not a JSON Status answer (a proxy, a load balancer): only the status code is trusted.
         code = exc.response.status_code
         text = shorten(f"{what}: HTTP {code} {exc.response.reason_phrase}")
-        return _by_status(code, text, response=exc.response, details=None, raw="", not_found=not_found)
+        return _by_status(code, text, response=exc.response, details={}, raw="", not_found=not_found)
     if isinstance(exc, httpx2.HTTPError):
         kind = type(exc).__name__
         return KubeUnavailable(shorten(f"{what}: {kind}: {exc}" if str(exc) else f"{what}: {kind}"))
@@ -169,7 +151,7 @@ def _by_status(
     text: str,
     *,
     response: httpx2.Response | None,
-    details: Any,
+    details: dict[str, Any],
     raw: str,
     not_found: type[KubeError],
 ) -> KubeError:
@@ -198,7 +180,7 @@ async def api_call(
     """Bound one API call in time and translate its errors; ``what`` names it in messages.
 
     >>> async with api_call(f"get node {name}", not_found=NodeNotFound):
-    ...     node = await client.get(Node, name)
+    ...     node = await client.get(node_path(name))
     """
     try:
         async with asyncio.timeout(timeout_seconds):

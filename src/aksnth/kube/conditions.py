@@ -26,11 +26,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from lightkube import AsyncClient
-from lightkube.resources.core_v1 import Node
-from lightkube.types import PatchType
-
 from aksnth.errors import EvictionBlocked, KubeError, KubeForbidden, KubeUnavailable
+from aksnth.kube.api import STRATEGIC_MERGE_PATCH, KubeClient, node_path
 from aksnth.kube.client import api_call, with_retries
 from aksnth.kube.keys import SCHEDULED_EVENT_CONDITION
 
@@ -121,7 +118,7 @@ class ConditionWriter:
 
     def __init__(
         self,
-        client: AsyncClient,
+        client: KubeClient,
         node_name: str,
         *,
         dry_run: bool = False,
@@ -207,7 +204,9 @@ class ConditionWriter:
 
         async def attempt() -> None:
             async with api_call(f"patch nodes/status {self._node_name}"):
-                await self._client.patch(Node.Status, self._node_name, patch, patch_type=PatchType.STRATEGIC)
+                await self._client.patch(
+                    node_path(self._node_name, "status"), patch, content_type=STRATEGIC_MERGE_PATCH
+                )
 
         await with_retries(
             attempt, attempts=WRITE_ATTEMPTS, what=f"{action} condition on node {self._node_name}"

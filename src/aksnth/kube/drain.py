@@ -21,13 +21,10 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
-
-from lightkube import AsyncClient
-from lightkube.models.meta_v1 import DeleteOptions, ObjectMeta, Preconditions
-from lightkube.resources.core_v1 import Pod
+from typing import Any, Final
 
 from aksnth.errors import EvictionBlocked, KubeError, KubeForbidden, KubeUnavailable
+from aksnth.kube.api import KubeClient, namespaced_path
 from aksnth.kube.client import DEFAULT_CALL_TIMEOUT_SECONDS, api_call, backoff_seconds, with_retries
 from aksnth.kube.drainplan import (
     GRACE_MARGIN_SECONDS,
@@ -119,7 +116,7 @@ class _Drain:
 
     def __init__(
         self,
-        client: AsyncClient,
+        client: KubeClient,
         node_name: str,
         *,
         deadline: float,
@@ -349,15 +346,20 @@ class _Drain:
         if self.disable_eviction:
             await delete_pod(self.client, pod, grace_period_seconds=grace, timeout_seconds=timeout_seconds)
             return
-        eviction = Pod.Eviction(
-            metadata=ObjectMeta(name=pod.name, namespace=pod.namespace),
+        delete_options: dict[str, Any] = {}
+        if grace is not None:
+            delete_options["gracePeriodSeconds"] = grace
+        if pod.uid:
             # The UID precondition: never evict a namesake that replaced the pod we listed.
-            deleteOptions=DeleteOptions(
-                gracePeriodSeconds=grace, preconditions=Preconditions(uid=pod.uid) if pod.uid else None
-            ),
-        )
+            delete_options["preconditions"] = {"uid": pod.uid}
+        eviction = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": pod.name, "namespace": pod.namespace},
+            "deleteOptions": delete_options,
+        }
         async with api_call(f"evict pod {pod.key}", timeout_seconds=timeout_seconds):
-            await self.client.create(eviction, pod.name, namespace=pod.namespace)
+            await self.client.create(namespaced_path(pod.namespace, "pods", pod.name, "eviction"), eviction)
 
     def _set(self, pod: PodInfo, state: _State, reason: str) -> None:
         self.state[pod.key] = state
@@ -491,7 +493,7 @@ class _Drain:
 
 
 async def drain_node(
-    client: AsyncClient,
+    client: KubeClient,
     node_name: str,
     *,
     deadline: float,

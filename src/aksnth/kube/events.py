@@ -19,13 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Literal
 
-from lightkube import AsyncClient
-from lightkube.models.core_v1 import EventSource, ObjectReference
-from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Event
-from lightkube.types import PatchType
-
 from aksnth.errors import KubeError
+from aksnth.kube.api import MERGE_PATCH, KubeClient, namespaced_path
 from aksnth.kube.client import api_call
 from aksnth.kube.keys import COMPONENT, NODE_EVENTS_NAMESPACE
 
@@ -103,7 +98,7 @@ class EventRecorder:
 
     def __init__(
         self,
-        client: AsyncClient,
+        client: KubeClient,
         *,
         component: str = COMPONENT,
         host: str,
@@ -163,29 +158,31 @@ class EventRecorder:
                 # The Event expired (the API server keeps Events for an hour): start a new one.
             self._recent.pop(key, None)
         name = f"{obj.name}.{time.time_ns():x}"
-        event = Event(
-            metadata=ObjectMeta(name=name, namespace=obj.event_namespace),
-            involvedObject=ObjectReference(
-                kind=obj.kind,
-                name=obj.name,
-                namespace=obj.namespace or None,
-                uid=obj.uid or None,
-                apiVersion=obj.api_version,
-            ),
-            type=type,
-            reason=reason,
-            message=message,
-            source=EventSource(component=self._component, host=self._host),
-            reportingComponent=self._component,
-            reportingInstance=self._host,
-            firstTimestamp=now,
-            lastTimestamp=now,
-            count=1,
-        )
+        stamp = _timestamp(now)
+        involved = {"kind": obj.kind, "name": obj.name, "apiVersion": obj.api_version}
+        if obj.namespace:
+            involved["namespace"] = obj.namespace
+        if obj.uid:
+            involved["uid"] = obj.uid
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": name, "namespace": obj.event_namespace},
+            "involvedObject": involved,
+            "type": type,
+            "reason": reason,
+            "message": message,
+            "source": {"component": self._component, "host": self._host},
+            "reportingComponent": self._component,
+            "reportingInstance": self._host,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
         async with api_call(
             f"create Event {reason} on {obj.kind} {obj.name}", timeout_seconds=REQUEST_TIMEOUT_SECONDS
         ):
-            await self._client.create(event)  # namespace: from metadata
+            await self._client.create(namespaced_path(obj.event_namespace, "events"), event)
         self._recent[key] = _Recent(
             name=name, namespace=obj.event_namespace, count=1, recorded_at=self._clock()
         )
@@ -194,10 +191,15 @@ class EventRecorder:
 
     async def _bump(self, recent: _Recent, now: datetime) -> None:
         count = recent.count + 1
-        patch = {"count": count, "lastTimestamp": now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        patch = {"count": count, "lastTimestamp": _timestamp(now)}
         async with api_call(f"update Event {recent.name}", timeout_seconds=REQUEST_TIMEOUT_SECONDS):
             await self._client.patch(
-                Event, recent.name, patch, namespace=recent.namespace, patch_type=PatchType.MERGE
+                namespaced_path(recent.namespace, "events", recent.name), patch, content_type=MERGE_PATCH
             )
         recent.count = count
         recent.recorded_at = self._clock()
+
+
+def _timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC to the second, as ``firstTimestamp``/``lastTimestamp`` are written."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -15,13 +15,10 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Final
 
-from lightkube import AsyncClient
-from lightkube.resources.core_v1 import Node
-from lightkube.types import PatchType
-
 from aksnth.config import TaintEffect
 from aksnth.errors import NodeNotFound
 from aksnth.kube import mutations
+from aksnth.kube.api import MERGE_PATCH, JsonObject, KubeClient, child, children, node_path
 from aksnth.kube.client import api_call, with_retries
 from aksnth.kube.mutations import (
     Change,
@@ -56,40 +53,38 @@ log = logging.getLogger(__name__)
 WRITE_ATTEMPTS: Final = 6
 
 
-def _format_time(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def node_state(node: Node) -> NodeState:
-    meta = node.metadata
-    spec = node.spec
-    info = node.status.nodeInfo if node.status is not None else None
+def node_state(node: JsonObject) -> NodeState:
+    """The view of a Node object as the API server sends it (missing fields read as their defaults)."""
+    meta, spec, status = child(node, "metadata"), child(node, "spec"), child(node, "status")
     taints = tuple(
-        Taint(key=t.key, effect=t.effect, value=t.value or "", time_added=_format_time(t.timeAdded))
-        for t in ((spec.taints if spec else None) or [])
+        Taint(
+            key=t.get("key") or "",
+            effect=t.get("effect") or "",
+            value=t.get("value") or "",
+            time_added=t.get("timeAdded") or None,
+        )
+        for t in children(spec, "taints")
     )
     return NodeState(
-        name=(meta.name if meta else None) or "",
-        resource_version=(meta.resourceVersion if meta else None) or "",
-        labels=dict((meta.labels if meta else None) or {}),
-        annotations=dict((meta.annotations if meta else None) or {}),
-        unschedulable=bool(spec and spec.unschedulable),
+        name=meta.get("name") or "",
+        resource_version=meta.get("resourceVersion") or "",
+        labels=dict(meta.get("labels") or {}),
+        annotations=dict(meta.get("annotations") or {}),
+        unschedulable=bool(spec.get("unschedulable")),
         taints=taints,
-        boot_id=(info.bootID if info else None) or "",
-        provider_id=(spec.providerID if spec else None) or "",
-        condition_types=tuple(
-            c.type for c in ((node.status.conditions if node.status is not None else None) or [])
-        ),
+        boot_id=child(status, "nodeInfo").get("bootID") or "",
+        provider_id=spec.get("providerID") or "",
+        condition_types=tuple(c.get("type") or "" for c in children(status, "conditions")),
     )
 
 
-async def read_node_state(client: AsyncClient, name: str) -> NodeState:
+async def read_node_state(client: KubeClient, name: str) -> NodeState:
     async with api_call(f"get node {name}", not_found=NodeNotFound):
-        node = await client.get(Node, name)
+        node = await client.get(node_path(name))
     return node_state(node)
 
 
-async def read_node(client: AsyncClient, name: str) -> NodeSnapshot:
+async def read_node(client: KubeClient, name: str) -> NodeSnapshot:
     """The node as the handler and the notifications see it (labels, annotations, bootID…)."""
     state = await with_retries(lambda: read_node_state(client, name), what=f"read node {name}")
     return _snapshot(state)
@@ -103,12 +98,12 @@ def template_pod_names(pods: Iterable[PodInfo]) -> tuple[str, ...]:
     return tuple(pod.name for pod in sorted(kept, key=lambda pod: f"{pod.namespace}/{pod.name}"))
 
 
-async def read_node_with_pods(client: AsyncClient, name: str) -> NodeSnapshot:
+async def read_node_with_pods(client: KubeClient, name: str) -> NodeSnapshot:
     """:func:`read_node` plus the names of the pods on the node (for ``.NodePods`` in templates)."""
     return await with_pod_names(client, await read_node(client, name))
 
 
-async def with_pod_names(client: AsyncClient, node: NodeSnapshot) -> NodeSnapshot:
+async def with_pod_names(client: KubeClient, node: NodeSnapshot) -> NodeSnapshot:
     """``node`` (as read earlier) with the names of the pods on it now (``.NodePods``)."""
     pods = await with_retries(
         lambda: list_pods_on_node(client, node.name), what=f"list pods on node {node.name}"
@@ -129,7 +124,7 @@ def _snapshot(state: NodeState) -> NodeSnapshot:
 
 
 async def _mutate(
-    client: AsyncClient, name: str, plan: Callable[[NodeState], Change], *, dry_run: bool, what: str
+    client: KubeClient, name: str, plan: Callable[[NodeState], Change], *, dry_run: bool, what: str
 ) -> Change:
     """Read → ``plan`` → write with the resourceVersion read; a 409 re-reads and plans again."""
 
@@ -143,7 +138,7 @@ async def _mutate(
             return change
         async with api_call(f"{what} node {name}", not_found=NodeNotFound):
             await client.patch(
-                Node, name, merge_patch(change.before, change.after), patch_type=PatchType.MERGE
+                node_path(name), merge_patch(change.before, change.after), content_type=MERGE_PATCH
             )
         log.info("%s node %s: %s", what, name, ", ".join(change.changes))
         return change
@@ -152,7 +147,7 @@ async def _mutate(
 
 
 async def protect_node(
-    client: AsyncClient,
+    client: KubeClient,
     name: str,
     *,
     event: ScheduledEvent,
@@ -189,7 +184,7 @@ async def protect_node(
 
 
 async def apply_after_drain_taint(
-    client: AsyncClient,
+    client: KubeClient,
     name: str,
     *,
     event: ScheduledEvent,
@@ -210,7 +205,7 @@ async def apply_after_drain_taint(
 
 
 async def update_record(
-    client: AsyncClient, name: str, mutate: Callable[[NodeRecord], NodeRecord], *, dry_run: bool
+    client: KubeClient, name: str, mutate: Callable[[NodeRecord], NodeRecord], *, dry_run: bool
 ) -> NodeRecord:
     """Change only the state record (``mutate`` is pure; it may run more than once on a conflict)."""
     change = await _mutate(
@@ -219,7 +214,7 @@ async def update_record(
     return change.record
 
 
-async def give_back(client: AsyncClient, name: str, *, event_id: str, dry_run: bool) -> GiveBackResult:
+async def give_back(client: KubeClient, name: str, *, event_id: str, dry_run: bool) -> GiveBackResult:
     """Undo our changes for ``event_id``: its taint; and when no other event of ours still holds the
     node, the cordon (only if we cordoned) and the label (only if we added it). Records given_back.
     """

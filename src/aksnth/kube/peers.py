@@ -11,17 +11,16 @@ the drain goes on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Final
 
 import httpx2
-from lightkube import ApiError, AsyncClient
-from lightkube.core.client import FieldSelector, LabelSelector
-from lightkube.resources.core_v1 import Node
 
 from aksnth.errors import KubeError
+from aksnth.kube.api import NODES, ApiError, KubeClient, child
 from aksnth.kube.client import api_call, translate
 
 log = logging.getLogger(__name__)
@@ -31,7 +30,7 @@ ResourceOf = Callable[[str], str | None]  # providerID -> Azure resource name, N
 
 #: A field selector of nodes not cordoned: the list and the watch see only those, and a node that
 #: gets cordoned leaves the watch as a DELETED event.
-SCHEDULABLE: Final[FieldSelector] = {"spec.unschedulable": "false"}
+SCHEDULABLE: Final[Mapping[str, str]] = {"spec.unschedulable": "false"}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,7 +45,7 @@ class PeerWait:
 
 
 async def wait_peers_cordoned(
-    client: AsyncClient,
+    client: KubeClient,
     resources: Collection[str],
     *,
     resource_of: ResourceOf,
@@ -58,50 +57,50 @@ async def wait_peers_cordoned(
     loop = asyncio.get_running_loop()
     started = loop.time()
     wanted = {resource.lower() for resource in resources}
-    selector: LabelSelector | None = dict(labels) if labels else None
+    selector = dict(labels) if labels else None
     try:
         # Only the nodes still schedulable: when a whole pool goes, every handler asks, and each node
         # it is sent costs it and the API server their CPU at the moment the others react.
         async with api_call("list nodes", timeout_seconds=max(until - started, 0.1)):
-            listed = client.list(Node, labels=selector, fields=SCHEDULABLE)
-            nodes = [node async for node in listed]
+            listed = await client.list(NODES, labels=selector, fields=SCHEDULABLE)
     except KubeError as exc:
         log.warning("cannot list the other nodes under the event (evicting without waiting): %s", exc)
         return PeerWait(schedulable=(), seconds=loop.time() - started)
     pending = set()
-    for node in nodes:
-        resource = resource_of((node.spec.providerID if node.spec else None) or "")
-        if resource is not None and resource.lower() in wanted and node.metadata and node.metadata.name:
-            pending.add(node.metadata.name)
+    for node in listed.items:
+        resource = resource_of(child(node, "spec").get("providerID") or "")
+        name = child(node, "metadata").get("name")
+        if resource is not None and resource.lower() in wanted and name:
+            pending.add(name)
     waiting = tuple(sorted(pending))
     if pending:
-        await _watch_until_cordoned(client, pending, selector, listed.resourceVersion, until=until)
+        await _watch_until_cordoned(client, pending, selector, listed.resource_version, until=until)
     return PeerWait(waited_for=waiting, schedulable=tuple(sorted(pending)), seconds=loop.time() - started)
 
 
 async def _watch_until_cordoned(
-    client: AsyncClient,
+    client: KubeClient,
     pending: set[str],
-    selector: LabelSelector | None,
-    version: str | None,
+    selector: Mapping[str, str] | None,
+    version: str,
     *,
     until: float,
 ) -> None:
     """Remove nodes from ``pending`` as they become unschedulable or are deleted; ends at ``until``."""
     try:
-        async with asyncio.timeout_at(until):
-            async for kind, node in client.watch(
-                Node, labels=selector, fields=SCHEDULABLE, resource_version=version
-            ):
-                name = node.metadata.name if node.metadata else None
-                if name in pending and (kind == "DELETED" or (node.spec and node.spec.unschedulable)):
+        # aclosing: leaving the loop early closes the watch's connection now, not when collected.
+        watch = client.watch(NODES, labels=selector, fields=SCHEDULABLE, resource_version=version)
+        async with asyncio.timeout_at(until), contextlib.aclosing(watch) as changes:
+            async for kind, node in changes:
+                name = child(node, "metadata").get("name")
+                if name in pending and (kind == "DELETED" or child(node, "spec").get("unschedulable")):
                     pending.discard(name)
                 if not pending:
                     return
     except TimeoutError:
         return
-    except (ApiError, httpx2.HTTPError) as exc:
+    except (ApiError, httpx2.HTTPError, ValueError) as exc:
         log.warning(
             "watching the other nodes under the event failed (evicting without waiting longer): %s",
-            translate(exc, "watch nodes"),
+            translate(exc, "watch nodes") or f"watch nodes: {exc}",
         )

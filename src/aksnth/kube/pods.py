@@ -7,9 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from lightkube import AsyncClient
-from lightkube.resources.core_v1 import Pod
-
+from aksnth.kube.api import PODS, JsonObject, KubeClient, child, children, namespaced_path
 from aksnth.kube.client import api_call
 from aksnth.kube.keys import POD_NODE_NAME_FIELD
 
@@ -56,56 +54,55 @@ class PodInfo:
         )
 
 
-def pod_info(pod: Pod) -> PodInfo:
-    meta = pod.metadata
-    spec = pod.spec
-    owners = (meta.ownerReferences or []) if meta else []
-    controller = next((o for o in owners if o.controller), None)
-    grace = spec.terminationGracePeriodSeconds if spec is not None else None
-    conditions = (pod.status.conditions if pod.status else None) or []
+def pod_info(pod: JsonObject) -> PodInfo:
+    """The view of a Pod object as the API server sends it (missing fields read as their defaults)."""
+    meta, spec, status = child(pod, "metadata"), child(pod, "spec"), child(pod, "status")
+    owners = children(meta, "ownerReferences")
+    controller = next((o for o in owners if o.get("controller")), None)
+    grace = spec.get("terminationGracePeriodSeconds")
+    conditions = children(status, "conditions")
     return PodInfo(
-        namespace=(meta.namespace if meta else None) or "",
-        name=(meta.name if meta else None) or "",
-        uid=(meta.uid if meta else None) or "",
-        phase=(pod.status.phase if pod.status else None) or "",
-        node_name=(spec.nodeName if spec else None) or "",
-        labels=dict((meta.labels if meta else None) or {}),
-        ready=any(c.type == "Ready" and c.status == "True" for c in conditions),
-        controller_kind=controller.kind if controller is not None else "",
-        controller_name=controller.name if controller is not None else "",
-        controller_uid=controller.uid if controller is not None else "",
-        first_owner_kind=next((o.kind for o in owners if o.kind), ""),
-        annotations=dict((meta.annotations if meta else None) or {}),
-        priority_class=(spec.priorityClassName if spec else None) or "",
-        grace_period_seconds=DEFAULT_POD_GRACE_SECONDS if grace is None else grace,
+        namespace=meta.get("namespace") or "",
+        name=meta.get("name") or "",
+        uid=meta.get("uid") or "",
+        phase=status.get("phase") or "",
+        node_name=spec.get("nodeName") or "",
+        labels=dict(meta.get("labels") or {}),
+        ready=any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions),
+        controller_kind=(controller.get("kind") or "") if controller is not None else "",
+        controller_name=(controller.get("name") or "") if controller is not None else "",
+        controller_uid=(controller.get("uid") or "") if controller is not None else "",
+        first_owner_kind=next((o["kind"] for o in owners if o.get("kind")), ""),
+        annotations=dict(meta.get("annotations") or {}),
+        priority_class=spec.get("priorityClassName") or "",
+        grace_period_seconds=DEFAULT_POD_GRACE_SECONDS if not isinstance(grace, int) else grace,
         empty_dir_volumes=tuple(
-            v.name for v in ((spec.volumes if spec else None) or []) if v.emptyDir is not None
+            v.get("name") or "" for v in children(spec, "volumes") if v.get("emptyDir") is not None
         ),
-        deleting=bool(meta and meta.deletionTimestamp),
+        deleting=bool(meta.get("deletionTimestamp")),
     )
 
 
 async def delete_pod(
-    client: AsyncClient, pod: PodInfo, *, grace_period_seconds: int | None, timeout_seconds: float
+    client: KubeClient, pod: PodInfo, *, grace_period_seconds: int | None, timeout_seconds: float
 ) -> None:
     """Delete ``pod`` with that grace period (None: its own), only if it is still the pod we listed.
 
     The UID precondition travels as the ``uid`` query parameter, which the API server reads into
     ``DeleteOptions.preconditions`` (a mismatch is a 409): a namesake that replaced the pod, as a
-    StatefulSet's does, is never deleted. lightkube's ``delete()`` takes no precondition, so this
-    goes through its generic request, with the same parameters ``delete()`` sends.
+    StatefulSet's does, is never deleted.
     """
-    params: dict[str, object] = {"gracePeriodSeconds": grace_period_seconds}
+    params: dict[str, str | int] = {}
+    if grace_period_seconds is not None:
+        params["gracePeriodSeconds"] = grace_period_seconds
     if pod.uid:
         params["uid"] = pod.uid
     async with api_call(f"delete pod {pod.key}", timeout_seconds=timeout_seconds):
-        await client._client.request("delete", res=Pod, name=pod.name, namespace=pod.namespace, params=params)
+        await client.delete(namespaced_path(pod.namespace, "pods", pod.name), params=params)
 
 
-async def list_pods_on_node(client: AsyncClient, node_name: str) -> list[PodInfo]:
+async def list_pods_on_node(client: KubeClient, node_name: str) -> list[PodInfo]:
     """Every pod bound to ``node_name``, in all namespaces (one list call, paginated by the server)."""
     async with api_call(f"list pods on node {node_name}"):
-        return [
-            pod_info(pod)
-            async for pod in client.list(Pod, namespace="*", fields={POD_NODE_NAME_FIELD: node_name})
-        ]
+        listed = await client.list(PODS, fields={POD_NODE_NAME_FIELD: node_name})
+    return [pod_info(pod) for pod in listed.items]

@@ -2,11 +2,11 @@
 
 Three callers, three shapes:
 
-* IMDS and notifications use httpx2 (lightkube's HTTP client) directly: wrap their transport in
-  :class:`InstrumentedTransport` (or take one from :func:`imds_transport` / :func:`webhook_transport`).
-* The Kubernetes client (lightkube) owns its HTTP client; :class:`ApiServerMetrics` offers a
-  transport wrapper, an event-hook pair and a context manager, so the kube layer can pick whichever
-  hook point lightkube allows. These are duck-typed on the ``httpx2`` transport interface.
+* IMDS and notifications use httpx2 directly: wrap their transport in :class:`InstrumentedTransport`
+  (or take one from :func:`imds_transport` / :func:`webhook_transport`).
+* The Kubernetes client (``aksnth.kube.api``) is metered by :class:`ApiServerMetrics`, which offers a
+  transport wrapper (what ``open_client`` uses), an event-hook pair and a context manager. These are
+  duck-typed on the ``httpx2`` transport interface.
 
 Labels stay low-cardinality and secret-free: the endpoint label is the path for IMDS and only
 ``scheme://host[:port]`` for webhooks, because a webhook or Telegram URL may carry a token.
@@ -182,12 +182,12 @@ class ApiCall:
 
 
 def _status_of(exc: BaseException) -> int | None:
-    """The HTTP status an exception carries: ``KubeError.status`` or lightkube's ``ApiError.status.code``."""
+    """The HTTP status an exception carries: ``KubeError.status`` or ``ApiError.code``."""
     status = getattr(exc, "status", None)
     if isinstance(status, int):
         return status
-    code = getattr(status, "code", None)
-    return code if isinstance(code, int) else None
+    code = getattr(exc, "code", None)
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
 
 
 class ApiServerMetrics:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from lightkube.resources.policy_v1 import PodDisruptionBudget
-
 from aksnth.kube.budgets import Answer, BudgetInfo, budget_info, eviction_answers
 from aksnth.kube.labelselector import parse_selector
 from aksnth.kube.pods import PodInfo
@@ -82,23 +80,21 @@ def test_budgets_select_only_pods_of_their_namespace() -> None:
 
 
 def test_budget_info_reads_the_api_object() -> None:
-    pdb = PodDisruptionBudget.from_dict(
-        {
-            "metadata": {"name": "web", "namespace": "shop", "generation": 2},
-            "spec": {
-                "minAvailable": 2,
-                "selector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["web"]}]},
-                "unhealthyPodEvictionPolicy": "AlwaysAllow",
-            },
-            "status": {
-                "disruptionsAllowed": 1,
-                "currentHealthy": 3,
-                "desiredHealthy": 2,
-                "expectedPods": 3,
-                "observedGeneration": 1,
-            },
-        }
-    )
+    pdb = {
+        "metadata": {"name": "web", "namespace": "shop", "generation": 2},
+        "spec": {
+            "minAvailable": 2,
+            "selector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["web"]}]},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+        "status": {
+            "disruptionsAllowed": 1,
+            "currentHealthy": 3,
+            "desiredHealthy": 2,
+            "expectedPods": 3,
+            "observedGeneration": 1,
+        },
+    }
     info = budget_info(pdb)
     assert (info.key, info.disruptions_allowed, info.current_healthy, info.desired_healthy) == (
         "shop/web",
@@ -108,7 +104,5 @@ def test_budget_info_reads_the_api_object() -> None:
     )
     assert info.always_allow_unhealthy and not info.observed  # generation 2 not processed yet
     assert info.selects(pod("a")) and not info.selects(pod("b", app="db"))
-    no_selector = budget_info(
-        PodDisruptionBudget.from_dict({"metadata": {"name": "x", "namespace": "shop"}, "spec": {}})
-    )
+    no_selector = budget_info({"metadata": {"name": "x", "namespace": "shop"}, "spec": {}})
     assert not no_selector.selects(pod("a"))  # a budget without a selector selects nothing

@@ -1,4 +1,4 @@
-"""Error translation (one place for ApiError and httpx2 errors) and the retry helper."""
+"""Error translation (one place for the API's error answers and httpx2 errors) and the retry helper."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 
 import httpx2
 import pytest
-from lightkube import ApiError
 
 from aksnth.errors import (
     ConfigError,
@@ -18,7 +17,9 @@ from aksnth.errors import (
     NodeNotFound,
     WriteConflict,
 )
-from aksnth.kube.client import api_call, load_config, shorten, translate, with_retries
+from aksnth.kube.access import load_access
+from aksnth.kube.api import ApiError
+from aksnth.kube.client import api_call, shorten, translate, with_retries
 
 REQUEST = httpx2.Request("POST", "https://127.0.0.1:6443/api/v1/namespaces/a/pods/p/eviction")
 
@@ -33,7 +34,7 @@ def api_error(code: int, message: str = "boom", *, details: dict | None = None, 
         headers={"Content-Type": "application/json", **(headers or {})},
         request=REQUEST,
     )
-    return ApiError(request=REQUEST, response=response)
+    return ApiError(response)
 
 
 @pytest.mark.parametrize(
@@ -99,9 +100,20 @@ def test_429_with_a_retry_after_that_is_no_number_of_seconds_has_no_retry_after(
 
 def test_non_json_error_answers_are_translated_by_status_only():
     response = httpx2.Response(502, content=b"<html>bad gateway</html>", request=REQUEST)
-    error = translate(httpx2.HTTPStatusError("x", request=REQUEST, response=response), "list pods")
+    error = translate(ApiError(response), "list pods")
     assert isinstance(error, KubeUnavailable)
     assert str(error) == "list pods: HTTP 502 Bad Gateway"
+    # A JSON body that is no Status (a gateway's own JSON) is no more trusted than HTML.
+    other = httpx2.Response(503, json={"error": "upstream down", "code": 200}, request=REQUEST)
+    assert str(translate(ApiError(other), "list pods")) == "list pods: HTTP 503 Service Unavailable"
+
+
+def test_a_status_without_a_message_names_its_reason_or_code():
+    status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403}
+    response = httpx2.Response(403, json=status, request=REQUEST)
+    error = translate(ApiError(response), "get node n")
+    assert isinstance(error, KubeForbidden)
+    assert str(error) == "get node n: Forbidden"
 
 
 def test_transport_errors_are_unavailable():
@@ -183,17 +195,17 @@ async def test_with_retries_stops_at_the_deadline():
 
 def test_a_missing_kubeconfig_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="no such file"):
-        load_config(str(tmp_path / "nope"))
+        load_access(str(tmp_path / "nope"))
 
 
 def test_a_malformed_kubeconfig_is_a_config_error(tmp_path):
     path = tmp_path / "config"
     path.write_text("apiVersion: v1\nclusters: 3\n")
     with pytest.raises(ConfigError, match="kubeconfig"):
-        load_config(str(path))
+        load_access(str(path))
 
 
-def test_the_cluster_label_is_the_kubeconfig_cluster_name(tmp_path):
+def test_the_kubeconfig_cluster_name_names_the_cluster(tmp_path):
     path = tmp_path / "config"
     path.write_text(
         "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
@@ -201,6 +213,6 @@ def test_the_cluster_label_is_the_kubeconfig_cluster_name(tmp_path):
         "clusters: [{name: prod-weu, cluster: {server: 'https://127.0.0.1:6443'}}]\n"
         "users: [{name: u, user: {token: t}}]\n"
     )
-    config, cluster = load_config(str(path))
-    assert cluster == "prod-weu"
-    assert config.cluster.server == "https://127.0.0.1:6443"
+    access = load_access(str(path))
+    assert access.name == "prod-weu"
+    assert access.server == "https://127.0.0.1:6443"

@@ -86,7 +86,8 @@ class FakeNodes:
         self.gate = asyncio.Event()
         self.error = error
 
-    async def patch(self, resource: Any, name: str, obj: dict[str, Any], *, patch_type: Any) -> None:
+    async def patch(self, path: str, obj: dict[str, Any], *, content_type: str) -> None:
+        assert path == "/api/v1/nodes/node-1/status" and content_type.startswith("application/strategic")
         await self.gate.wait()
         if self.error is not None:
             raise self.error
@@ -161,11 +162,11 @@ class FlakyNodes(FakeNodes):
         self.gate.set()
         self.failures = failures
 
-    async def patch(self, resource: Any, name: str, obj: dict[str, Any], *, patch_type: Any) -> None:
+    async def patch(self, path: str, obj: dict[str, Any], *, content_type: str) -> None:
         if self.failures:
             self.failures -= 1
             raise KubeUnavailable("patch nodes/status node-1: ConnectError")
-        await super().patch(resource, name, obj, patch_type=patch_type)
+        await super().patch(path, obj, content_type=content_type)
 
 
 async def test_a_write_that_meets_an_api_server_restart_is_written_once_it_is_back() -> None:

@@ -5,12 +5,10 @@ retrying every pod at once, round after round, then evicts every pod."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-from lightkube.resources.core_v1 import Pod
-
 from aksnth.errors import EvictionBlocked
+from aksnth.kube.api import JsonObject, ObjectList
 from aksnth.kube.drain import drain_node
 from aksnth.kube.drainplan import DrainOutcome
 
@@ -20,7 +18,7 @@ RETRY_AFTER_SECONDS = 0.2
 
 
 class SheddingApi:
-    """Just enough of lightkube's AsyncClient for a drain: the node's pods, and evictions that are
+    """Just enough of the Kubernetes API client for a drain: the node's pods, and evictions that are
     refused for load until ``shed_until`` (loop time), accepted after (the pod is then gone)."""
 
     def __init__(self, pods: int, *, shed_until: float) -> None:
@@ -29,7 +27,8 @@ class SheddingApi:
         self.refused = 0
         self.accepted = 0
 
-    async def create(self, eviction: Any, name: str, *, namespace: str) -> None:
+    async def create(self, path: str, eviction: JsonObject) -> None:
+        name = eviction["metadata"]["name"]
         await asyncio.sleep(0)  # a request takes a turn of the loop, as a real one would
         if asyncio.get_running_loop().time() < self.shed_until:
             self.refused += 1
@@ -39,22 +38,16 @@ class SheddingApi:
         self.accepted += 1
         self.pods.pop(name, None)
 
-    def list(self, resource: Any, **_: Any) -> AsyncIterator[Pod]:
-        async def pods() -> AsyncIterator[Pod]:
-            for pod in list(self.pods.values()):
-                yield pod
-
-        return pods()
+    async def list(self, path: str, **_: Any) -> ObjectList:
+        return ObjectList(list(self.pods.values()))
 
 
-def _pod(name: str) -> Pod:
-    return Pod.from_dict(
-        {
-            "metadata": {"name": name, "namespace": "apps", "uid": f"uid-{name}"},
-            "spec": {"nodeName": "n", "containers": [{"name": "app", "image": "x"}]},
-            "status": {"phase": "Running"},
-        }
-    )
+def _pod(name: str) -> JsonObject:
+    return {
+        "metadata": {"name": name, "namespace": "apps", "uid": f"uid-{name}"},
+        "spec": {"nodeName": "n", "containers": [{"name": "app", "image": "x"}]},
+        "status": {"phase": "Running"},
+    }
 
 
 async def test_evictions_shed_for_load_pause_and_shrink_instead_of_storming():

@@ -3,8 +3,6 @@ of the node but DaemonSet pods, in API order."""
 
 from __future__ import annotations
 
-from lightkube.resources.core_v1 import Pod
-
 from aksnth.kube.node import template_pod_names
 from aksnth.kube.pods import PodInfo, pod_info
 
@@ -32,33 +30,31 @@ def test_order_is_the_storage_key_order_namespace_slash_name() -> None:
 
 def test_pod_info_keeps_what_the_drain_readiness_needs() -> None:
     """Labels (PodDisruptionBudget selectors), the Ready condition, the node, the controller and the
-    names of emptyDir volumes are read from the API's Pod."""
-    api_pod = Pod.from_dict(
-        {
-            "metadata": {
-                "name": "web-0",
-                "namespace": "shop",
-                "uid": "u1",
-                "labels": {"app": "web"},
-                "ownerReferences": [
-                    {"apiVersion": "v1", "kind": "Node", "name": "n", "uid": "n1"},
-                    {
-                        "apiVersion": "apps/v1",
-                        "kind": "StatefulSet",
-                        "name": "web",
-                        "uid": "s1",
-                        "controller": True,
-                    },
-                ],
-            },
-            "spec": {
-                "nodeName": "node-a",
-                "containers": [{"name": "app", "image": "x"}],
-                "volumes": [{"name": "cache", "emptyDir": {}}, {"name": "conf", "configMap": {"name": "c"}}],
-            },
-            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
-        }
-    )
+    names of emptyDir volumes are read from the Pod as the API server sends it."""
+    api_pod = {
+        "metadata": {
+            "name": "web-0",
+            "namespace": "shop",
+            "uid": "u1",
+            "labels": {"app": "web"},
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "Node", "name": "n", "uid": "n1"},
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "StatefulSet",
+                    "name": "web",
+                    "uid": "s1",
+                    "controller": True,
+                },
+            ],
+        },
+        "spec": {
+            "nodeName": "node-a",
+            "containers": [{"name": "app", "image": "x"}],
+            "volumes": [{"name": "cache", "emptyDir": {}}, {"name": "conf", "configMap": {"name": "c"}}],
+        },
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]},
+    }
     info = pod_info(api_pod)
     assert (info.node_name, dict(info.labels), info.ready) == ("node-a", {"app": "web"}, True)
     assert (info.controller_kind, info.controller_name, info.controller_uid) == ("StatefulSet", "web", "s1")
@@ -69,7 +65,5 @@ def test_pod_info_keeps_what_the_drain_readiness_needs() -> None:
 
 
 def test_a_pod_without_controller_or_ready_condition() -> None:
-    info = pod_info(
-        Pod.from_dict({"metadata": {"name": "bare", "namespace": "d"}, "spec": {"containers": []}})
-    )
+    info = pod_info({"metadata": {"name": "bare", "namespace": "d"}, "spec": {"containers": []}})
     assert (info.controller, info.ready, info.has_empty_dir) == ("", False, False)

@@ -11,11 +11,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
-from lightkube import AsyncClient
-from lightkube.models.core_v1 import NodeSelectorRequirement
-from lightkube.resources.core_v1 import Node, Pod
-
 from aksnth.errors import KubeForbidden
+from aksnth.kube.api import NODES, PODS, JsonObject, KubeClient, child, children
 from aksnth.kube.budgets import BudgetInfo, list_budgets
 from aksnth.kube.client import api_call, with_retries
 from aksnth.kube.labelselector import Op, Requirement, Selector
@@ -36,7 +33,7 @@ class ClusterState:
     budgets: tuple[BudgetInfo, ...]
 
 
-async def read_cluster(client: AsyncClient) -> ClusterState:
+async def read_cluster(client: KubeClient) -> ClusterState:
     """Every node, every pod and every PodDisruptionBudget, listed concurrently."""
     nodes, pods, budgets = await asyncio.gather(
         _read(lambda: _list_nodes(client), "list nodes"),
@@ -60,63 +57,73 @@ async def _read(fn: Callable[[], Awaitable[T]], what: str) -> T:
         raise KubeForbidden(f"{exc} (the readiness report needs {RIGHTS})", status=exc.status) from exc
 
 
-async def _list_nodes(client: AsyncClient) -> list[NodeInfo]:
+async def _list_nodes(client: KubeClient) -> list[NodeInfo]:
     async with api_call("list nodes"):
-        return [node_info(node) async for node in client.list(Node)]
+        listed = await client.list(NODES)
+    return [node_info(node) for node in listed.items]
 
 
-async def _list_pods(client: AsyncClient) -> list[tuple[PodInfo, Placement]]:
+async def _list_pods(client: KubeClient) -> list[tuple[PodInfo, Placement]]:
     async with api_call("list pods"):
-        return [(pod_info(pod), placement_of(pod)) async for pod in client.list(Pod, namespace="*")]
+        listed = await client.list(PODS)
+    return [(pod_info(pod), placement_of(pod)) for pod in listed.items]
 
 
-def node_info(node: Node) -> NodeInfo:
-    meta, spec, status = node.metadata, node.spec, node.status
-    conditions = (status.conditions if status is not None else None) or []
+def node_info(node: JsonObject) -> NodeInfo:
+    meta, spec, status = child(node, "metadata"), child(node, "spec"), child(node, "status")
     return NodeInfo(
-        name=(meta.name if meta else None) or "",
-        labels=dict((meta.labels if meta else None) or {}),
+        name=meta.get("name") or "",
+        labels=dict(meta.get("labels") or {}),
         taints=tuple(
-            Taint(key=t.key, effect=t.effect, value=t.value or "")
-            for t in ((spec.taints if spec else None) or [])
+            Taint(key=t.get("key") or "", effect=t.get("effect") or "", value=t.get("value") or "")
+            for t in children(spec, "taints")
         ),
-        unschedulable=bool(spec and spec.unschedulable),
-        ready=any(c.type == "Ready" and c.status == "True" for c in conditions),
+        unschedulable=bool(spec.get("unschedulable")),
+        ready=any(
+            c.get("type") == "Ready" and c.get("status") == "True" for c in children(status, "conditions")
+        ),
     )
 
 
-def placement_of(pod: Pod) -> Placement:
-    spec = pod.spec
-    if spec is None:
+def placement_of(pod: JsonObject) -> Placement:
+    spec = child(pod, "spec")
+    if not spec:
         return Placement()
-    affinity = spec.affinity.nodeAffinity if spec.affinity is not None else None
-    required = affinity.requiredDuringSchedulingIgnoredDuringExecution if affinity is not None else None
+    required = child(
+        child(child(spec, "affinity"), "nodeAffinity"), "requiredDuringSchedulingIgnoredDuringExecution"
+    )
     terms = tuple(
-        NodeTerm(expressions=_node_selector(term.matchExpressions), fields=_node_selector(term.matchFields))
-        for term in ((required.nodeSelectorTerms if required is not None else None) or [])
+        NodeTerm(
+            expressions=_node_selector(children(term, "matchExpressions")),
+            fields=_node_selector(children(term, "matchFields")),
+        )
+        for term in children(required, "nodeSelectorTerms")
     )
     return Placement(
         tolerations=tuple(
             Toleration(
-                key=t.key or "", operator=t.operator or "Equal", value=t.value or "", effect=t.effect or ""
+                key=t.get("key") or "",
+                operator=t.get("operator") or "Equal",
+                value=t.get("value") or "",
+                effect=t.get("effect") or "",
             )
-            for t in (spec.tolerations or [])
+            for t in children(spec, "tolerations")
         ),
-        node_selector=dict(spec.nodeSelector or {}),
+        node_selector=dict(spec.get("nodeSelector") or {}),
         required_terms=terms,
     )
 
 
-def _node_selector(requirements: list[NodeSelectorRequirement] | None) -> Selector:
+def _node_selector(requirements: list[JsonObject]) -> Selector:
     converted: list[Requirement] = []
     values: tuple[str, ...]
-    for requirement in requirements or []:
+    for requirement in requirements:
         try:
-            op = Op(requirement.operator)
+            op = Op(requirement.get("operator") or "")
         except ValueError:
             # The API server refuses unknown operators; should one appear, it matches no node.
             op, values = Op.IN, ()
         else:
-            values = tuple(requirement.values or ())
-        converted.append(Requirement(requirement.key, op, values))
+            values = tuple(requirement.get("values") or ())
+        converted.append(Requirement(requirement.get("key") or "", op, values))
     return Selector(tuple(converted))

@@ -24,12 +24,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from lightkube import AsyncClient
-
 from aksnth.config import KubeSettings
 from aksnth.durations import format_duration
 from aksnth.errors import ConfigError, KubeError, KubeForbidden, NodeNotFound
 from aksnth.flags import HelpRequested, Kind, Option, OptionValue, parse_flags
+from aksnth.kube.api import KubeClient
 from aksnth.kube.client import open_client
 from aksnth.kube.keys import SPOT_LABEL, SPOT_VALUE
 from aksnth.kube.labelselector import Selector, parse_selector
@@ -209,7 +208,7 @@ def default_kubeconfig(env: Mapping[str, str]) -> str:
     return ""
 
 
-async def assess(client: AsyncClient, request: Request, *, now: datetime) -> Assessment:
+async def assess(client: KubeClient, request: Request, *, now: datetime) -> Assessment:
     """Read the cluster once and assess the requested nodes."""
     state = await read_cluster(client)
     view = state.view

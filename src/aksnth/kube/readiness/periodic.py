@@ -22,10 +22,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Final
 
-from lightkube import AsyncClient
-
 from aksnth.config import ResponseSettings
 from aksnth.errors import KubeError, KubeForbidden
+from aksnth.kube.api import KubeClient
 from aksnth.kube.budgets import BudgetInfo, list_budgets
 from aksnth.kube.pods import list_pods_on_node
 from aksnth.kube.readiness.assess import NodeReadiness, Scenario, assess_node
@@ -56,7 +55,7 @@ def spot_eviction(response: ResponseSettings) -> Scenario:
 class ReadinessCheck:
     def __init__(
         self,
-        client: AsyncClient,
+        client: KubeClient,
         node_name: str,
         *,
         interval_seconds: float,
