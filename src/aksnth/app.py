@@ -97,7 +97,6 @@ async def run(
         from aksnth.handler import Handler  # noqa: PLC0415
         from aksnth.kube.client import open_client  # noqa: PLC0415
         from aksnth.kube.events import EventRecorder  # noqa: PLC0415
-        from aksnth.kube.readiness.periodic import ReadinessCheck, spot_eviction  # noqa: PLC0415
 
         kube = await stack.enter_async_context(open_client(settings.kube))
         recorder = EventRecorder(kube, host=settings.kube.node_name)
@@ -124,6 +123,10 @@ async def run(
                 group.create_task(watch_handler(), name="handle-events")
                 group.create_task(wait_for_signal(), name="wait-for-signal")
                 if settings.readiness.enabled:
+                    # Only then: the check's modules (budgets, selectors, the assessment) are about
+                    # 0.3 MiB that a handler without it would carry on every node.
+                    from aksnth.kube.readiness.periodic import ReadinessCheck, spot_eviction  # noqa: PLC0415
+
                     check = ReadinessCheck(
                         kube,
                         settings.kube.node_name,

@@ -118,11 +118,21 @@ async def test_reboot_drains_then_the_rebooted_node_is_given_back(
         assert old_boot_id != new_boot_id
         # The give-back came from the reboot, not from the event's end: Azure still lists it.
         assert any(e["EventId"] == event_id for e in simulator.state()["events"])
-        restarted = [p for p in await handler_pods(rkube) if p.spec.nodeName == node_a.name]
-        assert len(restarted) == 1
-        assert restarted[0].metadata.uid == handlers[node_a.name].metadata.uid  # the same pod, restarted
-        running = restarted[0].status.containerStatuses[0].state.running
-        assert running is not None and running.startedAt.timestamp() >= int(rebooted_at)
+
+        async def restarted_after_the_reboot() -> bool:
+            # The kubelet reports the new container's state some time after starting it; the handler
+            # can give the node back before that report.
+            pods = [p for p in await handler_pods(rkube) if p.spec.nodeName == node_a.name]
+            assert len(pods) == 1
+            assert pods[0].metadata.uid == handlers[node_a.name].metadata.uid  # the same pod, restarted
+            running = pods[0].status.containerStatuses[0].state.running
+            return running is not None and running.startedAt.timestamp() >= int(rebooted_at)
+
+        await eventually(
+            restarted_after_the_reboot,
+            what="the handler's container running since the reboot",
+            timeout_seconds=60,
+        )
         await wait_handlers_ready(rkube, [n.name for n in real_cluster.nodes])
     await rkube.delete(Namespace, namespace)
 

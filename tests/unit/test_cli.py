@@ -1206,3 +1206,28 @@ def test_the_handler_process_does_without_the_http2_modules() -> None:
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+
+
+def test_the_handler_process_loads_no_kubernetes_client_library_and_no_yaml_in_a_pod() -> None:
+    """In a fresh interpreter, everything the handler imports for its Kubernetes side, and its access
+    read in-cluster from a ServiceAccount directory: no lightkube, msgspec or PyYAML (a pod reads no
+    YAML)."""
+    import subprocess  # noqa: PLC0415
+
+    script = (
+        "import os, pathlib, shutil, sys, tempfile\n"
+        "import certifi\n"
+        "from aksnth import app, handler\n"
+        "from aksnth.kube import client, events\n"
+        "from aksnth.kube.access import load_access\n"
+        "account = pathlib.Path(tempfile.mkdtemp())\n"
+        "(account / 'token').write_text('t')\n"
+        "shutil.copy(certifi.where(), account / 'ca.crt')  # any PEM bundle stands for the cluster's CA\n"
+        "os.environ.update(KUBERNETES_SERVICE_HOST='10.0.0.1', KUBERNETES_SERVICE_PORT='443')\n"
+        "access = load_access('', service_account_dir=account)\n"
+        "assert access.server == 'https://10.0.0.1:443', access.server\n"
+        "unwanted = ('lightkube', 'msgspec', 'yaml')\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith(unwanted))\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)

@@ -138,7 +138,7 @@ async def test_measure_counts_a_cancelled_call_as_client_go_error_and_lets_cance
     assert count(registry, "<error>") == 1  # client-go (the Go version) has no other code for it
 
 
-async def test_transport_works_with_the_httpx2_fork_used_by_lightkube(
+async def test_transport_works_with_httpx2_the_kubernetes_clients_stack(
     metrics: ApiServerMetrics, registry: CollectorRegistry
 ) -> None:
     httpx2 = pytest.importorskip("httpx2")
