@@ -104,8 +104,6 @@ class PollConnection:
         self._writer: asyncio.StreamWriter | None = None
         self._h11 = h11.Connection(h11.CLIENT)
         self._closed = False
-        #: Connections opened so far (for tests and diagnostics).
-        self.connections_opened = 0
 
     async def fetch(self) -> PollAnswer:
         """Send the GET and read the answer, whatever its status."""
@@ -187,7 +185,6 @@ class PollConnection:
         except OSError as exc:
             raise _Failure(f"ConnectError: {_describe(exc)}") from exc
         self._h11 = h11.Connection(h11.CLIENT)
-        self.connections_opened += 1
 
     async def _exchange_head(self) -> h11.Response:
         conn, reader, writer = self._h11, self._reader, self._writer
