@@ -65,11 +65,11 @@ class _Failure(Exception):
 class PollConnection:
     """Sends one prebuilt GET to an ``http://`` URL over one persistent connection.
 
-    ``headers`` go out with ``Host`` and nothing else. A 200 body longer than ``max_body_bytes`` is an
-    :class:`ImdsDocumentError` (refused before reading when its ``Content-Length`` says so); of any
-    other answer only the first ``error_body_bytes`` are read, to quote them. Failures to get an answer
-    are :class:`ImdsUnavailable`. With ``metrics``, every call is recorded as
-    :class:`~aksnth.observe.httpmetrics.InstrumentedTransport` records a request.
+    The request carries ``headers`` and ``Host``, nothing more. A 200 body longer than
+    ``max_body_bytes`` is an :class:`ImdsDocumentError` (refused before reading when its
+    ``Content-Length`` says so); of any other answer only the first ``error_body_bytes`` are read, to
+    quote them. Failures to get an answer are :class:`ImdsUnavailable`. With ``metrics``, every call
+    is recorded as :class:`~aksnth.observe.httpmetrics.InstrumentedTransport` records a request.
 
     Calls are serialised: the poll is sequential, and a second caller waits for the first. Bound the
     call with ``asyncio.timeout``; :meth:`aclose` closes the socket.
