@@ -468,7 +468,7 @@ async def test_closing_the_client_during_a_first_poll_leaves_no_connection(serve
     server.replies = [stall_after(b"")]
     imds = ImdsClient(settings_for(server.url))
     imds.start_first_poll()
-    await imds.first_poll_head_start(0.2)
+    await server.wait_for(lambda: bool(server.requests))
     assert server.open == 1
     await imds.aclose()
     await server.wait_until_all_closed()
@@ -485,7 +485,7 @@ SCRIPT: list[Callable[[], Reply]] = [
     lambda: answer(500, b"{}", reason="Internal Server Error"),
     lambda: answer(429, b"{}", reason="Too Many Requests", headers={"Retry-After": "1"}),
     lambda: answer(410, b"", reason="Gone"),
-    lambda: stall_after(b""),  # abandoned at the request timeout: "cancelled"
+    lambda: stall_after(b""),  # abandoned at the request timeout (1 s): "cancelled"
     lambda: raw(b"HTTP/1.1 200 OK\r\nContent-Length: 999\r\n\r\n{"),  # answered, then cut short: "200"
     answer,
 ]
@@ -517,7 +517,7 @@ async def record_script(*, own_connection: bool) -> Samples:
     ):
         for url, polls in ((server.url, len(SCRIPT)), (nowhere, 1)):
             async with ImdsClient(
-                settings_for(url, timeout=0.3), client=http, poll_transport=poll_transport
+                settings_for(url, timeout=1.0), client=http, poll_transport=poll_transport
             ) as imds:
                 for _ in range(polls):
                     with contextlib.suppress(ImdsUnavailable, ImdsDocumentError):
