@@ -61,17 +61,28 @@ def settings_for(sim: ImdsSimulator, *, timeout: float = 2.0) -> ImdsSettings:
     )
 
 
-@pytest.fixture(params=["through the client", "straight to the transport"])
+@pytest.fixture(params=["through the client", "straight to the transport", "through a client passed in"])
 async def client(simulator: ImdsSimulator, request: pytest.FixtureRequest) -> AsyncIterator[ImdsClient]:
-    """Both ways a poll can go: the handler's (the poll sent straight to the instrumented transport,
-    as app.run() wires it) and through the client alone."""
+    """The ways a poll can go: the handler's (an instrumented transport given for the poll, as app.run()
+    wires it), a client of its own (both poll on a connection of their own), and a client passed in
+    alone (the poll goes through httpx2, as it does for an https:// endpoint)."""
     if request.param == "through the client":
         async with ImdsClient(settings_for(simulator)) as imds:
             yield imds
         return
+    if request.param == "through a client passed in":
+        async with (
+            httpx2.AsyncClient(trust_env=False) as http,
+            ImdsClient(settings_for(simulator), client=http) as imds,
+        ):
+            yield imds
+        return
     transport = imds_transport(httpx2.AsyncHTTPTransport(verify=False))
-    async with httpx2.AsyncClient(transport=transport, trust_env=False) as http:
-        yield ImdsClient(settings_for(simulator), client=http, poll_transport=transport)
+    async with (
+        httpx2.AsyncClient(transport=transport, trust_env=False) as http,
+        ImdsClient(settings_for(simulator), client=http, poll_transport=transport) as imds,
+    ):
+        yield imds
 
 
 @pytest.fixture

@@ -3,7 +3,9 @@
 Three callers, three shapes:
 
 * IMDS and notifications use httpx2 directly: wrap their transport in :class:`InstrumentedTransport`
-  (or take one from :func:`imds_transport` / :func:`webhook_transport`).
+  (or take one from :func:`imds_transport` / :func:`webhook_transport`). The Scheduled Events poll
+  has a connection of its own; it records through the transport's :class:`RequestMetrics`, so its
+  samples are those the transport would have written.
 * The Kubernetes client (``aksnth.kube.api``) is metered by :class:`ApiServerMetrics`, which offers a
   transport wrapper (what ``open_client`` uses), an event-hook pair and a context manager. These are
   duck-typed on the ``httpx2`` transport interface.
@@ -77,6 +79,69 @@ def origin_label(url: httpx2.URL) -> str:
     return f"{url.scheme}://{host}{port}"
 
 
+class RequestMetrics:
+    """The in-flight gauge, the counter and the duration histogram of one family of outgoing requests,
+    and how its ``endpoint`` label is made. :class:`InstrumentedTransport` records through it, and so
+    does anything that sends such requests without httpx2 (the Scheduled Events poll connection), so a
+    request gets the same series and labels whichever way it goes."""
+
+    __slots__ = ("duration", "endpoint_label", "in_flight", "requests")
+
+    def __init__(
+        self,
+        *,
+        in_flight: Gauge,
+        requests: Counter,
+        duration: Histogram,
+        endpoint_label: Callable[[httpx2.URL], str],
+    ) -> None:
+        self.in_flight = in_flight
+        self.requests = requests
+        self.duration = duration
+        self.endpoint_label = endpoint_label
+
+    def labelled(self, method: str, url: httpx2.URL) -> RequestRecorder:
+        return RequestRecorder(self, method, url)
+
+
+class RequestRecorder:
+    """Records requests of one method to one URL: ``started``, then ``answered`` when the response
+    headers arrive, then ``finished`` with the ``code`` label, always.
+
+    The labels are worked out once; a caller that sends the same request every second keeps one
+    recorder. Series are created when first used, as a direct ``labels()`` call would create them.
+    """
+
+    __slots__ = ("_counts", "_duration", "_duration_method", "_endpoint", "_method", "_metrics")
+
+    def __init__(self, metrics: RequestMetrics, method: str, url: httpx2.URL) -> None:
+        self._metrics = metrics
+        self._method = method_label(method)
+        self._duration_method = duration_method_label(method)
+        self._endpoint = metrics.endpoint_label(url)
+        self._duration: Histogram | None = None
+        self._counts: dict[str, Counter] = {}
+
+    def started(self) -> float:
+        """Count the request in flight; the start time to give to :meth:`answered`."""
+        self._metrics.in_flight.inc()
+        return time.perf_counter()
+
+    def answered(self, started: float) -> None:
+        if self._duration is None:
+            self._duration = self._metrics.duration.labels(method=self._duration_method)
+        self._duration.observe(time.perf_counter() - started)
+
+    def finished(self, code: str) -> None:
+        """``code``: the HTTP status as text, :data:`CODE_ERROR` or :data:`CODE_CANCELLED`."""
+        counter = self._counts.get(code)
+        if counter is None:
+            counter = self._metrics.requests.labels(code=code, method=self._method, endpoint=self._endpoint)
+            self._counts[code] = counter
+        counter.inc()
+        self._metrics.in_flight.dec()
+
+
 class InstrumentedTransport(httpx2.AsyncBaseTransport):
     """An httpx2 transport that records in-flight, count (code, method, endpoint) and duration (method).
 
@@ -94,32 +159,28 @@ class InstrumentedTransport(httpx2.AsyncBaseTransport):
         endpoint_label: Callable[[httpx2.URL], str],
     ) -> None:
         self._inner = inner
-        self._in_flight = in_flight
-        self._requests = requests
-        self._duration = duration
-        self._endpoint_label = endpoint_label
+        self.metrics = RequestMetrics(
+            in_flight=in_flight, requests=requests, duration=duration, endpoint_label=endpoint_label
+        )
 
     @property
     def inner(self) -> httpx2.AsyncBaseTransport:
         return self._inner
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        method = request.method
-        endpoint = self._endpoint_label(request.url)
+        recorder = self.metrics.labelled(request.method, request.url)
         code = CODE_ERROR
-        self._in_flight.inc()
-        started = time.perf_counter()
+        started = recorder.started()
         try:
             response = await self._inner.handle_async_request(request)
             code = str(response.status_code)
-            self._duration.labels(method=duration_method_label(method)).observe(time.perf_counter() - started)
+            recorder.answered(started)
             return response
         except asyncio.CancelledError:
             code = CODE_CANCELLED
             raise
         finally:
-            self._requests.labels(code=code, method=method_label(method), endpoint=endpoint).inc()
-            self._in_flight.dec()
+            recorder.finished(code)
 
     async def aclose(self) -> None:
         await self._inner.aclose()
@@ -298,6 +359,8 @@ __all__ = [
     "ApiServerTransport",
     "AsyncTransportLike",
     "InstrumentedTransport",
+    "RequestMetrics",
+    "RequestRecorder",
     "duration_method_label",
     "imds_transport",
     "method_label",
