@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             print("--candidate-name must differ from --name", file=sys.stderr)
             return 2
         implementations.append(Implementation(name=args.candidate_name, template=args.candidate))
-    if args.candidate == IMAGE_LIKE_TEMPLATE:
+    if IMAGE_LIKE_TEMPLATE in (args.handler, args.candidate):
         precompile()
     work_dir = Path(tempfile.mkdtemp(prefix="aksnth-bench-"))
     began = time.monotonic()

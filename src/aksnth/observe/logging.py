@@ -6,7 +6,7 @@
 * Redaction happens in the formatter, on the message, every string field and the exception text,
   by the process's :class:`~aksnth.observe.redaction.Redactor`: registered secrets
   (:func:`register_secret`) and known secret shapes.
-* ``httpx2``/``httpcore2`` (the HTTP client of lightkube and of everything else here) log full URLs,
+* ``httpx2``/``httpcore2`` (the HTTP client of everything here) log full URLs,
   which can carry a Telegram token; they are held at WARNING.
 """
 
