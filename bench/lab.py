@@ -28,7 +28,6 @@ from lightkube.types import PatchType
 from tests.support.chart import chart_cluster_rules
 from tests.support.cluster import AksNode, create_aks_node, service_account_kubeconfig
 from tests.support.controlplane import ControlPlane
-from tests.support.ports import free_loopback_port
 from tests.support.receivers import Receiver
 
 from aksnth.azure.simulator import ImdsSimulator
@@ -133,7 +132,9 @@ class Lab:
             "node": node.name,
             "resource": node.resource_name,
             "webhook_url": self.webhook.url(f"/hook/{implementation.name}"),
-            "web_address": f"127.0.0.1:{free_loopback_port()}",
+            # Port 0: the kernel picks a free one as the handler binds it, so no other process can take
+            # it in between; nothing here talks to the handler's server.
+            "web_address": "127.0.0.1:0",
         }
         log_path = self.work_dir / f"{implementation.name}-{label}.log"
         process = HandlerProcess(command_line(implementation.template, values), log_path=log_path)

@@ -33,7 +33,6 @@ from tests.support.chart import SEED_VALUES_DIR, chart_cluster_rules
 from tests.support.cluster import service_account_kubeconfig
 from tests.support.controlplane import ControlPlane
 from tests.support.kubelet import FakeKubelet
-from tests.support.ports import free_loopback_port
 from tests.support.receivers import Receiver
 
 from aksnth.azure.simulator import MIN_NOTICE_SECONDS, STARTED_SECONDS, ImdsSimulator
@@ -155,7 +154,7 @@ def handler_argv(
         f"-node={node}",  # the chart sets MY_NODE_NAME from spec.nodeName
         f"-kubeconfig={kubeconfig}",  # in a pod: the in-cluster ServiceAccount
         f"-endpoint={imds.scheduled_events_url}",  # in Azure: 169.254.169.254
-        f"-web.address=127.0.0.1:{free_loopback_port()}",  # the chart: :17923
+        "-web.address=127.0.0.1:0",  # the chart: :17923; here the kernel picks a port (nobody scrapes it)
     ]
     program = [str(_HANDLER)] if _HANDLER.exists() else [sys.executable, "-m", "aksnth"]
     return [*program, *chart_args, *demo_args, *environment]

@@ -368,3 +368,13 @@ async def test_metrics_without_accept_headers_are_plain_prometheus_text(server: 
     assert b"\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8" in headers.lower()
     assert b"content-encoding" not in headers.lower()
     assert f"# TYPE {PREFIX}build_info gauge".encode() in body
+
+
+async def test_a_server_on_port_0_names_the_port_the_kernel_picked(
+    health: Health, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aksnth.observe.server")
+    async with MetricsServer("127.0.0.1:0", health) as running:
+        port = running.port
+    [record] = [r for r in caplog.records if r.getMessage() == "metrics and health server listening"]
+    assert port > 0 and record.address == f"127.0.0.1:{port}"  # type: ignore[attr-defined]

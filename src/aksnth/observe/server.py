@@ -212,7 +212,9 @@ class MetricsServer:
             )
         except OSError as exc:
             raise ConfigError(f"-web.address {self.address}: cannot listen: {exc.strerror or exc}") from exc
-        log.info("metrics and health server listening", extra={"address": str(self.address)})
+        # With port 0 the kernel picks one: the log names the port actually bound.
+        bound = ListenAddress(host=self.address.host, port=self.port)
+        log.info("metrics and health server listening", extra={"address": str(bound)})
         return self.port
 
     async def stop(self) -> None:
