@@ -29,6 +29,7 @@ from tests.support.chart import chart_cluster_rules
 from tests.support.cluster import AksNode, create_aks_node, service_account_kubeconfig
 from tests.support.controlplane import ControlPlane
 from tests.support.receivers import Receiver
+from tests.support.tasks import stop_task
 
 from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube.keys import EXCLUDE_FROM_LB_LABEL, STATE_ANNOTATION, is_our_taint_key
@@ -237,10 +238,7 @@ class NodeWatch:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
 
     @property
     def unschedulable(self) -> bool:
@@ -290,10 +288,7 @@ class PodWatch:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
 
     async def _watch(self) -> None:
         # Listing first gives the starting set; the watch from that resourceVersion sees every change.

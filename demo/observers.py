@@ -8,7 +8,6 @@ receiver saw, which is what an operator of a real cluster would see.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -18,6 +17,7 @@ import httpx2
 from lightkube import ApiError, AsyncClient
 from lightkube.resources.core_v1 import Node, Pod
 from tests.support.receivers import Receiver
+from tests.support.tasks import stop_task
 
 from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube.keys import EXCLUDE_FROM_LB_LABEL, is_our_taint_key
@@ -45,10 +45,7 @@ class _Task:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
 
 
 @dataclass(frozen=True, slots=True)

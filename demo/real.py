@@ -35,6 +35,7 @@ from tests.cluster.scenario import (
     workload_pod_spec,
 )
 from tests.support.realcluster import RealCluster, missing_prerequisites
+from tests.support.tasks import stop_task
 
 from demo.observers import NodeObserver, RecordsObserver
 from demo.timeline import Step, Timeline, format_summary
@@ -66,10 +67,7 @@ class RealPodObserver:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
 
     async def _run(self) -> None:
         while True:

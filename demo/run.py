@@ -34,6 +34,7 @@ from tests.support.cluster import service_account_kubeconfig
 from tests.support.controlplane import ControlPlane
 from tests.support.kubelet import FakeKubelet
 from tests.support.receivers import Receiver
+from tests.support.tasks import stop_task
 
 from aksnth.azure.simulator import MIN_NOTICE_SECONDS, STARTED_SECONDS, ImdsSimulator
 from demo.observers import ALL_PODS_UP_TO, NodeObserver, PodObserver, RecordsObserver
@@ -187,9 +188,7 @@ async def printing(timeline: Timeline) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop_task(task)
         timeline.flush(everything=True)
 
 

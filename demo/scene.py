@@ -10,7 +10,6 @@ resource name from.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import uuid
@@ -29,6 +28,7 @@ from tests.support.cluster import (
     create_replicaset,
     wait_pdb_observed,
 )
+from tests.support.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -228,10 +228,7 @@ class ReplicaSetStandIn:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
 
     async def _watch(self) -> None:
         while True:

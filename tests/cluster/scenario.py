@@ -31,6 +31,7 @@ from aksnth.kube import keys
 from tests.support.chart import SEED_VALUES_DIR
 from tests.support.cluster import eventually
 from tests.support.realcluster import WORKLOAD_IMAGE, RealCluster, install_command
+from tests.support.tasks import stop_task
 
 RELEASE = "aks-node-termination-handler"
 RELEASE_NAMESPACE = "kube-system"  # the README's
@@ -315,10 +316,7 @@ class ReadyWatch:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
 
     async def _run(self) -> None:
         while True:
