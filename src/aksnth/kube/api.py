@@ -8,7 +8,8 @@ in ``bench/README.md``), for requests that are a URL and a JSON body each.
 
 Every request goes through the caller's ``httpx2.AsyncClient`` (its base URL, credentials, TLS
 context, timeouts and metered transport: see :func:`aksnth.kube.client.open_client`). An answer that
-is not 2xx raises :class:`ApiError`; transport failures stay ``httpx2`` errors. Callers wrap calls in
+is not 2xx raises :class:`ApiError`, one that is no JSON object :class:`UnreadableAnswer`; transport
+failures stay ``httpx2`` errors. Callers wrap calls in
 :func:`aksnth.kube.client.api_call`, which turns both into the ``KubeError`` tree.
 """
 
@@ -95,6 +96,17 @@ class ApiError(Exception):
         super().__init__(self.message or f"HTTP {self.code} {response.reason_phrase}".rstrip())
 
 
+class UnreadableAnswer(Exception):
+    """A 2xx answer, or a line of a watch, that is not the JSON object the API server sends: something
+    between us and it answered, or the answer was cut short."""
+
+
+def _excerpt(content: bytes | str) -> str:
+    text = content.decode("utf-8", "replace") if isinstance(content, bytes) else content
+    flat = " ".join(text.split())
+    return repr(flat if len(flat) <= _ERROR_BODY_CHARS else flat[: _ERROR_BODY_CHARS - 1] + "…")
+
+
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
@@ -178,10 +190,14 @@ class KubeClient:
             async for line in response.aiter_lines():
                 if not line.strip():
                     continue
-                event = json.loads(line)
-                kind, obj = event.get("type"), event.get("object")
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    event = None
+                kind = event.get("type") if isinstance(event, dict) else None
+                obj = event.get("object") if isinstance(event, dict) else None
                 if not isinstance(kind, str) or not isinstance(obj, dict):
-                    raise ValueError(f"watch {path}: not a watch event: {line[:_ERROR_BODY_CHARS]}")
+                    raise UnreadableAnswer(f"watch {path}: not a watch event: {_excerpt(line)}")
                 if kind == "ERROR":
                     raise ApiError(
                         httpx2.Response(int(obj.get("code") or 500), request=response.request), obj
@@ -226,9 +242,15 @@ class KubeClient:
             raise ApiError(response)
         if not response.content:
             return {}
-        document = json.loads(response.content)
+        try:
+            document = json.loads(response.content)
+        except ValueError:
+            document = None
         if not isinstance(document, dict):
-            raise ValueError(f"{method} {path}: the answer is not a JSON object")
+            excerpt = _excerpt(response.content)
+            raise UnreadableAnswer(
+                f"{method} {path}: HTTP {response.status_code} but no JSON object: {excerpt}"
+            )
         return document
 
 

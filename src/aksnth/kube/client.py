@@ -30,7 +30,7 @@ from aksnth.errors import (
     WriteConflict,
 )
 from aksnth.kube.access import load_access
-from aksnth.kube.api import ApiError, KubeClient
+from aksnth.kube.api import ApiError, KubeClient, UnreadableAnswer
 from aksnth.kube.keys import FIELD_MANAGER
 from aksnth.observe.httpmetrics import ApiServerMetrics
 
@@ -136,6 +136,9 @@ def translate(exc: BaseException, what: str, *, not_found: type[KubeError] = Kub
         return _by_status(
             code, text, response=exc.response, details=exc.details, raw=raw, not_found=not_found
         )
+    if isinstance(exc, UnreadableAnswer):
+        # Something between us and the API server answered (a proxy's page), or the answer was cut.
+        return KubeUnavailable(shorten(f"{what}: {exc}"))
     if isinstance(exc, httpx2.HTTPStatusError):
         code = exc.response.status_code
         text = shorten(f"{what}: HTTP {code} {exc.response.reason_phrase}")
@@ -187,7 +190,7 @@ async def api_call(
             yield
     except TimeoutError as exc:
         raise KubeUnavailable(f"{what}: no answer within {timeout_seconds:g}s") from exc
-    except (ApiError, httpx2.HTTPError) as exc:
+    except (ApiError, UnreadableAnswer, httpx2.HTTPError) as exc:
         translated = translate(exc, what, not_found=not_found)
         assert translated is not None
         raise translated from exc

@@ -20,7 +20,7 @@ from typing import Final
 import httpx2
 
 from aksnth.errors import KubeError
-from aksnth.kube.api import NODES, ApiError, KubeClient, child
+from aksnth.kube.api import NODES, ApiError, KubeClient, UnreadableAnswer, child
 from aksnth.kube.client import api_call, translate
 
 log = logging.getLogger(__name__)
@@ -99,8 +99,8 @@ async def _watch_until_cordoned(
                     return
     except TimeoutError:
         return
-    except (ApiError, httpx2.HTTPError, ValueError) as exc:
+    except (ApiError, UnreadableAnswer, httpx2.HTTPError) as exc:
         log.warning(
             "watching the other nodes under the event failed (evicting without waiting longer): %s",
-            translate(exc, "watch nodes") or f"watch nodes: {exc}",
+            translate(exc, "watch nodes"),
         )

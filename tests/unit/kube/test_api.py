@@ -9,6 +9,7 @@ from collections.abc import Callable
 import httpx2
 import pytest
 
+from aksnth.errors import KubeUnavailable
 from aksnth.kube.api import (
     MERGE_PATCH,
     NODES,
@@ -16,11 +17,13 @@ from aksnth.kube.api import (
     STRATEGIC_MERGE_PATCH,
     ApiError,
     KubeClient,
+    UnreadableAnswer,
     child,
     children,
     namespaced_path,
     node_path,
 )
+from aksnth.kube.client import api_call
 
 SERVER = "https://10.0.0.1:6443"
 
@@ -144,10 +147,19 @@ async def test_an_error_answer_that_is_no_status_keeps_only_its_code() -> None:
     assert (caught.value.code, caught.value.status, str(caught.value)) == (502, {}, "HTTP 502 Bad Gateway")
 
 
-async def test_an_answer_that_is_no_json_object_is_refused() -> None:
-    client, _ = client_for(lambda r: httpx2.Response(200, json=[1, 2]))
-    with pytest.raises(ValueError, match="not a JSON object"):
+@pytest.mark.parametrize("body", [b"[1, 2]", b"<html>portal login</html>", b'{"kind": "Node"'])
+async def test_an_answer_that_is_no_json_object_is_unreadable_and_quoted(body: bytes) -> None:
+    client, _ = client_for(lambda r: httpx2.Response(200, content=body))
+    with pytest.raises(UnreadableAnswer, match="GET /api/v1/nodes: HTTP 200 but no JSON object: ") as caught:
         await client.get(NODES)
+    assert body.decode()[:10] in str(caught.value)
+
+
+async def test_an_unreadable_answer_is_the_api_server_unavailable_for_callers() -> None:
+    client, _ = client_for(lambda r: httpx2.Response(200, content=b"<html>portal login</html>"))
+    with pytest.raises(KubeUnavailable, match="get node n: GET /api/v1/nodes/n: HTTP 200 but no JSON object"):
+        async with api_call("get node n"):
+            await client.get(node_path("n"))
 
 
 async def test_watch_yields_changes_and_raises_on_an_error_event() -> None:
@@ -183,7 +195,7 @@ async def test_a_refused_watch_is_an_api_error() -> None:
 
 
 async def test_a_watch_line_that_is_no_event_is_refused() -> None:
-    client, _ = client_for(lambda r: httpx2.Response(200, content=b'{"type": "ADDED"}\n'))
-    with pytest.raises(ValueError, match="not a watch event"):
+    client, _ = client_for(lambda r: httpx2.Response(200, content=b'{"type": "ADDED"}\nnot json\n'))
+    with pytest.raises(UnreadableAnswer, match="not a watch event"):
         async for _ in client.watch(NODES):
             pass
