@@ -561,3 +561,18 @@ async def test_closing_the_client_ends_a_first_poll_still_waiting(manual_simulat
     imds = ImdsClient(settings)
     imds.start_first_poll()
     await imds.aclose()  # before the loop ever ran the request: cancelled, no warning left behind
+
+
+async def test_an_unchanged_answer_is_not_parsed_again(client: ImdsClient, simulator: ImdsSimulator) -> None:
+    """The same bytes give the same (immutable) document; a change, or a broken answer in between,
+    is read afresh."""
+    first = await client.fetch_document()
+    assert await client.fetch_document() is first
+    simulator.inject_fault(body="garbage")
+    with pytest.raises(ImdsDocumentError):
+        await client.fetch_document()
+    assert await client.fetch_document() is first  # the broken answer replaced nothing
+    simulator.schedule("Preempt", ["vmss_0"])
+    changed = await client.fetch_document()
+    assert changed is not first and changed.incarnation > first.incarnation
+    assert [e.event_type.value for e in changed.events] == ["Preempt"]
