@@ -155,13 +155,19 @@ class KubeClient:
         """Every item, following ``metadata.continue`` when the server pages the answer."""
         params = _without_none({"labelSelector": selector(labels), "fieldSelector": selector(fields)})
         items: list[JsonObject] = []
+        tokens: set[str] = set()
         while True:
             page = await self._json("GET", path, params=params)
-            items.extend(item for item in page.get("items") or () if isinstance(item, dict))
-            meta = page.get("metadata") or {}
+            items.extend(children(page, "items"))
+            meta = child(page, "metadata")
             token = meta.get("continue")
             if not token:
                 return ObjectList(items, str(meta.get("resourceVersion") or ""))
+            if not isinstance(token, str) or token in tokens:  # a server that pages in a circle
+                raise UnreadableAnswer(
+                    f"GET {path}: the list's continue token {_excerpt(str(token))} repeats"
+                )
+            tokens.add(token)
             params = {**params, "continue": token}
 
     async def watch(

@@ -105,6 +105,14 @@ async def test_list_sends_selectors_and_follows_continue_tokens() -> None:
     ]
 
 
+async def test_a_list_that_pages_in_a_circle_is_unreadable() -> None:
+    page = {"metadata": {"continue": "again"}, "items": []}
+    client, seen = client_for(lambda r: httpx2.Response(200, json=page))
+    with pytest.raises(UnreadableAnswer, match="continue token 'again' repeats"):
+        await client.list(PODS)
+    assert len(seen) == 2
+
+
 async def test_writes_name_the_field_manager_and_the_patch_kind() -> None:
     client, seen = client_for(lambda r: httpx2.Response(201, json={}))
     await client.create(namespaced_path("default", "events"), {"kind": "Event"})
