@@ -19,6 +19,9 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 
 from aksnth.azure.simulator import ImdsSimulator
+from aksnth.config import KubeSettings
+from aksnth.kube.api import KubeClient
+from aksnth.kube.client import open_client
 from tests.support.audit import suite_audit_policy
 from tests.support.chart import HANDLER_ACCOUNT_PREFIX, handler_cluster_rules
 from tests.support.cluster import AksNode, create_aks_node, service_account_kubeconfig, unique_suffix
@@ -117,6 +120,16 @@ async def handler_kubeconfig(
         name=f"{HANDLER_ACCOUNT_PREFIX}{unique_suffix()}",
         cluster_rules=handler_cluster_rules(handler_chart_values),
     )
+
+
+@pytest.fixture
+async def handler_kube(handler_kubeconfig: Path) -> AsyncIterator[KubeClient]:
+    """The client the handler opens (``open_client``), as the ServiceAccount of `handler_kubeconfig`."""
+    settings = KubeSettings(
+        kubeconfig=str(handler_kubeconfig), node_name="unused", request_timeout_seconds=10.0
+    )
+    async with open_client(settings) as client:
+        yield client
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ kubelet stand-in that finishes graceful deletions)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from lightkube import AsyncClient
@@ -14,7 +13,6 @@ from aksnth.kube.api import KubeClient
 from aksnth.kube.drain import PodProgress, drain_node
 from aksnth.kube.drainplan import DrainOutcome
 from aksnth.kube.events import REASON_POD_EVICTED, EventRecorder
-from tests.integration.kube_fixtures import handler_client
 from tests.support.chart import ALLOW_POD_DELETE
 from tests.support.cluster import (
     create_aks_node,
@@ -25,18 +23,9 @@ from tests.support.cluster import (
     wait_pdb_observed,
     wait_pod_running,
 )
-from tests.support.controlplane import ControlPlane
 from tests.support.kubelet import FakeKubelet
 
 pytestmark = pytest.mark.controlplane
-
-
-@pytest.fixture
-async def handler_kube(
-    kube: AsyncClient, control_plane: ControlPlane, namespace: str, handler_chart_values: tuple[str, ...]
-) -> AsyncIterator[KubeClient]:
-    async with handler_client(kube, control_plane, namespace, handler_chart_values) as client:
-        yield client
 
 
 def deadline_in(seconds: float) -> float:

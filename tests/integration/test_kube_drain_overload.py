@@ -38,7 +38,7 @@ class HandlerKube:
 
 
 @pytest.fixture
-async def handler_kube(
+async def named_handler(
     kube: AsyncClient, control_plane: ControlPlane, namespace: str
 ) -> AsyncIterator[HandlerKube]:
     account = f"{HANDLER_ACCOUNT_PREFIX}{unique_suffix()}"
@@ -97,14 +97,14 @@ async def squeeze(kube: AsyncClient, handler: HandlerKube) -> str:
 
 
 async def test_rejections_by_api_priority_and_fairness_are_waited_out_and_never_taken_for_a_budget(
-    kube: AsyncClient, handler_kube: HandlerKube, namespace: str
+    kube: AsyncClient, named_handler: HandlerKube, namespace: str
 ):
     node = await create_aks_node(kube)
-    uid = await squeeze(kube, handler_kube)
+    uid = await squeeze(kube, named_handler)
 
     async def applied() -> bool:
         # The API server names the flow schema that classified a request in a response header.
-        response = await handler_kube.client.http.get(f"/api/v1/namespaces/{namespace}/pods")
+        response = await named_handler.client.http.get(f"/api/v1/namespaces/{namespace}/pods")
         return response.headers.get("X-Kubernetes-PF-FlowSchema-UID") == uid
 
     await eventually(applied, what="the API server to apply the squeezing flow schema")
@@ -114,7 +114,7 @@ async def test_rejections_by_api_priority_and_fairness_are_waited_out_and_never_
         refused_before = EVICTIONS.labels(result="throttled_retried")._value.get()
         evicted_before = EVICTIONS.labels(result="evicted")._value.get()
         deadline = asyncio.get_running_loop().time() + 60
-        result = await drain_node(handler_kube.client, node.name, deadline=deadline, last_resort=True)
+        result = await drain_node(named_handler.client, node.name, deadline=deadline, last_resort=True)
         left = [p async for p in kube.list(Pod, namespace=namespace, fields={"spec.nodeName": node.name})]
 
     refused = EVICTIONS.labels(result="throttled_retried")._value.get() - refused_before

@@ -3,27 +3,15 @@ repeats aggregated into one Event with a count."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Event
 
 from aksnth.kube.api import KubeClient
 from aksnth.kube.events import REASON_CORDONED, REASON_POD_EVICTED, EventRecorder, ObjectRef
-from tests.integration.kube_fixtures import handler_client
 from tests.support.cluster import create_aks_node, create_pod
-from tests.support.controlplane import ControlPlane
 
 pytestmark = pytest.mark.controlplane
-
-
-@pytest.fixture
-async def handler_kube(
-    kube: AsyncClient, control_plane: ControlPlane, namespace: str
-) -> AsyncIterator[KubeClient]:
-    async with handler_client(kube, control_plane, namespace) as client:
-        yield client
 
 
 async def node_events(kube: AsyncClient, node_name: str) -> list[Event]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
 
 import httpx2
@@ -22,7 +21,6 @@ from aksnth.kube.drainplan import DrainOutcome, last_resort_at
 from aksnth.kube.events import REASON_LAST_RESORT_STOP, EventRecorder
 from aksnth.kube.pods import delete_pod, pod_info
 from aksnth.model import EventType
-from tests.integration.kube_fixtures import handler_client
 from tests.support.cluster import (
     create_aks_node,
     create_pdb,
@@ -31,7 +29,6 @@ from tests.support.cluster import (
     wait_pdb_observed,
     wait_pod_running,
 )
-from tests.support.controlplane import ControlPlane
 from tests.support.kubelet import FakeKubelet
 
 pytestmark = pytest.mark.controlplane
@@ -39,14 +36,6 @@ pytestmark = pytest.mark.controlplane
 #: The drain's time in these tests; a third of it (2 s) is also the cap of a last-resort grace period.
 WINDOW_SECONDS = 8.0
 POD_GRACE_SECONDS = 2
-
-
-@pytest.fixture
-async def handler_kube(
-    kube: AsyncClient, control_plane: ControlPlane, namespace: str
-) -> AsyncIterator[KubeClient]:
-    async with handler_client(kube, control_plane, namespace) as client:
-        yield client
 
 
 class DeletionWatch:

@@ -3,8 +3,6 @@ give-back undoes only our changes, dry-run writes nothing, a concurrent writer's
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from lightkube import AsyncClient, Client, KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
@@ -19,19 +17,11 @@ from aksnth.kube.api import KubeClient
 from aksnth.kube.keys import EXCLUDE_FROM_LB_LABEL, STATE_ANNOTATION
 from aksnth.kube.record import NodeRecord, Phase
 from aksnth.model import EventType
-from tests.integration.kube_fixtures import handler_client, scheduled_event
+from tests.integration.kube_fixtures import scheduled_event
 from tests.support.cluster import SPOT_TAINT, create_aks_node, create_pod
 from tests.support.controlplane import ControlPlane
 
 pytestmark = pytest.mark.controlplane
-
-
-@pytest.fixture
-async def handler_kube(
-    kube: AsyncClient, control_plane: ControlPlane, namespace: str
-) -> AsyncIterator[KubeClient]:
-    async with handler_client(kube, control_plane, namespace) as client:
-        yield client
 
 
 OUR_TAINT_PREFIX = "aks-node-termination-handler/"

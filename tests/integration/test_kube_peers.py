@@ -4,7 +4,6 @@ the real API server, as the chart's ServiceAccount."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from lightkube import AsyncClient
@@ -15,22 +14,12 @@ from aksnth.azure.resource_name import resource_name_from_provider_id
 from aksnth.kube.api import KubeClient
 from aksnth.kube.keys import AGENT_POOL_LABEL
 from aksnth.kube.peers import wait_peers_cordoned
-from tests.integration.kube_fixtures import handler_client
 from tests.support.cluster import AksNode, create_aks_node, unique_suffix
-from tests.support.controlplane import ControlPlane
 
 pytestmark = pytest.mark.controlplane
 
 #: How long these tests let a wait run when a peer is never cordoned (the bound under test).
 SHORT_WAIT_SECONDS = 1.0
-
-
-@pytest.fixture
-async def handler_kube(
-    kube: AsyncClient, control_plane: ControlPlane, namespace: str
-) -> AsyncIterator[KubeClient]:
-    async with handler_client(kube, control_plane, namespace) as client:
-        yield client
 
 
 def resource_of(provider_id: str) -> str | None:
