@@ -46,6 +46,7 @@ from typing import Any, Final
 import httpx2
 
 from aksnth.errors import ConfigError, KubeError, KubeUnavailable
+from aksnth.kube.api import shorten
 
 #: Where the kubelet mounts a pod's ServiceAccount token and the cluster's CA.
 SERVICE_ACCOUNT_DIR: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -58,7 +59,6 @@ EXEC_TIMEOUT_SECONDS: Final = 60.0
 #: An exec plugin's token is renewed this long before it expires, so no request carries a token
 #: that expires on its way.
 EXEC_EXPIRY_MARGIN: Final = timedelta(seconds=10)
-_MAX_TEXT_CHARS: Final = 300
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -512,7 +512,7 @@ def _exec_auth(spec: Any, *, where: str, cluster: Mapping[str, Any], server: str
         hint = _text(spec, "installHint", f"{where} exec").strip()
         raise ConfigError(
             f"{where}: exec plugin {command!r} not found or not executable"
-            + (f": {_one_line(hint)}" if hint else "")
+            + (f": {shorten(hint)}" if hint else "")
         )
     args = spec.get("args") or []
     if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
@@ -651,7 +651,7 @@ class ExecAuth(httpx2.Auth):
     def _parse(self, returncode: int | None, stdout: bytes, stderr: bytes) -> _Credential:
         if returncode != 0:
             lines = [line for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()]
-            last = f": {_one_line(lines[-1])}" if lines else " (nothing on stderr)"
+            last = f": {shorten(lines[-1])}" if lines else " (nothing on stderr)"
             raise KubeUnavailable(f"exec plugin {self._name} exited with code {returncode}{last}")
         try:
             answer = json.loads(stdout)
@@ -659,7 +659,7 @@ class ExecAuth(httpx2.Auth):
                 raise ValueError("not a JSON object")
         except ValueError as exc:
             raise KubeError(
-                f"exec plugin {self._name}: its output is not an ExecCredential: {_one_line(exc)}"
+                f"exec plugin {self._name}: its output is not an ExecCredential: {shorten(exc)}"
             ) from None
         if answer.get("kind") != "ExecCredential" or answer.get("apiVersion") != self._api_version:
             raise KubeError(
@@ -711,10 +711,4 @@ def _detail(exc: Exception, *, name_file: bool = True) -> str:
         text = exc.strerror
         if name_file and exc.filename:
             text = f"{exc.filename}: {text}"
-    return _one_line(re.sub(r"\s*\(_ssl\.c:\d+\)$", "", text))
-
-
-def _one_line(value: object, limit: int = _MAX_TEXT_CHARS) -> str:
-    """One line of at most ``limit`` characters, for messages."""
-    flat = " ".join(str(value).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    return shorten(re.sub(r"\s*\(_ssl\.c:\d+\)$", "", text))

@@ -34,8 +34,8 @@ JSON_PATCH: Final = "application/json-patch+json"
 NODES: Final = "/api/v1/nodes"
 PODS: Final = "/api/v1/pods"  # of every namespace
 PODDISRUPTIONBUDGETS: Final = "/apis/policy/v1/poddisruptionbudgets"  # of every namespace
-#: Longest error body kept for a message when the answer is not a JSON Status.
-_ERROR_BODY_CHARS: Final = 300
+#: Longest text of an API error (or of an answer quoted in one) put into a message or a log line.
+MAX_MESSAGE_CHARS: Final = 300
 
 
 def _segment(name: str) -> str:
@@ -101,10 +101,15 @@ class UnreadableAnswer(Exception):
     between us and it answered, or the answer was cut short."""
 
 
+def shorten(text: object, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """One line, at most ``limit`` characters: API error bodies (and config errors) can be long and
+    multi-line."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 def _excerpt(content: bytes | str) -> str:
-    text = content.decode("utf-8", "replace") if isinstance(content, bytes) else content
-    flat = " ".join(text.split())
-    return repr(flat if len(flat) <= _ERROR_BODY_CHARS else flat[: _ERROR_BODY_CHARS - 1] + "…")
+    return repr(shorten(content.decode("utf-8", "replace") if isinstance(content, bytes) else content))
 
 
 def _text(value: Any) -> str:
@@ -135,10 +140,9 @@ class KubeClient:
     async context manager, or call :meth:`close`.
     """
 
-    def __init__(self, http: httpx2.AsyncClient, *, field_manager: str, server: str = "") -> None:
+    def __init__(self, http: httpx2.AsyncClient, *, field_manager: str) -> None:
         self._http = http
         self._field_manager = field_manager
-        self.server = server or str(http.base_url).rstrip("/")
 
     @property
     def http(self) -> httpx2.AsyncClient:

@@ -30,7 +30,7 @@ from aksnth.errors import (
     WriteConflict,
 )
 from aksnth.kube.access import load_access
-from aksnth.kube.api import ApiError, KubeClient, UnreadableAnswer
+from aksnth.kube.api import ApiError, KubeClient, UnreadableAnswer, shorten
 from aksnth.kube.keys import FIELD_MANAGER
 from aksnth.observe.httpmetrics import ApiServerMetrics
 
@@ -42,8 +42,6 @@ T = TypeVar("T")
 MAX_CONNECTIONS: Final = 32
 #: Upper bound of one API call as a whole (httpx2's timeouts bound each phase, not the sum).
 DEFAULT_CALL_TIMEOUT_SECONDS: Final = 30.0
-#: Longest text of an API error we put into a message or a log line.
-MAX_MESSAGE_CHARS: Final = 300
 USER_AGENT: Final = f"aks-node-termination-handler/{__version__}"
 
 
@@ -78,16 +76,10 @@ def open_client(settings: KubeSettings) -> KubeClient:
         trust_env=False,
         follow_redirects=False,
     )
-    return KubeClient(http, field_manager=FIELD_MANAGER, server=access.server)
+    return KubeClient(http, field_manager=FIELD_MANAGER)
 
 
 # --- errors -----------------------------------------------------------------------------------------
-
-
-def shorten(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    """One line, at most ``limit`` characters: API error bodies can be long and multi-line."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _retry_after(response: httpx2.Response | None, details: dict[str, Any]) -> float | None:
@@ -139,10 +131,6 @@ def translate(exc: BaseException, what: str, *, not_found: type[KubeError] = Kub
     if isinstance(exc, UnreadableAnswer):
         # Something between us and the API server answered (a proxy's page), or the answer was cut.
         return KubeUnavailable(shorten(f"{what}: {exc}"))
-    if isinstance(exc, httpx2.HTTPStatusError):
-        code = exc.response.status_code
-        text = shorten(f"{what}: HTTP {code} {exc.response.reason_phrase}")
-        return _by_status(code, text, response=exc.response, details={}, raw="", not_found=not_found)
     if isinstance(exc, httpx2.HTTPError):
         kind = type(exc).__name__
         return KubeUnavailable(shorten(f"{what}: {kind}: {exc}" if str(exc) else f"{what}: {kind}"))
