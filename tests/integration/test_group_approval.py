@@ -8,12 +8,12 @@ import asyncio
 
 import pytest
 from lightkube import AsyncClient
-from lightkube.resources.core_v1 import Pod
+from lightkube.resources.core_v1 import Node, Pod
 
 from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube.record import Phase
 from tests.integration.test_handler_lifecycle import node_events, record_of, wait_phase
-from tests.support.cluster import create_aks_node, create_pod, eventually, wait_pod_running
+from tests.support.cluster import create_aks_node, create_pod, eventually, unique_suffix, wait_pod_running
 from tests.support.handler import running_handler
 from tests.support.kubelet import FakeKubelet
 
@@ -25,7 +25,7 @@ SLOW_GRACE_SECONDS = 6
 
 
 async def pod_present(kube: AsyncClient, namespace: str, name: str) -> bool:
-    return any(p.metadata.name == name async for p in kube.list(Pod, namespace=namespace))
+    return name in [p.metadata.name async for p in kube.list(Pod, namespace=namespace)]
 
 
 async def test_an_event_for_two_nodes_is_approved_only_once_the_slower_node_is_empty(
@@ -35,7 +35,10 @@ async def test_an_event_for_two_nodes_is_approved_only_once_the_slower_node_is_e
     stop. While that pod is still on the slow node no StartRequests reaches IMDS (checked each time
     the pod is seen: an approval seen before a sighting of the pod came before the node was empty);
     once it is gone, the last node to finish approves."""
-    fast, slow = await create_aks_node(kube), await create_aks_node(kube)
+    # One scale set of this test's own: each VM's resource name is unique in the cluster.
+    vmss = f"aks-g{unique_suffix()}-12345678-vmss"
+    fast = await create_aks_node(kube, vmss=vmss, instance_id="1")
+    slow = await create_aks_node(kube, vmss=vmss, instance_id="2")
     await create_pod(kube, namespace, fast.name, name="web-0")
     await create_pod(kube, namespace, slow.name, name="db-0", grace_seconds=SLOW_GRACE_SECONDS)
     async with (
@@ -55,10 +58,15 @@ async def test_an_event_for_two_nodes_is_approved_only_once_the_slower_node_is_e
             event_id = simulator.schedule(
                 "Terminate", [fast.resource_name, slow.resource_name], notice_seconds=60
             )
-            await wait_phase(kube, fast.name, event_id, Phase.DRAINED)
+
+            async def fast_drained() -> bool:
+                entry = record_of(await kube.get(Node, fast.name)).events.get(event_id)
+                return entry is not None and entry.drain is not None
+
+            await eventually(fast_drained, what="the fast node's drain recorded")
             early: list[str] = []
             while True:
-                approvals = simulator.approvals()
+                approvals = simulator.approvals
                 if not await pod_present(kube, namespace, "db-0"):
                     break
                 if approvals:
@@ -68,10 +76,10 @@ async def test_an_event_for_two_nodes_is_approved_only_once_the_slower_node_is_e
             slow_node = await wait_phase(kube, slow.name, event_id, Phase.APPROVED)
 
             async def approved() -> bool:
-                return event_id in simulator.approvals()
+                return event_id in simulator.approvals
 
             await eventually(approved, what="the event to be approved")
-            fast_node = await kube.get(type(slow_node), fast.name)
+            fast_node = await kube.get(Node, fast.name)
 
     assert early == [], "StartRequests was sent while the slow node still had its pod"
     assert record_of(slow_node).events[event_id].approved
@@ -100,6 +108,6 @@ async def test_an_event_that_lists_a_vm_outside_the_cluster_is_not_approved(
                 return (await node_events(kube, node.name)).get("ApprovalWithheld", 0) >= 1
 
             await eventually(withheld, what="an ApprovalWithheld Event on the node")
-    assert simulator.approvals() == []
+    assert simulator.approvals == []
     assert record_of(n).events[event_id].drain.result == "drained"
     assert not record_of(n).events[event_id].approved
