@@ -44,11 +44,14 @@ The checks, each returning one `Finding` per pod or per event at fault:
     dooming it was published got its SIGTERM and its grace period: its first deletion state has
     deletionGracePeriodSeconds ≥ 1 (0 is a kill without SIGTERM), began before the VM's end, and
 
-        began + grace ≤ VM's end + TOLERANCE_SECONDS
+        began + grace ≤ deadline + TOLERANCE_SECONDS
 
     with `began` the arrival of the handler's accepted eviction or DELETE that began it (audit log),
-    or the watch's first sight of it. A pod still on the node at the VM's end with its deletion not
-    begun, or gone without any graceful deletion seen, is a finding too.
+    or the watch's first sight of it: the grace period the handler gave fits the deadline it was
+    told, however soon the pod happened to exit. When a StartRequests ended the VM before the
+    deadline, the pod must have been gone (or its grace period over) by then, plus the tolerance. A
+    pod still on the node at the VM's end with its deletion not begun, or gone without any graceful
+    deletion seen, is a finding too.
 
 `TOLERANCE_SECONDS` (1.5 s) covers the measurement, not the handler: the watch sees a deletion or a
 pod's end some milliseconds to a few hundred milliseconds after the API server made it (more on a
@@ -62,6 +65,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -113,6 +117,9 @@ class SafetyRecord:
     vm_of_node: Mapping[str, str]
     requests: tuple[AuditedRequest, ...]
     start_requests: tuple[StartRequest, ...] = ()
+    # When the record was taken: a pod still on its node is a finding of (d) only once its VM's end
+    # has come (a run may stop watching long before a 10-minute notice runs out).
+    taken_at: float = math.inf
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,7 +135,7 @@ class Finding:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Stop:
-    """One stop, with what (b) compares it with. Times are relative to the publication of `event_id`."""
+    """One stop, with what (b) compares it with (wall-clock times)."""
 
     pod: str
     node: str
@@ -210,6 +217,7 @@ def safety_record(
         vm_of_node=dict(watch.vm_of_node),
         requests=requests_of(audited, handler_users),
         start_requests=tuple(start_requests(imds_requests)),
+        taken_at=time.time(),
     )
 
 
@@ -412,51 +420,77 @@ def _began(record: SafetyRecord, pod: PodTrack, first: DeletionSeen) -> float:
 def check_graceful_exits(
     record: SafetyRecord, *, tolerance_seconds: float = TOLERANCE_SECONDS
 ) -> list[Finding]:
-    """(d) Every pod that had to leave a doomed node got its SIGTERM and a grace period that ended by
-    its VM's end."""
+    """(d) Every pod that had to leave a doomed node got its SIGTERM and its grace period: a grace
+    period that fits the deadline, and that no StartRequests cut short while the pod still ran."""
     findings = []
     for node in sorted({p.node for p in record.pods if p.node}):
         events = _dooming(record, node)
         if not events:
             continue
         published = min(e.published_at for e in events)
-        event = min(events, key=lambda e: vm_end(record, e))
+        event = min(events, key=lambda e: vm_end(record, e))  # the one whose VM end comes first
+        deadline = min(e.deadline for e in events)
         end = vm_end(record, event)
-        ends = "its deadline" if end == event.deadline else "its first StartRequests"
+        approved = end < deadline
+        ends = (
+            f"its first StartRequests, {_since(end, event)}"
+            if approved
+            else f"its deadline, {_since(end, event)}"
+        )
         for pod in sorted(record.pods, key=lambda p: p.key):
             if pod.node != node or not pod.must_go or pod.bound_at is None or pod.bound_at > end:
                 continue
             if pod.gone_at is not None and pod.gone_at <= published:
                 continue  # gone before any event: not the handler's
             first = pod.deletions[0] if pod.deletions else None
-            kind, detail = NO_SIGTERM, ""
-            if first is None:
-                if pod.gone_at is not None and pod.gone_at <= end:
-                    detail = f"gone at {_since(pod.gone_at, event)} without a graceful deletion"
-                else:
-                    detail = (
-                        f"still on node {node} at the VM's end ({ends}, {_since(end, event)}), not deleted"
-                    )
-            elif (first.grace_seconds or 0) < 1:
-                detail = f"deleted with a grace period of 0 at {_since(first.seen_at, event)}: killed at once"
-            else:
-                began = _began(record, pod, first)
-                grace = first.grace_seconds or 0
-                if began > end:
-                    detail = (
-                        f"its deletion began at {_since(began, event)}, after the VM's end ({ends}, "
-                        f"{_since(end, event)})"
-                    )
-                elif began + grace > end + tolerance_seconds:
-                    kind = GRACE_CUT
-                    detail = (
-                        f"its {grace}s grace period from {_since(began, event)} ends at "
-                        f"{_since(began + grace, event)}, {began + grace - end:.2f}s after the VM's end "
-                        f"({ends}, {_since(end, event)})"
-                    )
+            if first is None and pod.gone_at is None and end > record.taken_at:
+                continue  # its VM's end has not come yet: nothing to say
+            kind, detail = _graceful_exit(record, pod, first, event, deadline=deadline, end=end, ends=ends,
+                                          tolerance_seconds=tolerance_seconds)  # fmt: skip
             if detail:
                 findings.append(Finding(check="d", kind=kind, subject=pod.key, detail=detail))
     return findings
+
+
+def _graceful_exit(
+    record: SafetyRecord,
+    pod: PodTrack,
+    first: DeletionSeen | None,
+    event: EventRecord,
+    *,
+    deadline: float,
+    end: float,
+    ends: str,
+    tolerance_seconds: float,
+) -> tuple[str, str]:
+    """(kind, detail) of what (d) finds about one pod; detail "" when it got its SIGTERM and grace."""
+    if first is None:
+        if pod.gone_at is not None and pod.gone_at <= end:
+            return NO_SIGTERM, f"gone at {_since(pod.gone_at, event)} without a graceful deletion"
+        return NO_SIGTERM, f"still on node {pod.node} at the VM's end ({ends}), not deleted"
+    if (first.grace_seconds or 0) < 1:
+        return (
+            NO_SIGTERM,
+            f"deleted with a grace period of 0 at {_since(first.seen_at, event)}: killed at once",
+        )
+    began = _began(record, pod, first)
+    grace = first.grace_seconds or 0
+    if began > end:
+        return NO_SIGTERM, f"its deletion began at {_since(began, event)}, after the VM's end ({ends})"
+    given = f"its {grace}s grace period from {_since(began, event)}"
+    # The grace period the handler gave must fit the deadline it was told, however soon the pod
+    # happened to exit: a real pod may need all of it.
+    if began + grace > deadline + tolerance_seconds:
+        late = began + grace - deadline
+        return GRACE_CUT, f"{given} ends at {_since(began + grace, event)}, {late:.2f}s after the deadline"
+    # An approval ends the VM early: harmless for a pod that has exited, fatal for one still in its
+    # grace period.
+    finished = min(began + grace, math.inf if pod.gone_at is None else pod.gone_at)
+    if end < deadline and finished > end + tolerance_seconds:
+        return GRACE_CUT, f"{given} still ran at the VM's end ({ends}); the pod was gone at " + (
+            "never" if pod.gone_at is None else _since(pod.gone_at, event)
+        )
+    return NO_SIGTERM, ""
 
 
 def check_safety(record: SafetyRecord, *, tolerance_seconds: float = TOLERANCE_SECONDS) -> list[Finding]:

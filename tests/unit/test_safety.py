@@ -302,6 +302,20 @@ EXIT_CASES = [
         (StartRequest(at=105.0, event_ids=("EV-1",)),),
         NO_SIGTERM,
     ),
+    (
+        "gone before the approval, within a longer grace period",
+        pod(deletions=((101.1, 28),), gone=102),
+        (evict(P, 101),),
+        (StartRequest(at=103.0, event_ids=("EV-1",)),),
+        None,
+    ),
+    (
+        "still in its grace period when the event was approved",
+        pod(deletions=((101.1, 28),), gone=112),
+        (evict(P, 101),),
+        (StartRequest(at=105.0, event_ids=("EV-1",)),),
+        GRACE_CUT,
+    ),
     ("a DaemonSet pod stays", pod(daemonset=True), (), (), None),
     ("a pod on a node no event dooms", pod(node="other"), (), (), None),
     ("a pod gone before the publication", pod(deletions=((90, 30),), gone=91), (), (), None),
@@ -322,6 +336,14 @@ def test_check_d_reports_each_pod_that_left_without_its_sigterm_or_its_grace_per
     findings = check_graceful_exits(record((track,), requests, starts))
     assert [f.kind for f in findings] == ([] if expected is None else [expected]), findings
     assert all(f.check == "d" and f.subject == P for f in findings)
+
+
+def test_check_d_says_nothing_of_a_pod_still_there_before_its_vms_end_has_come() -> None:
+    waiting = pod()
+    assert check_graceful_exits(replace(record((waiting,)), taken_at=DEADLINE - 10)) == []
+    assert [f.kind for f in check_graceful_exits(replace(record((waiting,)), taken_at=DEADLINE + 1))] == [
+        NO_SIGTERM
+    ]
 
 
 def test_check_d_dates_a_deletion_by_the_request_that_began_it_not_by_the_watch() -> None:
