@@ -122,8 +122,12 @@ def _from_kubeconfig(kubeconfig: str, context: str) -> ClusterAccess:
         document = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"-kubeconfig {kubeconfig}: cannot be loaded: {_detail(exc)}") from exc
+    # As kubectl: relative paths are relative to the file's directory as its path names it, made
+    # absolute without following symlinks. In a Secret volume the file is a symlink into
+    # ``..<timestamp>/``, a directory the next rotation of the Secret removes.
+    base = Path(os.path.abspath(path)).parent
     try:
-        return _select(document, kubeconfig=kubeconfig, context=context, base=path.resolve().parent)
+        return _select(document, kubeconfig=kubeconfig, context=context, base=base)
     except _Malformed as exc:
         raise ConfigError(f"-kubeconfig {kubeconfig}: cannot be loaded: {exc}") from None
 
@@ -348,7 +352,8 @@ def _cluster_tls(
 
 
 def _path(mapping: Mapping[str, Any], key: str, base: Path, where: str) -> Path | None:
-    """A file named in the kubeconfig; relative paths are relative to the kubeconfig's directory."""
+    """A file named in the kubeconfig; relative paths are relative to the kubeconfig's directory
+    (``base``, which symlinks have not been resolved in)."""
     value = _text(mapping, key, where)
     if not value:
         return None

@@ -22,6 +22,7 @@ import yaml
 from aksnth.errors import ConfigError, KubeError, KubeUnavailable
 from aksnth.kube.access import ExecAuth, TokenFileAuth, load_access
 from tests.support.pki import Pki, write_pki
+from tests.support.secretvolume import SecretVolume
 
 EXEC_V1 = "client.authentication.k8s.io/v1"
 
@@ -173,6 +174,33 @@ async def test_a_token_file_that_vanishes_keeps_the_last_token(tmp_path: Path) -
     transport, seen = recorder()
     await get(auth, transport)
     assert seen == ["Bearer kept"]
+
+
+async def test_relative_paths_in_a_secret_volume_follow_its_rotation(tmp_path: Path, pki: Pki) -> None:
+    """A kubeconfig mounted from a Secret names its token file and CA relative to itself. They are
+    resolved against the kubeconfig's path as given (the volume's top level, as kubectl does), not
+    through its symlink into ``..<timestamp>``: after the kubelet rotates the Secret and removes the
+    old version, the token is re-read from the new one."""
+    volume = SecretVolume(tmp_path / "secret")
+    document = {
+        "clusters": [{"name": "c", "cluster": {"server": "https://h:1", "certificate-authority": "ca.crt"}}],
+        "users": [{"name": "u", "user": {"tokenFile": "token"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "x",
+    }
+    files = {"kubeconfig": yaml.safe_dump(document), "ca.crt": pki.ca_cert.read_bytes()}
+    first = volume.write({**files, "token": "token-1\n"})
+    access = load_access(str(volume.folder / "kubeconfig"))
+    assert access.ssl_context is not None and len(access.ssl_context.get_ca_certs()) == 1
+    transport, seen = recorder(lambda header: 200 if header == "Bearer token-1" else 401)
+    assert await get(access.auth, transport) == 200
+    volume.write({**files, "token": "token-2\n"})
+    assert not first.exists()  # the version the symlinks pointed at when the file was loaded is gone
+    transport, seen = recorder(lambda header: 200 if header == "Bearer token-2" else 401)
+    assert await get(access.auth, transport) == 200  # the old token's 401 made it look again
+    assert seen[-1] == "Bearer token-2"
+    again = load_access(str(volume.folder / "kubeconfig"))
+    assert again.ssl_context is not None and len(again.ssl_context.get_ca_certs()) == 1
 
 
 # --- kubeconfig: selection and clusters -----------------------------------------------------------
