@@ -13,9 +13,10 @@ request, like any other failure to reach the API server.
 Supported, as kubectl does it: ``server``, ``certificate-authority`` (``-data``),
 ``insecure-skip-tls-verify``, ``tls-server-name``; users with ``token``, ``tokenFile`` (re-read when
 the file changes), client certificates (paths or ``-data``), ``username``/``password`` and ``exec``
-plugins (``client.authentication.k8s.io/v1`` and ``v1beta1``, tokens only). Refused with a message
-saying what to do instead: ``auth-provider`` (gone from client-go too), impersonation, ``proxy-url``
-and exec plugins that answer with a client certificate.
+plugins (``client.authentication.k8s.io/v1`` and ``v1beta1``, tokens only); a forward proxy from
+``proxy-url`` or from HTTPS_PROXY/HTTP_PROXY/NO_PROXY (:mod:`aksnth.kube.proxy`), in the pod too.
+Refused with a message saying what to do instead: ``auth-provider`` (gone from client-go too),
+impersonation, socks5 proxies and exec plugins that answer with a client certificate.
 
 This module must stay light: no lightkube, and PyYAML only when a kubeconfig file is read (a pod
 never reads one).
@@ -27,6 +28,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -47,6 +49,7 @@ import httpx2
 
 from aksnth.errors import ConfigError, KubeError, KubeUnavailable
 from aksnth.kube.api import shorten
+from aksnth.kube.proxy import environment_proxy, kubeconfig_proxy
 
 #: Where the kubelet mounts a pod's ServiceAccount token and the cluster's CA.
 SERVICE_ACCOUNT_DIR: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -73,25 +76,36 @@ class ClusterAccess:
     ssl_context: ssl.SSLContext | None
     #: Bearer token (a token file re-read), basic, exec plugin; None: no credentials.
     auth: httpx2.Auth | None
+    #: The forward proxy's URL (``user:password@`` included); None: connect directly.
+    proxy: str | None = None
 
 
 def load_access(
-    kubeconfig: str, context: str = "", *, service_account_dir: Path = SERVICE_ACCOUNT_DIR
+    kubeconfig: str,
+    context: str = "",
+    *,
+    service_account_dir: Path = SERVICE_ACCOUNT_DIR,
+    environ: Mapping[str, str] | None = None,
 ) -> ClusterAccess:
     """The kubeconfig file's ``context`` (its current context when empty) or, when ``kubeconfig`` is
-    empty, the pod's ServiceAccount (``service_account_dir`` holds its ``token`` and ``ca.crt``)."""
-    if kubeconfig:
-        return _from_kubeconfig(kubeconfig, context)
-    return _in_cluster(service_account_dir)
+    empty, the pod's ServiceAccount (``service_account_dir`` holds its ``token`` and ``ca.crt``).
+
+    ``environ`` (default ``os.environ``) is where the in-cluster variables and the proxy variables
+    are read."""
+    env = os.environ if environ is None else environ
+    access = _from_kubeconfig(kubeconfig, context) if kubeconfig else _in_cluster(service_account_dir, env)
+    if access.proxy is None:
+        access = dataclasses.replace(access, proxy=environment_proxy(access.server, env))
+    return access
 
 
 # --- in-cluster -----------------------------------------------------------------------------------
 
 
-def _in_cluster(account_dir: Path) -> ClusterAccess:
+def _in_cluster(account_dir: Path, environ: Mapping[str, str]) -> ClusterAccess:
     where = "in-cluster configuration (is this a pod?)"
-    host = os.environ.get("KUBERNETES_SERVICE_HOST", "")
-    port = os.environ.get("KUBERNETES_SERVICE_PORT", "")
+    host = environ.get("KUBERNETES_SERVICE_HOST", "")
+    port = environ.get("KUBERNETES_SERVICE_PORT", "")
     if not host or not port:
         raise ConfigError(
             f"{where}: cannot be loaded: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT must be set"
@@ -166,7 +180,10 @@ def _select(document: Any, *, kubeconfig: str, context: str, base: Path) -> Clus
     if server.startswith("https://"):
         ssl_context = _cluster_tls(cluster, user, cluster_name=cluster_name, user_name=user_name, base=base)
     auth = _user_auth(user, user_name=user_name, cluster=cluster, server=server, base=base)
-    return ClusterAccess(server=server, name=cluster_name, ssl_context=ssl_context, auth=auth)
+    proxy = None
+    if proxy_url := _text(cluster, "proxy-url", f"cluster {cluster_name!r}"):
+        proxy = kubeconfig_proxy(proxy_url, where=f"kubeconfig cluster {cluster_name!r}")
+    return ClusterAccess(server=server, name=cluster_name, ssl_context=ssl_context, auth=auth, proxy=proxy)
 
 
 def _named(document: dict[str, Any], key: str, inner: str) -> dict[str, dict[str, Any]]:
@@ -202,10 +219,6 @@ def _server(cluster: Mapping[str, Any], cluster_name: str) -> str:
         server = f"https://{server}"
     if not server.startswith(("https://", "http://")):
         raise _Malformed(f"server of cluster {cluster_name!r} is not an http(s) URL: {server}")
-    if cluster.get("proxy-url"):
-        raise ConfigError(
-            f"kubeconfig cluster {cluster_name!r}: proxy-url is not supported; reach the API server directly"
-        )
     return server
 
 

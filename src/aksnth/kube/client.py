@@ -60,8 +60,9 @@ def cluster_label(server: str) -> str:
 def open_client(settings: KubeSettings) -> KubeClient:
     """A client for the kubeconfig file's context (or in-cluster), metered, with timeouts.
 
-    The caller closes it (``await client.close()``, or ``async with``). Environment proxies are not
-    used for the API server: in a pod it is reached directly.
+    The caller closes it (``await client.close()``, or ``async with``). Requests go through the
+    forward proxy that kubectl would use (``proxy-url``, else HTTPS_PROXY/HTTP_PROXY/NO_PROXY; see
+    :mod:`aksnth.kube.proxy`), in a pod too, as client-go does.
     """
     access = load_access(settings.kubeconfig, settings.context)
     seconds = settings.request_timeout_seconds
@@ -70,6 +71,7 @@ def open_client(settings: KubeSettings) -> KubeClient:
     inner = httpx2.AsyncHTTPTransport(
         verify=access.ssl_context if access.ssl_context is not None else False,
         limits=httpx2.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=8),
+        proxy=access.proxy,
     )
     transport = ApiServerMetrics(cluster_label(access.server)).transport(inner)
     http = httpx2.AsyncClient(
@@ -78,7 +80,7 @@ def open_client(settings: KubeSettings) -> KubeClient:
         transport=transport,  # type: ignore[arg-type]  # duck-typed httpx2 transport
         timeout=httpx2.Timeout(seconds, connect=min(seconds, 5.0)),
         headers={"Accept": "application/json", "User-Agent": USER_AGENT},
-        trust_env=False,
+        trust_env=False,  # the proxy was chosen as kubectl chooses it: httpx2's own rules differ
         follow_redirects=False,
     )
     return KubeClient(http, field_manager=FIELD_MANAGER)

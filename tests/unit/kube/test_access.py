@@ -278,6 +278,24 @@ def test_tls_server_name_replaces_the_host_name_in_every_handshake(tmp_path: Pat
     assert bio.server_hostname == "api"  # the handshake itself is tested against the real API server
 
 
+def test_the_proxy_is_proxy_url_else_the_environment_in_cluster_too(
+    tmp_path: Path, account_dir: Path
+) -> None:
+    """As client-go: a cluster's proxy-url wins over the environment; without one, HTTPS_PROXY and
+    NO_PROXY decide, for a kubeconfig and for the pod's in-cluster configuration alike."""
+    env = {"HTTPS_PROXY": "http://env-proxy:3128", "NO_PROXY": "10.9.0.0/16"}
+    cluster = {"server": "https://api.example:443", "proxy-url": "http://u:p@kube-proxy:8888"}
+    path = str(write_kubeconfig(tmp_path, cluster=cluster))
+    assert load_access(path, environ=env).proxy == "http://u:p@kube-proxy:8888"
+    path = str(write_kubeconfig(tmp_path, cluster={"server": "https://api.example:443"}))
+    assert load_access(path, environ=env).proxy == "http://env-proxy:3128"
+    assert load_access(path, environ={}).proxy is None
+    pod = {**env, "KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    assert load_access("", service_account_dir=account_dir, environ=pod).proxy == "http://env-proxy:3128"
+    pod["KUBERNETES_SERVICE_HOST"] = "10.9.0.1"  # in NO_PROXY
+    assert load_access("", service_account_dir=account_dir, environ=pod).proxy is None
+
+
 # --- kubeconfig: users ----------------------------------------------------------------------------
 
 
@@ -362,9 +380,9 @@ def test_client_certificate_files_relative_and_data(
             r"^TLS settings of cluster 'prod': .*No such file",
         ),
         (
-            {"server": "https://h:1", "proxy-url": "http://proxy:3128"},
+            {"server": "https://h:1", "proxy-url": "socks5://127.0.0.1:1080"},
             {"token": "t"},
-            r"proxy-url is not supported",
+            r"^kubeconfig cluster 'prod': proxy-url 'socks5://127.0.0.1:1080': socks5 proxies are not",
         ),
         ({"server": ""}, {"token": "t"}, r"cannot be loaded: cluster 'prod' has no server"),
         ({"server": "ftp://h"}, {"token": "t"}, r"not an http\(s\) URL"),
