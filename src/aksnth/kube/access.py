@@ -217,6 +217,8 @@ def _server(cluster: Mapping[str, Any], cluster_name: str) -> str:
         raise _Malformed(f"cluster {cluster_name!r} has no server")
     if "://" not in server:  # kubectl takes a bare host[:port] as https
         server = f"https://{server}"
+    scheme, _, rest = server.partition("://")
+    server = f"{scheme.lower()}://{rest}"  # a URL's scheme is case-insensitive (HTTPS://, as Go reads it)
     if not server.startswith(("https://", "http://")):
         raise _Malformed(f"server of cluster {cluster_name!r} is not an http(s) URL: {server}")
     return server
@@ -290,13 +292,10 @@ def _tls(
             context.verify_mode = ssl.CERT_NONE
         elif ca_file is not None:
             step = f"certificate-authority {ca_file}"
-            _check_readable(ca_file)  # ssl's own error would not name the file
-            context.load_verify_locations(cafile=ca_file)
+            _load_certificate_authority(context, ca_file.read_bytes())
         elif ca_data is not None:
             step = "certificate-authority-data"
-            # PEM text or DER bytes, as the field may hold either.
-            pem = ca_data.lstrip().startswith(b"-----")
-            context.load_verify_locations(cadata=ca_data.decode("ascii") if pem else ca_data)
+            _load_certificate_authority(context, ca_data)
         else:
             context.load_default_certs(ssl.Purpose.SERVER_AUTH)
         if cert_file or cert_data or key_file or key_data:
@@ -310,6 +309,36 @@ def _tls(
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         raise ConfigError(f"{where}: {step}: {_detail(exc, name_file=False)}") from exc
     return context
+
+
+#: A PEM block as Go's encoding/pem finds one: "-----BEGIN TYPE-----" at the start of the data or of a
+#: line, the body, "-----END TYPE-----".
+_PEM_BLOCK = re.compile(rb"(?:\A|\n)-----BEGIN ([^\n-]*)-----[ \t\r]*\n(.*?)-----END \1-----", re.DOTALL)
+
+
+def _load_certificate_authority(context: ssl.SSLContext, data: bytes) -> None:
+    """Trust the certificates of a kubeconfig's CA (file or -data) as kubectl does (Go's
+    ``x509.CertPool.AppendCertsFromPEM``): every CERTIFICATE block that parses, whatever text stands
+    before, between or after them; other blocks (a key) and broken ones are skipped. One at least
+    must be read. Bytes with no PEM block at all are taken as DER, which kubectl does not read."""
+    blocks = [body for kind, body in _PEM_BLOCK.findall(data) if kind == b"CERTIFICATE"]
+    if not blocks:
+        if data.lstrip()[:1] == b"\x30":  # an ASN.1 SEQUENCE: a DER certificate (or several)
+            context.load_verify_locations(cadata=data)
+            return
+        raise ValueError("no PEM certificate (-----BEGIN CERTIFICATE-----) in it")
+    loaded = 0
+    for body in blocks:
+        if b":" in body:  # PEM headers (Proc-Type:, an encrypted block): Go skips such a block
+            continue
+        try:
+            der = base64.b64decode(b"".join(body.split()), validate=True)
+            context.load_verify_locations(cadata=der)
+        except (binascii.Error, ValueError, ssl.SSLError):
+            continue
+        loaded += 1
+    if not loaded:
+        raise ValueError(f"none of its {len(blocks)} PEM certificate blocks is a readable certificate")
 
 
 def _load_client_certificate(

@@ -252,6 +252,57 @@ def test_certificate_authority_data_pem_or_der(tmp_path: Path, pki: Pki) -> None
         assert access.ssl_context is not None and len(access.ssl_context.get_ca_certs()) == 1
 
 
+def test_text_before_and_between_pem_blocks_is_skipped_as_kubectl_skips_it(tmp_path: Path, pki: Pki) -> None:
+    """openssl x509 -text output, a bundle with comments, a block that is no certificate: kubectl
+    (Go's AppendCertsFromPEM) takes every CERTIFICATE block that parses and skips the rest, in
+    certificate-authority-data and certificate-authority files alike."""
+    other = write_pki(tmp_path / "other")
+    bundle = (
+        b"Certificate:\n    Data:\n        Issuer: CN=aksnth-test-ca\n"
+        + pki.ca_cert.read_bytes()
+        + b"# the next one is broken\n"
+        + b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n"
+        + pki.admin_key.read_bytes()
+        + other.ca_cert.read_bytes()
+    )
+    (tmp_path / "bundle.pem").write_bytes(bundle)
+    for cluster in (
+        {"server": "https://h:1", "certificate-authority-data": base64.b64encode(bundle).decode()},
+        {"server": "https://h:1", "certificate-authority": "bundle.pem"},
+    ):
+        access = load_access(str(write_kubeconfig(tmp_path, cluster=cluster)))
+        assert access.ssl_context is not None
+        assert len(access.ssl_context.get_ca_certs()) == 2, cluster
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            b"just some text\n",
+            r"certificate-authority-data: no PEM certificate \(-----BEGIN CERTIFICATE-----\)",
+        ),
+        (
+            b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
+            r"certificate-authority-data: none of its 1 PEM certificate blocks is a readable certificate",
+        ),
+    ],
+)
+def test_certificate_authority_data_without_a_certificate_is_refused(
+    tmp_path: Path, data: bytes, message: str
+) -> None:
+    cluster = {"server": "https://h:1", "certificate-authority-data": base64.b64encode(data).decode()}
+    with pytest.raises(ConfigError, match=f"^TLS settings of cluster 'prod': {message}"):
+        load_access(str(write_kubeconfig(tmp_path, cluster=cluster)))
+
+
+@pytest.mark.parametrize("server", ["HTTPS://h:1", "Https://h:1/", "HTTP://h:1"])
+def test_the_servers_scheme_is_case_insensitive(tmp_path: Path, server: str) -> None:
+    access = load_access(str(write_kubeconfig(tmp_path, cluster={"server": server})))
+    assert access.server == server.rstrip("/").lower()
+    assert (access.ssl_context is not None) == access.server.startswith("https://")
+
+
 def test_without_a_certificate_authority_the_system_trust_store_is_used(tmp_path: Path) -> None:
     access = load_access(str(write_kubeconfig(tmp_path, cluster={"server": "https://h:1"})))
     assert access.ssl_context is not None
