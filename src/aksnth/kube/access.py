@@ -39,7 +39,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -81,14 +81,18 @@ class ClusterAccess:
 
 
 def load_access(
-    kubeconfig: str,
+    kubeconfig: str | Sequence[str],
     context: str = "",
     *,
     service_account_dir: Path = SERVICE_ACCOUNT_DIR,
     environ: Mapping[str, str] | None = None,
 ) -> ClusterAccess:
-    """The kubeconfig file's ``context`` (its current context when empty) or, when ``kubeconfig`` is
+    """The kubeconfig's ``context`` (its current context when empty) or, when ``kubeconfig`` is
     empty, the pod's ServiceAccount (``service_account_dir`` holds its ``token`` and ``ca.crt``).
+
+    ``kubeconfig`` is one file (as kubectl's ``--kubeconfig``: it must exist), or a sequence of files
+    (as kubectl reads ``KUBECONFIG``: those that exist, merged, the first one to name a cluster, user
+    or context, or to set the current context, having its way).
 
     ``environ`` (default ``os.environ``) is where the in-cluster variables and the proxy variables
     are read."""
@@ -126,42 +130,94 @@ def _in_cluster(account_dir: Path, environ: Mapping[str, str]) -> ClusterAccess:
 # --- kubeconfig -----------------------------------------------------------------------------------
 
 
-def _from_kubeconfig(kubeconfig: str, context: str) -> ClusterAccess:
-    import yaml  # noqa: PLC0415 - a pod never reads a kubeconfig file and should not pay for yaml
-
-    path = Path(kubeconfig).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"-kubeconfig {kubeconfig}: no such file")
+def _from_kubeconfig(kubeconfig: str | Sequence[str], context: str) -> ClusterAccess:
+    if isinstance(kubeconfig, str):  # one file, named by -kubeconfig: it must exist
+        label = f"-kubeconfig {kubeconfig}"
+        if not Path(kubeconfig).expanduser().is_file():
+            raise ConfigError(f"{label}: no such file")
+        files = [_read_file(kubeconfig, label=label)]
+    else:  # the files of KUBECONFIG: those that exist, each path once
+        label = f"KUBECONFIG {os.pathsep.join(kubeconfig)}"
+        names = list(dict.fromkeys(name for name in kubeconfig if name))
+        files = [
+            _read_file(name, label=f"kubeconfig file {name}")
+            for name in names
+            if Path(name).expanduser().is_file()
+        ]
+        if not files:
+            raise ConfigError(f"{label}: none of its files exists")
     try:
-        document = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"-kubeconfig {kubeconfig}: cannot be loaded: {_detail(exc)}") from exc
-    # As kubectl: relative paths are relative to the file's directory as its path names it, made
-    # absolute without following symlinks. In a Secret volume the file is a symlink into
-    # ``..<timestamp>/``, a directory the next rotation of the Secret removes.
-    base = Path(os.path.abspath(path)).parent
-    try:
-        return _select(document, kubeconfig=kubeconfig, context=context, base=base)
+        return _select(_merge(files), label=label, context=context)
     except _Malformed as exc:
-        raise ConfigError(f"-kubeconfig {kubeconfig}: cannot be loaded: {exc}") from None
+        raise ConfigError(f"{label}: cannot be loaded: {exc}") from None
 
 
 class _Malformed(Exception):
     """The kubeconfig document does not have the shape of one."""
 
 
-def _select(document: Any, *, kubeconfig: str, context: str, base: Path) -> ClusterAccess:
+@dataclass(frozen=True, slots=True)
+class _File:
+    document: dict[str, Any]
+    #: The file's directory: what relative paths in it are relative to.
+    base: Path
+
+
+def _read_file(name: str, *, label: str) -> _File:
+    import yaml  # noqa: PLC0415 - a pod never reads a kubeconfig file and should not pay for yaml
+
+    path = Path(name).expanduser()
+    try:
+        document = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{label}: cannot be loaded: {_detail(exc)}") from exc
+    if document is None:
+        document = {}  # an empty file is an empty kubeconfig, as kubectl has it
     if not isinstance(document, dict):
-        raise _Malformed("not a kubeconfig (expected a mapping with clusters, users and contexts)")
-    contexts = _named(document, "contexts", "context")
-    clusters = _named(document, "clusters", "cluster")
-    users = _named(document, "users", "user")
-    context_name = context or _text(document, "current-context", "the document")
+        expected = "expected a mapping with clusters, users and contexts"
+        raise ConfigError(f"{label}: cannot be loaded: not a kubeconfig ({expected})")
+    # As kubectl: relative paths are relative to the file's directory as its path names it, made
+    # absolute without following symlinks. In a Secret volume the file is a symlink into
+    # ``..<timestamp>/``, a directory the next rotation of the Secret removes.
+    return _File(document, Path(os.path.abspath(path)).parent)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Merged:
+    """Kubeconfig files merged as kubectl merges them: of each cluster, user and context the first
+    file that names it has its way, whole; the first current-context set wins."""
+
+    contexts: dict[str, dict[str, Any]]
+    #: By name: the body and the directory of the file it came from.
+    clusters: dict[str, tuple[dict[str, Any], Path]]
+    users: dict[str, tuple[dict[str, Any], Path]]
+    current_context: str
+
+
+def _merge(files: Sequence[_File]) -> _Merged:
+    contexts: dict[str, dict[str, Any]] = {}
+    clusters: dict[str, tuple[dict[str, Any], Path]] = {}
+    users: dict[str, tuple[dict[str, Any], Path]] = {}
+    current = ""
+    for file in files:
+        for name, body in _named(file.document, "contexts", "context").items():
+            contexts.setdefault(name, body)
+        for name, body in _named(file.document, "clusters", "cluster").items():
+            clusters.setdefault(name, (body, file.base))
+        for name, body in _named(file.document, "users", "user").items():
+            users.setdefault(name, (body, file.base))
+        current = current or _text(file.document, "current-context", "the document")
+    return _Merged(contexts=contexts, clusters=clusters, users=users, current_context=current)
+
+
+def _select(merged: _Merged, *, label: str, context: str) -> ClusterAccess:
+    contexts, clusters, users = merged.contexts, merged.clusters, merged.users
+    context_name = context or merged.current_context
     if not context_name:
-        raise ConfigError(f"-kubeconfig {kubeconfig}: no current context and no context to use")
+        raise ConfigError(f"{label}: no current context and no context to use")
     if context_name not in contexts:
         known = ", ".join(sorted(contexts)) or "none"
-        raise ConfigError(f"-kubeconfig {kubeconfig}: no context {context_name!r} (contexts: {known})")
+        raise ConfigError(f"{label}: no context {context_name!r} (contexts: {known})")
     ctx = contexts[context_name]
     cluster_name = _text(ctx, "cluster", f"context {context_name!r}")
     if cluster_name not in clusters:
@@ -174,12 +230,16 @@ def _select(document: Any, *, kubeconfig: str, context: str, base: Path) -> Clus
             f"kubeconfig context {context_name!r} names no user to authenticate as: "
             f"user {user_name!r} is not in users"
         )
-    cluster, user = clusters[cluster_name], users[user_name]
+    (cluster, cluster_base), (user, user_base) = clusters[cluster_name], users[user_name]
     server = _server(cluster, cluster_name)
     ssl_context = None
     if server.startswith("https://"):
-        ssl_context = _cluster_tls(cluster, user, cluster_name=cluster_name, user_name=user_name, base=base)
-    auth = _user_auth(user, user_name=user_name, cluster=cluster, server=server, base=base)
+        ssl_context = _cluster_tls(
+            cluster, user, cluster_name=cluster_name, user_name=user_name, bases=(cluster_base, user_base)
+        )
+    auth = _user_auth(
+        user, user_name=user_name, cluster=cluster, server=server, bases=(cluster_base, user_base)
+    )
     proxy = None
     if proxy_url := _text(cluster, "proxy-url", f"cluster {cluster_name!r}"):
         proxy = kubeconfig_proxy(proxy_url, where=f"kubeconfig cluster {cluster_name!r}")
@@ -374,19 +434,24 @@ def _private_file(path: Path, data: bytes) -> Path:
 
 
 def _cluster_tls(
-    cluster: Mapping[str, Any], user: Mapping[str, Any], *, cluster_name: str, user_name: str, base: Path
+    cluster: Mapping[str, Any],
+    user: Mapping[str, Any],
+    *,
+    cluster_name: str,
+    user_name: str,
+    bases: tuple[Path, Path],
 ) -> ssl.SSLContext:
     where = f"TLS settings of cluster {cluster_name!r}"
     try:
         return _tls(
             cluster_name,
-            ca_file=_path(cluster, "certificate-authority", base, f"cluster {cluster_name!r}"),
+            ca_file=_path(cluster, "certificate-authority", bases[0], f"cluster {cluster_name!r}"),
             ca_data=_data(cluster, "certificate-authority-data", f"cluster {cluster_name!r}"),
             insecure=cluster.get("insecure-skip-tls-verify") is True,
             server_name=_text(cluster, "tls-server-name", f"cluster {cluster_name!r}"),
-            cert_file=_path(user, "client-certificate", base, f"user {user_name!r}"),
+            cert_file=_path(user, "client-certificate", bases[1], f"user {user_name!r}"),
             cert_data=_data(user, "client-certificate-data", f"user {user_name!r}"),
-            key_file=_path(user, "client-key", base, f"user {user_name!r}"),
+            key_file=_path(user, "client-key", bases[1], f"user {user_name!r}"),
             key_data=_data(user, "client-key-data", f"user {user_name!r}"),
         )
     except _Malformed as exc:
@@ -418,8 +483,14 @@ def _data(mapping: Mapping[str, Any], key: str, where: str) -> bytes | None:
 
 
 def _user_auth(
-    user: Mapping[str, Any], *, user_name: str, cluster: Mapping[str, Any], server: str, base: Path
+    user: Mapping[str, Any],
+    *,
+    user_name: str,
+    cluster: Mapping[str, Any],
+    server: str,
+    bases: tuple[Path, Path],
 ) -> httpx2.Auth | None:
+    """The user's credentials; ``bases`` are the directories of the cluster's and the user's files."""
     where = f"kubeconfig user {user_name!r}"
     if user.get("auth-provider"):
         provider = user["auth-provider"].get("name", "?") if isinstance(user["auth-provider"], dict) else "?"
@@ -445,7 +516,7 @@ def _user_auth(
                 f"{where} has more than one way to authenticate ({', '.join(methods)}); keep one"
             )
         if user.get("tokenFile"):
-            token_file = _path(user, "tokenFile", base, where)
+            token_file = _path(user, "tokenFile", bases[1], where)
             assert token_file is not None
             try:
                 return TokenFileAuth(token_file)
@@ -459,7 +530,7 @@ def _user_auth(
                 raise ConfigError(f"{where} has a password but no username")
             return httpx2.BasicAuth(username, _text(user, "password", where))
         if user.get("exec"):
-            return _exec_auth(user["exec"], where=where, cluster=cluster, server=server, base=base)
+            return _exec_auth(user["exec"], where=where, cluster=cluster, server=server, bases=bases)
     except _Malformed as exc:
         raise ConfigError(f"{where}: {exc}") from None
     return None  # client certificate only, or anonymous
@@ -535,7 +606,9 @@ class TokenFileAuth(httpx2.Auth):
 # --- exec plugins ---------------------------------------------------------------------------------
 
 
-def _exec_auth(spec: Any, *, where: str, cluster: Mapping[str, Any], server: str, base: Path) -> ExecAuth:
+def _exec_auth(
+    spec: Any, *, where: str, cluster: Mapping[str, Any], server: str, bases: tuple[Path, Path]
+) -> ExecAuth:
     if not isinstance(spec, dict):
         raise _Malformed("exec is not a mapping")
     api_version = _text(spec, "apiVersion", f"{where} exec")
@@ -553,7 +626,7 @@ def _exec_auth(spec: Any, *, where: str, cluster: Mapping[str, Any], server: str
             "which the handler does not have"
         )
     if "/" in command:  # as kubectl: a path is relative to the kubeconfig, a bare name is looked up in PATH
-        command = str(base / Path(command).expanduser())
+        command = str(bases[1] / Path(command).expanduser())
     found = shutil.which(command)
     if found is None:
         hint = _text(spec, "installHint", f"{where} exec").strip()
@@ -571,7 +644,7 @@ def _exec_auth(spec: Any, *, where: str, cluster: Mapping[str, Any], server: str
         env[entry["name"]] = str(entry.get("value") or "")
     exec_spec: dict[str, Any] = {"interactive": False}
     if spec.get("provideClusterInfo") is True:
-        exec_spec["cluster"] = _exec_cluster(cluster, server, base)
+        exec_spec["cluster"] = _exec_cluster(cluster, server, bases[0])
     env["KUBERNETES_EXEC_INFO"] = json.dumps(
         {"apiVersion": api_version, "kind": "ExecCredential", "spec": exec_spec}
     )

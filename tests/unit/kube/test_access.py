@@ -347,6 +347,60 @@ def test_the_proxy_is_proxy_url_else_the_environment_in_cluster_too(
     assert load_access("", service_account_dir=account_dir, environ=pod).proxy is None
 
 
+async def test_the_files_of_kubeconfig_are_merged_as_kubectl_merges_them(tmp_path: Path, pki: Pki) -> None:
+    """A sequence of files is KUBECONFIG: missing ones are skipped; the first file to name a
+    cluster, user or context has its way (whole), the first current-context wins; relative paths are
+    relative to the file each entry came from."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    (second / "certs").mkdir(parents=True)
+    (second / "certs" / "ca.pem").write_bytes(pki.ca_cert.read_bytes())
+    (second / "token").write_text("second-token")
+    (first / "config").write_text(
+        yaml.safe_dump(
+            {
+                "current-context": "work",
+                "contexts": [{"name": "work", "context": {"cluster": "prod", "user": "me"}}],
+                "users": [{"name": "me", "user": {"tokenFile": "token"}}],  # first/token
+            }
+        )
+    )
+    (first / "token").write_text("first-token")
+    (second / "config").write_text(
+        yaml.safe_dump(
+            {
+                "current-context": "other",
+                "contexts": [{"name": "work", "context": {"cluster": "nowhere", "user": "nobody"}}],
+                "clusters": [
+                    {
+                        "name": "prod",
+                        "cluster": {"server": "https://h:1", "certificate-authority": "certs/ca.pem"},
+                    }
+                ],
+                "users": [{"name": "me", "user": {"tokenFile": "token", "username": "ignored"}}],
+            }
+        )
+    )
+    files = (
+        str(tmp_path / "missing"),
+        str(first / "config"),
+        "",
+        str(second / "config"),
+        str(first / "config"),
+    )
+    access = load_access(files)
+    assert (access.server, access.name) == ("https://h:1", "prod")
+    assert access.ssl_context is not None and len(access.ssl_context.get_ca_certs()) == 1
+    transport, seen = recorder()
+    await get(access.auth, transport)
+    assert seen == ["Bearer first-token"]  # first's user "me", whole, with its path relative to first/
+    with pytest.raises(ConfigError, match=r"^KUBECONFIG \S+: none of its files exists"):
+        load_access((str(tmp_path / "missing"),))
+    (tmp_path / "broken").write_text("clusters: {")
+    with pytest.raises(ConfigError, match=r"^kubeconfig file \S+/broken: cannot be loaded"):
+        load_access((str(first / "config"), str(tmp_path / "broken")))
+
+
 # --- kubeconfig: users ----------------------------------------------------------------------------
 
 
