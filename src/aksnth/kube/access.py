@@ -132,18 +132,17 @@ def _in_cluster(account_dir: Path, environ: Mapping[str, str]) -> ClusterAccess:
 
 def _from_kubeconfig(kubeconfig: str | Sequence[str], context: str) -> ClusterAccess:
     if isinstance(kubeconfig, str):  # one file, named by -kubeconfig: it must exist
+        # "~" is expanded here (and only here): a config file's kubeconfigfile passes through no shell.
         label = f"-kubeconfig {kubeconfig}"
-        if not Path(kubeconfig).expanduser().is_file():
+        path = Path(kubeconfig).expanduser()
+        if not path.is_file():
             raise ConfigError(f"{label}: no such file")
-        files = [_read_file(kubeconfig, label=label)]
+        files = [_read_file(str(path), label=label)]
     else:  # the files of KUBECONFIG: those that exist, each path once
         label = f"KUBECONFIG {os.pathsep.join(kubeconfig)}"
+        # As kubectl: a "~" in KUBECONFIG is no home directory (a shell expands it, kubectl does not).
         names = list(dict.fromkeys(name for name in kubeconfig if name))
-        files = [
-            _read_file(name, label=f"kubeconfig file {name}")
-            for name in names
-            if Path(name).expanduser().is_file()
-        ]
+        files = [_read_file(name, label=f"kubeconfig file {name}") for name in names if Path(name).is_file()]
         if not files:
             raise ConfigError(f"{label}: none of its files exists")
     try:
@@ -166,7 +165,7 @@ class _File:
 def _read_file(name: str, *, label: str) -> _File:
     import yaml  # noqa: PLC0415 - a pod never reads a kubeconfig file and should not pay for yaml
 
-    path = Path(name).expanduser()
+    path = Path(name)
     try:
         document = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -275,8 +274,13 @@ def _server(cluster: Mapping[str, Any], cluster_name: str) -> str:
     server = _text(cluster, "server", f"cluster {cluster_name!r}").strip().rstrip("/")
     if not server:
         raise _Malformed(f"cluster {cluster_name!r} has no server")
-    if "://" not in server:  # kubectl takes a bare host[:port] as https
-        server = f"https://{server}"
+    if "://" not in server:
+        # kubectl sends plain http to a bare host:port, credentials included, even with a CA: say so
+        # instead of guessing.
+        raise ConfigError(
+            f"kubeconfig cluster {cluster_name!r}: server {server} has no scheme "
+            f"(kubectl would speak plain http to it): write https://{server}"
+        )
     scheme, _, rest = server.partition("://")
     server = f"{scheme.lower()}://{rest}"  # a URL's scheme is case-insensitive (HTTPS://, as Go reads it)
     if not server.startswith(("https://", "http://")):
@@ -466,7 +470,7 @@ def _path(mapping: Mapping[str, Any], key: str, base: Path, where: str) -> Path 
         return None
     if mapping.get(f"{key}-data"):
         raise _Malformed(f"{where} has both {key} and {key}-data; keep one")
-    return base / Path(value).expanduser()
+    return base / value  # an absolute path stays as it is; "~" is no home directory, as in kubectl
 
 
 def _data(mapping: Mapping[str, Any], key: str, where: str) -> bytes | None:
@@ -620,13 +624,22 @@ def _exec_auth(
     command = _text(spec, "command", f"{where} exec")
     if not command:
         raise ConfigError(f"{where}: exec plugin has no command")
-    if spec.get("interactiveMode") == "Always":
+    mode = spec.get("interactiveMode")
+    if mode is None and api_version == EXEC_API_VERSIONS[0]:
+        raise ConfigError(
+            f"{where}: exec plugin {command!r} has no interactiveMode, which {api_version} requires "
+            "(kubectl refuses it too): set it to Never or IfAvailable"
+        )
+    if mode is not None and mode not in ("Never", "IfAvailable", "Always"):
+        modes = "Never, IfAvailable, Always"
+        raise ConfigError(f"{where}: exec plugin {command!r}: interactiveMode {mode!r} is none of {modes}")
+    if mode == "Always":
         raise ConfigError(
             f"{where}: exec plugin {command!r} needs a terminal (interactiveMode: Always), "
             "which the handler does not have"
         )
     if "/" in command:  # as kubectl: a path is relative to the kubeconfig, a bare name is looked up in PATH
-        command = str(bases[1] / Path(command).expanduser())
+        command = str(bases[1] / command)
     found = shutil.which(command)
     if found is None:
         hint = _text(spec, "installHint", f"{where} exec").strip()

@@ -211,7 +211,7 @@ def test_current_context_or_the_named_one(tmp_path: Path) -> None:
     document = {
         "clusters": [
             {"name": "a", "cluster": {"server": "http://a.example:8080/"}},
-            {"name": "b", "cluster": {"server": "b.example:6443"}},
+            {"name": "b", "cluster": {"server": "HTTPS://b.example:6443"}},
         ],
         "users": [{"name": "u", "user": {"token": "x"}}],
         "contexts": [
@@ -224,7 +224,7 @@ def test_current_context_or_the_named_one(tmp_path: Path) -> None:
     first = load_access(str(path))
     assert (first.server, first.name, first.ssl_context) == ("http://a.example:8080", "a", None)
     second = load_access(str(path), "cb")
-    assert (second.server, second.name) == ("https://b.example:6443", "b")  # a bare host is https
+    assert (second.server, second.name) == ("https://b.example:6443", "b")
     assert second.ssl_context is not None
 
 
@@ -516,6 +516,7 @@ def test_client_certificate_files_relative_and_data(
                     "apiVersion": EXEC_V1,
                     "command": "no-such-plugin-xyz",
                     "installHint": "install it\nwith brew",
+                    "interactiveMode": "Never",
                 }
             },
             r"exec plugin 'no-such-plugin-xyz' not found or not executable: install it with brew$",
@@ -524,6 +525,29 @@ def test_client_certificate_files_relative_and_data(
             {"server": "http://h"},
             {"exec": {"apiVersion": EXEC_V1, "command": sys.executable, "interactiveMode": "Always"}},
             r"needs a terminal",
+        ),
+        (
+            {"server": "http://h"},
+            {"exec": {"apiVersion": EXEC_V1, "command": sys.executable}},
+            r"has no interactiveMode, which client.authentication.k8s.io/v1 requires .*: set it to Never",
+        ),
+        (
+            {"server": "http://h"},
+            {"exec": {"apiVersion": EXEC_V1, "command": sys.executable, "interactiveMode": "never"}},
+            r"interactiveMode 'never' is none of Never, IfAvailable, Always",
+        ),
+        (
+            {
+                "server": "https://h:1",
+                "certificate-authority": "~/ca.pem",
+            },  # no home directory, as in kubectl
+            {"token": "t"},
+            r"^TLS settings of cluster 'prod': certificate-authority /\S+/~/ca\.pem: No such file",
+        ),
+        (
+            {"server": "10.0.0.1:6443"},
+            {"token": "t"},
+            r"^kubeconfig cluster 'prod': server 10.0.0.1:6443 has no scheme .*: write https://10.0.0.1:6443$",
         ),
     ],
 )
@@ -693,6 +717,7 @@ def test_exec_plugin_in_a_relative_path_and_the_sync_flow(tmp_path: Path, plugin
         "args": [EXEC_V1],
         "env": [{"name": "PLUGIN_RUNS", "value": str(tmp_path / "runs")}],
         "provideClusterInfo": True,
+        "interactiveMode": "IfAvailable",
     }
     ca_data = base64.b64encode(pki.ca_cert.read_bytes()).decode()
     cluster = {"server": "https://h:6443/", "certificate-authority-data": ca_data, "tls-server-name": "api"}

@@ -197,7 +197,7 @@ def default_kubeconfig(env: Mapping[str, str]) -> str | tuple[str, ...]:
     """As kubectl looks for it: the files of $KUBECONFIG (merged when loaded, as kubectl merges them)
     when one of them exists, then ~/.kube/config; "" for in-cluster."""
     listed = tuple(name for name in env.get("KUBECONFIG", "").split(os.pathsep) if name)
-    if any(Path(name).expanduser().is_file() for name in listed):
+    if any(Path(name).is_file() for name in listed):  # "~" unexpanded, as kubectl has it
         return listed
     home = Path(env.get("HOME", "~")).expanduser() / ".kube" / "config"
     if home.is_file():
