@@ -62,6 +62,10 @@ def write_pki(folder: Path, *, serving_ips: tuple[str, ...] = ()) -> Pki:
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(cert_sign=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        # As in the certificates Go (kubeadm, AKS) issues: which CA signed it, when CAs share a name.
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
         .add_extension(
             x509.SubjectAlternativeName(
                 [
