@@ -123,7 +123,8 @@ class Case:
     env: Mapping[str, str] = field(default_factory=dict)
     #: The identity both must get, or REFUSED.
     expect: str = ""
-    #: How the handler knowingly differs from kubectl: "accepts" (kubectl refuses) or "" (agrees).
+    #: How the handler knowingly differs from kubectl: "accepts" (what kubectl refuses), "refuses"
+    #: (what kubectl accepts), or "" (it agrees).
     differs: str = ""
 
 
@@ -640,6 +641,34 @@ def server_without_a_scheme(w: World) -> Case:
     return Case(kubeconfig=w.write(w.document(cluster=cluster)), expect=REFUSED)
 
 
+def context_without_a_user(w: World) -> Case:
+    document = w.document()
+    del document["contexts"][0]["context"]["user"]
+    return Case(kubeconfig=w.write(document), expect=REFUSED)
+
+
+def impersonation(w: World) -> Case:
+    user = {**w.admin_user(), "as": "jane", "as-groups": ["developers"]}
+    return Case(
+        kubeconfig=w.write(w.document(user=user)),
+        expect="jane ['developers', 'system:authenticated']",
+        differs="refuses",
+    )
+
+
+def auth_provider_oidc(w: World) -> Case:
+    """kubectl's deprecated oidc auth-provider sends its id-token while the token has not expired."""
+    provider = {
+        "name": "oidc",
+        "config": {"id-token": w.token_a, "idp-issuer-url": "https://issuer.example", "client-id": "k"},
+    }
+    return Case(
+        kubeconfig=w.write(w.document(user={"auth-provider": provider})),
+        expect=w.a_identity,
+        differs="refuses",
+    )
+
+
 ROWS: dict[str, Callable[[World], Case]] = {
     row.__name__.replace("_", "-"): row
     for row in (
@@ -680,6 +709,9 @@ ROWS: dict[str, Callable[[World], Case]] = {
         current_context_missing_context_named,
         server_scheme_in_capitals,
         server_without_a_scheme,
+        context_without_a_user,
+        impersonation,
+        auth_provider_oidc,
     )
 }
 
@@ -719,6 +751,9 @@ async def test_the_loader_agrees_with_kubectl(
     print(table_line)
     if case.differs == "accepts":
         assert (theirs.identity, ours.identity) == (REFUSED, case.expect), table_line
+        return
+    if case.differs == "refuses":
+        assert (theirs.identity, ours.identity) == (case.expect, REFUSED), table_line
         return
     assert theirs.identity == ours.identity == case.expect, table_line
     if theirs.view is not None and ours.view is not None:

@@ -15,7 +15,7 @@ Supported, as kubectl does it: ``server``, ``certificate-authority`` (``-data``)
 the file changes), client certificates (paths or ``-data``), ``username``/``password`` and ``exec``
 plugins (``client.authentication.k8s.io/v1`` and ``v1beta1``, tokens only); a forward proxy from
 ``proxy-url`` or from HTTPS_PROXY/HTTP_PROXY/NO_PROXY (:mod:`aksnth.kube.proxy`), in the pod too.
-Refused with a message saying what to do instead: ``auth-provider`` (gone from client-go too),
+Refused with a message saying what to do instead: ``auth-provider`` (deprecated in client-go),
 impersonation, socks5 proxies and exec plugins that answer with a client certificate.
 
 This module must stay light: no lightkube, and PyYAML only when a kubeconfig file is read (a pod
@@ -499,8 +499,9 @@ def _user_auth(
     if user.get("auth-provider"):
         provider = user["auth-provider"].get("name", "?") if isinstance(user["auth-provider"], dict) else "?"
         raise ConfigError(
-            f"{where} uses auth-provider {provider!r}, which is not supported (client-go dropped it too): "
-            "use an exec plugin instead, e.g. for Azure `kubelogin convert-kubeconfig -l <login>`"
+            f"{where} uses auth-provider {provider!r}, which is not supported (client-go dropped the cloud "
+            "providers and deprecated oidc): use an exec plugin instead, e.g. for Azure "
+            "`kubelogin convert-kubeconfig -l <login>`"
         )
     impersonation = [key for key in ("as", "as-uid", "as-groups", "as-user-extra") if user.get(key)]
     if impersonation:
