@@ -1,8 +1,8 @@
-"""One kept-alive HTTP/1.1 connection for the Scheduled Events poll: asyncio streams, h11 to parse.
+"""One kept-alive HTTP/1.1 connection for the Scheduled Events poll: an asyncio protocol, h11 to parse.
 
 The handler sends the same GET every second for as long as it runs, on every node. Through httpx2
 (httpcore2, anyio, h11) that one request cost about 400 µs of CPU, nearly all of the idle budget;
-written on asyncio streams with h11 alone it costs about a third of that. Only what the poll needs is
+written on asyncio with h11 alone it costs about a third of that. Only what the poll needs is
 here: plain ``http://``, one request at a time, never a proxy, no redirects, no content decoding (no
 ``Accept-Encoding`` is sent, so the body arrives as it is).
 
