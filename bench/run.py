@@ -21,6 +21,7 @@ import os
 import platform
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -277,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             "started_at": started_at.isoformat(timespec="seconds"),
             "elapsed_seconds": elapsed,
             "machine": _machine(),
+            "commit": _commit(),
             "command": " ".join(sys.argv),
             "implementations": [{"name": i.name, "template": i.template} for i in implementations],
             "options": {
@@ -326,6 +328,29 @@ def _section_selected(title: str, sections: list[str]) -> bool:
         "fleet": "fleet",
     }
     return wanted.get(first_word, "") in sections
+
+
+def _commit() -> str:
+    """The commit measured, with "+dirty" when the work tree differs from it ("" outside git)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return head + ("+dirty" if dirty else "")
 
 
 def _machine() -> str:
