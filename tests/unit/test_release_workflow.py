@@ -109,3 +109,63 @@ def test_the_publishing_jobs_are_found() -> None:
         "manifests",
         "chart",
     }
+
+
+# --- the Linux images: both platforms from one Dockerfile and one lock ------------------------------
+
+DOCKERFILE = REPO_ROOT / "docker" / "Dockerfile"
+LINUX_PLATFORMS = {"linux/amd64", "linux/arm64"}
+
+
+def _dockerfile_stages() -> dict[str, str]:
+    """Stage name (or its index) → the stage's text, from its FROM line to the next one."""
+    stages: dict[str, str] = {}
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text(encoding="utf-8"))  # join continued lines
+    parts = re.split(r"(?m)^(?=FROM\s)", text)
+    for index, part in enumerate(p for p in parts if p.startswith("FROM")):
+        name = re.match(r"FROM\s.*?(?:\s+AS\s+(\S+))?\s*$", part.splitlines()[0], re.IGNORECASE)
+        stages[(name.group(1) if name and name.group(1) else str(index))] = part
+    return stages
+
+
+def test_the_linux_images_are_one_buildx_build_of_docker_dockerfile_for_amd64_and_arm64() -> None:
+    """One build-push step builds docker/Dockerfile for linux/amd64 and linux/arm64 together (one
+    multi-platform image, one set of inputs), with QEMU set up on the amd64 runner so that the arm64
+    stages run, and buildx, which builds more than one platform at once."""
+    steps = _jobs()["linux-images"]["steps"]
+    uses = [str(step.get("uses", "")) for step in steps]
+    builds = [step for step in steps if str(step.get("uses", "")).startswith("docker/build-push-action@")]
+    assert len(builds) == 1, f"linux-images has {len(builds)} build-push steps"
+    [build] = builds
+    settings = build.get("with", {})
+    assert settings.get("file") == "docker/Dockerfile" and settings.get("context") == "."
+    platforms = {p.strip() for p in str(settings.get("platforms", "")).split(",") if p.strip()}
+    assert platforms == LINUX_PLATFORMS, platforms
+    assert settings.get("push") is True
+    index = uses.index(str(build["uses"]))
+    assert any(u.startswith("docker/setup-qemu-action@") for u in uses[:index]), "no QEMU for arm64"
+    assert any(u.startswith("docker/setup-buildx-action@") for u in uses[:index]), "no buildx"
+
+
+def test_each_platforms_image_installs_the_lock_for_its_own_platform_checked_by_hash() -> None:
+    """The Dockerfile installs exactly requirements.lock (every file checked against its hash, binary
+    wheels only, the project's wheel without dependencies) in a stage of the target platform, so the
+    arm64 image gets arm64 wheels of the same versions; only the pure-Python wheel of the project is
+    built on the build machine's platform. .dockerignore lets the lock into the build."""
+    stages = _dockerfile_stages()
+    venv = stages.get("venv", "")
+    assert "COPY requirements.lock /tmp/requirements.lock" in venv
+    install = re.search(r"pip --python /opt/aksnth/bin/python install [^&]*-r /tmp/requirements.lock", venv)
+    assert install, "the venv stage does not install requirements.lock"
+    assert "--require-hashes" in install.group(0) and "--only-binary=:all:" in install.group(0)
+    assert re.search(r"install [^&]*--no-deps [^&]*/dist/\*\.whl", venv), (
+        "the project's wheel brings dependencies"
+    )
+    assert "$BUILDPLATFORM" not in venv.splitlines()[0], "the venv stage must be of the target platform"
+    assert "$BUILDPLATFORM" in stages["wheel"].splitlines()[0]
+    final = list(stages.values())[-1]
+    assert (
+        "COPY --from=venv /opt/aksnth /opt/aksnth" in final and "$BUILDPLATFORM" not in final.splitlines()[0]
+    )
+    ignored = (REPO_ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    assert "!requirements.lock" in ignored
