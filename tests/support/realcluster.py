@@ -66,6 +66,8 @@ RESOURCE_GROUP = "mc_aksnth_real_westeurope"
 SCALE_SET = "aks-spot-12345678-vmss"
 SPOT_TAINT = "kubernetes.azure.com/scalesetpriority=spot:NoSchedule"
 HANDLER_IMAGE = "localhost/aksnth:test"
+# The same Dockerfile built for linux/arm64 (hack/build-test-image); its archive is aksnth-arm64.tar.
+ARM64_HANDLER_IMAGE = "localhost/aksnth:test-arm64"
 WORKLOAD_IMAGE = "localhost/aksnth-workload:test"
 PAUSE_IMAGE = "localhost/pause:3.10"
 NODE_BINARIES = ("kubelet", "kube-proxy", "kube-scheduler")
@@ -131,6 +133,15 @@ def missing_prerequisites() -> list[str]:
     if tars:
         missing.append(f"image archives {', '.join(tars)} in {images}: run `hack/build-test-image`")
     return missing
+
+
+def arm64_image_missing() -> str | None:
+    """What is missing for the tests that run the arm64 image (None when it is there): its archive,
+    which hack/build-test-image writes once the image is in podman's store."""
+    archive = image_dir() / "aksnth-arm64.tar"
+    if not archive.is_file():
+        return f"the arm64 image archive {archive}: run `hack/build-test-image` (root, Debian)"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -695,6 +706,7 @@ def install_command(release: str, namespace: str, extra: Sequence[str] = ()) -> 
 
 
 __all__ = [
+    "ARM64_HANDLER_IMAGE",
     "HANDLER_IMAGE",
     "IMDS_IP",
     "KUBERNETES_SERVICE_IP",
@@ -704,6 +716,7 @@ __all__ = [
     "NodeSpec",
     "RealCluster",
     "RealNode",
+    "arm64_image_missing",
     "install_command",
     "missing_prerequisites",
 ]
