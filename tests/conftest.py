@@ -8,6 +8,8 @@ a whole run (tests/test_least_privilege.py).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -26,6 +28,8 @@ from tests.support.audit import suite_audit_policy
 from tests.support.chart import HANDLER_ACCOUNT_PREFIX, handler_cluster_rules
 from tests.support.cluster import AksNode, create_aks_node, service_account_kubeconfig, unique_suffix
 from tests.support.controlplane import ControlPlane
+from tests.support.emulation import EmulationUnavailable, arm64_emulation
+from tests.support.realcluster import arm64_image_missing, image_dir
 from tests.support.reporting import report
 
 _CLIENT_TIMEOUT = httpx2.Timeout(10.0)
@@ -143,3 +147,32 @@ def simulator() -> Iterator[ImdsSimulator]:
 async def node(kube: AsyncClient) -> AksNode:
     """A fresh AKS-like Spot node (VMSS providerID, AKS labels)."""
     return await create_aks_node(kube)
+
+
+# --- the linux/arm64 image, run under emulation ----------------------------------------------------
+
+
+def _arm64_unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"the arm64 image tests need {reason} (CI is set: that is a failure)", pytrace=False)
+    pytest.skip(f"the arm64 image tests need {reason}; `make test` as root on Debian builds it")
+
+
+@pytest.fixture(scope="module")
+def arm64_image() -> Iterator[Path]:
+    """The folder of the test images (their archives, podman's configuration) once the arm64 image of
+    `hack/build-test-image` is there, with arm64 emulation registered for the module's tests
+    (`tests.support.emulation.arm64_emulation`: undone after them when it was not there before).
+    Where that cannot be, the module's tests are skipped with the reason; with CI set, they fail."""
+    if os.geteuid() != 0:
+        _arm64_unavailable("root (podman, containerd, binfmt_misc)")
+    missing = arm64_image_missing()
+    if missing:
+        _arm64_unavailable(missing)
+    emulation = contextlib.ExitStack()
+    try:
+        emulation.enter_context(arm64_emulation())
+    except EmulationUnavailable as exc:
+        _arm64_unavailable(f"arm64 emulation: {exc}")
+    with emulation:
+        yield image_dir()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -421,6 +422,7 @@ class ContainerProcess:
     pid: int  # as the machine sees it
     uid: int
     root_read_only: bool
+    executable: str = ""  # what the kernel runs: for an emulated arm64 handler, qemu-aarch64
 
 
 def handler_processes(cluster: RealCluster, node_index: int) -> list[ContainerProcess]:
@@ -430,11 +432,19 @@ def handler_processes(cluster: RealCluster, node_index: int) -> list[ContainerPr
     for pid in cluster.nodes[node_index].sandbox.pids():
         with contextlib.suppress(OSError):
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if not any(arg.endswith(b"/aks-node-termination-handler") for arg in argv[:2]):
+            # python, the script; emulated, qemu and the program's path come before them.
+            if not any(arg.endswith(b"/aks-node-termination-handler") for arg in argv[:4]):
                 continue
             status = Path(f"/proc/{pid}/status").read_text()
             uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[2])
             mounts = Path(f"/proc/{pid}/mounts").read_text().splitlines()
             root = [line.split() for line in mounts if line.split()[1] == "/"][-1]
-            found.append(ContainerProcess(pid=pid, uid=uid, root_read_only="ro" in root[3].split(",")))
+            found.append(
+                ContainerProcess(
+                    pid=pid,
+                    uid=uid,
+                    root_read_only="ro" in root[3].split(","),
+                    executable=os.readlink(f"/proc/{pid}/exe"),
+                )
+            )
     return found

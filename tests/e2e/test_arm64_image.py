@@ -1,10 +1,11 @@
 """The linux/arm64 image, built from docker/Dockerfile by `hack/build-test-image`, runs its handler.
 
 The image's programs are arm64: here they run under emulation (qemu-user-static through binfmt_misc,
-registered for this module by `tests.support.emulation.arm64_emulation` and undone after it when it
-was not there before). The container runs as the chart runs it (user 65532, read-only root
-filesystem, no capabilities, in-cluster configuration from a ServiceAccount volume), sharing the
-machine's network so that it reaches the test control plane and the IMDS simulator on loopback.
+registered for this module by the `arm64_image` fixture and undone after it when it was not there
+before). The container runs as the chart runs it (user 65532, read-only root filesystem, no
+capabilities, in-cluster configuration from a ServiceAccount volume), sharing the machine's network so
+that it reaches the test control plane and the IMDS simulator on loopback. The real-node suite runs
+the same image on real kubelets (tests/cluster/test_arm64.py).
 
 What this proves that the amd64 tests cannot: every dependency of the lock has a wheel for arm64
 (else the build fails), and the arm64 image's Python, byte code and paths run the handler as a user on
@@ -18,7 +19,6 @@ import asyncio
 import contextlib
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
@@ -38,10 +38,9 @@ from tests.support.container import (
     service_account_volume,
 )
 from tests.support.controlplane import ControlPlane
-from tests.support.emulation import EmulationUnavailable, arm64_emulation
 from tests.support.kubelet import FakeKubelet
 from tests.support.ports import free_loopback_port
-from tests.support.realcluster import ARM64_HANDLER_IMAGE, arm64_image_missing, image_dir
+from tests.support.realcluster import ARM64_HANDLER_IMAGE
 from tests.support.reporting import report
 
 pytestmark = pytest.mark.controlplane
@@ -53,35 +52,11 @@ _START_SECONDS = 90.0
 _DRAIN_SECONDS = 60.0
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"the arm64 image test needs {reason} (CI is set: that is a failure)", pytrace=False)
-    pytest.skip(f"the arm64 image test needs {reason}; `make test` as root on Debian builds it")
-
-
-@pytest.fixture(scope="module")
-def arm64_images() -> Iterator[Path]:
-    """The folder of the test images (podman's configuration), with the arm64 image built and arm64
-    emulation registered for the module's tests."""
-    if os.geteuid() != 0:
-        _unavailable("root (podman, binfmt_misc)")
-    missing = arm64_image_missing()
-    if missing:
-        _unavailable(missing)
-    emulation = contextlib.ExitStack()
-    try:
-        emulation.enter_context(arm64_emulation())
-    except EmulationUnavailable as exc:
-        _unavailable(f"arm64 emulation: {exc}")
-    with emulation:
-        yield image_dir()
-
-
-def test_the_arm64_image_is_linux_arm64_non_root_and_prints_its_version(arm64_images: Path) -> None:
+def test_the_arm64_image_is_linux_arm64_non_root_and_prints_its_version(arm64_image: Path) -> None:
     """The image `hack/build-test-image` built for linux/arm64 says so, runs as user 65532 with the
     handler as its entrypoint, and, run as the chart runs it (read-only root filesystem), its
     emulated handler prints this build's version and exits 0."""
-    facts = image_facts(arm64_images, ARM64_HANDLER_IMAGE)
+    facts = image_facts(arm64_image, ARM64_HANDLER_IMAGE)
     assert (facts["Os"], facts["Architecture"]) == ("linux", "arm64"), facts.get("Architecture")
     assert facts["Config"]["User"] == "65532:65532"
     assert facts["Config"]["Entrypoint"] == ["aks-node-termination-handler"]
@@ -103,7 +78,7 @@ def test_the_arm64_image_is_linux_arm64_non_root_and_prints_its_version(arm64_im
         text=True,
         check=False,
         timeout=_START_SECONDS,
-        env={"CONTAINERS_CONF": str(arm64_images / "containers.conf"), "PATH": os.environ["PATH"]},
+        env={"CONTAINERS_CONF": str(arm64_image / "containers.conf"), "PATH": os.environ["PATH"]},
     )
     assert (done.returncode, done.stdout.strip()) == (
         0,
@@ -112,7 +87,7 @@ def test_the_arm64_image_is_linux_arm64_non_root_and_prints_its_version(arm64_im
 
 
 async def test_the_arm64_handler_polls_imds_and_cordons_and_drains_its_node_on_preempt(
-    arm64_images: Path,
+    arm64_image: Path,
     kube: AsyncClient,
     control_plane: ControlPlane,
     namespace: str,
@@ -134,7 +109,7 @@ async def test_the_arm64_handler_polls_imds_and_cordons_and_drains_its_node_on_p
     )
     web_port = free_loopback_port()
     with running_container(
-        image_dir=arm64_images,
+        image_dir=arm64_image,
         image=ARM64_HANDLER_IMAGE,
         platform=PLATFORM,
         args=[

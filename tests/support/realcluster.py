@@ -215,6 +215,7 @@ class RealNode:
         self._kube_proxy: _NodeProcess | None = None
         self.boot_id = ""
         self._images_imported = False
+        self._extra_images: set[Path] = set()  # imported by import_image; /var keeps them
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -294,6 +295,16 @@ class RealNode:
 
     def iptables_rules(self) -> str:
         return self.sandbox.run(["iptables-save"])
+
+    def import_image(self, archive: Path, *, platform: str) -> None:
+        """Imports a docker archive into the node's containerd for the kubelet (namespace k8s.io).
+        `platform` is the image's: without it, ctr keeps only the node's own platform's content."""
+        if archive in self._extra_images:
+            return
+        self.sandbox.run(
+            ["ctr", "-n", "k8s.io", "images", "import", f"--platform={platform}", str(archive)], timeout=300
+        )
+        self._extra_images.add(archive)
 
     # -- internals ------------------------------------------------------------------------------
 
