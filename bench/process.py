@@ -200,6 +200,11 @@ def _vm_rss_kib(pid: int) -> int | None:
     return None
 
 
+def tree_rss_kib(root: int) -> int:
+    """VmRSS of `root` and all its descendants, summed (processes gone meanwhile count nothing)."""
+    return sum(rss for pid in _tree(root) if (rss := _vm_rss_kib(pid)) is not None)
+
+
 def _tree(root: int) -> list[int]:
     """`root` and its descendants (a template may start a wrapper that starts the real handler)."""
     children: dict[int, list[int]] = {}
