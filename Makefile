@@ -47,7 +47,7 @@ lock: $(TOOLS_STAMP) ## re-resolve requirements.lock (runtime dependencies, hash
 test-binaries: ## build kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl, etcd, helm, pushgateway (cached)
 	hack/build-test-binaries
 
-test-images: ## build the real-node test images from docker/Dockerfile (cached; needs root and apt-get, skipped elsewhere unless CI)
+test-images: ## build the test images from docker/Dockerfile, amd64 and arm64 (emulated) (cached; needs root and apt-get, skipped elsewhere unless CI)
 	hack/build-test-image --if-possible
 
 test: venv test-binaries test-images ## the whole suite: unit, integration (real control plane), end-to-end and real nodes
