@@ -31,6 +31,7 @@ import httpx2
 from prometheus_client import Counter, Gauge, Histogram
 
 from aksnth.observe.metrics import (
+    APISERVER_REACHABLE,
     APISERVER_REQUEST_DURATION,
     APISERVER_REQUESTS,
     HTTP_EVENTS_DURATION,
@@ -256,7 +257,8 @@ class ApiServerMetrics:
 
     ``cluster`` is the API server's ``host[:port]`` as its URL gives it, as client-go (and so the Go
     original) labels it; one value per process, so the label stays bounded. A request without an
-    answer is ``code="<error>"``, as in client-go.
+    answer is ``code="<error>"``, as in client-go. ``apiserver_reachable`` follows the last request:
+    1 when it got an answer (any status), 0 when it got none; one the handler abandoned changes nothing.
     """
 
     def __init__(
@@ -265,11 +267,13 @@ class ApiServerMetrics:
         *,
         requests: Counter = APISERVER_REQUESTS,
         duration: Histogram = APISERVER_REQUEST_DURATION,
+        reachable: Gauge = APISERVER_REACHABLE,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.cluster = cluster
         self._requests = requests
         self._duration = duration
+        self._reachable = reachable
         self._clock = clock
         # Start times for the event hooks, keyed by request object; weak, so a request that never
         # gets a response (network error) does not leak an entry.
@@ -292,14 +296,17 @@ class ApiServerMetrics:
         try:
             yield call
         except asyncio.CancelledError:
+            # Abandoned by us (a deadline, shutdown): it says nothing of the server, the gauge stays.
             self.record(code=API_CODE_ERROR, duration_seconds=self._clock() - started)
             raise
         except BaseException as exc:
             status = call.code if call.code is not None else _status_of(exc)
             elapsed = self._clock() - started
             self.record(code=API_CODE_ERROR if status is None else status, duration_seconds=elapsed)
+            self._reachable.set(0 if status is None else 1)
             raise
         self.record(code=200 if call.code is None else call.code, duration_seconds=self._clock() - started)
+        self._reachable.set(1)
 
     def event_hooks(self) -> dict[str, list[Callable[[Any], Any]]]:
         """``event_hooks`` for an ``httpx``/``httpx2`` ``AsyncClient``: counts every answered request.
@@ -315,6 +322,7 @@ class ApiServerMetrics:
             started = self._started.pop(response.request, None)
             if started is not None:
                 self.record(code=response.status_code, duration_seconds=self._clock() - started)
+                self._reachable.set(1)
 
         return {"request": [on_request], "response": [on_response]}
 
