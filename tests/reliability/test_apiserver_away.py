@@ -189,7 +189,9 @@ async def test_a_preempt_published_while_the_api_server_is_down_is_notified_befo
             ),
         ):
             await eventually(
-                lambda: _true(len(simulator.requests) >= 2), what="the handler polling", timeout_seconds=15
+                lambda: _true(polls_between(simulator, 0, time.time()) >= 2),
+                what="the handler polling while the API server is down",
+                timeout_seconds=15,
             )
             published = time.monotonic()
             event_id = simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)
