@@ -44,7 +44,7 @@ lock: $(TOOLS_STAMP) ## re-resolve requirements.lock (runtime dependencies, hash
 	$(TOOLS_BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes \
 	  --no-emit-package aks-node-termination-handler --custom-compile-command 'make lock' --quiet -o $(LOCK)
 
-test-binaries: ## build kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, etcd, helm, pushgateway (cached)
+test-binaries: ## build kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl, etcd, helm, pushgateway (cached)
 	hack/build-test-binaries
 
 test-images: ## build the real-node test images from docker/Dockerfile (cached; needs root and apt-get, skipped elsewhere unless CI)

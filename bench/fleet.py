@@ -3,8 +3,11 @@ that schedules and reconciles like a cluster's (`tests.support.fleet`), one hand
 node, one IMDS document with a Preempt for all N VMs (30 s notice). What the handlers do together:
 how soon every node is cordoned, every eviction issued and every node empty; how many evictions the
 budgets and API Priority and Fairness refused; the API server's load; and the outcomes that must be
-zero: replacements on nodes under the event, pods without SIGTERM at the deadline, budgets broken
-before a last-resort stop.
+zero: replacements on nodes under the event, and the findings of the safety checks per pod and per
+event (tests/support/safety.py): stops without a budget's refusal or before the pod's last chance,
+StartRequests before the listed nodes were empty, pods without their SIGTERM or grace period. The
+result carries their figures: stops, the earliest stop after its last chance, approvals after the
+last listed node emptied.
 
 The API server audits every user's requests here (Metadata level), so the load figures are the whole
 server's, and the handlers' share is told apart by their ServiceAccount.
@@ -27,7 +30,6 @@ from lightkube.resources.core_v1 import Namespace
 from tests.support.cluster import AksNode
 from tests.support.fleet import (
     FleetShape,
-    budget_of_app,
     create_fleet_nodes,
     create_workloads,
     fleet_control_plane,
@@ -35,6 +37,7 @@ from tests.support.fleet import (
 )
 from tests.support.fleetwatch import FleetWatch, fleet_outcome
 from tests.support.kubelet import FakeKubelet
+from tests.support.safety import check_safety, event_record, safety_figures, safety_record
 
 from bench.audit import AuditedRequest, audit_policy, between, count_by_kind
 from bench.lab import HANDLER_USER, BenchError, Lab, wait_for
@@ -98,8 +101,8 @@ async def measure_fleet(
                 event_id = lab.imds.schedule(
                     "Preempt", [node.resource_name for node in spot], notice_seconds=PREEMPT_NOTICE_SECONDS
                 )
-                published = lab.imds.publication_time(event_id)
-                deadline = published + PREEMPT_NOTICE_SECONDS
+                event = event_record(lab.imds, event_id)
+                published, deadline = event.published_at, event.deadline
 
                 def settled() -> bool | None:
                     if all(watch.empty_at(n) is not None for n in doomed) or time.time() > deadline + 1:
@@ -120,19 +123,17 @@ async def measure_fleet(
     audited = lab.audit()
     during = between(audited, published, ended)
     ours = [r for r in during if r.user == HANDLER_USER]
-    stops = [(r.received_at, f"{r.namespace}/{r.name}") for r in ours if _is_accepted_pod_delete(r)]
-    outcome = fleet_outcome(
-        watch,
-        doomed=doomed,
-        published=published,
-        deadline=deadline,
-        stops=stops,
-        budget_of_app=budget_of_app(workloads),
+    outcome = fleet_outcome(watch, doomed=doomed, published=published, deadline=deadline)
+    record = safety_record(
+        watch, events=[event], audited=audited, handler_users={HANDLER_USER}, imds_requests=lab.imds.requests
     )
+    findings = check_safety(record)
+    safety = safety_figures(record, findings)
+    approvals = [v for v in safety.approval_after_empty_seconds.values() if v is not None]
     if not outcome.all_cordoned:
         missing = [n for n, v in outcome.cordon_seconds.items() if v is None]
         raise BenchError(f"{len(missing)} Spot node(s) never cordoned, e.g. {missing[0]}")
-    node_of = {p.key: p.node for p in watch.pods.values() if p.node in doomed and not p.daemonset}
+    node_of = {p.key: p.node for p in watch.pods.values() if p.node in doomed and p.must_go}
     evictions = [r for r in ours if r.is_eviction]
     issued = _last_removal_per_node(ours, node_of, published)
     empty = [v for v in outcome.empty_seconds.values() if v is not None]
@@ -162,23 +163,32 @@ async def measure_fleet(
         "eviction_errors": sum(
             1 for r in evictions if r.code is not None and r.code >= 300 and r.code != 429
         ),
-        "last_resort_stops": outcome.stopped,
+        "last_resort_stops": safety.stops,
+        "earliest_stop_after_last_chance_seconds": safety.earliest_stop_after_last_chance_seconds,
+        # The earliest StartRequests of an event after its last listed node was emptied (negative:
+        # before it); None when no handler approved (the default) or a listed node never emptied.
+        "approval_after_empty_seconds": min(approvals, default=None)
+        if len(approvals) == len(safety.approval_after_empty_seconds)
+        else None,
         "handler_api_requests": len(ours),
         "handler_api_requests_by_kind": count_by_kind(ours),
         "api_requests": len(during),
         "peak_requests_per_second": _peak_rate(during),
         "handler_peak_requests_per_second": _peak_rate(ours),
         "replacements_on_doomed": len(outcome.replacements_on_doomed),
-        "without_sigterm": len(outcome.without_sigterm),
+        "without_sigterm": safety.pods_without_sigterm,
+        "grace_past_end": safety.pods_with_grace_past_end,
         "on_node_at_deadline": len(outcome.on_node_at_deadline),
-        "violations_before_last_resort": len(outcome.violations_before_last_resort),
-        "violations_after_last_resort": outcome.violations_after_last_resort,
+        "safety_findings": len(findings),
+        "safety_findings_by_kind": dict(safety.findings),
+        "budgets_below_minimum": len(outcome.budgets_below_minimum),
         "samples": {
             "cordon_seconds": outcome.cordon_seconds,
             "empty_seconds": outcome.empty_seconds,
             "issued_seconds": issued,
             "replacements_on_doomed": list(outcome.replacements_on_doomed),
-            "without_sigterm": list(outcome.without_sigterm),
+            "approval_after_empty_seconds": dict(safety.approval_after_empty_seconds),
+            "safety_findings": [str(f) for f in findings[:50]],
         },
         "logs": [str(h.log_path) for h in handlers],
     }

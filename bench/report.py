@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tests.support.safety import TOLERANCE_SECONDS
+
 Results = dict[str, Any]  # one implementation's figures: {"reaction": …, "drain": {key: …}, "footprint": …}
 
 
@@ -294,6 +296,20 @@ def fleet_rows(label: str) -> list[Row]:
         count("  refused for load, API Priority and Fairness (429)", "refused_for_load"),
         count("  other errors", "eviction_errors"),
         count("pods stopped as a last resort", "last_resort_stops"),
+        Row(
+            section=section,
+            figure="  the earliest, after its last chance",
+            unit="s",
+            read=_get("fleet", "earliest_stop_after_last_chance_seconds"),
+            budget=Budget(limit=-TOLERANCE_SECONDS, at_most=False),
+        ),
+        Row(
+            section=section,
+            figure="StartRequests after the last listed node emptied",
+            unit="s",
+            read=_get("fleet", "approval_after_empty_seconds"),
+            budget=Budget(limit=-TOLERANCE_SECONDS, at_most=False),
+        ),
         count("handlers' API requests (publication → empty)", "handler_api_requests"),
         count("all API requests (publication → empty)", "api_requests"),
         Row(
@@ -309,9 +325,10 @@ def fleet_rows(label: str) -> list[Row]:
             read=_get("fleet", "handler_peak_requests_per_second"),
         ),
         _zero(section, "replacements on a node under the event", "replacements_on_doomed"),
-        _zero(section, "pods without SIGTERM at the deadline", "without_sigterm"),
-        _zero(section, "PDB violations before the last-resort step", "violations_before_last_resort"),
-        count("PDB statuses below minimum after a last-resort stop", "violations_after_last_resort"),
+        _zero(section, "pods without SIGTERM", "without_sigterm"),
+        _zero(section, "pods whose grace period ran past the deadline", "grace_past_end"),
+        _zero(section, "safety findings (checks a-d, per pod and event)", "safety_findings"),
+        count("PDB statuses below minimum (after the publication)", "budgets_below_minimum"),
     ]
 
 

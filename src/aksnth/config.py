@@ -65,7 +65,8 @@ class LogSettings:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KubeSettings:
-    kubeconfig: str = ""  # empty: in-cluster configuration
+    #: A kubeconfig file, or the files of KUBECONFIG (merged as kubectl merges them); empty: in-cluster.
+    kubeconfig: str | tuple[str, ...] = ""
     context: str = ""  # a context of the kubeconfig file; empty: its current context
     node_name: str
     request_timeout_seconds: float = 10.0

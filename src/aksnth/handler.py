@@ -45,11 +45,13 @@ from aksnth.errors import (
 )
 from aksnth.kube import drain as kube_drain
 from aksnth.kube import events as kube_events
+from aksnth.kube import group as kube_group
 from aksnth.kube import keys
 from aksnth.kube import node as kube_node
 from aksnth.kube import peers as kube_peers
 from aksnth.kube.api import KubeClient
 from aksnth.kube.conditions import PHASE_IGNORED, ConditionWriter, ListedEvent
+from aksnth.kube.drainplan import DrainResult
 from aksnth.kube.keys import SCHEDULED_EVENT_CONDITION
 from aksnth.kube.record import EventRecord, NodeRecord, Phase
 from aksnth.model import EventStatus, InstanceMetadata, NodeSnapshot, ScheduledEvent, ScheduledEventsDocument
@@ -622,7 +624,7 @@ class Handler:
         dry = self._response.dry_run
         seen_at = self._first_seen.get(event.event_id, self._now())
         log.info(
-            "%s; drain deadline %s, event at %s%s",
+            "%s; the drain reports by %s, the event is due at %s%s",
             action.reason,
             action.drain_deadline.isoformat(timespec="seconds"),
             action.event_deadline.isoformat(timespec="seconds"),
@@ -688,12 +690,14 @@ class Handler:
                 await self._wait_for_peers(action, pool=current.labels.get(keys.AGENT_POOL_LABEL, ""))
             await self._drain(action)
 
-        # 4. Let Azure go ahead early once the node is empty.
+        # 4. Let Azure go ahead early once this node and every other node under the event are empty.
         if self._response.approve_events and not dry and (before is None or not before.approved):
             record = NodeRecord.from_annotations(
                 (await kube_node.read_node(self._kube, self._node_name)).annotations
             ).events.get(event.event_id)
-            if record is not None and record.drain is not None and record.drain.result == "drained":
+            if record is None or record.drain is None or record.drain.result != "drained":
+                await self._withhold_approval(event, "the drain of this node did not complete")
+            elif await self._group_drained(action):
                 await self._imds.approve_event(event.event_id)
                 await kube_node.update_record(
                     self._kube, self._node_name, lambda r: r.with_approved(event.event_id), dry_run=dry
@@ -705,8 +709,6 @@ class Handler:
                     message=f"Approved {event.event_id} through StartRequests: Azure may proceed now",
                 )
                 log.info("approved event %s: Azure may start it now", event.event_id)
-            else:
-                log.warning("not approving event %s: the drain did not complete", event.event_id)
 
         if self._response.exit_after_node_drain:
             log.info("-exitAfterNodeDrain: exiting now that the drain is over")
@@ -733,6 +735,46 @@ class Handler:
             await asyncio.sleep(min(period, left))
             if await self._read_node() is not None:
                 return
+
+    async def _group_drained(self, action: policy.Respond) -> bool:
+        """Whether every other node of this cluster the event lists is drained (or cannot be), waiting
+        for them until the event's deadline: an approval releases the event for all of them."""
+        event = action.event
+        others = kube_group.other_resources(event.resources, mine=self.resource_name)
+        if not others:
+            return True
+        log.info(
+            "event %s lists %d other VM(s): approving once each of their nodes is drained",
+            event.event_id,
+            len(others),
+        )
+        watch = kube_group.GroupWatch(event_id=event.event_id, resources=others, resource_of=_resource_of)
+        left = (action.event_deadline - self._now()).total_seconds()
+        state = await kube_group.wait_group_drained(
+            self._kube, watch, until=asyncio.get_running_loop().time() + max(left, 0.0)
+        )
+        if state.foreign:
+            await self._withhold_approval(
+                event,
+                "it lists VMs that are not nodes of this cluster, which an approval would release too "
+                f"({state.describe()})",
+            )
+            return False
+        if not state.complete:
+            await self._withhold_approval(
+                event, f"other nodes under it were still draining at its deadline ({state.describe()})"
+            )
+            return False
+        log.info("every other node under event %s is done: %s", event.event_id, state.describe())
+        return True
+
+    async def _withhold_approval(self, event: ScheduledEvent, why: str) -> None:
+        log.warning("not approving event %s: %s; Azure starts it at NotBefore", event.event_id, why)
+        await self._recorder.record_node(
+            type="Warning",
+            reason=kube_events.REASON_APPROVAL_WITHHELD,
+            message=f"Not approving {event.event_id}: {why}",
+        )
 
     async def _wait_for_peers(self, action: policy.Respond, *, pool: str) -> None:
         """Until the other nodes under the document's events are cordoned (bounded): pods evicted
@@ -769,22 +811,33 @@ class Handler:
             )
 
     async def _drain(self, action: policy.Respond) -> None:
+        """Evict the node's pods until the VM's end; report at -nodeGracePeriodSeconds if not over."""
         event = action.event
         dry = self._response.dry_run
+        now = self._now()
+        loop_now = asyncio.get_running_loop().time()
         # A resumed response (after a transient failure) still gets the minimum drain time.
-        remaining = max(
-            (action.drain_deadline - self._now()).total_seconds(), policy.MIN_DRAIN.total_seconds()
-        )
-        deadline = asyncio.get_running_loop().time() + max(remaining, 0.0)
+        floor = policy.MIN_DRAIN.total_seconds()
+        until_end = max((action.event_deadline - now).total_seconds(), floor)
+        until_report = min(max((action.drain_deadline - now).total_seconds(), floor), until_end)
         await self._recorder.record_node(
             type="Normal",
             reason=kube_events.REASON_DRAIN_STARTED,
-            message=f"Draining for Azure {event.event_type.value} {event.event_id} within {remaining:.0f}s",
+            message=f"Draining for Azure {event.event_type.value} {event.event_id} within {until_end:.0f}s"
+            + (f", reporting after {until_report:.0f}s" if until_report < until_end else ""),
         )
+        reported: list[DrainResult] = []
+
+        async def report(interim: DrainResult) -> None:
+            reported.append(interim)
+            await self._report_drain(event, interim, going_on=True)
+
         result = await kube_drain.drain_node(
             self._kube,
             self._node_name,
-            deadline=deadline,
+            deadline=loop_now + until_end,
+            report_at=loop_now + until_report,
+            on_report=report,
             grace_period_seconds=self._response.pod_grace_period_seconds,
             disable_eviction=self._response.disable_eviction,
             dry_run=dry,
@@ -792,13 +845,19 @@ class Handler:
             recorder=self._recorder,
             event_type=event.event_type,
         )
-        level = logging.INFO if result.succeeded else logging.WARNING
-        log.log(level, "drain over: %s", result.summary())
-        await self._recorder.record_node(
-            type="Normal" if result.succeeded else "Warning",
-            reason=kube_events.REASON_DRAIN_FINISHED if result.succeeded else kube_events.REASON_DRAIN_FAILED,
-            message=result.summary(),
-        )
+        if not reported:
+            await self._report_drain(event, result)
+        else:
+            # The report went out at -nodeGracePeriodSeconds; this is how the evictions that went on ended.
+            level = logging.INFO if result.succeeded else logging.WARNING
+            log.log(level, "drain over after its report: %s", result.summary())
+            await self._recorder.record_node(
+                type="Normal" if result.succeeded else "Warning",
+                reason=kube_events.REASON_DRAIN_FINISHED
+                if result.succeeded
+                else kube_events.REASON_DRAIN_FAILED,
+                message=f"after its report: {result.summary()}",
+            )
         # NoExecute only after the drain, so that PodDisruptionBudgets were honoured.
         if self._response.taint_node and self._response.taint_effect is TaintEffect.NO_EXECUTE:
             await kube_node.apply_after_drain_taint(self._kube, self._node_name, event=event, dry_run=dry)
@@ -807,15 +866,6 @@ class Handler:
                 reason=kube_events.REASON_TAINTED_NO_EXECUTE,
                 message=f"Tainted NoExecute after the drain for {event.event_id}",
             )
-        # The "drained" notification is submitted before the result is recorded, and recorded with it
-        # (one write): a handler killed after that write neither repeats it nor forgets it.
-        if (
-            self._notifier is not None
-            and self._settings.notify.notify_on_drain_finished
-            and (event.event_id, "drained") not in self._notified
-        ):
-            node = await self._snapshot_for_notification()
-            self._notify("drained", event, node, drain_result=result.as_template_data())
         notified = ("drained",) if (event.event_id, "drained") in self._notified else ()
 
         def record_drain(record: NodeRecord) -> NodeRecord:
@@ -826,6 +876,30 @@ class Handler:
 
         await kube_node.update_record(self._kube, self._node_name, record_drain, dry_run=dry)
         self._set_phase(event.event_id, Phase.DRAINED.value, result.result.value)
+
+    async def _report_drain(
+        self, event: ScheduledEvent, result: DrainResult, *, going_on: bool = False
+    ) -> None:
+        """What the drain reports, once: a log line, a DrainFinished or DrainFailed Event, and the
+        "drained" notification. The notification is submitted before the result is recorded on the
+        node, and recorded with it (one write): a handler killed after that write neither repeats it
+        nor forgets it."""
+        level = logging.INFO if result.succeeded else logging.WARNING
+        log.log(
+            level, "drain %s: %s", "report (the evictions go on)" if going_on else "over", result.summary()
+        )
+        await self._recorder.record_node(
+            type="Normal" if result.succeeded else "Warning",
+            reason=kube_events.REASON_DRAIN_FINISHED if result.succeeded else kube_events.REASON_DRAIN_FAILED,
+            message=result.summary(),
+        )
+        if (
+            self._notifier is not None
+            and self._settings.notify.notify_on_drain_finished
+            and (event.event_id, "drained") not in self._notified
+        ):
+            node = await self._snapshot_for_notification()
+            self._notify("drained", event, node, drain_result=result.as_template_data())
 
     async def _conclude(self, action: policy.GiveBack | policy.Finish) -> None:
         with log_context(event_id=action.event_id, event_type=action.event_type.value, action="conclude"):

@@ -159,7 +159,8 @@ OPTIONS: tuple[Option, ...] = (
         kind=Kind.BOOL,
         default=False,
         group=IMDS,
-        usage="approve the event (POST StartRequests) once the node is drained, so Azure proceeds early",
+        usage="approve the event (POST StartRequests) once the node is drained, so Azure proceeds early; "
+        "an event that lists other VMs waits until each of their nodes is drained too",
     ),
     # Node response
     Option(
@@ -189,7 +190,8 @@ OPTIONS: tuple[Option, ...] = (
         kind=Kind.INT,
         default=120,
         group=RESPONSE,
-        usage="maximum time in seconds to drain the node",
+        usage="seconds after which the drain reports how it went; evictions go on until the event's "
+        "deadline, and no pod is stopped before its last chance",
     ),
     Option(
         name="disableEviction",

@@ -42,13 +42,17 @@ class KnownEvent:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Respond:
-    """Protect the node and drain it before ``drain_deadline``."""
+    """Protect the node and drain it: evictions go on until ``event_deadline``, the drain reports at
+    ``drain_deadline`` if it is not over by then."""
 
     event: ScheduledEvent
-    event_deadline: datetime  # when the VM is expected to be affected
-    drain_deadline: datetime  # the earlier of the event deadline and -nodeGracePeriodSeconds
+    event_deadline: datetime  # when the VM is expected to be affected: grace periods and last chances
+    # When the drain reports (-nodeGracePeriodSeconds, the Go meaning): the earlier of the event deadline
+    # and the drain timeout. It never ends the evictions and never brings a last-resort stop forward.
+    drain_deadline: datetime
     reason: str
-    # Pods a PodDisruptionBudget still protects at their last chance are stopped (-lastResort).
+    # Pods a PodDisruptionBudget still protects at their last chance (before event_deadline) are
+    # stopped (-lastResort).
     last_resort: bool = False
     # Other VMs that selected events of the same document concern: their nodes are about to be
     # drained too, so the evictions wait (briefly) for them to be cordoned.
@@ -94,7 +98,8 @@ def event_deadline(event: ScheduledEvent, *, first_seen: datetime) -> datetime:
 
 
 def drain_deadline(event_deadline_at: datetime, *, now: datetime, node_grace_period_seconds: int) -> datetime:
-    """The earlier of the event's deadline and the drain timeout, but never less than MIN_DRAIN away."""
+    """When the drain reports: the earlier of the event's deadline and the drain timeout, but never
+    less than MIN_DRAIN away."""
     deadline = min(event_deadline_at, now + timedelta(seconds=node_grace_period_seconds))
     return max(deadline, now + MIN_DRAIN)
 

@@ -4,7 +4,9 @@ SIGTERM, node state as the API shows it, metrics scraped at a pod's address.
 Workload pods run busybox from `localhost/aksnth-workload:test`. On SIGTERM each writes the machine's
 uptime (CLOCK_BOOTTIME, the same in every container and in the test process) into a file named after
 itself in a hostPath folder that the test reads, then exits 0: `sigterm_times()` turns those into
-wall-clock times.
+wall-clock times. A *lingering* workload does not exit on SIGTERM: it writes the time again every
+second until the kubelet kills it at the end of its grace period, so `alive_times()` shows how long
+it was let run after its SIGTERM.
 """
 
 from __future__ import annotations
@@ -48,6 +50,12 @@ _WORKLOAD_SCRIPT = (
     'trap \'read up rest < /proc/uptime; echo "$up" > "/signals/$POD_NAMESPACE.$POD_NAME"; exit 0\' TERM; '
     "while true; do sleep 3600 & wait $!; done"
 )
+_LINGERING_SCRIPT = (
+    'trap \'read up rest < /proc/uptime; echo "$up" > "/signals/$POD_NAMESPACE.$POD_NAME"; '
+    'while true; do read up rest < /proc/uptime; echo "$up" > "/signals/alive.$POD_NAMESPACE.$POD_NAME"; '
+    "sleep 1; done' TERM; "
+    "while true; do sleep 3600 & wait $!; done"
+)
 
 
 def uptime_now() -> float:
@@ -69,14 +77,27 @@ def sigterm_times(cluster: RealCluster, namespace: str) -> dict[str, float]:
     return found
 
 
+def alive_times(cluster: RealCluster, namespace: str) -> dict[str, float]:
+    """Pod name → wall-clock time a lingering workload last said it was alive after its SIGTERM."""
+    found = {}
+    for path in signals_dir(cluster).glob(f"alive.{namespace}.*"):
+        text = path.read_text().strip()
+        if text:
+            found[path.name.removeprefix(f"alive.{namespace}.")] = uptime_to_wall(float(text))
+    return found
+
+
 def signals_dir(cluster: RealCluster) -> Path:
     folder = cluster.work_dir / "signals"
     folder.mkdir(exist_ok=True)
     return folder
 
 
-def workload_pod_spec(cluster: RealCluster, *, grace_seconds: int = 20) -> dict[str, Any]:
-    return {
+def workload_pod_spec(
+    cluster: RealCluster, *, grace_seconds: int = 20, lingering: bool = False, node: str | None = None
+) -> dict[str, Any]:
+    """`lingering`: the container keeps running after SIGTERM until it is killed. `node`: only there."""
+    spec: dict[str, Any] = {
         "terminationGracePeriodSeconds": grace_seconds,
         "tolerations": [SPOT_TOLERATION],
         "containers": [
@@ -84,7 +105,7 @@ def workload_pod_spec(cluster: RealCluster, *, grace_seconds: int = 20) -> dict[
                 "name": "work",
                 "image": WORKLOAD_IMAGE,
                 "imagePullPolicy": "Never",
-                "args": ["sh", "-c", _WORKLOAD_SCRIPT],
+                "args": ["sh", "-c", _LINGERING_SCRIPT if lingering else _WORKLOAD_SCRIPT],
                 "env": [
                     {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                     {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
@@ -96,6 +117,9 @@ def workload_pod_spec(cluster: RealCluster, *, grace_seconds: int = 20) -> dict[
             {"name": "signals", "hostPath": {"path": str(signals_dir(cluster)), "type": "DirectoryOrCreate"}}
         ],
     }
+    if node is not None:
+        spec["nodeSelector"] = {"kubernetes.io/hostname": node}
+    return spec
 
 
 def workload(kind: str, name: str, namespace: str, pod_spec: Mapping[str, Any], *, replicas: int = 1) -> Any:

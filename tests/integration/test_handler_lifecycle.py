@@ -313,7 +313,9 @@ async def test_disable_eviction_deletes_pods_past_a_pdb(kube, namespace, node, s
 async def test_with_last_resort_off_a_pdb_that_never_allows_disruption_ends_in_a_reported_timeout(
     kube, namespace, node, simulator, handler_kubeconfig
 ):
-    """-lastResort=false: a Preempt's drain honours the budget to the end; the pod stays, undeleted."""
+    """-lastResort=false: a Preempt's drain honours the budget to the end; the pod stays, undeleted.
+    The drain reports at -nodeGracePeriodSeconds (6 s) and again at the event's deadline (12 s): two
+    DrainFailed Events, and the record says timed_out with the pod remaining."""
     await create_pods(kube, namespace, node.name, 1, labels={"app": "pinned"})
     async with FakeKubelet(kube, node=node.name):
         pdb = await create_pdb(kube, namespace, {"app": "pinned"}, min_available=1)
@@ -324,12 +326,12 @@ async def test_with_last_resort_off_a_pdb_that_never_allows_disruption_ends_in_a
             simulator=simulator,
             extra=["-nodeGracePeriodSeconds=6", "-lastResort=false"],
         ):
-            event_id = simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)
+            event_id = simulator.schedule("Preempt", [node.resource_name], notice_seconds=12)
             n = await wait_phase(kube, node.name, event_id, Phase.DRAINED, timeout_seconds=30)
     drain = record_of(n).events[event_id].drain
     assert drain.result == "timed_out"
     assert drain.remaining == 1
-    assert (await node_events(kube, node.name)).get("DrainFailed") == 1
+    assert (await node_events(kube, node.name)).get("DrainFailed") == 2
     (pod,) = await pods_on(kube, node.name)
     assert pod.metadata.deletionTimestamp is None
 

@@ -1,11 +1,13 @@
 """A client built from load_access reaches the real API server with each kind of credential: the
-admin's client certificate (files and -data), a ServiceAccount token, an exec plugin; and
-tls-server-name takes part in the real handshake."""
+admin's client certificate (files and -data), a ServiceAccount token, an exec plugin; tls-server-name
+takes part in the real handshake; and requests go through a real forward proxy where kubectl's rules
+(proxy-url, HTTPS_PROXY, NO_PROXY) send them."""
 
 from __future__ import annotations
 
 import base64
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +16,14 @@ import pytest
 import yaml
 from lightkube import AsyncClient
 
+from aksnth.config import KubeSettings
+from aksnth.errors import KubeUnavailable
 from aksnth.kube.access import ClusterAccess, load_access
+from aksnth.kube.client import api_call, open_client
 from tests.support.cluster import service_account_kubeconfig, unique_suffix
 from tests.support.controlplane import ControlPlane
+from tests.support.pki import PROXY_ONLY_NAME
+from tests.support.receivers import ForwardProxy, recording_proxy
 
 pytestmark = pytest.mark.controlplane
 
@@ -108,3 +115,78 @@ async def test_tls_server_name_is_the_name_verified(control_plane: ControlPlane,
     cluster["tls-server-name"] = "not-the-apiserver.example"
     with pytest.raises(httpx2.ConnectError, match=r"not-the-apiserver\.example"):
         await get_default_namespace(load_access(write(tmp_path, document)))
+
+
+# --- forward proxies --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def proxy(tmp_path: Path) -> Iterator[ForwardProxy]:
+    with recording_proxy(tmp_path / "proxy") as running:
+        yield running
+
+
+async def namespace_through_open_client(kubeconfig: str) -> str:
+    """The default namespace's name, read through the handler's own client (open_client)."""
+    async with open_client(KubeSettings(kubeconfig=kubeconfig, node_name="unused")) as client:
+        return str((await client.get("/api/v1/namespaces/default"))["metadata"]["name"])
+
+
+def with_server(control_plane: ControlPlane, tmp_path: Path, server: str, **cluster: str) -> str:
+    document = admin_document(control_plane)
+    document["clusters"][0]["cluster"].update(server=server, **cluster)
+    return write(tmp_path, document)
+
+
+async def test_proxy_url_carries_the_requests_even_to_a_loopback_server(
+    control_plane: ControlPlane, proxy: ForwardProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cluster's proxy-url is used for every request, loopback included, and wins over the
+    environment (whose proxy here is nowhere: the discard port)."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    kubeconfig = with_server(control_plane, tmp_path, control_plane.server_url, **{"proxy-url": proxy.url()})
+    assert await namespace_through_open_client(kubeconfig) == "default"
+    assert proxy.upstreams() == [f"127.0.0.1:{control_plane.port}"]
+
+
+async def test_https_proxy_carries_the_requests_to_a_name_only_it_resolves(
+    control_plane: ControlPlane, proxy: ForwardProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTPS_PROXY is used for an https:// server: the server's name resolves only in the proxy,
+    so the answer proves the tunnel; the proxy saw the name, not an address."""
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url())
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    server = f"https://{PROXY_ONLY_NAME}:{control_plane.port}"
+    assert await namespace_through_open_client(with_server(control_plane, tmp_path, server)) == "default"
+    assert proxy.upstreams() == [f"{PROXY_ONLY_NAME}:{control_plane.port}"]
+
+
+async def test_no_proxy_and_loopback_servers_are_reached_directly(
+    control_plane: ControlPlane, proxy: ForwardProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NO_PROXY's domain sends the request around the proxy (so the proxy-only name cannot be
+    resolved: a connection error, as kubectl has it); a loopback server is never proxied."""
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url())
+    monkeypatch.setenv("NO_PROXY", f"example.com,.{PROXY_ONLY_NAME.split('.', 1)[1]}")
+    server = f"https://{PROXY_ONLY_NAME}:{control_plane.port}"
+    with pytest.raises(KubeUnavailable, match="ConnectError"):
+        async with api_call("get namespace default"):
+            await namespace_through_open_client(with_server(control_plane, tmp_path, server))
+    assert await namespace_through_open_client(str(control_plane.kubeconfig_path)) == "default"
+    assert proxy.upstreams() == []
+
+
+async def test_a_proxy_that_refuses_is_an_error_naming_it(
+    control_plane: ControlPlane, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A proxy that wants credentials the kubeconfig does not give answers 407: the request fails
+    with a message naming the proxy's answer, and succeeds with them."""
+    with recording_proxy(tmp_path / "auth-proxy", basic_auth="user:pa55") as proxy:
+        server = control_plane.server_url
+        kubeconfig = with_server(control_plane, tmp_path, server, **{"proxy-url": proxy.url()})
+        with pytest.raises(KubeUnavailable, match="407"):
+            async with api_call("get namespace default"):
+                await namespace_through_open_client(kubeconfig)
+        kubeconfig = with_server(control_plane, tmp_path, server, **{"proxy-url": proxy.url("user:pa55")})
+        assert await namespace_through_open_client(kubeconfig) == "default"

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import socket
 import struct
+import termios
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx2
@@ -271,6 +273,52 @@ async def test_an_idle_connection_ended_before_the_next_poll_is_not_used(
         await asyncio.sleep(0.05)  # the end of the connection reaches the client's loop
         assert await poll(imds) == 7
     assert (server.accepted, len(server.requests)) == (2, 2)
+
+
+IDLE_TIMEOUT_ANSWER = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+async def delivered(writer: asyncio.StreamWriter, *, within: float = 5.0) -> None:
+    """Wait until the peer's TCP has acknowledged every byte written (the kernel's send queue,
+    TIOCOUTQ, is empty): the bytes are in the client's socket, whether it has read them or not."""
+    sock = writer.get_extra_info("socket")
+    async with asyncio.timeout(within):
+        # Polled: the kernel's send queue draining is no event a coroutine can wait on.
+        while struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]:  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+
+
+@pytest.mark.parametrize("then", ["kept-open", "closed"])
+async def test_an_answer_sent_while_idle_is_not_taken_for_the_next_polls(
+    server: ScriptedServer, then: str
+) -> None:
+    """A server that sends a 408 on an idle kept-alive connection (and closes it, or not yet) has
+    put bytes in the socket that answer no request of ours. The next poll sees them there and takes
+    a new connection, instead of sending its GET and reading the 408 as the answer."""
+    idle, sent = asyncio.Event(), asyncio.Event()
+
+    async def answer_then_idle_timeout(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        await answer()(reader, writer)
+        await idle.wait()  # the client has read the answer: the connection is idle
+        writer.write(IDLE_TIMEOUT_ANSWER)
+        await writer.drain()
+        await delivered(writer)
+        sent.set()
+        if then == "closed":
+            return False
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(1024):  # anything sent here now is out of step: not answered
+                pass
+        return False
+
+    server.replies = [answer_then_idle_timeout]
+    async with ImdsClient(settings_for(server.url)) as imds:
+        assert await poll(imds) == 7
+        idle.set()
+        await sent.wait()
+        assert await poll(imds) == 7
+        assert await poll(imds) == 7
+    assert (server.accepted, len(server.requests)) == (2, 3)
 
 
 async def test_a_reset_kept_connection_is_retried_once(server: ScriptedServer) -> None:

@@ -3,8 +3,10 @@
 `minAvailable: 2`, DaemonSets), the real kube-scheduler and workload controllers, one handler process
 per Spot node as the chart runs it (default flags, the chart's ServiceAccount), and one IMDS document
 with a Preempt for all five VMs. Outcomes, not timings: every Spot node cordoned and emptied before
-its deadline, no replacement scheduled onto a node under the event, no pod left without its SIGTERM,
-no budget broken before a last-resort stop. (The default-size fleet and its timings are the bench's:
+its deadline, no replacement scheduled onto a node under the event, and no finding of the safety
+checks (tests/support/safety.py) on any pod or event: every stop after a budget's refusal and not
+before the pod's last chance, no StartRequests before the listed nodes were empty, every pod given
+its SIGTERM and its grace period. (The default-size fleet and its timings are the bench's:
 `python -m bench.run --only fleet`.)"""
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from tests.support.cluster import eventually, service_account_kubeconfig
 from tests.support.controlplane import ControlPlane
 from tests.support.fleet import (
     FleetShape,
-    budget_of_app,
     create_fleet_nodes,
     create_workloads,
     fleet_control_plane,
@@ -38,6 +39,7 @@ from tests.support.fleet import (
 )
 from tests.support.fleetwatch import FleetWatch, fleet_outcome
 from tests.support.kubelet import FakeKubelet
+from tests.support.safety import check_safety, describe, event_record, safety_figures, safety_record
 
 pytestmark = pytest.mark.controlplane
 
@@ -45,6 +47,7 @@ SHAPE = FleetShape(spot_nodes=5, regular_nodes=2, pods_per_node=10)
 PREEMPT_NOTICE_SECONDS = 30.0
 HANDLER_NAMESPACE = "aksnth-fleet"
 HANDLER_ACCOUNT = "aks-node-termination-handler"
+HANDLER_USER = f"system:serviceaccount:{HANDLER_NAMESPACE}:{HANDLER_ACCOUNT}"
 #: A workload pod takes this long to stop after SIGTERM (the stand-in finishes its deletion then).
 POD_STOP_SECONDS = 1.0
 
@@ -52,8 +55,7 @@ POD_STOP_SECONDS = 1.0
 @pytest.fixture(scope="module")
 def fleet_plane() -> Iterator[ControlPlane]:
     """Its own control plane: the scheduler and the workload controllers act on every pod of it."""
-    user = f"system:serviceaccount:{HANDLER_NAMESPACE}:{HANDLER_ACCOUNT}"
-    with fleet_control_plane(audit_policy=audit_policy(user)) as plane:
+    with fleet_control_plane(audit_policy=audit_policy(HANDLER_USER)) as plane:
         yield plane
 
 
@@ -65,20 +67,6 @@ async def fleet_kube(fleet_plane: ControlPlane) -> AsyncIterator[AsyncClient]:
         yield client
     finally:
         await client.close()
-
-
-def last_resort_stops(plane: ControlPlane) -> list[tuple[float, str]]:
-    """(time, namespace/name) of every pod deletion by the handlers, from the audit log: the handlers
-    delete pods only as a last resort (they run without -disableEviction)."""
-    assert plane.audit_log_path is not None
-    return [
-        (request.received_at, f"{request.namespace}/{request.name}")
-        for request in read_audit_log(plane.audit_log_path)
-        if request.verb == "delete"
-        and request.resource == "pods"
-        and request.code is not None
-        and request.code < 300
-    ]
 
 
 @pytest.mark.timeout(300)
@@ -118,8 +106,8 @@ async def test_a_spot_pool_preempted_at_once_is_drained_gracefully_without_resch
                         [node.resource_name for node in spot],
                         notice_seconds=PREEMPT_NOTICE_SECONDS,
                     )
-                    published = simulator.publication_time(event_id)
-                    deadline = published + PREEMPT_NOTICE_SECONDS
+                    event = event_record(simulator, event_id)
+                    published, deadline = event.published_at, event.deadline
 
                     async def all_empty() -> bool:
                         return all(watch.empty_at(n) is not None for n in doomed)
@@ -132,13 +120,14 @@ async def test_a_spot_pool_preempted_at_once_is_drained_gracefully_without_resch
                             timeout_seconds=deadline + 1.0 - time.time(),
                             interval_seconds=0.1,
                         )
-                    outcome = fleet_outcome(
+                    outcome = fleet_outcome(watch, doomed=doomed, published=published, deadline=deadline)
+                    assert fleet_plane.audit_log_path is not None
+                    record = safety_record(
                         watch,
-                        doomed=doomed,
-                        published=published,
-                        deadline=deadline,
-                        stops=last_resort_stops(fleet_plane),
-                        budget_of_app=budget_of_app(workloads),
+                        events=[event],
+                        audited=read_audit_log(fleet_plane.audit_log_path),
+                        handler_users={HANDLER_USER},
+                        imds_requests=simulator.requests,
                     )
             finally:
                 for handler in handlers:
@@ -148,14 +137,16 @@ async def test_a_spot_pool_preempted_at_once_is_drained_gracefully_without_resch
     assert outcome.all_cordoned, (outcome.cordon_seconds, logs)
     assert outcome.all_empty_before_deadline, (outcome.empty_seconds, outcome.on_node_at_deadline)
     assert outcome.replacements_on_doomed == ()
-    assert outcome.without_sigterm == ()
-    assert outcome.violations_before_last_resort == ()
-    evicted = sum(1 for p in watch.pods.values() if p.node in doomed and not p.daemonset)
+    findings = check_safety(record)
+    assert findings == [], describe(findings)
+    figures = safety_figures(record, findings)
+    evicted = sum(1 for p in watch.pods.values() if p.node in doomed and p.must_go)
     count("pods drained from a Spot pool preempted at once (5 nodes, one handler each)", evicted)
     slowest = max(v for v in outcome.empty_seconds.values() if v is not None)
+    earliest = figures.earliest_stop_after_last_chance_seconds
     note(
         f"fleet: 5 Spot nodes emptied {slowest:.1f}s after the publication "
-        f"({PREEMPT_NOTICE_SECONDS:.0f}s notice), "
-        f"{outcome.stopped} pod(s) stopped as a last resort, {outcome.violations_after_last_resort} budget "
-        "status(es) below their minimum after one"
+        f"({PREEMPT_NOTICE_SECONDS:.0f}s notice), {figures.stops} pod(s) stopped as a last resort"
+        + ("" if earliest is None else f" (the earliest {earliest:+.1f}s after its last chance)")
+        + "; no safety finding on any pod or event"
     )

@@ -4,7 +4,9 @@ concurrent events, three of them for this VM (Terminate, Reboot, Redeploy), one 
 by default) and sixteen for other VMs. Outcome: every pod leaves the node through the Eviction API
 while the Ready pods behind each budget, watched throughout the drain, never fall below its
 minAvailable; each of this VM's selected events is drained and recorded once, one cordon and one taint
-per event type, and the other events change nothing."""
+per event type, and the other events change nothing. The safety checks (tests/support/safety.py) find
+nothing on any pod or event: no stop, every pod evicted with a grace period that ends before its
+deadline."""
 
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from tests.reliability.test_apiserver_faults import (
     record_of,
     wait_phase,
 )
+from tests.support.audit import kubeconfig_user, read_audit_log
 from tests.support.cluster import (
     AksNode,
     create_pdb,
@@ -38,8 +41,11 @@ from tests.support.cluster import (
     is_serving,
     wait_pdb_observed,
 )
+from tests.support.controlplane import ControlPlane
+from tests.support.fleetwatch import FleetWatch
 from tests.support.handler import running_handler
 from tests.support.kubelet import FakeKubelet
+from tests.support.safety import check_safety, describe, event_record, safety_record
 
 pytestmark = pytest.mark.controlplane
 
@@ -115,6 +121,7 @@ async def test_250_pods_50_budgets_and_20_concurrent_events(
     spare_node: AksNode,
     simulator: ImdsSimulator,
     handler_kubeconfig: Path,
+    control_plane: ControlPlane,
 ) -> None:
     for group in range(GROUPS):
         await create_pods(
@@ -141,23 +148,36 @@ async def test_250_pods_50_budgets_and_20_concurrent_events(
 
         await asyncio.gather(*(settled(b) for b in budgets))
 
-        ours = [simulator.schedule(kind, [node.resource_name], notice_seconds=600) for kind in OUR_EVENTS]
-        simulator.schedule("Freeze", [node.resource_name], notice_seconds=900)
-        for index, vm in enumerate(OTHER_VMS):
-            kind = ("Preempt", "Terminate", "Reboot", "Redeploy")[index % 4]
-            simulator.schedule(kind, [vm], notice_seconds=600)
-        assert len(simulator.document()["Events"]) == 20
+        # The pods, from before the events on, for the safety checks.
+        async with FleetWatch(kube, namespace) as watch:
+            ours = [simulator.schedule(kind, [node.resource_name], notice_seconds=600) for kind in OUR_EVENTS]
+            records = [event_record(simulator, event_id) for event_id in ours]
+            simulator.schedule("Freeze", [node.resource_name], notice_seconds=900)
+            for index, vm in enumerate(OTHER_VMS):
+                kind = ("Preempt", "Terminate", "Reboot", "Redeploy")[index % 4]
+                simulator.schedule(kind, [vm], notice_seconds=600)
+            assert len(simulator.document()["Events"]) == 20
 
-        serving = ServingWatch(kube, namespace)
-        watcher = asyncio.create_task(serving.run())
-        await serving.listed.wait()
-        controller = asyncio.create_task(replace_evicted(kube, namespace, spare_node.name, stop))
-        started = time.monotonic()
-        async with running_handler(
-            kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator, extra=["-taint.node"]
-        ):
-            drained = [await wait_phase(kube, node.name, e, Phase.DRAINED, timeout_seconds=120) for e in ours]
-            elapsed = time.monotonic() - started
+            serving = ServingWatch(kube, namespace)
+            watcher = asyncio.create_task(serving.run())
+            await serving.listed.wait()
+            controller = asyncio.create_task(replace_evicted(kube, namespace, spare_node.name, stop))
+            started = time.monotonic()
+            async with running_handler(
+                kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator, extra=["-taint.node"]
+            ):
+                drained = [
+                    await wait_phase(kube, node.name, e, Phase.DRAINED, timeout_seconds=120) for e in ours
+                ]
+                elapsed = time.monotonic() - started
+            assert control_plane.audit_log_path is not None
+            safety = safety_record(
+                watch,
+                events=records,
+                audited=read_audit_log(control_plane.audit_log_path),
+                handler_users={kubeconfig_user(handler_kubeconfig)},
+                imds_requests=simulator.requests,
+            )
         stop.set()
         replaced = await controller
         watcher.cancel()
@@ -176,6 +196,8 @@ async def test_250_pods_50_budgets_and_20_concurrent_events(
     # saw it), and none below it at any moment of the drain.
     assert serving.lowest == {f"g{g}": PODS_PER_GROUP - 1 for g in range(GROUPS)}
     assert serving.changes >= 2 * GROUPS * PODS_PER_GROUP  # each eviction and each replacement, at least
+    findings = check_safety(safety)
+    assert findings == [], describe(findings)
     assert final.spec.unschedulable is True
     assert sorted(t[0] for t in our_taints(final)) == sorted(
         f"{keys.TAINT_KEY_PREFIX}{kind.lower()}" for kind in OUR_EVENTS

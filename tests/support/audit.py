@@ -19,6 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 DECISION_ANNOTATION = "authorization.k8s.io/decision"
 SERVICE_ACCOUNTS_GROUP = "system:serviceaccounts"
 
@@ -93,6 +95,13 @@ def read_audit_log(path: Path) -> list[AuditedRequest]:
             if known is None or record.code is not None:
                 by_id[audit_id] = record
     return sorted(by_id.values(), key=lambda r: r.received_at)
+
+
+def kubeconfig_user(path: Path) -> str:
+    """The user a kubeconfig written by `tests.support.cluster.service_account_kubeconfig` names, e.g.
+    `system:serviceaccount:NS:NAME`: how the audit log names its requests."""
+    document = yaml.safe_load(path.read_text())
+    return str(document["users"][0]["name"])
 
 
 def _record(event: dict[str, Any]) -> AuditedRequest:

@@ -90,11 +90,6 @@ def plan_workloads(shape: FleetShape) -> tuple[Workload, ...]:
     )
 
 
-def budget_of_app(workloads: Sequence[Workload]) -> dict[str, str]:
-    """The PDB that covers each app label."""
-    return {w.name: w.budget_name for w in workloads if w.budget_name is not None}
-
-
 def fleet_control_plane(*, audit_policy: Mapping[str, Any] | None = None) -> ControlPlane:
     """A control plane that schedules pods and reconciles workloads like a cluster's (not started)."""
     return ControlPlane(controllers=FLEET_CONTROLLERS, scheduler=True, audit_policy=audit_policy)

@@ -10,6 +10,7 @@ import datetime as dt
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -17,6 +18,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 _VALIDITY = dt.timedelta(days=2)
+#: Names under this domain resolve nowhere but in the tests' forward proxy, which sends them to
+#: 127.0.0.1 (``tests.support.proxyplugin``; ``.test`` is reserved, RFC 2606).
+PROXY_ONLY_DOMAIN: Final = "aksnth.test"
+#: A name of the API server in its serving certificate that only the forward proxy can reach.
+PROXY_ONLY_NAME: Final = f"kube-apiserver.{PROXY_ONLY_DOMAIN}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,8 +40,9 @@ class Pki:
 
 
 def write_pki(folder: Path, *, serving_ips: tuple[str, ...] = ()) -> Pki:
-    """Writes a CA, a serving certificate for 127.0.0.1/localhost (and `serving_ips`), an admin client
-    certificate (CN=admin, O=system:masters) and a service-account signing key pair into `folder`."""
+    """Writes a CA, a serving certificate for 127.0.0.1, localhost and PROXY_ONLY_NAME (and
+    `serving_ips`), an admin client certificate (CN=admin, O=system:masters) and a service-account
+    signing key pair into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)  # tolerate small clock differences
 
@@ -55,12 +62,17 @@ def write_pki(folder: Path, *, serving_ips: tuple[str, ...] = ()) -> Pki:
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(cert_sign=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        # As in the certificates Go (kubeadm, AKS) issues: which CA signed it, when CAs share a name.
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
         .add_extension(
             x509.SubjectAlternativeName(
                 [
                     x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                     *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in serving_ips),
                     x509.DNSName("localhost"),
+                    x509.DNSName(PROXY_ONLY_NAME),
                     # The names a pod uses for the API server (in-cluster configuration).
                     *(x509.DNSName(name) for name in _IN_CLUSTER_NAMES if serving_ips),
                 ]

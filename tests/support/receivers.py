@@ -4,7 +4,8 @@ Each receiver is a threaded ``http.server`` on 127.0.0.1 with an ephemeral port,
 answering however the test's event loop is busy. A script of replies is played in order (fail twice
 with 500, then the default); a reply can hang until the receiver stops, trickle its body, or carry
 headers such as Retry-After. TLS uses a self-signed certificate made with ``cryptography``.
-Also here: a Telegram Bot API look-alike, a real forward proxy (``proxy.py``) and the Pushgateway.
+Also here: a Telegram Bot API look-alike, a real forward proxy (``proxy.py``) that records where it
+connected, and the Pushgateway.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import datetime as dt
 import ipaddress
 import json
+import os
 import shutil
 import socket
 import ssl
@@ -36,6 +38,7 @@ from cryptography.x509.oid import NameOID
 from tests.support.binaries import find_bin_dir
 from tests.support.ports import PORT_ATTEMPTS, free_loopback_port, listening_ports, port_taken
 
+_REPO = Path(__file__).resolve().parents[2]
 _HANG_LIMIT_SECONDS = 60.0  # a hanging reply never outlives this, even if stop() is forgotten
 
 
@@ -283,19 +286,53 @@ def _wait_for_port(port: int, *, timeout: float = 15.0) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
+@dataclass(frozen=True, slots=True)
+class ForwardProxy:
+    """A running forward proxy: its port, and the upstream ``host:port`` it connected to so far."""
+
+    port: int
+    record: Path
+
+    def url(self, credentials: str = "") -> str:
+        return f"http://{credentials + '@' if credentials else ''}127.0.0.1:{self.port}"
+
+    def upstreams(self) -> list[str]:
+        return self.record.read_text().split() if self.record.exists() else []
+
+
 @contextmanager
 def forward_proxy(folder: Path, *, basic_auth: str = "user:pass") -> Iterator[int]:
     """A real forward proxy (proxy.py) on loopback that requires basic auth; yields its port."""
+    with recording_proxy(folder, basic_auth=basic_auth) as proxy:
+        yield proxy.port
+
+
+@contextmanager
+def recording_proxy(folder: Path, *, basic_auth: str | None = None) -> Iterator[ForwardProxy]:
+    """A real forward proxy (proxy.py) on loopback, with basic auth when ``basic_auth`` is given,
+    that records its upstream connections and resolves names under ``aksnth.test`` to 127.0.0.1
+    (``tests.support.proxyplugin``)."""
+    from tests.support.proxyplugin import RECORD_ENV  # noqa: PLC0415 - imports proxy.py, for its users only
+
     folder.mkdir(parents=True, exist_ok=True)
     port_file = folder / "proxy.port"
+    record = folder / "upstreams"
     command = [
         sys.executable, "-m", "proxy",
         "--hostname", "127.0.0.1", "--port", "0", "--port-file", str(port_file),
-        "--basic-auth", basic_auth, "--num-acceptors", "1", "--num-workers", "1",
+        "--num-acceptors", "1", "--num-workers", "1",
         "--log-level", "WARNING", "--data-dir", str(folder),
+        "--plugins", "tests.support.proxyplugin.RecordAndResolve",
     ]  # fmt: skip
+    if basic_auth is not None:
+        command += ["--basic-auth", basic_auth]
+    env = {
+        **os.environ,
+        RECORD_ENV: str(record),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH", "")])),
+    }
     log = (folder / "proxy.log").open("wb")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 15
         while not (port_file.exists() and port_file.read_text().strip()):
@@ -304,7 +341,7 @@ def forward_proxy(folder: Path, *, basic_auth: str = "user:pass") -> Iterator[in
             time.sleep(0.05)
         port = int(port_file.read_text().split()[0])
         _wait_for_port(port)
-        yield port
+        yield ForwardProxy(port, record)
     finally:
         _stop(process)
         log.close()

@@ -193,7 +193,7 @@ def _track(
     )
 
 
-def test_the_fleet_outcome_names_replacements_pods_without_sigterm_and_early_violations() -> None:
+def test_the_fleet_outcome_names_replacements_pods_left_at_the_deadline_and_budgets_below_minimum() -> None:
     watch = FleetWatch(kube=None, namespace="apps")  # type: ignore[arg-type]  # filled by hand, never started
     published, deadline = 100.0, 130.0
     watch.cordoned_at = {"spot-0": 100.8, "spot-1": 101.1}
@@ -212,21 +212,13 @@ def test_the_fleet_outcome_names_replacements_pods_without_sigterm_and_early_vio
         Violation(at=110.0, budget="web-pdb", current_healthy=3, desired_healthy=4),
         Violation(at=121.5, budget="db-pdb", current_healthy=1, desired_healthy=2),  # after its stop
     ]
-    outcome = fleet_outcome(
-        watch,
-        doomed={"spot-0", "spot-1"},
-        published=published,
-        deadline=deadline,
-        stops=[(121.0, "apps/db-0")],
-        budget_of_app={"web": "web-pdb", "db": "db-pdb"},
-    )
+    outcome = fleet_outcome(watch, doomed={"spot-0", "spot-1"}, published=published, deadline=deadline)
     assert outcome.cordon_seconds == pytest.approx({"spot-0": 0.8, "spot-1": 1.1})
     assert outcome.empty_seconds == {"spot-0": pytest.approx(22.0), "spot-1": None}
     assert outcome.all_cordoned and not outcome.all_empty_before_deadline
     assert outcome.replacements_on_doomed == ("apps/web-c",)
-    assert outcome.without_sigterm == ("apps/web-b",) == outcome.on_node_at_deadline
-    assert [v.budget for v in outcome.violations_before_last_resort] == ["web-pdb"]
-    assert outcome.violations_after_last_resort == 1 and outcome.stopped == 1
+    assert outcome.on_node_at_deadline == ("apps/web-b",)
+    assert [v.budget for v in outcome.budgets_below_minimum] == ["web-pdb", "db-pdb"]  # after the publication
 
 
 def test_the_installed_size_counts_the_locked_runtime_and_the_project(tmp_path: Path) -> None:

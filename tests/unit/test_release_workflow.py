@@ -89,6 +89,18 @@ def test_the_suite_job_builds_the_test_binaries_with_go() -> None:
         assert any(use.startswith("actions/setup-go@") for use in uses), f"job {name} has no Go"
 
 
+def test_the_suite_job_runs_as_root_so_the_real_node_tests_can_run() -> None:
+    """With CI set, hack/build-test-image fails instead of skipping the real-node tests when it is not
+    root, so the whole suite on a hosted runner (whose user is not root) must go through sudo, keeping
+    PATH (setup-python's Python, setup-go's Go)."""
+    jobs = _jobs()
+    for name in _suite_jobs(jobs):
+        runs = [str(step.get("run", "")) for step in jobs[name].get("steps", [])]
+        suite = [run for run in runs if _WHOLE_SUITE.search(run)]
+        assert suite and all(re.match(r"\s*sudo\b", run) for run in suite), f"job {name}: {suite}"
+        assert all('"PATH=$PATH"' in run for run in suite), f"job {name} loses PATH under sudo: {suite}"
+
+
 def test_the_publishing_jobs_are_found() -> None:
     """Guards the parametrization above: images and the chart are published by these jobs."""
     assert {name for name, job in _jobs().items() if _publishes(job)} >= {

@@ -1,24 +1,29 @@
-"""One kept-alive HTTP/1.1 connection for the Scheduled Events poll: asyncio streams, h11 to parse.
+"""One kept-alive HTTP/1.1 connection for the Scheduled Events poll: an asyncio protocol, h11 to parse.
 
 The handler sends the same GET every second for as long as it runs, on every node. Through httpx2
 (httpcore2, anyio, h11) that one request cost about 400 µs of CPU, nearly all of the idle budget;
-written on asyncio streams with h11 alone it costs about a third of that. Only what the poll needs is
+written on asyncio with h11 alone it costs about a third of that. Only what the poll needs is
 here: plain ``http://``, one request at a time, never a proxy, no redirects, no content decoding (no
 ``Accept-Encoding`` is sent, so the body arrives as it is).
 
 Connection handling: connect when first needed and keep the connection while h11 says it can be
-reused. A kept connection the server closed while it was idle (end of stream or a reset, found when
-sending or before any byte of the answer) is replaced once, because the GET is idempotent. A
-``Connection: close`` answer, a protocol error, an unread remainder of a body and any interruption
-(the caller's ``asyncio.timeout``, cancellation) close the connection, so the next poll starts clean.
+reused. Before a kept connection carries the next GET, it must have stayed silent while idle:
+anything the server sent meanwhile (a ``408 Request Timeout`` before it hangs up, the end of the
+stream, a reset), whether already received by the event loop or still in the socket, answers no
+request of ours, and the connection is replaced instead of the stale bytes being read as the next
+answer. A kept connection found closed only when sending, or before any byte of the answer, is
+replaced once, because the GET is idempotent. A ``Connection: close`` answer, a protocol error, an
+unread remainder of a body and any interruption (the caller's ``asyncio.timeout``, cancellation)
+close the connection, so the next poll starts clean.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import select
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import h11
 import httpx2
@@ -100,8 +105,7 @@ class PollConnection:
         self._error_body_bytes = error_body_bytes
         self._recorder: RequestRecorder | None = None if metrics is None else metrics.labelled("GET", parsed)
         self._lock = asyncio.Lock()
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._wire: _Wire | None = None
         self._h11 = h11.Connection(h11.CLIENT)
         self._closed = False
 
@@ -140,13 +144,12 @@ class PollConnection:
 
     async def aclose(self) -> None:
         self._closed = True
-        writer = self._writer
+        wire = self._wire
         self._drop()
-        if writer is not None:
+        if wire is not None:
             # abort() closes the socket on the loop's next turn; wait for it, so that nothing is left
-            # open when this returns. An error the connection ended with has been reported already.
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+            # open when this returns.
+            await wire.closed()
 
     # --- one exchange ------------------------------------------------------------------------------
 
@@ -167,41 +170,36 @@ class PollConnection:
         return await self._exchange_head()
 
     def _reusable(self) -> bool:
-        reader, writer, conn = self._reader, self._writer, self._h11
+        wire, conn = self._wire, self._h11
         return (
-            reader is not None
-            and writer is not None
-            and not writer.is_closing()
-            and not reader.at_eof()
+            wire is not None
             and conn.our_state is h11.DONE
             and conn.their_state is h11.DONE
             # Bytes after the last answer belong to no request of ours: the connection is out of step.
             and not conn.trailing_data[0]
+            and wire.silent()
         )
 
     async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
+            _, wire = await loop.create_connection(_Wire, self._host, self._port)
         except OSError as exc:
             raise _Failure(f"ConnectError: {_describe(exc)}") from exc
+        self._wire = wire
         self._h11 = h11.Connection(h11.CLIENT)
 
     async def _exchange_head(self) -> h11.Response:
-        conn, reader, writer = self._h11, self._reader, self._writer
-        assert reader is not None and writer is not None
+        conn, wire = self._h11, self._wire
+        assert wire is not None
         if conn.our_state is h11.DONE:
             conn.start_next_cycle()
-        try:
-            writer.write(_sent(conn, self._request) + _sent(conn, _END))
-            # A transport whose peer is gone drops writes silently; drain() is where that surfaces.
-            await writer.drain()
-        except OSError as exc:
-            raise _Failure(f"WriteError: {_describe(exc)}", before_answer=True) from exc
+        wire.write(_sent(conn, self._request) + _sent(conn, _END))
         received = False
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                data = await _read(reader, before_answer=not received)
+                data = await _read(wire, before_answer=not received)
                 if not data and not received:
                     raise _Failure(
                         "RemoteProtocolError: server disconnected without sending a response",
@@ -236,14 +234,14 @@ class PollConnection:
 
     async def _read_body(self, limit: int, *, cut: bool) -> bytes:
         """The body, at most ``limit`` bytes: past it, an error or (``cut``) the part read so far."""
-        conn, reader = self._h11, self._reader
-        assert reader is not None
+        conn, wire = self._h11, self._wire
+        assert wire is not None
         chunks: list[bytes] = []
         size = 0
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                conn.receive_data(await _read(reader, before_answer=False))
+                conn.receive_data(await _read(wire, before_answer=False))
             elif isinstance(event, h11.Data):
                 if size + len(event.data) > limit:
                     if not cut:
@@ -258,14 +256,109 @@ class PollConnection:
 
     def _drop(self) -> None:
         """Close the socket without waiting (it is closed on the loop's next turn)."""
-        writer, self._reader, self._writer = self._writer, None, None
-        if writer is not None:
-            writer.transport.abort()
+        wire, self._wire = self._wire, None
+        if wire is not None:
+            wire.abort()
 
 
-async def _read(reader: asyncio.StreamReader, *, before_answer: bool) -> bytes:
+class _Wire(asyncio.Protocol):
+    """The socket of one connection: what it received and has not been read yet, and whether it
+    ended. Written for one reader at a time (the connection's lock sees to that)."""
+
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._received = bytearray()
+        self._ended = False  # the peer closed or reset the connection, or we aborted it
+        self._error: OSError | None = None  # why the connection was lost, if not cleanly
+        self._waiter: asyncio.Future[None] | None = None
+        self._lost = asyncio.get_running_loop().create_future()
+
+    # --- asyncio's side --------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._received += data
+        if len(self._received) >= _READ_BYTES:
+            self._transport_or_fail().pause_reading()  # read() resumes it: at most this much is held
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._ended = True
+        self._wake()
+        return False  # the transport closes itself: the server is done with this connection
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ended = True
+        if isinstance(exc, OSError):
+            self._error = exc
+        self._wake()
+        if not self._lost.done():
+            self._lost.set_result(None)
+
+    # --- ours ------------------------------------------------------------------------------------
+
+    def silent(self) -> bool:
+        """Nothing came since the last read and the connection is open: neither bytes nor an end
+        that the event loop has received, nor any waiting in the socket for it to receive."""
+        transport = self._transport
+        if self._received or self._ended or transport is None or transport.is_closing():
+            return False
+        try:
+            readable, _, _ = select.select([transport.get_extra_info("socket")], [], [], 0)
+        except (OSError, ValueError):  # cannot tell (a descriptor beyond select's reach): assume used
+            return False
+        return not readable
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data``; a connection that has ended is a :class:`_Failure` before any answer."""
+        if self._ended:
+            raise _Failure(
+                f"WriteError: {_describe(self._error) if self._error else 'connection closed'}",
+                before_answer=True,
+            )
+        self._transport_or_fail().write(data)
+
+    async def read(self) -> bytes:
+        """What arrived since the last read, waiting for something; b"" once the peer closed."""
+        while not self._received:
+            if self._ended:
+                if self._error is not None:
+                    raise self._error
+                return b""
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        data = bytes(self._received)
+        self._received.clear()
+        if self._transport is not None:
+            self._transport.resume_reading()  # does nothing unless data_received paused it
+        return data
+
+    def abort(self) -> None:
+        self._ended = True
+        if self._transport is not None:
+            self._transport.abort()
+
+    async def closed(self) -> None:
+        """Wait until the socket is closed (after :meth:`abort`, on the loop's next turn)."""
+        await asyncio.shield(self._lost)
+
+    def _transport_or_fail(self) -> asyncio.Transport:
+        assert self._transport is not None, "used before connection_made"
+        return self._transport
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+async def _read(wire: _Wire, *, before_answer: bool) -> bytes:
     try:
-        return await reader.read(_READ_BYTES)
+        return await wire.read()
     except OSError as exc:
         raise _Failure(f"ReadError: {_describe(exc)}", before_answer=before_answer) from exc
 

@@ -13,9 +13,10 @@ request, like any other failure to reach the API server.
 Supported, as kubectl does it: ``server``, ``certificate-authority`` (``-data``),
 ``insecure-skip-tls-verify``, ``tls-server-name``; users with ``token``, ``tokenFile`` (re-read when
 the file changes), client certificates (paths or ``-data``), ``username``/``password`` and ``exec``
-plugins (``client.authentication.k8s.io/v1`` and ``v1beta1``, tokens only). Refused with a message
-saying what to do instead: ``auth-provider`` (gone from client-go too), impersonation, ``proxy-url``
-and exec plugins that answer with a client certificate.
+plugins (``client.authentication.k8s.io/v1`` and ``v1beta1``, tokens only); a forward proxy from
+``proxy-url`` or from HTTPS_PROXY/HTTP_PROXY/NO_PROXY (:mod:`aksnth.kube.proxy`), in the pod too.
+Refused with a message saying what to do instead: ``auth-provider`` (deprecated in client-go),
+impersonation, socks5 proxies and exec plugins that answer with a client certificate.
 
 This module must stay light: no lightkube, and PyYAML only when a kubeconfig file is read (a pod
 never reads one).
@@ -27,6 +28,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -37,7 +39,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,6 +49,7 @@ import httpx2
 
 from aksnth.errors import ConfigError, KubeError, KubeUnavailable
 from aksnth.kube.api import shorten
+from aksnth.kube.proxy import environment_proxy, kubeconfig_proxy
 
 #: Where the kubelet mounts a pod's ServiceAccount token and the cluster's CA.
 SERVICE_ACCOUNT_DIR: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -73,25 +76,40 @@ class ClusterAccess:
     ssl_context: ssl.SSLContext | None
     #: Bearer token (a token file re-read), basic, exec plugin; None: no credentials.
     auth: httpx2.Auth | None
+    #: The forward proxy's URL (``user:password@`` included); None: connect directly.
+    proxy: str | None = None
 
 
 def load_access(
-    kubeconfig: str, context: str = "", *, service_account_dir: Path = SERVICE_ACCOUNT_DIR
+    kubeconfig: str | Sequence[str],
+    context: str = "",
+    *,
+    service_account_dir: Path = SERVICE_ACCOUNT_DIR,
+    environ: Mapping[str, str] | None = None,
 ) -> ClusterAccess:
-    """The kubeconfig file's ``context`` (its current context when empty) or, when ``kubeconfig`` is
-    empty, the pod's ServiceAccount (``service_account_dir`` holds its ``token`` and ``ca.crt``)."""
-    if kubeconfig:
-        return _from_kubeconfig(kubeconfig, context)
-    return _in_cluster(service_account_dir)
+    """The kubeconfig's ``context`` (its current context when empty) or, when ``kubeconfig`` is
+    empty, the pod's ServiceAccount (``service_account_dir`` holds its ``token`` and ``ca.crt``).
+
+    ``kubeconfig`` is one file (as kubectl's ``--kubeconfig``: it must exist), or a sequence of files
+    (as kubectl reads ``KUBECONFIG``: those that exist, merged, the first one to name a cluster, user
+    or context, or to set the current context, having its way).
+
+    ``environ`` (default ``os.environ``) is where the in-cluster variables and the proxy variables
+    are read."""
+    env = os.environ if environ is None else environ
+    access = _from_kubeconfig(kubeconfig, context) if kubeconfig else _in_cluster(service_account_dir, env)
+    if access.proxy is None:
+        access = dataclasses.replace(access, proxy=environment_proxy(access.server, env))
+    return access
 
 
 # --- in-cluster -----------------------------------------------------------------------------------
 
 
-def _in_cluster(account_dir: Path) -> ClusterAccess:
+def _in_cluster(account_dir: Path, environ: Mapping[str, str]) -> ClusterAccess:
     where = "in-cluster configuration (is this a pod?)"
-    host = os.environ.get("KUBERNETES_SERVICE_HOST", "")
-    port = os.environ.get("KUBERNETES_SERVICE_PORT", "")
+    host = environ.get("KUBERNETES_SERVICE_HOST", "")
+    port = environ.get("KUBERNETES_SERVICE_PORT", "")
     if not host or not port:
         raise ConfigError(
             f"{where}: cannot be loaded: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT must be set"
@@ -112,38 +130,93 @@ def _in_cluster(account_dir: Path) -> ClusterAccess:
 # --- kubeconfig -----------------------------------------------------------------------------------
 
 
-def _from_kubeconfig(kubeconfig: str, context: str) -> ClusterAccess:
-    import yaml  # noqa: PLC0415 - a pod never reads a kubeconfig file and should not pay for yaml
-
-    path = Path(kubeconfig).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"-kubeconfig {kubeconfig}: no such file")
+def _from_kubeconfig(kubeconfig: str | Sequence[str], context: str) -> ClusterAccess:
+    if isinstance(kubeconfig, str):  # one file, named by -kubeconfig: it must exist
+        # "~" is expanded here (and only here): a config file's kubeconfigfile passes through no shell.
+        label = f"-kubeconfig {kubeconfig}"
+        path = Path(kubeconfig).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{label}: no such file")
+        files = [_read_file(str(path), label=label)]
+    else:  # the files of KUBECONFIG: those that exist, each path once
+        label = f"KUBECONFIG {os.pathsep.join(kubeconfig)}"
+        # As kubectl: a "~" in KUBECONFIG is no home directory (a shell expands it, kubectl does not).
+        names = list(dict.fromkeys(name for name in kubeconfig if name))
+        files = [_read_file(name, label=f"kubeconfig file {name}") for name in names if Path(name).is_file()]
+        if not files:
+            raise ConfigError(f"{label}: none of its files exists")
     try:
-        document = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"-kubeconfig {kubeconfig}: cannot be loaded: {_detail(exc)}") from exc
-    try:
-        return _select(document, kubeconfig=kubeconfig, context=context, base=path.resolve().parent)
+        return _select(_merge(files), label=label, context=context)
     except _Malformed as exc:
-        raise ConfigError(f"-kubeconfig {kubeconfig}: cannot be loaded: {exc}") from None
+        raise ConfigError(f"{label}: cannot be loaded: {exc}") from None
 
 
 class _Malformed(Exception):
     """The kubeconfig document does not have the shape of one."""
 
 
-def _select(document: Any, *, kubeconfig: str, context: str, base: Path) -> ClusterAccess:
+@dataclass(frozen=True, slots=True)
+class _File:
+    document: dict[str, Any]
+    #: The file's directory: what relative paths in it are relative to.
+    base: Path
+
+
+def _read_file(name: str, *, label: str) -> _File:
+    import yaml  # noqa: PLC0415 - a pod never reads a kubeconfig file and should not pay for yaml
+
+    path = Path(name)
+    try:
+        document = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{label}: cannot be loaded: {_detail(exc)}") from exc
+    if document is None:
+        document = {}  # an empty file is an empty kubeconfig, as kubectl has it
     if not isinstance(document, dict):
-        raise _Malformed("not a kubeconfig (expected a mapping with clusters, users and contexts)")
-    contexts = _named(document, "contexts", "context")
-    clusters = _named(document, "clusters", "cluster")
-    users = _named(document, "users", "user")
-    context_name = context or _text(document, "current-context", "the document")
+        expected = "expected a mapping with clusters, users and contexts"
+        raise ConfigError(f"{label}: cannot be loaded: not a kubeconfig ({expected})")
+    # As kubectl: relative paths are relative to the file's directory as its path names it, made
+    # absolute without following symlinks. In a Secret volume the file is a symlink into
+    # ``..<timestamp>/``, a directory the next rotation of the Secret removes.
+    return _File(document, Path(os.path.abspath(path)).parent)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Merged:
+    """Kubeconfig files merged as kubectl merges them: of each cluster, user and context the first
+    file that names it has its way, whole; the first current-context set wins."""
+
+    contexts: dict[str, dict[str, Any]]
+    #: By name: the body and the directory of the file it came from.
+    clusters: dict[str, tuple[dict[str, Any], Path]]
+    users: dict[str, tuple[dict[str, Any], Path]]
+    current_context: str
+
+
+def _merge(files: Sequence[_File]) -> _Merged:
+    contexts: dict[str, dict[str, Any]] = {}
+    clusters: dict[str, tuple[dict[str, Any], Path]] = {}
+    users: dict[str, tuple[dict[str, Any], Path]] = {}
+    current = ""
+    for file in files:
+        for name, body in _named(file.document, "contexts", "context").items():
+            contexts.setdefault(name, body)
+        for name, body in _named(file.document, "clusters", "cluster").items():
+            clusters.setdefault(name, (body, file.base))
+        for name, body in _named(file.document, "users", "user").items():
+            users.setdefault(name, (body, file.base))
+        current = current or _text(file.document, "current-context", "the document")
+    return _Merged(contexts=contexts, clusters=clusters, users=users, current_context=current)
+
+
+def _select(merged: _Merged, *, label: str, context: str) -> ClusterAccess:
+    contexts, clusters, users = merged.contexts, merged.clusters, merged.users
+    context_name = context or merged.current_context
     if not context_name:
-        raise ConfigError(f"-kubeconfig {kubeconfig}: no current context and no context to use")
+        raise ConfigError(f"{label}: no current context and no context to use")
     if context_name not in contexts:
         known = ", ".join(sorted(contexts)) or "none"
-        raise ConfigError(f"-kubeconfig {kubeconfig}: no context {context_name!r} (contexts: {known})")
+        raise ConfigError(f"{label}: no context {context_name!r} (contexts: {known})")
     ctx = contexts[context_name]
     cluster_name = _text(ctx, "cluster", f"context {context_name!r}")
     if cluster_name not in clusters:
@@ -156,13 +229,20 @@ def _select(document: Any, *, kubeconfig: str, context: str, base: Path) -> Clus
             f"kubeconfig context {context_name!r} names no user to authenticate as: "
             f"user {user_name!r} is not in users"
         )
-    cluster, user = clusters[cluster_name], users[user_name]
+    (cluster, cluster_base), (user, user_base) = clusters[cluster_name], users[user_name]
     server = _server(cluster, cluster_name)
     ssl_context = None
     if server.startswith("https://"):
-        ssl_context = _cluster_tls(cluster, user, cluster_name=cluster_name, user_name=user_name, base=base)
-    auth = _user_auth(user, user_name=user_name, cluster=cluster, server=server, base=base)
-    return ClusterAccess(server=server, name=cluster_name, ssl_context=ssl_context, auth=auth)
+        ssl_context = _cluster_tls(
+            cluster, user, cluster_name=cluster_name, user_name=user_name, bases=(cluster_base, user_base)
+        )
+    auth = _user_auth(
+        user, user_name=user_name, cluster=cluster, server=server, bases=(cluster_base, user_base)
+    )
+    proxy = None
+    if proxy_url := _text(cluster, "proxy-url", f"cluster {cluster_name!r}"):
+        proxy = kubeconfig_proxy(proxy_url, where=f"kubeconfig cluster {cluster_name!r}")
+    return ClusterAccess(server=server, name=cluster_name, ssl_context=ssl_context, auth=auth, proxy=proxy)
 
 
 def _named(document: dict[str, Any], key: str, inner: str) -> dict[str, dict[str, Any]]:
@@ -194,14 +274,17 @@ def _server(cluster: Mapping[str, Any], cluster_name: str) -> str:
     server = _text(cluster, "server", f"cluster {cluster_name!r}").strip().rstrip("/")
     if not server:
         raise _Malformed(f"cluster {cluster_name!r} has no server")
-    if "://" not in server:  # kubectl takes a bare host[:port] as https
-        server = f"https://{server}"
+    if "://" not in server:
+        # kubectl sends plain http to a bare host:port, credentials included, even with a CA: say so
+        # instead of guessing.
+        raise ConfigError(
+            f"kubeconfig cluster {cluster_name!r}: server {server} has no scheme "
+            f"(kubectl would speak plain http to it): write https://{server}"
+        )
+    scheme, _, rest = server.partition("://")
+    server = f"{scheme.lower()}://{rest}"  # a URL's scheme is case-insensitive (HTTPS://, as Go reads it)
     if not server.startswith(("https://", "http://")):
         raise _Malformed(f"server of cluster {cluster_name!r} is not an http(s) URL: {server}")
-    if cluster.get("proxy-url"):
-        raise ConfigError(
-            f"kubeconfig cluster {cluster_name!r}: proxy-url is not supported; reach the API server directly"
-        )
     return server
 
 
@@ -273,13 +356,10 @@ def _tls(
             context.verify_mode = ssl.CERT_NONE
         elif ca_file is not None:
             step = f"certificate-authority {ca_file}"
-            _check_readable(ca_file)  # ssl's own error would not name the file
-            context.load_verify_locations(cafile=ca_file)
+            _load_certificate_authority(context, ca_file.read_bytes())
         elif ca_data is not None:
             step = "certificate-authority-data"
-            # PEM text or DER bytes, as the field may hold either.
-            pem = ca_data.lstrip().startswith(b"-----")
-            context.load_verify_locations(cadata=ca_data.decode("ascii") if pem else ca_data)
+            _load_certificate_authority(context, ca_data)
         else:
             context.load_default_certs(ssl.Purpose.SERVER_AUTH)
         if cert_file or cert_data or key_file or key_data:
@@ -293,6 +373,36 @@ def _tls(
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         raise ConfigError(f"{where}: {step}: {_detail(exc, name_file=False)}") from exc
     return context
+
+
+#: A PEM block as Go's encoding/pem finds one: "-----BEGIN TYPE-----" at the start of the data or of a
+#: line, the body, "-----END TYPE-----".
+_PEM_BLOCK = re.compile(rb"(?:\A|\n)-----BEGIN ([^\n-]*)-----[ \t\r]*\n(.*?)-----END \1-----", re.DOTALL)
+
+
+def _load_certificate_authority(context: ssl.SSLContext, data: bytes) -> None:
+    """Trust the certificates of a kubeconfig's CA (file or -data) as kubectl does (Go's
+    ``x509.CertPool.AppendCertsFromPEM``): every CERTIFICATE block that parses, whatever text stands
+    before, between or after them; other blocks (a key) and broken ones are skipped. One at least
+    must be read. Bytes with no PEM block at all are taken as DER, which kubectl does not read."""
+    blocks = [body for kind, body in _PEM_BLOCK.findall(data) if kind == b"CERTIFICATE"]
+    if not blocks:
+        if data.lstrip()[:1] == b"\x30":  # an ASN.1 SEQUENCE: a DER certificate (or several)
+            context.load_verify_locations(cadata=data)
+            return
+        raise ValueError("no PEM certificate (-----BEGIN CERTIFICATE-----) in it")
+    loaded = 0
+    for body in blocks:
+        if b":" in body:  # PEM headers (Proc-Type:, an encrypted block): Go skips such a block
+            continue
+        try:
+            der = base64.b64decode(b"".join(body.split()), validate=True)
+            context.load_verify_locations(cadata=der)
+        except (binascii.Error, ValueError, ssl.SSLError):
+            continue
+        loaded += 1
+    if not loaded:
+        raise ValueError(f"none of its {len(blocks)} PEM certificate blocks is a readable certificate")
 
 
 def _load_client_certificate(
@@ -328,19 +438,24 @@ def _private_file(path: Path, data: bytes) -> Path:
 
 
 def _cluster_tls(
-    cluster: Mapping[str, Any], user: Mapping[str, Any], *, cluster_name: str, user_name: str, base: Path
+    cluster: Mapping[str, Any],
+    user: Mapping[str, Any],
+    *,
+    cluster_name: str,
+    user_name: str,
+    bases: tuple[Path, Path],
 ) -> ssl.SSLContext:
     where = f"TLS settings of cluster {cluster_name!r}"
     try:
         return _tls(
             cluster_name,
-            ca_file=_path(cluster, "certificate-authority", base, f"cluster {cluster_name!r}"),
+            ca_file=_path(cluster, "certificate-authority", bases[0], f"cluster {cluster_name!r}"),
             ca_data=_data(cluster, "certificate-authority-data", f"cluster {cluster_name!r}"),
             insecure=cluster.get("insecure-skip-tls-verify") is True,
             server_name=_text(cluster, "tls-server-name", f"cluster {cluster_name!r}"),
-            cert_file=_path(user, "client-certificate", base, f"user {user_name!r}"),
+            cert_file=_path(user, "client-certificate", bases[1], f"user {user_name!r}"),
             cert_data=_data(user, "client-certificate-data", f"user {user_name!r}"),
-            key_file=_path(user, "client-key", base, f"user {user_name!r}"),
+            key_file=_path(user, "client-key", bases[1], f"user {user_name!r}"),
             key_data=_data(user, "client-key-data", f"user {user_name!r}"),
         )
     except _Malformed as exc:
@@ -348,13 +463,14 @@ def _cluster_tls(
 
 
 def _path(mapping: Mapping[str, Any], key: str, base: Path, where: str) -> Path | None:
-    """A file named in the kubeconfig; relative paths are relative to the kubeconfig's directory."""
+    """A file named in the kubeconfig; relative paths are relative to the kubeconfig's directory
+    (``base``, which symlinks have not been resolved in)."""
     value = _text(mapping, key, where)
     if not value:
         return None
     if mapping.get(f"{key}-data"):
         raise _Malformed(f"{where} has both {key} and {key}-data; keep one")
-    return base / Path(value).expanduser()
+    return base / value  # an absolute path stays as it is; "~" is no home directory, as in kubectl
 
 
 def _data(mapping: Mapping[str, Any], key: str, where: str) -> bytes | None:
@@ -371,14 +487,21 @@ def _data(mapping: Mapping[str, Any], key: str, where: str) -> bytes | None:
 
 
 def _user_auth(
-    user: Mapping[str, Any], *, user_name: str, cluster: Mapping[str, Any], server: str, base: Path
+    user: Mapping[str, Any],
+    *,
+    user_name: str,
+    cluster: Mapping[str, Any],
+    server: str,
+    bases: tuple[Path, Path],
 ) -> httpx2.Auth | None:
+    """The user's credentials; ``bases`` are the directories of the cluster's and the user's files."""
     where = f"kubeconfig user {user_name!r}"
     if user.get("auth-provider"):
         provider = user["auth-provider"].get("name", "?") if isinstance(user["auth-provider"], dict) else "?"
         raise ConfigError(
-            f"{where} uses auth-provider {provider!r}, which is not supported (client-go dropped it too): "
-            "use an exec plugin instead, e.g. for Azure `kubelogin convert-kubeconfig -l <login>`"
+            f"{where} uses auth-provider {provider!r}, which is not supported (client-go dropped the cloud "
+            "providers and deprecated oidc): use an exec plugin instead, e.g. for Azure "
+            "`kubelogin convert-kubeconfig -l <login>`"
         )
     impersonation = [key for key in ("as", "as-uid", "as-groups", "as-user-extra") if user.get(key)]
     if impersonation:
@@ -398,7 +521,7 @@ def _user_auth(
                 f"{where} has more than one way to authenticate ({', '.join(methods)}); keep one"
             )
         if user.get("tokenFile"):
-            token_file = _path(user, "tokenFile", base, where)
+            token_file = _path(user, "tokenFile", bases[1], where)
             assert token_file is not None
             try:
                 return TokenFileAuth(token_file)
@@ -412,7 +535,7 @@ def _user_auth(
                 raise ConfigError(f"{where} has a password but no username")
             return httpx2.BasicAuth(username, _text(user, "password", where))
         if user.get("exec"):
-            return _exec_auth(user["exec"], where=where, cluster=cluster, server=server, base=base)
+            return _exec_auth(user["exec"], where=where, cluster=cluster, server=server, bases=bases)
     except _Malformed as exc:
         raise ConfigError(f"{where}: {exc}") from None
     return None  # client certificate only, or anonymous
@@ -488,7 +611,9 @@ class TokenFileAuth(httpx2.Auth):
 # --- exec plugins ---------------------------------------------------------------------------------
 
 
-def _exec_auth(spec: Any, *, where: str, cluster: Mapping[str, Any], server: str, base: Path) -> ExecAuth:
+def _exec_auth(
+    spec: Any, *, where: str, cluster: Mapping[str, Any], server: str, bases: tuple[Path, Path]
+) -> ExecAuth:
     if not isinstance(spec, dict):
         raise _Malformed("exec is not a mapping")
     api_version = _text(spec, "apiVersion", f"{where} exec")
@@ -500,13 +625,22 @@ def _exec_auth(spec: Any, *, where: str, cluster: Mapping[str, Any], server: str
     command = _text(spec, "command", f"{where} exec")
     if not command:
         raise ConfigError(f"{where}: exec plugin has no command")
-    if spec.get("interactiveMode") == "Always":
+    mode = spec.get("interactiveMode")
+    if mode is None and api_version == EXEC_API_VERSIONS[0]:
+        raise ConfigError(
+            f"{where}: exec plugin {command!r} has no interactiveMode, which {api_version} requires "
+            "(kubectl refuses it too): set it to Never or IfAvailable"
+        )
+    if mode is not None and mode not in ("Never", "IfAvailable", "Always"):
+        modes = "Never, IfAvailable, Always"
+        raise ConfigError(f"{where}: exec plugin {command!r}: interactiveMode {mode!r} is none of {modes}")
+    if mode == "Always":
         raise ConfigError(
             f"{where}: exec plugin {command!r} needs a terminal (interactiveMode: Always), "
             "which the handler does not have"
         )
     if "/" in command:  # as kubectl: a path is relative to the kubeconfig, a bare name is looked up in PATH
-        command = str(base / Path(command).expanduser())
+        command = str(bases[1] / command)
     found = shutil.which(command)
     if found is None:
         hint = _text(spec, "installHint", f"{where} exec").strip()
@@ -524,7 +658,7 @@ def _exec_auth(spec: Any, *, where: str, cluster: Mapping[str, Any], server: str
         env[entry["name"]] = str(entry.get("value") or "")
     exec_spec: dict[str, Any] = {"interactive": False}
     if spec.get("provideClusterInfo") is True:
-        exec_spec["cluster"] = _exec_cluster(cluster, server, base)
+        exec_spec["cluster"] = _exec_cluster(cluster, server, bases[0])
     env["KUBERNETES_EXEC_INFO"] = json.dumps(
         {"apiVersion": api_version, "kind": "ExecCredential", "spec": exec_spec}
     )

@@ -34,6 +34,8 @@ JSON_PATCH: Final = "application/json-patch+json"
 NODES: Final = "/api/v1/nodes"
 PODS: Final = "/api/v1/pods"  # of every namespace
 PODDISRUPTIONBUDGETS: Final = "/apis/policy/v1/poddisruptionbudgets"  # of every namespace
+#: Longest line of a watch: an event carries one object, which etcd limits to 1.5 MiB by default.
+MAX_WATCH_LINE_BYTES: Final = 16 * 1024 * 1024
 #: Longest text of an API error (or of an answer quoted in one) put into a message or a log line.
 MAX_MESSAGE_CHARS: Final = 300
 
@@ -197,7 +199,7 @@ class KubeClient:
             if not response.is_success:
                 await response.aread()
                 raise ApiError(response)
-            async for line in response.aiter_lines():
+            async for line in _lines(response, path):
                 if not line.strip():
                     continue
                 try:
@@ -262,6 +264,30 @@ class KubeClient:
                 f"{method} {path}: HTTP {response.status_code} but no JSON object: {excerpt}"
             )
         return document
+
+
+async def _lines(response: httpx2.Response, path: str) -> AsyncGenerator[bytes, None]:
+    """The lines of a watch: the API server writes each event as one JSON document and a "\\n".
+
+    Split on that byte alone, never where ``str.splitlines`` would (U+0085, U+2028, U+2029 may stand
+    unescaped in a JSON string), and on bytes, so that a chunk may end anywhere, in the middle of a
+    character too. A line longer than :data:`MAX_WATCH_LINE_BYTES` is an :class:`UnreadableAnswer`.
+    """
+    pending = bytearray()
+    async for chunk in response.aiter_bytes():
+        searched = len(pending)  # holds no "\n": it would have ended a line already
+        pending += chunk
+        begin, end = 0, pending.find(b"\n", searched)
+        while end >= 0:
+            yield bytes(pending[begin:end])
+            begin, end = end + 1, pending.find(b"\n", end + 1)
+        del pending[:begin]
+        if len(pending) > MAX_WATCH_LINE_BYTES:
+            excerpt = _excerpt(bytes(pending[:MAX_MESSAGE_CHARS]))
+            limit = MAX_WATCH_LINE_BYTES
+            raise UnreadableAnswer(f"watch {path}: a line longer than {limit} bytes: {excerpt}")
+    if pending:  # the stream ended in the middle of a line
+        yield bytes(pending)
 
 
 def _without_none(params: Mapping[str, str | None]) -> dict[str, str | int]:

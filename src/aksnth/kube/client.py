@@ -42,6 +42,11 @@ T = TypeVar("T")
 MAX_CONNECTIONS: Final = 32
 #: Upper bound of one API call as a whole (httpx2's timeouts bound each phase, not the sum).
 DEFAULT_CALL_TIMEOUT_SECONDS: Final = 30.0
+#: Longest wait that an answer's Retry-After (or ``details.retryAfterSeconds``) buys before a retry
+#: of :func:`with_retries`. The API server itself asks for 1 s (API Priority and Fairness, a request
+#: arriving while it starts) or 5 s (while it shuts down); a longer one comes from something in front
+#: of it, and waiting it out would stall a cordon while the VM's notice runs out.
+MAX_RETRY_AFTER_SECONDS: Final = 5.0
 USER_AGENT: Final = f"aks-node-termination-handler/{__version__}"
 
 
@@ -55,8 +60,9 @@ def cluster_label(server: str) -> str:
 def open_client(settings: KubeSettings) -> KubeClient:
     """A client for the kubeconfig file's context (or in-cluster), metered, with timeouts.
 
-    The caller closes it (``await client.close()``, or ``async with``). Environment proxies are not
-    used for the API server: in a pod it is reached directly.
+    The caller closes it (``await client.close()``, or ``async with``). Requests go through the
+    forward proxy that kubectl would use (``proxy-url``, else HTTPS_PROXY/HTTP_PROXY/NO_PROXY; see
+    :mod:`aksnth.kube.proxy`), in a pod too, as client-go does.
     """
     access = load_access(settings.kubeconfig, settings.context)
     seconds = settings.request_timeout_seconds
@@ -65,6 +71,7 @@ def open_client(settings: KubeSettings) -> KubeClient:
     inner = httpx2.AsyncHTTPTransport(
         verify=access.ssl_context if access.ssl_context is not None else False,
         limits=httpx2.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=8),
+        proxy=access.proxy,
     )
     transport = ApiServerMetrics(cluster_label(access.server)).transport(inner)
     http = httpx2.AsyncClient(
@@ -73,7 +80,7 @@ def open_client(settings: KubeSettings) -> KubeClient:
         transport=transport,  # type: ignore[arg-type]  # duck-typed httpx2 transport
         timeout=httpx2.Timeout(seconds, connect=min(seconds, 5.0)),
         headers={"Accept": "application/json", "User-Agent": USER_AGENT},
-        trust_env=False,
+        trust_env=False,  # the proxy was chosen as kubectl chooses it: httpx2's own rules differ
         follow_redirects=False,
     )
     return KubeClient(http, field_manager=FIELD_MANAGER)
@@ -187,7 +194,7 @@ async def api_call(
 # --- retries ----------------------------------------------------------------------------------------
 
 #: Transient: the server is away or answered 5xx, a write lost a race (409), or the server asked us to
-#: slow down (429, from API Priority and Fairness; its Retry-After is honoured).
+#: slow down (429, from API Priority and Fairness; its Retry-After is honoured, up to a bound).
 RETRYABLE: Final = (KubeUnavailable, WriteConflict, EvictionBlocked)
 
 
@@ -203,11 +210,14 @@ async def with_retries(
     deadline: float | None = None,
     retry_on: tuple[type[BaseException], ...] = RETRYABLE,
     what: str = "Kubernetes API call",
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> T:
     """Call ``fn`` until it succeeds, at most ``attempts`` times and not past ``deadline`` (loop time).
 
     Only ``retry_on`` errors are retried (a conflict means "re-read and try again": ``fn`` must
-    re-read); the last error is raised as it is. Sleeps are cancellable.
+    re-read); the last error is raised as it is. A 429's Retry-After is honoured up to
+    :data:`MAX_RETRY_AFTER_SECONDS`; a wait that would end past ``deadline`` is not begun (the error
+    is raised at once). Sleeps (``sleep``) are cancellable.
     """
     loop = asyncio.get_running_loop()
     for attempt in range(1, attempts + 1):
@@ -216,11 +226,11 @@ async def with_retries(
         except retry_on as exc:
             delay = backoff_seconds(attempt)
             if isinstance(exc, EvictionBlocked) and exc.retry_after_seconds:
-                delay = exc.retry_after_seconds
+                delay = min(exc.retry_after_seconds, MAX_RETRY_AFTER_SECONDS)
             out_of_time = deadline is not None and loop.time() + delay >= deadline
             if attempt == attempts or out_of_time:
                 log.warning("%s failed (attempt %d/%d, giving up): %s", what, attempt, attempts, exc)
                 raise
             log.info("%s failed (attempt %d/%d, retrying in %.2fs): %s", what, attempt, attempts, delay, exc)
-            await asyncio.sleep(delay)
+            await sleep(delay)
     raise AssertionError("unreachable: attempts must be at least 1")

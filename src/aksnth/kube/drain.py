@@ -1,14 +1,19 @@
 """The drain: evict the node's pods within the time that is left, and say what could not go.
 
+Two moments bound it. The ``deadline`` is the VM's end (the event's NotBefore, or its stated notice):
+grace periods are cut to end before it, and a pod a PodDisruptionBudget refuses is asked again until
+it. The ``report_at`` moment (``-nodeGracePeriodSeconds``) is when the drain says how it went if it
+has not finished by then; it never ends the evictions and never brings a stop forward.
+
 Regular workloads go first, critical ones (system priority classes, kube-system) after the regular
-ones are gone or have had their share of the time. Evictions go through policy/v1 Eviction, so
-PodDisruptionBudgets are honoured: a refused eviction is asked again until the deadline, paced by
+ones are gone or have had their share of the time until the report. Evictions go through policy/v1
+Eviction, so PodDisruptionBudgets are honoured: a refused eviction is asked again, paced by
 ``aksnth.kube.pacing`` (one question per budget at a time, jittered waits, never sooner than the
-server's Retry-After; a pause for everyone when the server sheds load). Grace periods are cut to fit.
-With ``last_resort``, a pod a budget still protects at its last chance is deleted with its shortened
-grace period: it stops gracefully before the VM is gone. ``disable_eviction`` deletes instead
-(bypassing PDBs). Pods are then awaited until they are gone (polling the node's pods with a field
-selector), never past the deadline.
+server's Retry-After; a pause for everyone when the server sheds load). With ``last_resort``, a pod a
+budget still protects at its last chance (the deadline minus its shortened grace period and a margin,
+``drainplan.last_resort_at``) is deleted with that grace period: it stops gracefully before the VM is
+gone. ``disable_eviction`` deletes instead (bypassing PDBs). Pods are then awaited until they are
+gone (polling the node's pods with a field selector), never past the deadline.
 """
 
 from __future__ import annotations
@@ -109,6 +114,7 @@ class PodProgress:
 
 
 ProgressCallback = Callable[[PodProgress], Awaitable[None] | None]
+ReportCallback = Callable[[DrainResult], Awaitable[None]]
 
 
 class _Drain:
@@ -450,10 +456,17 @@ class _Drain:
 
     # --- the result ---------------------------------------------------------------------------------
     def result(
-        self, plan: DrainPlan, *, duration: float, dry_run: bool = False, error: str = ""
+        self,
+        plan: DrainPlan,
+        *,
+        duration: float,
+        dry_run: bool = False,
+        error: str = "",
+        going_on: bool = False,
     ) -> DrainResult:
+        """What the drain did; ``going_on``: a report before the deadline, the evictions go on."""
         remaining = tuple(
-            PodIssue(pod=p.key, reason=self._remaining_reason(p))
+            PodIssue(pod=p.key, reason=self._remaining_reason(p, going_on=going_on))
             for p in plan.to_remove
             if self.state.get(p.key, _State.PENDING) is not _State.GONE
         )
@@ -482,11 +495,15 @@ class _Drain:
             error=error,
         )
 
-    def _remaining_reason(self, pod: PodInfo) -> str:
+    def _remaining_reason(self, pod: PodInfo, *, going_on: bool = False) -> str:
         state = self.state.get(pod.key, _State.PENDING)
         reason = self.reason.get(pod.key, "")
         if state is _State.REQUESTED:
             return "still terminating"
+        if going_on and state in (_State.PENDING, _State.BLOCKED):
+            stop = self.last_resort and pod.key not in self.no_last_resort
+            until = "its last chance" if stop else "the deadline"
+            return f"{reason or 'not evicted yet'}; asked again until {until}"
         if state is _State.PENDING:
             return reason or "not evicted: out of time"
         return reason
@@ -504,9 +521,15 @@ async def drain_node(
     on_progress: ProgressCallback | None = None,
     recorder: EventRecorder | None = None,
     event_type: EventType = EventType.UNKNOWN,
+    report_at: float | None = None,
+    on_report: ReportCallback | None = None,
 ) -> DrainResult:
-    """Drain ``node_name`` by ``deadline`` (``loop.time()`` based) and report what is left.
+    """Drain ``node_name`` by ``deadline`` (``loop.time()`` based: the VM's end) and report what is left.
 
+    ``report_at`` (default: the deadline) is when the drain reports if it has not finished by then:
+    ``on_report`` is awaited once at that moment, with a ``timed_out`` result naming the pods that are
+    still asked; the evictions and the last-resort stop go on until the deadline regardless, and the
+    final result is returned. A drain over by ``report_at`` never calls it.
     ``grace_period_seconds`` -1 keeps each pod's own (always cut to fit the time left).
     ``last_resort``: a pod whose eviction a PodDisruptionBudget still refuses at its last chance (the
     deadline minus its shortened grace period, see ``drainplan.last_resort_at``) is deleted with that
@@ -560,8 +583,9 @@ async def drain_node(
         len(plan.skipped),
         deadline - started,
     )
+    report_at = deadline if report_at is None else min(report_at, deadline)
     tasks: list[asyncio.Task[None]] = []
-    regular_until = regular_phase_end(started, deadline, has_critical=bool(plan.critical))
+    regular_until = regular_phase_end(started, report_at, has_critical=bool(plan.critical))
     drain.unanswered = {p.key for p in plan.regular}
     writer = (
         asyncio.create_task(drain.write_events(not_after=regular_until), name="drain-events")
@@ -573,7 +597,17 @@ async def drain_node(
         if not await drain.wait_settled(plan.regular, until=regular_until) and plan.critical:
             log.info("regular pods still on node %s; evicting critical pods now", node_name)
         tasks += [asyncio.create_task(drain.remove(p), name=f"evict-{p.key}") for p in plan.critical]
-        await drain.wait_settled(plan.to_remove, until=deadline)
+        if not await drain.wait_settled(plan.to_remove, until=report_at) and report_at < deadline:
+            interim = drain.result(plan, duration=loop.time() - started, going_on=True)
+            log.warning(
+                "drain of node %s not finished by its report time; evictions go on for %.0fs: %s",
+                node_name,
+                drain.time_left(),
+                interim.summary(max_pods=20),
+            )
+            if on_report is not None:
+                await on_report(interim)
+            await drain.wait_settled(plan.to_remove, until=deadline)
     finally:
         for task in tasks:
             task.cancel()

@@ -36,6 +36,9 @@ REASON_DRAIN_STARTED: Final = "DrainStarted"
 REASON_DRAIN_FINISHED: Final = "DrainFinished"
 REASON_DRAIN_FAILED: Final = "DrainFailed"
 REASON_APPROVED: Final = "EventApproved"
+# -approveEvents, yet no StartRequests: the drain did not complete here, another node the event lists
+# was still draining at its deadline, or the event lists VMs that are not nodes of this cluster.
+REASON_APPROVAL_WITHHELD: Final = "ApprovalWithheld"
 REASON_GIVEN_BACK: Final = "NodeGivenBack"
 REASON_POD_EVICTED: Final = "PodEvicted"  # recorded on the pod
 REASON_LAST_RESORT_STOP: Final = "LastResortStop"  # on the pod: deleted past its PodDisruptionBudget

@@ -190,8 +190,9 @@ class InstrumentedTransport(httpx2.AsyncBaseTransport):
 def imds_transport(inner: httpx2.AsyncBaseTransport | None = None) -> InstrumentedTransport:
     """A transport for the Scheduled Events client, counted in ``http_events_*``.
 
-    Build the client with ``trust_env=False`` as well: IMDS must never go through a proxy, and
-    httpx2 mounts environment proxies in front of a custom transport when ``trust_env`` is on.
+    IMDS must never go through a proxy. httpx2 mounts no environment proxy in front of a custom
+    transport (only a client that builds its own transport reads HTTP_PROXY and the like); build the
+    client with ``trust_env=False`` all the same, so that this holds should the transport be left out.
     """
     return InstrumentedTransport(
         inner if inner is not None else httpx2.AsyncHTTPTransport(),

@@ -22,6 +22,7 @@ import yaml
 from aksnth.errors import ConfigError, KubeError, KubeUnavailable
 from aksnth.kube.access import ExecAuth, TokenFileAuth, load_access
 from tests.support.pki import Pki, write_pki
+from tests.support.secretvolume import SecretVolume
 
 EXEC_V1 = "client.authentication.k8s.io/v1"
 
@@ -175,6 +176,33 @@ async def test_a_token_file_that_vanishes_keeps_the_last_token(tmp_path: Path) -
     assert seen == ["Bearer kept"]
 
 
+async def test_relative_paths_in_a_secret_volume_follow_its_rotation(tmp_path: Path, pki: Pki) -> None:
+    """A kubeconfig mounted from a Secret names its token file and CA relative to itself. They are
+    resolved against the kubeconfig's path as given (the volume's top level, as kubectl does), not
+    through its symlink into ``..<timestamp>``: after the kubelet rotates the Secret and removes the
+    old version, the token is re-read from the new one."""
+    volume = SecretVolume(tmp_path / "secret")
+    document = {
+        "clusters": [{"name": "c", "cluster": {"server": "https://h:1", "certificate-authority": "ca.crt"}}],
+        "users": [{"name": "u", "user": {"tokenFile": "token"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "x",
+    }
+    files = {"kubeconfig": yaml.safe_dump(document), "ca.crt": pki.ca_cert.read_bytes()}
+    first = volume.write({**files, "token": "token-1\n"})
+    access = load_access(str(volume.folder / "kubeconfig"))
+    assert access.ssl_context is not None and len(access.ssl_context.get_ca_certs()) == 1
+    transport, seen = recorder(lambda header: 200 if header == "Bearer token-1" else 401)
+    assert await get(access.auth, transport) == 200
+    volume.write({**files, "token": "token-2\n"})
+    assert not first.exists()  # the version the symlinks pointed at when the file was loaded is gone
+    transport, seen = recorder(lambda header: 200 if header == "Bearer token-2" else 401)
+    assert await get(access.auth, transport) == 200  # the old token's 401 made it look again
+    assert seen[-1] == "Bearer token-2"
+    again = load_access(str(volume.folder / "kubeconfig"))
+    assert again.ssl_context is not None and len(again.ssl_context.get_ca_certs()) == 1
+
+
 # --- kubeconfig: selection and clusters -----------------------------------------------------------
 
 
@@ -183,7 +211,7 @@ def test_current_context_or_the_named_one(tmp_path: Path) -> None:
     document = {
         "clusters": [
             {"name": "a", "cluster": {"server": "http://a.example:8080/"}},
-            {"name": "b", "cluster": {"server": "b.example:6443"}},
+            {"name": "b", "cluster": {"server": "HTTPS://b.example:6443"}},
         ],
         "users": [{"name": "u", "user": {"token": "x"}}],
         "contexts": [
@@ -196,7 +224,7 @@ def test_current_context_or_the_named_one(tmp_path: Path) -> None:
     first = load_access(str(path))
     assert (first.server, first.name, first.ssl_context) == ("http://a.example:8080", "a", None)
     second = load_access(str(path), "cb")
-    assert (second.server, second.name) == ("https://b.example:6443", "b")  # a bare host is https
+    assert (second.server, second.name) == ("https://b.example:6443", "b")
     assert second.ssl_context is not None
 
 
@@ -224,6 +252,57 @@ def test_certificate_authority_data_pem_or_der(tmp_path: Path, pki: Pki) -> None
         assert access.ssl_context is not None and len(access.ssl_context.get_ca_certs()) == 1
 
 
+def test_text_before_and_between_pem_blocks_is_skipped_as_kubectl_skips_it(tmp_path: Path, pki: Pki) -> None:
+    """openssl x509 -text output, a bundle with comments, a block that is no certificate: kubectl
+    (Go's AppendCertsFromPEM) takes every CERTIFICATE block that parses and skips the rest, in
+    certificate-authority-data and certificate-authority files alike."""
+    other = write_pki(tmp_path / "other")
+    bundle = (
+        b"Certificate:\n    Data:\n        Issuer: CN=aksnth-test-ca\n"
+        + pki.ca_cert.read_bytes()
+        + b"# the next one is broken\n"
+        + b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n"
+        + pki.admin_key.read_bytes()
+        + other.ca_cert.read_bytes()
+    )
+    (tmp_path / "bundle.pem").write_bytes(bundle)
+    for cluster in (
+        {"server": "https://h:1", "certificate-authority-data": base64.b64encode(bundle).decode()},
+        {"server": "https://h:1", "certificate-authority": "bundle.pem"},
+    ):
+        access = load_access(str(write_kubeconfig(tmp_path, cluster=cluster)))
+        assert access.ssl_context is not None
+        assert len(access.ssl_context.get_ca_certs()) == 2, cluster
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            b"just some text\n",
+            r"certificate-authority-data: no PEM certificate \(-----BEGIN CERTIFICATE-----\)",
+        ),
+        (
+            b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
+            r"certificate-authority-data: none of its 1 PEM certificate blocks is a readable certificate",
+        ),
+    ],
+)
+def test_certificate_authority_data_without_a_certificate_is_refused(
+    tmp_path: Path, data: bytes, message: str
+) -> None:
+    cluster = {"server": "https://h:1", "certificate-authority-data": base64.b64encode(data).decode()}
+    with pytest.raises(ConfigError, match=f"^TLS settings of cluster 'prod': {message}"):
+        load_access(str(write_kubeconfig(tmp_path, cluster=cluster)))
+
+
+@pytest.mark.parametrize("server", ["HTTPS://h:1", "Https://h:1/", "HTTP://h:1"])
+def test_the_servers_scheme_is_case_insensitive(tmp_path: Path, server: str) -> None:
+    access = load_access(str(write_kubeconfig(tmp_path, cluster={"server": server})))
+    assert access.server == server.rstrip("/").lower()
+    assert (access.ssl_context is not None) == access.server.startswith("https://")
+
+
 def test_without_a_certificate_authority_the_system_trust_store_is_used(tmp_path: Path) -> None:
     access = load_access(str(write_kubeconfig(tmp_path, cluster={"server": "https://h:1"})))
     assert access.ssl_context is not None
@@ -248,6 +327,78 @@ def test_tls_server_name_replaces_the_host_name_in_every_handshake(tmp_path: Pat
     assert access.ssl_context is not None
     bio = access.ssl_context.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="10.0.0.1")
     assert bio.server_hostname == "api"  # the handshake itself is tested against the real API server
+
+
+def test_the_proxy_is_proxy_url_else_the_environment_in_cluster_too(
+    tmp_path: Path, account_dir: Path
+) -> None:
+    """As client-go: a cluster's proxy-url wins over the environment; without one, HTTPS_PROXY and
+    NO_PROXY decide, for a kubeconfig and for the pod's in-cluster configuration alike."""
+    env = {"HTTPS_PROXY": "http://env-proxy:3128", "NO_PROXY": "10.9.0.0/16"}
+    cluster = {"server": "https://api.example:443", "proxy-url": "http://u:p@kube-proxy:8888"}
+    path = str(write_kubeconfig(tmp_path, cluster=cluster))
+    assert load_access(path, environ=env).proxy == "http://u:p@kube-proxy:8888"
+    path = str(write_kubeconfig(tmp_path, cluster={"server": "https://api.example:443"}))
+    assert load_access(path, environ=env).proxy == "http://env-proxy:3128"
+    assert load_access(path, environ={}).proxy is None
+    pod = {**env, "KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    assert load_access("", service_account_dir=account_dir, environ=pod).proxy == "http://env-proxy:3128"
+    pod["KUBERNETES_SERVICE_HOST"] = "10.9.0.1"  # in NO_PROXY
+    assert load_access("", service_account_dir=account_dir, environ=pod).proxy is None
+
+
+async def test_the_files_of_kubeconfig_are_merged_as_kubectl_merges_them(tmp_path: Path, pki: Pki) -> None:
+    """A sequence of files is KUBECONFIG: missing ones are skipped; the first file to name a
+    cluster, user or context has its way (whole), the first current-context wins; relative paths are
+    relative to the file each entry came from."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    (second / "certs").mkdir(parents=True)
+    (second / "certs" / "ca.pem").write_bytes(pki.ca_cert.read_bytes())
+    (second / "token").write_text("second-token")
+    (first / "config").write_text(
+        yaml.safe_dump(
+            {
+                "current-context": "work",
+                "contexts": [{"name": "work", "context": {"cluster": "prod", "user": "me"}}],
+                "users": [{"name": "me", "user": {"tokenFile": "token"}}],  # first/token
+            }
+        )
+    )
+    (first / "token").write_text("first-token")
+    (second / "config").write_text(
+        yaml.safe_dump(
+            {
+                "current-context": "other",
+                "contexts": [{"name": "work", "context": {"cluster": "nowhere", "user": "nobody"}}],
+                "clusters": [
+                    {
+                        "name": "prod",
+                        "cluster": {"server": "https://h:1", "certificate-authority": "certs/ca.pem"},
+                    }
+                ],
+                "users": [{"name": "me", "user": {"tokenFile": "token", "username": "ignored"}}],
+            }
+        )
+    )
+    files = (
+        str(tmp_path / "missing"),
+        str(first / "config"),
+        "",
+        str(second / "config"),
+        str(first / "config"),
+    )
+    access = load_access(files)
+    assert (access.server, access.name) == ("https://h:1", "prod")
+    assert access.ssl_context is not None and len(access.ssl_context.get_ca_certs()) == 1
+    transport, seen = recorder()
+    await get(access.auth, transport)
+    assert seen == ["Bearer first-token"]  # first's user "me", whole, with its path relative to first/
+    with pytest.raises(ConfigError, match=r"^KUBECONFIG \S+: none of its files exists"):
+        load_access((str(tmp_path / "missing"),))
+    (tmp_path / "broken").write_text("clusters: {")
+    with pytest.raises(ConfigError, match=r"^kubeconfig file \S+/broken: cannot be loaded"):
+        load_access((str(first / "config"), str(tmp_path / "broken")))
 
 
 # --- kubeconfig: users ----------------------------------------------------------------------------
@@ -334,9 +485,9 @@ def test_client_certificate_files_relative_and_data(
             r"^TLS settings of cluster 'prod': .*No such file",
         ),
         (
-            {"server": "https://h:1", "proxy-url": "http://proxy:3128"},
+            {"server": "https://h:1", "proxy-url": "socks5://127.0.0.1:1080"},
             {"token": "t"},
-            r"proxy-url is not supported",
+            r"^kubeconfig cluster 'prod': proxy-url 'socks5://127.0.0.1:1080': socks5 proxies are not",
         ),
         ({"server": ""}, {"token": "t"}, r"cannot be loaded: cluster 'prod' has no server"),
         ({"server": "ftp://h"}, {"token": "t"}, r"not an http\(s\) URL"),
@@ -365,6 +516,7 @@ def test_client_certificate_files_relative_and_data(
                     "apiVersion": EXEC_V1,
                     "command": "no-such-plugin-xyz",
                     "installHint": "install it\nwith brew",
+                    "interactiveMode": "Never",
                 }
             },
             r"exec plugin 'no-such-plugin-xyz' not found or not executable: install it with brew$",
@@ -373,6 +525,29 @@ def test_client_certificate_files_relative_and_data(
             {"server": "http://h"},
             {"exec": {"apiVersion": EXEC_V1, "command": sys.executable, "interactiveMode": "Always"}},
             r"needs a terminal",
+        ),
+        (
+            {"server": "http://h"},
+            {"exec": {"apiVersion": EXEC_V1, "command": sys.executable}},
+            r"has no interactiveMode, which client.authentication.k8s.io/v1 requires .*: set it to Never",
+        ),
+        (
+            {"server": "http://h"},
+            {"exec": {"apiVersion": EXEC_V1, "command": sys.executable, "interactiveMode": "never"}},
+            r"interactiveMode 'never' is none of Never, IfAvailable, Always",
+        ),
+        (
+            {
+                "server": "https://h:1",
+                "certificate-authority": "~/ca.pem",
+            },  # no home directory, as in kubectl
+            {"token": "t"},
+            r"^TLS settings of cluster 'prod': certificate-authority /\S+/~/ca\.pem: No such file",
+        ),
+        (
+            {"server": "10.0.0.1:6443"},
+            {"token": "t"},
+            r"^kubeconfig cluster 'prod': server 10.0.0.1:6443 has no scheme .*: write https://10.0.0.1:6443$",
         ),
     ],
 )
@@ -542,6 +717,7 @@ def test_exec_plugin_in_a_relative_path_and_the_sync_flow(tmp_path: Path, plugin
         "args": [EXEC_V1],
         "env": [{"name": "PLUGIN_RUNS", "value": str(tmp_path / "runs")}],
         "provideClusterInfo": True,
+        "interactiveMode": "IfAvailable",
     }
     ca_data = base64.b64encode(pki.ca_cert.read_bytes()).decode()
     cluster = {"server": "https://h:6443/", "certificate-authority-data": ca_data, "tls-server-name": "api"}

@@ -11,6 +11,7 @@ import pytest
 
 from aksnth.errors import KubeUnavailable
 from aksnth.kube.api import (
+    MAX_WATCH_LINE_BYTES,
     MERGE_PATCH,
     NODES,
     PODS,
@@ -191,6 +192,36 @@ async def test_watch_yields_changes_and_raises_on_an_error_event() -> None:
         "fieldSelector": "spec.unschedulable=false",
         "resourceVersion": "7",
     }
+
+
+#: Every character Python's str.splitlines breaks lines at. JSON must escape the control characters
+#: among them inside strings; U+0085, U+2028 and U+2029 may stand there as they are.
+LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+async def test_a_watch_event_with_unicode_line_breaks_in_its_strings_is_read_whole() -> None:
+    """Watch events are framed by "\n" alone, as the API server writes them: a NEL, a LINE SEPARATOR
+    or a PARAGRAPH SEPARATOR inside a string (an annotation, a message) does not cut the event."""
+    annotation = f"before{LINE_BREAKS}after"
+    events = [
+        {"type": "MODIFIED", "object": {"metadata": {"name": "a", "annotations": {"note": annotation}}}},
+        {"type": "DELETED", "object": {"metadata": {"name": "b"}}},
+    ]
+    body = "".join(json.dumps(event, ensure_ascii=False) + "\n" for event in events).encode()
+    assert "\u0085".encode() in body and "\u2028".encode() in body  # raw, not escaped
+    client, _ = client_for(lambda r: httpx2.Response(200, content=body))
+    seen = [(kind, obj) async for kind, obj in client.watch(NODES)]
+    assert seen == [(event["type"], event["object"]) for event in events]
+
+
+async def test_a_watch_line_that_never_ends_is_refused_at_its_bound() -> None:
+    """Something in front of the API server that streams bytes without a newline cannot make the
+    client hold more than MAX_WATCH_LINE_BYTES of them."""
+    body = b'{"type": "ADDED", "object": {"note": "' + b"x" * MAX_WATCH_LINE_BYTES
+    client, _ = client_for(lambda r: httpx2.Response(200, content=body))
+    with pytest.raises(UnreadableAnswer, match=f"a line longer than {MAX_WATCH_LINE_BYTES} bytes"):
+        async for _ in client.watch(NODES):
+            pass
 
 
 async def test_a_refused_watch_is_an_api_error() -> None:

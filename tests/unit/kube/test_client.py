@@ -19,7 +19,7 @@ from aksnth.errors import (
 )
 from aksnth.kube.access import load_access
 from aksnth.kube.api import ApiError
-from aksnth.kube.client import api_call, shorten, translate, with_retries
+from aksnth.kube.client import MAX_RETRY_AFTER_SECONDS, api_call, shorten, translate, with_retries
 
 REQUEST = httpx2.Request("POST", "https://127.0.0.1:6443/api/v1/namespaces/a/pods/p/eviction")
 
@@ -191,6 +191,62 @@ async def test_with_retries_stops_at_the_deadline():
     with pytest.raises(KubeUnavailable):
         await with_retries(down, attempts=100, deadline=loop.time() + 0.01)
     assert len(calls) < 100
+
+
+def retry_after_answers(seconds: str, *, failures: int = 1):
+    """A call that the API server refuses ``failures`` times with a 429 and ``Retry-After: seconds``
+    (translated as api_call translates it), then answers; and the list of its calls."""
+    calls = []
+
+    async def call() -> str:
+        calls.append(1)
+        if len(calls) <= failures:
+            error = translate(api_error(429, "slow down", headers={"Retry-After": seconds}), "patch node n")
+            assert error is not None
+            raise error
+        return "ok"
+
+    return call, calls
+
+
+class Sleeps:
+    """Records the delays with_retries asks for and returns at once."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+async def test_with_retries_bounds_the_servers_retry_after():
+    """A Retry-After of an hour is waited for at most MAX_RETRY_AFTER_SECONDS: one answer of the
+    API server (or of something in front of it) cannot stall a cordon."""
+    assert MAX_RETRY_AFTER_SECONDS == 5.0
+    call, calls = retry_after_answers("3600")
+    sleeps = Sleeps()
+    assert await with_retries(call, attempts=3, sleep=sleeps) == "ok"
+    assert (sleeps.delays, len(calls)) == ([MAX_RETRY_AFTER_SECONDS], 2)
+    # A shorter one is honoured as it is.
+    call, calls = retry_after_answers("2")
+    sleeps = Sleeps()
+    assert await with_retries(call, attempts=3, sleep=sleeps) == "ok"
+    assert (sleeps.delays, len(calls)) == ([2.0], 2)
+
+
+async def test_with_retries_waits_a_bounded_retry_after_when_the_deadline_allows_it():
+    """Bounded, a Retry-After of an hour no longer makes a call with 30 s left give up at once; one
+    whose bounded wait would still end past the deadline gives up without waiting."""
+    loop = asyncio.get_running_loop()
+    call, calls = retry_after_answers("3600")
+    sleeps = Sleeps()
+    assert await with_retries(call, attempts=3, deadline=loop.time() + 30, sleep=sleeps) == "ok"
+    assert (sleeps.delays, len(calls)) == ([MAX_RETRY_AFTER_SECONDS], 2)
+    call, calls = retry_after_answers("3600")
+    sleeps = Sleeps()
+    with pytest.raises(EvictionBlocked):
+        await with_retries(call, attempts=3, deadline=loop.time() + 1, sleep=sleeps)
+    assert (sleeps.delays, len(calls)) == ([], 1)
 
 
 def test_a_missing_kubeconfig_is_a_config_error(tmp_path):

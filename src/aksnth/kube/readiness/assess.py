@@ -74,12 +74,18 @@ class Scenario:
     disable_eviction: bool = False  # -disableEviction
 
     def drain_seconds(self, now: datetime) -> float:
-        """The drain's time, as the handler computes it for an event with NotBefore = now + notice."""
+        """The drain's time, as the handler computes it for an event with NotBefore = now + notice:
+        until the event's deadline (at least the minimum drain), whatever -nodeGracePeriodSeconds."""
+        return max(self.notice_seconds, policy.MIN_DRAIN.total_seconds())
+
+    def report_seconds(self, now: datetime) -> float:
+        """When the drain reports (-nodeGracePeriodSeconds, cut to the deadline): the critical pods'
+        turn comes at two thirds of it at the latest."""
         not_before = now + timedelta(seconds=self.notice_seconds)
-        deadline = policy.drain_deadline(
+        report = policy.drain_deadline(
             not_before, now=now, node_grace_period_seconds=self.node_grace_period_seconds
         )
-        return (deadline - now).total_seconds()
+        return (report - now).total_seconds()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -195,7 +201,8 @@ def assess_node(
     # or when the regular ones have had their share of the time: as the drain does it.
     gone_at = [(p.evicted_after_seconds or 0.0) + _grace(p) for p in regular if p.outcome in _REMOVED]
     settled_at = math.inf if any(p.outcome is Outcome.BLOCKED for p in regular) else max(gone_at, default=0.0)
-    critical_start = min(settled_at, regular_phase_end(0.0, drain_seconds, has_critical=bool(plan.critical)))
+    report_seconds = scenario.report_seconds(now)
+    critical_start = min(settled_at, regular_phase_end(0.0, report_seconds, has_critical=bool(plan.critical)))
     critical = [
         judge.pod(pod, PodClass.CRITICAL, answers.get(pod.key, allowed), start=critical_start)
         for pod in plan.critical

@@ -88,7 +88,7 @@ The event and the handler's settings:
 Output and cluster:
   -o, -output FORMAT          table (default), wide (adds each risk's explanation) or json
   -fail-on-risk               exit 1 also when a pod is at risk on a node that drains
-  -kubeconfig FILE            default: $KUBECONFIG, then ~/.kube/config, then in-cluster
+  -kubeconfig FILE            default: $KUBECONFIG (its files merged), then ~/.kube/config, then in-cluster
   -context NAME               a context of the kubeconfig (default: its current context)
   -v                          log what happens (requests retried) on stderr
 
@@ -117,7 +117,8 @@ class Request:
     selector_text: str = DEFAULT_SELECTOR
     output: str = ""  # "", "wide" or "json"
     fail_on_risk: bool = False
-    kubeconfig: str = ""
+    #: One file (-kubeconfig), the files of KUBECONFIG (merged), or "" for in-cluster.
+    kubeconfig: str | tuple[str, ...] = ""
     context: str = ""
     verbose: bool = False
 
@@ -192,11 +193,12 @@ def _scenario(given: Mapping[str, OptionValue]) -> Scenario:
     )
 
 
-def default_kubeconfig(env: Mapping[str, str]) -> str:
-    """As kubectl looks for it: the first file of $KUBECONFIG, then ~/.kube/config; "" for in-cluster."""
-    for candidate in env.get("KUBECONFIG", "").split(os.pathsep):
-        if candidate and Path(candidate).expanduser().is_file():
-            return candidate
+def default_kubeconfig(env: Mapping[str, str]) -> str | tuple[str, ...]:
+    """As kubectl looks for it: the files of $KUBECONFIG (merged when loaded, as kubectl merges them)
+    when one of them exists, then ~/.kube/config; "" for in-cluster."""
+    listed = tuple(name for name in env.get("KUBECONFIG", "").split(os.pathsep) if name)
+    if any(Path(name).is_file() for name in listed):  # "~" unexpanded, as kubectl has it
+        return listed
     home = Path(env.get("HOME", "~")).expanduser() / ".kube" / "config"
     if home.is_file():
         return str(home)

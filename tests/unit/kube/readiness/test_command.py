@@ -75,7 +75,8 @@ def test_help() -> None:
 def test_the_kubeconfig_is_looked_for_as_kubectl_does(tmp_path: Path) -> None:
     first, second = tmp_path / "a", tmp_path / "b"
     second.write_text("")
-    assert default_kubeconfig({"KUBECONFIG": f"{first}:{second}"}) == str(second)  # the first that exists
+    # All of KUBECONFIG's files, to be merged (the missing ones are skipped then), once one exists.
+    assert default_kubeconfig({"KUBECONFIG": f"{first}::{second}"}) == (str(first), str(second))
     home = tmp_path / "home"
     (home / ".kube").mkdir(parents=True)
     (home / ".kube" / "config").write_text("")
