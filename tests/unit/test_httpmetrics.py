@@ -83,6 +83,8 @@ def duration_sum(registry: CollectorRegistry) -> float:
 def answer(request: httpx2.Request) -> httpx2.Response:
     if request.url.path == "/down":
         raise httpx2.ConnectError("connection refused", request=request)
+    if request.url.path == "/behind-a-proxy":  # the proxy answers: the API server did not
+        return httpx2.Response(502)
     return httpx2.Response(404 if request.url.path == "/missing" else 200)
 
 
@@ -158,8 +160,9 @@ async def test_transport_works_with_httpx2_the_kubernetes_clients_stack(
 async def test_reachable_follows_whether_the_last_request_got_an_answer(
     metrics: ApiServerMetrics, registry: CollectorRegistry
 ) -> None:
-    """apiserver_reachable: 0 until an answer, 1 after any answer (an error status too), 0 after a
-    request that got none; a request the handler abandoned says nothing about the server."""
+    """apiserver_reachable: 0 until an answer, 1 after any answer of the API server (an error status
+    too), 0 after a request that got none or only a gateway's 502/504; a request the handler
+    abandoned says nothing about the server."""
     assert reachable(registry) == 0
     transport = metrics.transport(httpx2.MockTransport(answer))
     async with httpx2.AsyncClient(transport=transport, base_url="https://kube.test") as client:  # type: ignore[arg-type]
@@ -170,6 +173,9 @@ async def test_reachable_follows_whether_the_last_request_got_an_answer(
         assert reachable(registry) == 0
         await client.get("/missing")
         assert reachable(registry) == 1
+        await client.get("/behind-a-proxy")
+        assert reachable(registry) == 0
+        await client.get("/missing")
     with pytest.raises(KubeUnavailable), metrics.measure():
         raise KubeUnavailable("API server answered 503", status=503)
     assert reachable(registry) == 1

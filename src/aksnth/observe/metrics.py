@@ -134,8 +134,9 @@ DOCUMENT_INCARNATION = Gauge(
 )
 APISERVER_REACHABLE = Gauge(
     "apiserver_reachable",
-    "1 when the handler's last request to the Kubernetes API server got an answer (any status), 0 when "
-    "it got none (connection refused or reset, timeout); 0 at start-up until the server first answers.",
+    "1 when the handler's last request to the Kubernetes API server got its answer (any status), 0 when "
+    "it got none (connection refused or reset, timeout, a proxy's 502 or 504); 0 at start-up until the "
+    "server first answers.",
     namespace=NAMESPACE,
 )
 LAST_SUCCESSFUL_POLL = Gauge(
