@@ -105,6 +105,9 @@ class ApiServer:
         finally:
             if self.down:
                 await self.start()
+            # Its informers back off after each restart of the API server, for up to a minute: the
+            # next tests' budgets would not be observed in time.
+            await self._plane.restart_controller_manager_async()
 
 
 def notifications(receiver: Receiver) -> list[dict[str, Any]]:
