@@ -5,6 +5,11 @@ the plan: a response (protect, notify, drain, approve) runs as its own task per 
 polling goes on and several events can be handled at once; a give-back cancels the response of the
 same event first. What was done is recorded on the Node (``kube.node``), so a restarted handler
 resumes instead of starting over, and never repeats a step that already happened.
+
+Polling never waits for the Kubernetes API. A background task reads the Node (the resource name from
+its providerID, the record of what was done) until the API server answers; meanwhile the events of
+this VM are seen, counted, logged and notified with what is known without the API server, and their
+response starts once the record has been read.
 """
 
 from __future__ import annotations
@@ -20,7 +25,12 @@ from typing import Any
 
 from aksnth import policy
 from aksnth.azure.imds import ImdsClient, PollBackoff
-from aksnth.azure.resource_name import resource_name_from_provider_id
+from aksnth.azure.resource_name import (
+    InstanceMetadataNameError,
+    ProviderIdError,
+    resource_name_from_instance_metadata,
+    resource_name_from_provider_id,
+)
 from aksnth.config import Settings, TaintEffect
 from aksnth.errors import (
     AksnthError,
@@ -55,6 +65,14 @@ log = logging.getLogger(__name__)
 
 # While the node has no providerID yet (a fresh node), retry reading it with this backoff.
 PROVIDER_ID_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
+# While the API server does not answer and no event waits for it, the Node is read again after these
+# waits; while an event waits, every poll period, so that its response starts within one period of
+# the API server's return.
+API_RETRY_WAITS_SECONDS = (1.0, 2.0, 5.0, 10.0)
+# A read of the Node that has not answered after this long counts as the API server not answering:
+# the events waiting for it are notified then (the read goes on). Longer than a slow answer of a busy
+# server, short against a Spot VM's 30 s of notice.
+API_PATIENCE_SECONDS = 2.0
 # Instance metadata is only decoration for notifications: never wait long for it.
 INSTANCE_METADATA_TIMEOUT_SECONDS = 2.0
 # A response or a give-back that failed on a transient error is tried again (it resumes from the
@@ -89,6 +107,19 @@ class Handler:
         self._now = wall_clock
         self._node_name = settings.kube.node_name
         self.resource_name = settings.response.resource_name
+        # Where the resource name came from (-resource.name, the providerID, IMDS), for the log.
+        self._name_source = "-resource.name" if self.resource_name else ""
+        # The record on the node has been read; decisions are made once it is, and the resource name
+        # known (before, an earlier run may have handled an event: nothing is started, only announced).
+        self._restored = False
+        self._deciding = False  # restored, and the resource name known
+        self._document: ScheduledEventsDocument | None = None  # the last one read
+        # Events whose response waits for the record on the node (the API server), by EventId.
+        self._waiting: dict[str, ScheduledEvent] = {}
+        self._urgent = asyncio.Event()  # an event waits: ask the API server every poll period
+        self._api_answers: bool | None = None  # as the handler's own reads of the Node found it
+        # Kubernetes Events of sightings before the API server answered, recorded once it does.
+        self._deferred: list[tuple[str, str]] = []
         self._boot_id = ""
         self._known: dict[str, policy.KnownEvent] = {}
         self._first_seen: dict[str, datetime] = {}
@@ -112,57 +143,167 @@ class Handler:
             kube, self._node_name, dry_run=settings.response.dry_run, wall_clock=wall_clock
         )
 
-    # --- start-up -----------------------------------------------------------------------------
-    async def resolve_resource_name(self) -> str:
-        """-resource.name, or derived from the node's providerID (retried while it is still empty)."""
-        attempt = 0
-        while not self.resource_name:
-            attempt += 1
-            try:
-                node = await kube_node.read_node(self._kube, self._node_name)
-                self.resource_name = resource_name_from_provider_id(node.provider_id)
-            except (KubeError, ValueError) as exc:
-                delay = PROVIDER_ID_BACKOFF_SECONDS[min(attempt, len(PROVIDER_ID_BACKOFF_SECONDS)) - 1]
-                log.warning(
-                    "cannot derive the Azure resource name of node %s (attempt %d): %s; retrying in %.0fs",
-                    self._node_name,
-                    attempt,
-                    exc,
-                    delay,
-                )
-                self._health.beat()
-                await asyncio.sleep(delay)
-            else:
-                log.info("node %s is Azure resource %s", self._node_name, self.resource_name)
-        # Every later record of this task, and of the event tasks it starts, names the resource.
-        bind(resource=self.resource_name)
-        self._health.resource_known(self.resource_name)
-        return self.resource_name
+    # --- start-up: Kubernetes access, established in the background ------------------------------
+    async def _establish_access(self) -> None:
+        """Read the Node until the API server answers; meanwhile the poll loop goes on.
 
-    async def restore(self) -> None:
-        """Resume from the record on the Node: what we already did survives a restart of the pod."""
+        The Node gives the resource name (its providerID, unless -resource.name gave one) and the
+        record of what was already done. While it cannot be read, the name is taken from IMDS's
+        compute metadata, so events can be seen and notified; their response starts here, at once,
+        when the record has been read (see ``_waiting``).
+        """
+        failures = 0
+        unnamed = 0  # reads of a Node without a providerID (a fresh node)
         while True:
-            try:
-                node = await kube_node.read_node(self._kube, self._node_name)
-                break
-            except KubeError as exc:
-                log.warning(
-                    "cannot read node %s to resume its record: %s; retrying in 2s", self._node_name, exc
+            node = await self._read_node()
+            if node is None:
+                failures += 1
+                if not self.resource_name:
+                    await self._resource_name_from_imds()
+                waits = API_RETRY_WAITS_SECONDS
+                delay = waits[min(failures, len(waits)) - 1]
+            else:
+                failures = 0
+                if not self._restored:
+                    self._restore(node)
+                if not self._resource_name_from_node(node, attempt=unnamed + 1):
+                    unnamed += 1
+                delay = PROVIDER_ID_BACKOFF_SECONDS[
+                    min(max(unnamed, 1), len(PROVIDER_ID_BACKOFF_SECONDS)) - 1
+                ]
+            if self._restored and self.resource_name:
+                self._start_deciding()
+                return
+            if self._waiting:
+                delay = min(delay, self._settings.imds.poll_interval_seconds)
+            # An event that starts to wait cuts the wait short (see _await_api).
+            self._urgent.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._urgent.wait()
+
+    async def _read_node(self) -> NodeSnapshot | None:
+        """One read of the Node (None when it fails), which also tells whether the API server answers.
+        A read that has not answered after API_PATIENCE_SECONDS counts as "not answering" already: the
+        events waiting for it are notified then, and the read goes on."""
+        read = asyncio.ensure_future(kube_node.read_node_once(self._kube, self._node_name))
+        try:
+            done, _ = await asyncio.wait({read}, timeout=API_PATIENCE_SECONDS)
+            if not done:
+                self._api_down(
+                    f"does not answer (reading node {self._node_name} for {API_PATIENCE_SECONDS:g}s)"
                 )
-                self._health.beat()
-                await asyncio.sleep(2.0)
+            node = await read
+        except KubeError as exc:
+            state = "is unreachable" if isinstance(exc, KubeUnavailable) else "refuses to read the node"
+            self._api_down(f"{state}: {exc}")
+            return None
+        finally:
+            read.cancel()  # only when cancelled ourselves: the read is over otherwise
+        self._api_up()
+        return node
+
+    def _api_down(self, problem: str) -> None:
+        """The handler's read of its Node failed: say so once, and notify what waits for it."""
+        if self._api_answers is not False:
+            log.warning(
+                "the Kubernetes API server %s; Scheduled Events are still read every %gs and events "
+                "notified at once, their response starts when it answers",
+                problem,
+                self._settings.imds.poll_interval_seconds,
+            )
+        self._api_answers = False
+        self._health.api_server(answers=False, problem=problem)
+        for event in self._waiting.values():
+            self._notify_early(event)
+
+    def _api_up(self) -> None:
+        if self._api_answers is False:
+            log.info("the Kubernetes API server answers again")
+        self._api_answers = True
+        self._health.api_server(answers=True)
+
+    async def _resource_name_from_imds(self) -> None:
+        """The fallback while the Node cannot be read: this VM's name in IMDS compute metadata."""
+        try:
+            async with asyncio.timeout(INSTANCE_METADATA_TIMEOUT_SECONDS):
+                instance = await self._imds.fetch_instance_metadata()
+            name = resource_name_from_instance_metadata(instance)
+        except (ImdsError, TimeoutError, InstanceMetadataNameError) as exc:
+            log.warning("cannot name this VM from IMDS compute metadata either (tried again later): %s", exc)
+            return
+        self._instance = instance  # also what notifications show of the VM
+        self._use_resource_name(name, "IMDS compute metadata, as the node cannot be read")
+
+    def _resource_name_from_node(self, node: NodeSnapshot, *, attempt: int) -> bool:
+        """Take the name from the Node's providerID (it wins over IMDS's); False while none is known."""
+        if self._name_source == "-resource.name":
+            return True
+        try:
+            name = resource_name_from_provider_id(node.provider_id)
+        except ProviderIdError as exc:
+            if self.resource_name:
+                log.info(
+                    "keeping Azure resource name %s (%s): %s", self.resource_name, self._name_source, exc
+                )
+                return True
+            delay = PROVIDER_ID_BACKOFF_SECONDS[min(attempt, len(PROVIDER_ID_BACKOFF_SECONDS)) - 1]
+            log.warning(
+                "cannot derive the Azure resource name of node %s (attempt %d): %s; retrying in %.0fs",
+                self._node_name,
+                attempt,
+                exc,
+                delay,
+            )
+            return False
+        if self.resource_name and self.resource_name.lower() != name.lower():
+            log.warning(
+                "the node's providerID names Azure resource %s, not %s (from %s): %s is used from now on",
+                name,
+                self.resource_name,
+                self._name_source,
+                name,
+            )
+        self._use_resource_name(name, "the node's providerID")
+        return True
+
+    def _use_resource_name(self, name: str, source: str) -> None:
+        if name == self.resource_name and source == self._name_source:
+            return
+        self.resource_name = name
+        self._name_source = source
+        log.info("node %s is Azure resource %s (from %s)", self._node_name, name, source)
+        # Every later record of this task, and of the event tasks it starts, names the resource; the
+        # poll loop binds it in its own task.
+        bind(resource=name)
+        self._health.resource_known(name)
+
+    def _restore(self, node: NodeSnapshot) -> None:
+        """Resume from the record on the Node: what we already did survives a restart of the pod. It is
+        merged with what this process saw before it could read it (sightings, notifications)."""
         self._boot_id = node.boot_id
         record = NodeRecord.from_annotations(node.annotations)
-        for entry in record.active_events():
-            self._listed[entry.event_id] = ListedEvent(
+        for entry in record.events.values():
+            if not entry.active:
+                self._listed.pop(entry.event_id, None)  # concluded by an earlier run
+                continue
+            restored = ListedEvent(
                 event_id=entry.event_id,
                 event_type=entry.event_type.value,
                 first_seen=entry.first_seen,
                 phase=entry.phase.value,
                 drain_result=entry.drain.result if entry.drain is not None else "",
             )
+            seen = self._listed.get(entry.event_id)
+            if seen is not None:  # listed from the document already: keep its status and NotBefore
+                restored = replace(
+                    seen,
+                    first_seen=entry.first_seen,
+                    phase=restored.phase,
+                    drain_result=restored.drain_result,
+                )
+            self._listed[entry.event_id] = restored
         self._conditions.node_shows_condition(SCHEDULED_EVENT_CONDITION in node.condition_types)
-        self._show_condition()
         for entry in record.events.values():
             unfinished = entry.phase.rank < self._done_phase().rank
             self._known[entry.event_id] = policy.KnownEvent(
@@ -175,6 +316,9 @@ class Handler:
                 resume=unfinished and not entry.finished,
             )
             self._first_seen[entry.event_id] = entry.first_seen
+            # Sent by an earlier run: not sent again, also when this run's response has to wait.
+            self._notified.update((entry.event_id, phase) for phase in entry.notified)
+        self._restored = True
         active = [e for e in record.events.values() if e.active]
         if active:
             log.info(
@@ -183,14 +327,10 @@ class Handler:
                 ", ".join(f"{e.event_type.value} {e.event_id} at {e.phase.value}" for e in active),
             )
 
-    def _done_phase(self) -> Phase:
-        return Phase.APPROVED if self._response.approve_events else Phase.DRAINED
-
-    # --- the loop -------------------------------------------------------------------------------
-    async def run(self) -> None:
-        """Poll until cancelled (or, with -exitAfterNodeDrain, until a drain finished)."""
-        await self.resolve_resource_name()
-        await self.restore()
+    def _start_deciding(self) -> None:
+        """The record is read and the resource name known: decide on the last document now (not at the
+        next poll), record what waited for the API server, and show the node's condition."""
+        self._deciding = True
         self._in_background(
             self._recorder.record_node(
                 type="Info",
@@ -198,14 +338,45 @@ class Handler:
                 message=kube_events.MESSAGE_GO_READ_EVENTS,
             )
         )
+        for reason, message in self._deferred:
+            self._in_background(self._recorder.record_node(type="Warning", reason=reason, message=message))
+        self._deferred.clear()
+        if self._waiting:
+            log.info(
+                "the record on the node is read: starting the response to %d event(s) that waited for it",
+                len(self._waiting),
+            )
+        self._waiting.clear()
+        if self._document is not None:
+            self._last_incarnation = None  # decide on it as on a first document
+            self.on_document(self._document)
+        else:
+            self._show_condition()
+
+    def _done_phase(self) -> Phase:
+        return Phase.APPROVED if self._response.approve_events else Phase.DRAINED
+
+    # --- the loop -------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Poll until cancelled (or, with -exitAfterNodeDrain, until a drain finished). Polling starts
+        at once; Kubernetes access is established beside it."""
+        if self.resource_name:
+            bind(resource=self.resource_name)
+            self._health.resource_known(self.resource_name)
+        async with asyncio.TaskGroup() as group:
+            access = group.create_task(self._establish_access(), name="establish-kube-access")
+            await self._poll()
+            access.cancel()
+
+    async def _poll(self) -> None:
         backoff = PollBackoff(self._settings.imds.poll_interval_seconds)
-        errors = metrics.ERROR_READING_ENDPOINT.labels(node=self._node_name, resource=self.resource_name)
+        bound = self.resource_name
         while not self.exit_requested.is_set():
             self._health.beat()
             try:
                 document = await self._imds.fetch_document()
             except ImdsError as exc:
-                errors.inc()
+                metrics.ERROR_READING_ENDPOINT.labels(node=self._node_name, resource=self.resource_name).inc()
                 self._health.polled(False, error=str(exc))
                 delay = backoff.on_error(exc)
                 level = logging.ERROR if isinstance(exc, ImdsDocumentError) else logging.WARNING
@@ -219,6 +390,9 @@ class Handler:
                 metrics.LAST_SUCCESSFUL_POLL.set(time.time())
                 metrics.DOCUMENT_INCARNATION.set(document.incarnation)
                 delay = backoff.on_success()
+                if self.resource_name != bound:  # known (or changed) since the last poll
+                    bound = self.resource_name
+                    bind(resource=bound)
                 self.on_document(document)
             # A timeout scope, not wait_for: wait_for wraps the wait in a task of its own each time,
             # twice the CPU of this idle wait (90 against 44 µs), once a second on every node.
@@ -228,9 +402,11 @@ class Handler:
 
     def on_document(self, document: ScheduledEventsDocument) -> None:
         """Decide on a document and start what it asks for; never blocks the poll loop."""
+        self._document = document
+        if not self.resource_name:
+            return  # nothing can be told apart yet: decided on once the name is known
         first = self._last_incarnation is None
         changed = document.incarnation != self._last_incarnation
-        self._last_incarnation = document.incarnation
         now = self._now()
         for event in document.events:
             if not event.concerns(self.resource_name):
@@ -243,6 +419,10 @@ class Handler:
             if known is not None and known.last_status is not event.status:
                 self._known[event.event_id] = replace(known, last_status=event.status)
             self._list_event(event)
+        if not self._deciding:
+            self._await_api(document, now)
+            return
+        self._last_incarnation = document.incarnation
         if not (changed or first):
             self._show_condition()
             return
@@ -273,21 +453,54 @@ class Handler:
         self._ignored &= present
         self._sighted &= present
 
+    def _await_api(self, document: ScheduledEventsDocument, now: datetime) -> None:
+        """Before the record on the node is read nothing is started: an earlier run may have handled an
+        event already. What would be responded to is logged, waits, and is notified as soon as the
+        API server is found not to answer; its response starts when the record is read."""
+        plan = policy.decide(
+            document,
+            resource_name=self.resource_name,
+            known=self._known,
+            settings=self._response,
+            now=now,
+            boot_id=self._boot_id,
+            first_seen=self._first_seen,
+        )
+        waiting = {a.event.event_id: a.event for a in plan if isinstance(a, policy.Respond)}
+        # A warning when the API server is known to be away; at start-up it usually answers a moment
+        # after the first poll, and this is only the order things happen in.
+        level = logging.WARNING if self._api_answers is False else logging.INFO
+        for event in (waiting[i] for i in waiting.keys() - self._waiting.keys()):
+            with log_context(event_id=event.event_id, event_type=event.event_type.value):
+                log.log(
+                    level, "%s: its response starts once the record on the node is read", _describe(event)
+                )
+        self._waiting = waiting
+        if waiting:
+            self._urgent.set()  # the access task now asks every poll period
+        if self._api_answers is False:
+            for event in waiting.values():
+                self._notify_early(event)
+
     def _report_sighting(self, event: ScheduledEvent) -> None:
         """What the Go original did for every event of this VM, acted on or not: count it in
-        scheduled_events_total and record a Warning Event whose reason is the event type."""
+        scheduled_events_total and record a Warning Event whose reason is the event type (once the API
+        server answers, if it did not yet)."""
         event_type = event.event_type_raw or event.event_type.value
         metrics.SCHEDULED_EVENTS.labels(
             node=self._node_name, resource=self.resource_name, type=event_type
         ).inc()
+        if not self._deciding:
+            self._deferred.append((event_type, kube_events.MESSAGE_GO_EVENT_RECEIVED))
+            return
         self._in_background(
             self._recorder.record_node(
                 type="Warning", reason=event_type, message=kube_events.MESSAGE_GO_EVENT_RECEIVED
             )
         )
 
-    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work, name="record-event")
+    def _in_background(self, work: Coroutine[Any, Any, None], name: str = "record-event") -> None:
+        task = asyncio.create_task(work, name=name)
         self._courtesy.add(task)
         task.add_done_callback(self._courtesy.discard)
 
@@ -326,8 +539,13 @@ class Handler:
         task.add_done_callback(forget)
 
     def handling_event(self) -> bool:
-        """True while a response or a give-back runs, or an event we responded to is not concluded."""
-        return bool(self._tasks) or any(k.responded and not k.finished for k in self._known.values())
+        """True while a response or a give-back runs or waits for the API server, or an event we
+        responded to is not concluded."""
+        return (
+            bool(self._tasks)
+            or bool(self._waiting)
+            or any(k.responded and not k.finished for k in self._known.values())
+        )
 
     async def wait_idle(self) -> None:
         """Wait for every event task started so far (tests and -exitAfterNodeDrain use it)."""
@@ -368,6 +586,20 @@ class Handler:
                             exc,
                         )
                         return
+                    if isinstance(exc, KubeUnavailable):
+                        # The API server is away: what needs none is done now (the notification),
+                        # the response resumes as soon as it answers, not after a fixed wait.
+                        log.warning(
+                            "response to %s %s failed (attempt %d), resuming when the Kubernetes API "
+                            "server answers: %s",
+                            event.event_type.value,
+                            event.event_id,
+                            attempt,
+                            exc,
+                        )
+                        self._notify_early(event)
+                        await self._until_api_answers(left)
+                        continue
                     delay = min(RETRY_WAITS_SECONDS[min(attempt, len(RETRY_WAITS_SECONDS)) - 1], left)
                     log.warning(
                         "response to %s %s failed (attempt %d), resuming in %.0fs: %s",
@@ -398,7 +630,7 @@ class Handler:
             action.event_deadline.isoformat(timespec="seconds"),
             " [dry run: the node is not changed]" if dry else "",
         )
-        current = await kube_node.read_node(self._kube, self._node_name)
+        current = await self._read_node_for(event)
         before = NodeRecord.from_annotations(current.annotations).events.get(event.event_id)
         resumed = before is not None
         if before is not None:
@@ -481,6 +713,28 @@ class Handler:
         if self._response.exit_after_node_drain:
             log.info("-exitAfterNodeDrain: exiting now that the drain is over")
             self.exit_requested.set()
+
+    async def _read_node_for(self, event: ScheduledEvent) -> NodeSnapshot:
+        """The node, read to start or resume a response. Should the API server not answer within
+        API_PATIENCE_SECONDS, the event is notified at once with what is known without it; the read
+        goes on (and fails as it will, see ``_respond``)."""
+        read = asyncio.ensure_future(kube_node.read_node(self._kube, self._node_name))
+        try:
+            done, _ = await asyncio.wait({read}, timeout=API_PATIENCE_SECONDS)
+            if not done:
+                self._notify_early(event)
+            return await read
+        finally:
+            read.cancel()  # only when cancelled ourselves: the read is over otherwise
+
+    async def _until_api_answers(self, seconds: float) -> None:
+        """Read the Node every poll period until the API server answers, for at most ``seconds``."""
+        give_up_at = asyncio.get_running_loop().time() + seconds
+        period = self._settings.imds.poll_interval_seconds
+        while (left := give_up_at - asyncio.get_running_loop().time()) > 0:
+            await asyncio.sleep(min(period, left))
+            if await self._read_node() is not None:
+                return
 
     async def _group_drained(self, action: policy.Respond) -> bool:
         """Whether every other node of this cluster the event lists is drained (or cannot be), waiting
@@ -733,12 +987,32 @@ class Handler:
         return event_id in self._tasks or (known is not None and known.responded and not known.finished)
 
     def _show_condition(self) -> None:
-        self._conditions.show(self._listed.values())
+        if self._deciding:  # before, the node may show a condition of an earlier run: merged first
+            self._conditions.show(self._listed.values())
 
     # --- notifications ----------------------------------------------------------------------------
     def _was_notified(self, event_id: str, phase: str, recorded: EventRecord | None) -> bool:
         """Sent by this process, or by an earlier one according to the record on the node."""
         return (event_id, phase) in self._notified or (recorded is not None and phase in recorded.notified)
+
+    def _notify_early(self, event: ScheduledEvent) -> None:
+        """Notify an event whose response waits for the API server now, with what is known without it
+        (the event, the node's name, IMDS's view of the VM); never twice (see ``_notified``)."""
+        if self._notifier is None or (event.event_id, "event") in self._notified:
+            return
+        self._notified.add((event.event_id, "event"))  # claimed now: the response must not send it too
+
+        async def send() -> None:
+            await self._instance_metadata()
+            with log_context(event_id=event.event_id, event_type=event.event_type.value):
+                log.info(
+                    "notifying %s %s before the Kubernetes API server answers",
+                    event.event_type.value,
+                    event.event_id,
+                )
+                self._notify("event", event, None)
+
+        self._in_background(send(), name="notify-early")
 
     async def _notify_event(self, event: ScheduledEvent, node: NodeSnapshot) -> None:
         """The first notification: the node as read before anything changed, with its pods."""

@@ -78,7 +78,8 @@ OPTIONS: tuple[Option, ...] = (
         kind=Kind.STRING,
         default="",
         group=GENERAL,
-        usage="Azure resource name of this VM; empty means derived from the node's spec.providerID",
+        usage="Azure resource name of this VM; empty means derived from the node's spec.providerID "
+        "(or from IMDS compute metadata while the node cannot be read)",
     ),
     Option(
         name="gracePeriodSeconds",

@@ -83,6 +83,7 @@ def handler(recorder: Recorder | None = None, conditions: Conditions | None = No
         conditions=conditions or Conditions(),  # type: ignore[arg-type]
     )
     h.resource_name = ME
+    h._deciding = True  # as once the record on the node has been read (nothing recorded there here)
     return h
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "give_back",
     "protect_node",
     "read_node",
+    "read_node_once",
     "read_node_with_pods",
     "update_record",
     "with_pod_names",
@@ -88,6 +89,12 @@ async def read_node(client: KubeClient, name: str) -> NodeSnapshot:
     """The node as the handler and the notifications see it (labels, annotations, bootID…)."""
     state = await with_retries(lambda: read_node_state(client, name), what=f"read node {name}")
     return _snapshot(state)
+
+
+async def read_node_once(client: KubeClient, name: str) -> NodeSnapshot:
+    """:func:`read_node` in one request, without retries (nor their log lines): whether the API
+    server answers now. The caller reports a failure."""
+    return _snapshot(await read_node_state(client, name))
 
 
 def template_pod_names(pods: Iterable[PodInfo]) -> tuple[str, ...]:
