@@ -155,7 +155,7 @@ OPTIONS: tuple[Option, ...] = (
         kind=Kind.STRING,
         default=ADVISORY_VERSION_AUTO,
         group=IMDS,
-        usage="api-version read every 5s beside -endpoint for advisory events (Spot rebalance "
+        usage="api-version read every fifth -period beside -endpoint for advisory events (Spot rebalance "
         "recommendations): auto (the newest IMDS names, if newer than -endpoint's), off, or a version",
     ),
     Option(
