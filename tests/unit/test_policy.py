@@ -336,3 +336,14 @@ def test_an_advisory_resumed_after_a_restart_is_prepared_again():
     (action,) = plan(doc(event("SpotRebalanceRecommendation", status="Advisory")), memory=memory)
     assert isinstance(action, Prepare)
     assert "resuming" in action.reason
+
+
+def test_an_event_days_ahead_is_responded_to_now_and_reports_at_the_drain_timeout():
+    """Degraded hardware: "a scheduled event with a NotBefore that is typically a few days in the
+    future" (up to 7 days). Like any selected event it is responded to on sighting; its deadline is
+    NotBefore, the drain reports after -nodeGracePeriodSeconds."""
+    not_before = NOW + timedelta(days=7)
+    (action,) = plan(doc(event("Redeploy", not_before=not_before)))
+    assert isinstance(action, Respond)
+    assert action.event_deadline == not_before
+    assert action.drain_deadline == NOW + timedelta(seconds=120)
