@@ -492,7 +492,8 @@ class Handler:
                     document = await self._imds.fetch_advisory_document(version)
                 except ImdsError as exc:
                     if isinstance(exc, ImdsUnavailable) and exc.status == 400:
-                        log.warning(
+                        # Expected where Azure serves no advisories at that version: said once, not a fault.
+                        log.info(
                             "IMDS refuses api-version %s: advisory events are not read (%s)", version, exc
                         )
                         self._take_advisories(())
@@ -526,7 +527,8 @@ class Handler:
             )
             return newest
         log.info(
-            "advisory events are not read beside -endpoint: IMDS names no api-version newer than %s (%s)",
+            "advisory events are read only if -endpoint's documents carry them: IMDS names no api-version "
+            "newer than %s (%s)",
             mine,
             ", ".join(versions) or "no versions named",
         )

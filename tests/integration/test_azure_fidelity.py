@@ -357,3 +357,27 @@ async def test_duration_in_seconds_minus_one_and_zero_are_shown_and_change_nothi
     assert f"(Platform{said}):" in seen.message
     assert drained.spec.unschedulable
     assert notifications(receiver)[0]["impact"] == impact
+
+
+async def test_an_advisory_version_imds_refuses_is_asked_for_once(
+    node: AksNode, simulator: ImdsSimulator, handler_kubeconfig: Path
+) -> None:
+    """A pinned -advisory.apiVersion that IMDS refuses (400, as for any version it does not serve):
+    said once, never asked again; -endpoint's polls go on."""
+    async with running_handler(
+        kubeconfig=handler_kubeconfig,
+        node=node.name,
+        simulator=simulator,
+        extra=[PERIOD, "-advisory.apiVersion=2098-01-01"],
+    ):
+
+        async def refused_then_polled_on() -> bool:
+            versions = [r.query.get("api-version") for r in simulator.requests]
+            return (
+                "2098-01-01" in versions
+                and versions[versions.index("2098-01-01") :].count("2020-07-01") >= 12
+            )
+
+        await eventually(refused_then_polled_on, what="the refusal, then a dozen polls")
+    refused = [r for r in simulator.requests if r.query.get("api-version") == "2098-01-01"]
+    assert [r.status for r in refused] == [400]
