@@ -10,6 +10,11 @@ Polling never waits for the Kubernetes API. A background task reads the Node (th
 its providerID, the record of what was done) until the API server answers; meanwhile the events of
 this VM are seen, counted, logged and notified with what is known without the API server, and their
 response starts once the record has been read.
+
+Advisory events (Spot rebalance recommendations) are served by a newer api-version than -endpoint's:
+another background task reads that version every ADVISORY_POLL_PERIODS poll periods and adds its
+advisories to the documents of -endpoint, which stay the source of everything else (see
+docs/azure-fidelity.md).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from aksnth.azure.resource_name import (
     resource_name_from_instance_metadata,
     resource_name_from_provider_id,
 )
-from aksnth.config import Settings, TaintEffect
+from aksnth.config import ADVISORY_VERSION_AUTO, ADVISORY_VERSION_OFF, Settings, TaintEffect
 from aksnth.errors import (
     AksnthError,
     EvictionBlocked,
@@ -50,7 +55,7 @@ from aksnth.kube import keys
 from aksnth.kube import node as kube_node
 from aksnth.kube import peers as kube_peers
 from aksnth.kube.api import KubeClient
-from aksnth.kube.conditions import PHASE_IGNORED, ConditionWriter, ListedEvent
+from aksnth.kube.conditions import PHASE_IGNORED, PHASE_PREPARED, ConditionWriter, ListedEvent
 from aksnth.kube.drainplan import DrainResult
 from aksnth.kube.keys import SCHEDULED_EVENT_CONDITION
 from aksnth.kube.record import EventRecord, NodeRecord, Phase
@@ -82,6 +87,15 @@ INSTANCE_METADATA_TIMEOUT_SECONDS = 2.0
 RETRY_WAITS_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
 GIVE_BACK_RETRY_WINDOW_SECONDS = 600.0
 TRANSIENT_ERRORS = (KubeUnavailable, KubeForbidden, WriteConflict, EvictionBlocked, ImdsUnavailable)
+# Advisory events are read every this many poll periods (5 s at the default -period), at the api-version
+# that serves them: one more IMDS request beside the poll. An advisory warns early; a few seconds do not
+# matter to it as they do to a Preempt.
+ADVISORY_POLL_PERIODS = 5
+# Below this -period the poll and the advisory reads together would come close to IMDS's 5 requests per
+# second (1.2 requests per period): advisories are not read.
+ADVISORY_MIN_PERIOD_SECONDS = 0.25
+# While the first request for events is unanswered, the poll loop reports its heartbeat this often.
+FIRST_ANSWER_BEAT_SECONDS = 1.0
 
 
 class Handler:
@@ -133,7 +147,14 @@ class Handler:
         # Notifications submitted by this process, by (EventId, phase): a retried response never
         # sends one twice, even before the record on the node says so.
         self._notified: set[tuple[str, str]] = set()
-        self._last_incarnation: int | None = None
+        # (DocumentIncarnation, advisory revision) of the last document decided on: a decision is made
+        # when either changes.
+        self._last_revision: tuple[int, int] | None = None
+        # Advisory events read at the advisory api-version (not in -endpoint's documents), and a count
+        # of the changes of that set.
+        self._advisories: tuple[ScheduledEvent, ...] = ()
+        self._advisory_revision = 0
+        self._polled_once = asyncio.Event()  # a document was read: the advisory reader may start
         self._instance: InstanceMetadata | None = None
         self.exit_requested = asyncio.Event()
         # The events the node's AzureScheduledEvent condition lists: pending in the document, or
@@ -348,7 +369,7 @@ class Handler:
             )
         self._waiting.clear()
         if self._document is not None:
-            self._last_incarnation = None  # decide on it as on a first document
+            self._last_revision = None  # decide on it as on a first document
             self.on_document(self._document)
         else:
             self._show_condition()
@@ -365,8 +386,10 @@ class Handler:
             self._health.resource_known(self.resource_name)
         async with asyncio.TaskGroup() as group:
             access = group.create_task(self._establish_access(), name="establish-kube-access")
+            advisories = group.create_task(self._read_advisories(), name="read-advisories")
             await self._poll()
             access.cancel()
+            advisories.cancel()
 
     async def _poll(self) -> None:
         backoff = PollBackoff(self._settings.imds.poll_interval_seconds)
@@ -374,12 +397,13 @@ class Handler:
         while not self.exit_requested.is_set():
             self._health.beat()
             try:
-                document = await self._imds.fetch_document()
+                document = await self._fetch_document()
             except ImdsError as exc:
                 metrics.ERROR_READING_ENDPOINT.labels(node=self._node_name, resource=self.resource_name).inc()
                 self._health.polled(False, error=str(exc))
                 delay = backoff.on_error(exc)
-                level = logging.ERROR if isinstance(exc, ImdsDocumentError) else logging.WARNING
+                refused = isinstance(exc, ImdsUnavailable) and exc.status == 400
+                level = logging.ERROR if isinstance(exc, ImdsDocumentError) or refused else logging.WARNING
                 log.log(level, "reading Scheduled Events failed (attempt %d): %s", backoff.attempt, exc)
             else:
                 if backoff.attempt:
@@ -393,6 +417,7 @@ class Handler:
                 if self.resource_name != bound:  # known (or changed) since the last poll
                     bound = self.resource_name
                     bind(resource=bound)
+                self._polled_once.set()
                 self.on_document(document)
             # A timeout scope, not wait_for: wait_for wraps the wait in a task of its own each time,
             # twice the CPU of this idle wait (90 against 44 µs), once a second on every node.
@@ -400,14 +425,145 @@ class Handler:
                 async with asyncio.timeout(delay):
                     await self.exit_requested.wait()
 
+    async def _fetch_document(self) -> ScheduledEventsDocument:
+        """The next document. Until IMDS has answered once, the request may take up to
+        -request.firstTimeout (the first call after Scheduled Events is switched on takes up to two
+        minutes): the loop's heartbeat goes on meanwhile, so liveness holds, and the wait is said once
+        in the log and in /readyz, not as an error."""
+        if self._imds.answered:
+            return await self._imds.fetch_document()
+        loop = asyncio.get_running_loop()
+        fetch = asyncio.ensure_future(self._imds.fetch_document())
+        started, monotonic_start = loop.time(), self._health.now()
+        settings = self._settings.imds
+        slow = False
+        try:
+            while True:
+                done, _ = await asyncio.wait({fetch}, timeout=FIRST_ANSWER_BEAT_SECONDS)
+                if done:
+                    if slow:
+                        log.info(
+                            "Scheduled Events answered the first request after %.1fs", loop.time() - started
+                        )
+                    return fetch.result()
+                self._health.beat()
+                if not slow and loop.time() - started >= settings.request_timeout_seconds:
+                    slow = True
+                    self._health.first_answer_slow(monotonic_start)
+                    log.info(
+                        "the first request for Scheduled Events is unanswered after %.0fs: Azure answers "
+                        "the first request after it switches Scheduled Events on for a VM within 2 minutes; "
+                        "waiting up to %.0fs (-request.firstTimeout), not ready meanwhile",
+                        loop.time() - started,
+                        max(settings.first_request_timeout_seconds, settings.request_timeout_seconds),
+                    )
+        finally:
+            self._health.first_answer_slow(None)
+            if not fetch.done():
+                fetch.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ImdsError):
+                    await fetch
+
+    # --- advisory events (Spot rebalance recommendations) -------------------------------------------
+    async def _read_advisories(self) -> None:
+        """Read the advisory events of the api-version that serves them, every ADVISORY_POLL_PERIODS
+        poll periods, beside -endpoint's documents (which stay the source of every other event)."""
+        settings = self._settings.imds
+        interval = ADVISORY_POLL_PERIODS * settings.poll_interval_seconds
+        if settings.advisory_api_version == ADVISORY_VERSION_OFF:
+            return
+        if settings.poll_interval_seconds < ADVISORY_MIN_PERIOD_SECONDS:
+            log.info(
+                "advisory events are not read: with -period=%gs the poll alone comes close to IMDS's "
+                "limit of 5 requests per second",
+                settings.poll_interval_seconds,
+            )
+            return
+        await self._polled_once.wait()
+        version = settings.advisory_api_version
+        while True:
+            if version == ADVISORY_VERSION_AUTO:
+                found = await self._advisory_version()
+                if found is None:
+                    return
+                version = found or ADVISORY_VERSION_AUTO  # IMDS did not say: asked again next time
+            if version != ADVISORY_VERSION_AUTO:
+                try:
+                    document = await self._imds.fetch_advisory_document(version)
+                except ImdsError as exc:
+                    if isinstance(exc, ImdsUnavailable) and exc.status == 400:
+                        # Expected where Azure serves no advisories at that version: said once, not a fault.
+                        log.info(
+                            "IMDS refuses api-version %s: advisory events are not read (%s)", version, exc
+                        )
+                        self._take_advisories(())
+                        return
+                    log.debug("reading advisory events failed (tried again in %gs): %s", interval, exc)
+                else:
+                    main = {e.event_id for e in self._document.events} if self._document else set()
+                    self._take_advisories(
+                        tuple(e for e in document.events if e.advisory and e.event_id not in main)
+                    )
+            await asyncio.sleep(interval)
+
+    async def _advisory_version(self) -> str | None:
+        """The api-version to read advisories at: the newest IMDS names, when it is newer than
+        -endpoint's; ``None`` when there is none (never asked again); "" when IMDS did not say."""
+        settings = self._settings.imds
+        mine = settings.endpoint_api_version
+        try:
+            versions = await self._imds.newest_versions()
+        except ImdsError as exc:
+            log.debug("asking IMDS for its newest api-versions failed (asked again later): %s", exc)
+            return ""
+        newest = versions[0] if versions else ""
+        if newest and newest > mine:
+            log.info(
+                "advisory events (Spot rebalance recommendations) are read at api-version %s every %gs; "
+                "everything else at %s (-endpoint)",
+                newest,
+                ADVISORY_POLL_PERIODS * settings.poll_interval_seconds,
+                mine,
+            )
+            return newest
+        log.info(
+            "advisory events are read only if -endpoint's documents carry them: IMDS names no api-version "
+            "newer than %s (%s)",
+            mine,
+            ", ".join(versions) or "no versions named",
+        )
+        return None
+
+    def _take_advisories(self, advisories: tuple[ScheduledEvent, ...]) -> None:
+        """The advisories now listed; a change is decided on at once (not at the next poll)."""
+        if advisories == self._advisories:
+            return
+        self._advisories = advisories
+        self._advisory_revision += 1
+        if self._document is not None:
+            self.on_document(self._document)
+
+    def _with_advisories(self, document: ScheduledEventsDocument) -> ScheduledEventsDocument:
+        present = {e.event_id for e in document.events}
+        extra = tuple(e for e in self._advisories if e.event_id not in present)
+        if not extra:
+            return document
+        return replace(document, events=(*document.events, *extra))
+
     def on_document(self, document: ScheduledEventsDocument) -> None:
-        """Decide on a document and start what it asks for; never blocks the poll loop."""
+        """Decide on a document of -endpoint (with the advisories read beside it) and start what it asks
+        for; never blocks the poll loop."""
         self._document = document
+        revision = (document.incarnation, self._advisory_revision)
+        document = self._with_advisories(document)
         if not self.resource_name:
             return  # nothing can be told apart yet: decided on once the name is known
-        first = self._last_incarnation is None
-        changed = document.incarnation != self._last_incarnation
+        first = self._last_revision is None
+        changed = revision != self._last_revision
         now = self._now()
+        metrics.ADVISORY_EVENTS.set(
+            sum(1 for e in document.events if e.advisory and e.concerns(self.resource_name))
+        )
         for event in document.events:
             if not event.concerns(self.resource_name):
                 continue
@@ -422,7 +578,7 @@ class Handler:
         if not self._deciding:
             self._await_api(document, now)
             return
-        self._last_incarnation = document.incarnation
+        self._last_revision = revision
         if not (changed or first):
             self._show_condition()
             return
@@ -512,6 +668,16 @@ class Handler:
                     self._ignored.add(event.event_id)
                     with log_context(event_id=event.event_id, event_type=event.event_type.value):
                         log.info("ignoring %s event %s: %s", event.event_type_raw, event.event_id, reason)
+            case policy.Prepare(event=event):
+                previous = self._known.get(event.event_id)
+                self._known[event.event_id] = policy.KnownEvent(
+                    event_id=event.event_id,
+                    event_type=event.event_type,
+                    last_status=event.status,
+                    responded=True,
+                    boot_id=previous.boot_id if previous else self._boot_id,
+                )
+                self._spawn(event.event_id, self._prepare(action))
             case policy.Respond(event=event):
                 previous = self._known.get(event.event_id)
                 self._known[event.event_id] = policy.KnownEvent(
@@ -691,7 +857,10 @@ class Handler:
             await self._drain(action)
 
         # 4. Let Azure go ahead early once this node and every other node under the event are empty.
-        if self._response.approve_events and not dry and (before is None or not before.approved):
+        needless = self._approval_needless(event)
+        if self._response.approve_events and not dry and needless:
+            log.info("not approving event %s: %s", event.event_id, needless)
+        elif self._response.approve_events and not dry and (before is None or not before.approved):
             record = NodeRecord.from_annotations(
                 (await kube_node.read_node(self._kube, self._node_name)).annotations
             ).events.get(event.event_id)
@@ -713,6 +882,88 @@ class Handler:
         if self._response.exit_after_node_drain:
             log.info("-exitAfterNodeDrain: exiting now that the drain is over")
             self.exit_requested.set()
+
+    def _approval_needless(self, event: ScheduledEvent) -> str:
+        """Why StartRequests would change nothing for ``event`` now ("" when it would let Azure start
+        it early): an advisory ("acknowledging them has no effect"), an event that has started (seen
+        Started, or started at NotBefore while the drain ran), one that left the document."""
+        if event.advisory:
+            return "it is advisory; StartRequests has no effect on it"
+        known = self._known.get(event.event_id)
+        status = known.last_status if known is not None else event.status
+        if EventStatus.STARTED in (status, event.status):
+            return "it has started already; Azure no longer waits for an approval"
+        if self._document is not None and event.event_id not in self._document.by_id():
+            return "it is no longer in the Scheduled Events document"
+        return ""
+
+    # --- an advisory's preparation -----------------------------------------------------------------
+    async def _prepare(self, action: policy.Prepare) -> None:
+        event = action.event
+        with log_context(event_id=event.event_id, event_type=event.event_type.value, action="prepare"):
+            give_up_at = time.monotonic() + GIVE_BACK_RETRY_WINDOW_SECONDS
+            attempt = 0
+            while True:
+                try:
+                    await self._prepare_steps(action)
+                    return
+                except TRANSIENT_ERRORS as exc:
+                    attempt += 1
+                    if isinstance(exc, KubeUnavailable):
+                        self._notify_early(event)
+                    delay = RETRY_WAITS_SECONDS[min(attempt, len(RETRY_WAITS_SECONDS)) - 1]
+                    if time.monotonic() + delay > give_up_at:
+                        log.error(
+                            "preparing for %s failed (attempt %d), giving up: %s",
+                            event.event_id,
+                            attempt,
+                            exc,
+                        )
+                        return
+                    log.warning(
+                        "preparing for %s failed (attempt %d), retrying in %.0fs: %s",
+                        event.event_id,
+                        attempt,
+                        delay,
+                        exc,
+                    )
+                    await asyncio.sleep(delay)
+                except AksnthError as exc:
+                    log.error("preparing for %s failed: %s", event.event_id, exc)
+                    return
+
+    async def _prepare_steps(self, action: policy.Prepare) -> None:
+        """Notify, taint PreferNoSchedule (new pods prefer other nodes), record it and say so; nothing is
+        cordoned, evicted or approved."""
+        event = action.event
+        dry = self._response.dry_run
+        seen_at = self._first_seen.get(event.event_id, self._now())
+        log.info("%s%s", action.reason, " [dry run: the node is not changed]" if dry else "")
+        current = await self._read_node_for(event)
+        before = NodeRecord.from_annotations(current.annotations).events.get(event.event_id)
+        if self._notifier is not None and not self._was_notified(event.event_id, "event", before):
+            await self._notify_event(event, current)
+        sent = (event.event_id, "event") in self._notified and (
+            before is None or "event" not in before.notified
+        )
+        await kube_node.prepare_node(
+            self._kube,
+            self._node_name,
+            event=event,
+            dry_run=dry,
+            now=seen_at,
+            notified=("event",) if sent else (),
+        )
+        self._set_phase(event.event_id, PHASE_PREPARED)
+        if before is None:
+            key = keys.taint_key(event.event_type)
+            await self._recorder.record_node(
+                type="Normal",
+                reason=kube_events.REASON_PREPARED,
+                message=f"Azure {event.event_type.value} {event.event_id}: tainted {key}={event.event_id}:"
+                "PreferNoSchedule so that new pods prefer other nodes; nothing is drained"
+                + (" (dry run: not really)" if dry else ""),
+            )
 
     async def _read_node_for(self, event: ScheduledEvent) -> NodeSnapshot:
         """The node, read to start or resume a response. Should the API server not answer within
@@ -1081,11 +1332,17 @@ async def _after(previous: asyncio.Task[None] | None, work: Coroutine[Any, Any, 
 
 
 def _describe(event: ScheduledEvent) -> str:
-    if event.status is EventStatus.STARTED:
+    if event.advisory:
+        when = "advisory"
+    elif event.status is EventStatus.STARTED:
         when = "started"
     else:
         when = f"scheduled not before {event.not_before_raw or 'unknown'}"
     source = event.event_source or "unknown source"
-    return f"Azure {event.event_type.value} {event.event_id} {when} ({source}): {event.description}".rstrip(
-        ": "
-    )
+    # DurationInSeconds: -1 unknown (said by nothing), 0 no interruption, else its length.
+    if event.duration_seconds == 0:
+        source += ", no interruption expected"
+    elif event.duration_seconds > 0:
+        source += f", about {event.duration_seconds}s of interruption expected"
+    kind = event.event_type_raw or event.event_type.value
+    return f"Azure {kind} {event.event_id} {when} ({source}): {event.description}".rstrip(": ")

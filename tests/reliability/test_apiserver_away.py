@@ -25,7 +25,7 @@ from lightkube import AsyncClient
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from prometheus_client import REGISTRY
 
-from aksnth.azure.simulator import SCHEDULED_EVENTS_PATH, ImdsSimulator
+from aksnth.azure.simulator import LATEST_SCHEDULED_EVENTS_VERSION, SCHEDULED_EVENTS_PATH, ImdsSimulator
 from aksnth.kube.record import Phase
 from tests.reliability.tally import count, note
 from tests.reliability.test_apiserver_faults import (
@@ -138,8 +138,15 @@ def sightings(node: AksNode, event_type: str) -> float:
 
 
 def polls_between(simulator: ImdsSimulator, start: float, end: float) -> int:
-    """Scheduled Events requests the handler made strictly between two wall-clock times."""
-    return sum(1 for r in simulator.requests if r.path == SCHEDULED_EVENTS_PATH and start < r.time < end)
+    """Scheduled Events polls (at -endpoint's api-version) the handler made strictly between two
+    wall-clock times."""
+    return sum(
+        1
+        for r in simulator.requests
+        if r.path == SCHEDULED_EVENTS_PATH
+        and r.query.get("api-version") == LATEST_SCHEDULED_EVENTS_VERSION  # not the advisory reads
+        and start < r.time < end
+    )
 
 
 def handler_user(namespace: str, kubeconfig: Path) -> str:

@@ -159,3 +159,23 @@ def test_imds_failing_comes_before_the_api_server_in_readiness(health: Health, c
     ok, reason = health.readiness(clock.now)
     assert not ok
     assert "Scheduled Events endpoint failing" in reason
+
+
+def test_a_slow_first_answer_is_said_in_readiness_while_liveness_follows_the_beat(
+    health: Health, clock: FakeClock
+) -> None:
+    """Scheduled Events for Linux VMs: "expect a delayed response in your first call of up to two
+    minutes". While it is awaited the handler is not ready, says why and for how long, and stays live
+    as long as the loop beats."""
+    health.resource_known("aks-spot-12345678-vmss_3")
+    health.first_answer_slow(clock.now)
+    for _ in range(90):
+        clock.advance(1.0)
+        health.beat()
+    ok, reason = health.readiness()
+    assert not ok
+    assert reason.startswith("waiting 90s for the first Scheduled Events answer")
+    assert health.liveness().ok
+    health.first_answer_slow(None)
+    health.polled(True)
+    assert health.readiness().ok

@@ -26,6 +26,7 @@ from aksnth.kube.mutations import (
     NodeState,
     Taint,
     merge_patch,
+    prepare,
     protect,
     set_record,
     taint_after_drain,
@@ -40,6 +41,7 @@ __all__ = [
     "NodeSnapshot",
     "apply_after_drain_taint",
     "give_back",
+    "prepare_node",
     "protect_node",
     "read_node",
     "read_node_once",
@@ -186,6 +188,28 @@ async def protect_node(
         ),
         dry_run=dry_run,
         what="protect",
+    )
+    return change.record
+
+
+async def prepare_node(
+    client: KubeClient,
+    name: str,
+    *,
+    event: ScheduledEvent,
+    dry_run: bool,
+    now: datetime | None = None,
+    notified: tuple[str, ...] = (),
+) -> NodeRecord:
+    """An advisory's preparation in one write: the PreferNoSchedule taint and the record (see
+    :func:`aksnth.kube.mutations.prepare`). Idempotent."""
+    moment = now or datetime.now(UTC)
+    change = await _mutate(
+        client,
+        name,
+        lambda state: prepare(state, event=event, now=moment, notified=notified),
+        dry_run=dry_run,
+        what="prepare",
     )
     return change.record
 

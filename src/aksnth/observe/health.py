@@ -52,6 +52,7 @@ class Health:
         self._consecutive_failures = 0
         self._last_error = ""
         self._api_problem = ""  # why the API server cannot be used; empty while it answers
+        self._slow_first_since: float | None = None  # the first request for events is taking long
 
     def now(self) -> float:
         return self._clock()
@@ -72,6 +73,11 @@ class Health:
         else:
             self._consecutive_failures += 1
             self._last_error = error
+
+    def first_answer_slow(self, since: float | None) -> None:
+        """The first request for events, sent at ``since`` (this clock), is still unanswered past
+        -request.timeout (``None`` once it is answered or given up on)."""
+        self._slow_first_since = since
 
     def resource_known(self, name: str) -> None:
         """The Azure resource name of this node is known (events can be matched)."""
@@ -103,6 +109,12 @@ class Health:
     def readiness(self, now: float | None = None) -> Verdict:
         now = self._clock() if now is None else now
         if self._polls == 0:
+            if self._slow_first_since is not None:
+                return Verdict(
+                    False,
+                    f"waiting {now - self._slow_first_since:.0f}s for the first Scheduled Events answer "
+                    "(Azure answers the first request after switching Scheduled Events on within 2 minutes)",
+                )
             return Verdict(False, "waiting for the first Scheduled Events poll")
         if self._consecutive_failures:
             detail = f": {self._last_error}" if self._last_error else ""

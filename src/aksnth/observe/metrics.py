@@ -139,6 +139,12 @@ APISERVER_REACHABLE = Gauge(
     "server first answers.",
     namespace=NAMESPACE,
 )
+ADVISORY_EVENTS = Gauge(
+    "advisory_events",
+    "Advisory events (Spot rebalance recommendations) listed for this VM in the last Scheduled Events "
+    "documents read: 1 or more while Azure warns of a heightened risk of eviction.",
+    namespace=NAMESPACE,
+)
 LAST_SUCCESSFUL_POLL = Gauge(
     "last_successful_poll_timestamp_seconds",
     "Unix time of the last successful read of the Scheduled Events endpoint.",
