@@ -669,29 +669,27 @@ class Handler:
                     with log_context(event_id=event.event_id, event_type=event.event_type.value):
                         log.info("ignoring %s event %s: %s", event.event_type_raw, event.event_id, reason)
             case policy.Prepare(event=event):
-                previous = self._known.get(event.event_id)
-                self._known[event.event_id] = policy.KnownEvent(
-                    event_id=event.event_id,
-                    event_type=event.event_type,
-                    last_status=event.status,
-                    responded=True,
-                    boot_id=previous.boot_id if previous else self._boot_id,
-                )
+                self._remember_responded(event)
                 self._spawn(event.event_id, self._prepare(action))
             case policy.Respond(event=event):
-                previous = self._known.get(event.event_id)
-                self._known[event.event_id] = policy.KnownEvent(
-                    event_id=event.event_id,
-                    event_type=event.event_type,
-                    last_status=event.status,
-                    responded=True,
-                    boot_id=previous.boot_id if previous else self._boot_id,
-                )
+                self._remember_responded(event)
                 self._spawn(event.event_id, self._respond(action))
             case policy.GiveBack() | policy.Finish():
                 memory = self._known[action.event_id]
                 self._known[action.event_id] = replace(memory, finished=True, resume=False)
                 self._spawn(action.event_id, self._conclude(action))
+
+    def _remember_responded(self, event: ScheduledEvent) -> None:
+        """A response (or an advisory's preparation) starts: remembered with the node's boot as it was
+        when the event was first handled, so that a reboot is told apart."""
+        previous = self._known.get(event.event_id)
+        self._known[event.event_id] = policy.KnownEvent(
+            event_id=event.event_id,
+            event_type=event.event_type,
+            last_status=event.status,
+            responded=True,
+            boot_id=previous.boot_id if previous else self._boot_id,
+        )
 
     def _spawn(self, event_id: str, work: Coroutine[Any, Any, None]) -> None:
         previous = self._tasks.get(event_id)
