@@ -37,7 +37,7 @@ from tests.support.fleet import (
 )
 from tests.support.fleetwatch import FleetWatch, fleet_outcome
 from tests.support.kubelet import FakeKubelet
-from tests.support.safety import check_safety, event_record, safety_figures, safety_record
+from tests.support.safety import check_safety, event_record, safety_figures, safety_record, stops
 
 from bench.audit import AuditedRequest, audit_policy, between, count_by_kind
 from bench.lab import HANDLER_USER, BenchError, Lab, wait_for
@@ -188,6 +188,16 @@ async def measure_fleet(
             "issued_seconds": issued,
             "replacements_on_doomed": list(outcome.replacements_on_doomed),
             "approval_after_empty_seconds": dict(safety.approval_after_empty_seconds),
+            # Each stop: when it came after the pod's last chance (negative: before), and the grace
+            # period it gave.
+            "stops": {
+                stop.pod: {
+                    "after_last_chance_seconds": -stop.before_last_chance_seconds,
+                    "grace_seconds": stop.grace_seconds,
+                    "node": stop.node,
+                }
+                for stop in stops(record)
+            },
             "safety_findings": [str(f) for f in findings[:50]],
         },
         "logs": [str(h.log_path) for h in handlers],

@@ -169,7 +169,8 @@ async def measure(
                     )
                     _keep_audit_log(args, lab, work_dir, f"audit-fleet-{impl.name}.log")
             except Exception as exc:
-                log.error("%s fleet failed: %s", impl.name, exc)
+                # With the traceback: a harness failure (a kubelet stand-in, a watch) names its cause.
+                log.error("%s fleet failed: %s", impl.name, exc, exc_info=exc)
                 results[impl.name]["errors"]["fleet"] = str(exc)
             log.info("fleet of %s took %.0f s", impl.name, time.monotonic() - began)
     return results

@@ -89,7 +89,8 @@ async def run(
         imds = ImdsClient(settings.imds, client=http, poll_transport=transport)
         stack.push_async_callback(imds.aclose)
         # The first poll needs nothing of what follows (the kubeconfig, the node's state): it goes out
-        # now, and the handler's first fetch takes its answer once the node has been read.
+        # now, and the handler's first fetch takes its answer (the handler polls before, and whether
+        # or not, the API server answers).
         imds.start_first_poll()
         await imds.first_poll_head_start(FIRST_POLL_HEAD_START_SECONDS)
         # Loaded once the first poll is out: the handler's Kubernetes side is a good part of

@@ -22,6 +22,9 @@ from urllib.parse import urlsplit
 
 from aksnth import __version__
 from aksnth.config import (
+    ADVISORY_VERSION_AUTO,
+    ADVISORY_VERSION_OFF,
+    API_VERSION_PATTERN,
     ImdsSettings,
     KubeSettings,
     LogSettings,
@@ -336,11 +339,32 @@ def _imds_settings(values: _Values) -> ImdsSettings:
             f"{values.where('period')}: {format_duration(period)} is too short; IMDS allows 5 requests "
             "per second per VM, so use at least 200ms (1s is recommended)"
         )
+    timeout = _positive_seconds(values, "request.timeout")
+    first_timeout = _positive_seconds(values, "request.firstTimeout")
+    if first_timeout < timeout and values.given("request.firstTimeout"):
+        raise ConfigError(
+            f"{values.where('request.firstTimeout')}: {format_duration(first_timeout)} is shorter than "
+            f"-request.timeout ({format_duration(timeout)}); it is the longer wait for IMDS's first answer"
+        )
     return ImdsSettings(
         endpoint=_http_url(values.text("endpoint"), where=values.where("endpoint")),
         poll_interval_seconds=period,
-        request_timeout_seconds=_positive_seconds(values, "request.timeout"),
+        request_timeout_seconds=timeout,
+        first_request_timeout_seconds=first_timeout,
+        advisory_api_version=_advisory_api_version(values),
     )
+
+
+def _advisory_api_version(values: _Values) -> str:
+    text = values.text("advisory.apiVersion").strip()
+    if text.lower() in (ADVISORY_VERSION_AUTO, ADVISORY_VERSION_OFF):
+        return text.lower()
+    if not API_VERSION_PATTERN.fullmatch(text):
+        raise ConfigError(
+            f"{values.where('advisory.apiVersion')}: must be auto, off or an api-version such as "
+            f"2020-07-01, got {text!r}"
+        )
+    return text
 
 
 def _response_settings(values: _Values) -> ResponseSettings:

@@ -7,7 +7,9 @@ receives only its own part. Pure: no I/O here.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aksnth.model import FATAL_EVENT_TYPES, EventType
 
@@ -15,6 +17,14 @@ DEFAULT_ENDPOINT = "http://169.254.169.254/metadata/scheduledevents?api-version=
 DEFAULT_ALERT_MESSAGE = "Draining node={{ .NodeName }}, type={{ .Event.EventType }}"
 DEFAULT_TELEGRAM_API_URL = "https://api.telegram.org"
 DEFAULT_WEB_ADDRESS = ":17923"
+# "You should expect a delayed response in your first call of up to two minutes" (Scheduled Events for
+# Linux VMs, "Enabling and disabling Scheduled Events"): until IMDS has answered once, a request may
+# take that long, and a margin.
+DEFAULT_FIRST_REQUEST_TIMEOUT_SECONDS = 150.0
+# -advisory.apiVersion: ask IMDS for its newest versions, or never read advisories.
+ADVISORY_VERSION_AUTO = "auto"
+ADVISORY_VERSION_OFF = "off"
+API_VERSION_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 # The original's behaviour: every type but Freeze; Freeze joins with -drainOnFreezeEvent.
 DEFAULT_EVENT_TYPES = frozenset(
@@ -77,6 +87,25 @@ class ImdsSettings:
     endpoint: str = DEFAULT_ENDPOINT
     poll_interval_seconds: float = 1.0
     request_timeout_seconds: float = 5.0
+    # Until IMDS has answered a request for events once (the first call can take up to two minutes).
+    first_request_timeout_seconds: float = DEFAULT_FIRST_REQUEST_TIMEOUT_SECONDS
+    # The api-version read for advisory events (Spot rebalance recommendations) beside -endpoint:
+    # "auto" (IMDS's newest, when newer than -endpoint's), "off", or a version such as 2099-01-01.
+    advisory_api_version: str = ADVISORY_VERSION_AUTO
+
+    @property
+    def endpoint_api_version(self) -> str:
+        """The api-version of -endpoint ("" when it has none)."""
+        return dict(parse_qsl(urlsplit(self.endpoint).query, keep_blank_values=True)).get("api-version", "")
+
+    def endpoint_at(self, api_version: str | None) -> str:
+        """-endpoint with its api-version replaced (``None``: removed, which IMDS answers with a
+        400 naming its newest versions)."""
+        parts = urlsplit(self.endpoint)
+        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "api-version"]
+        if api_version is not None:
+            query.append(("api-version", api_version))
+        return urlunsplit(parts._replace(query=urlencode(query)))
 
     @property
     def compute_url(self) -> str:

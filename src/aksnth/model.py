@@ -17,6 +17,9 @@ class EventType(enum.StrEnum):
     REDEPLOY = "Redeploy"
     PREEMPT = "Preempt"
     TERMINATE = "Terminate"
+    # An early, best-effort warning that a Spot VM runs a heightened risk of eviction (Spot rebalance
+    # recommendation, preview): EventStatus "Advisory", served only by a newer api-version than 2020-07-01.
+    SPOT_REBALANCE_RECOMMENDATION = "SpotRebalanceRecommendation"
     UNKNOWN = "Unknown"
 
     @classmethod
@@ -31,6 +34,8 @@ class EventType(enum.StrEnum):
 class EventStatus(enum.StrEnum):
     SCHEDULED = "Scheduled"
     STARTED = "Started"
+    # A recommendation that never starts and cannot be approved ("acknowledging them has no effect").
+    ADVISORY = "Advisory"
     UNKNOWN = "Unknown"
 
     @classmethod
@@ -43,6 +48,8 @@ class EventStatus(enum.StrEnum):
 
 # Event types that end with the VM gone: the node is never given back after these.
 FATAL_EVENT_TYPES = frozenset({EventType.PREEMPT, EventType.TERMINATE})
+# Event types that only warn: nothing starts, StartRequests has no effect on them.
+ADVISORY_EVENT_TYPES = frozenset({EventType.SPOT_REBALANCE_RECOMMENDATION})
 
 # The least notice Azure documents for each event type, in seconds (NotBefore - publication): what a
 # drain may count on. Terminate's is configurable per scale set from 5 to 15 minutes.
@@ -69,6 +76,11 @@ class ScheduledEvent:
     description: str = ""
     event_source: str = ""
     duration_seconds: int = -1  # -1: unknown; 0: no expected impact
+
+    @property
+    def advisory(self) -> bool:
+        """A warning (a Spot rebalance recommendation), not an operation that will start."""
+        return self.event_type in ADVISORY_EVENT_TYPES or self.status is EventStatus.ADVISORY
 
     def concerns(self, resource_name: str) -> bool:
         """True when this VM (by its Azure resource name) is among the event's resources."""

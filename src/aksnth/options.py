@@ -9,8 +9,10 @@ dots and dashes removed). ``--help`` and docs/flags.md follow the order of this 
 from __future__ import annotations
 
 from aksnth.config import (
+    ADVISORY_VERSION_AUTO,
     DEFAULT_ALERT_MESSAGE,
     DEFAULT_ENDPOINT,
+    DEFAULT_FIRST_REQUEST_TIMEOUT_SECONDS,
     DEFAULT_TELEGRAM_API_URL,
     DEFAULT_WEB_ADDRESS,
 )
@@ -78,7 +80,8 @@ OPTIONS: tuple[Option, ...] = (
         kind=Kind.STRING,
         default="",
         group=GENERAL,
-        usage="Azure resource name of this VM; empty means derived from the node's spec.providerID",
+        usage="Azure resource name of this VM; empty means derived from the node's spec.providerID "
+        "(or from IMDS compute metadata while the node cannot be read)",
     ),
     Option(
         name="gracePeriodSeconds",
@@ -140,11 +143,28 @@ OPTIONS: tuple[Option, ...] = (
         usage="timeout of each IMDS request",
     ),
     Option(
+        name="request.firstTimeout",
+        kind=Kind.DURATION,
+        default=DEFAULT_FIRST_REQUEST_TIMEOUT_SECONDS,
+        group=IMDS,
+        usage="timeout of IMDS requests until Scheduled Events has answered once (Azure: the first call "
+        "can take up to 2 minutes); at least -request.timeout",
+    ),
+    Option(
+        name="advisory.apiVersion",
+        kind=Kind.STRING,
+        default=ADVISORY_VERSION_AUTO,
+        group=IMDS,
+        usage="api-version read every fifth -period beside -endpoint for advisory events (Spot rebalance "
+        "recommendations): auto (the newest IMDS names, if newer than -endpoint's), off, or a version",
+    ),
+    Option(
         name="eventTypes",
         kind=Kind.LIST,
         default=DEFAULT_EVENT_TYPES,
         group=IMDS,
-        usage="event types to act on, comma-separated: Freeze, Reboot, Redeploy, Preempt, Terminate",
+        usage="event types to drain for, comma-separated: Freeze, Reboot, Redeploy, Preempt, Terminate, "
+        "SpotRebalanceRecommendation (an advisory otherwise only gets a PreferNoSchedule taint)",
     ),
     Option(
         name="drainOnFreezeEvent",
@@ -214,7 +234,7 @@ OPTIONS: tuple[Option, ...] = (
         default=DEFAULT_LAST_RESORT_EVENT_TYPES,
         group=RESPONSE,
         usage="event types the last-resort stop applies to, comma-separated: Freeze, Reboot, Redeploy, "
-        "Preempt, Terminate",
+        "Preempt, Terminate, SpotRebalanceRecommendation",
     ),
     Option(
         name="excludeFromLoadBalancers",

@@ -11,13 +11,25 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from aksnth.config import ResponseSettings
-from aksnth.model import FATAL_EVENT_TYPES, EventStatus, EventType, ScheduledEvent, ScheduledEventsDocument
+from aksnth.model import (
+    ADVISORY_EVENT_TYPES,
+    FATAL_EVENT_TYPES,
+    EventStatus,
+    EventType,
+    ScheduledEvent,
+    ScheduledEventsDocument,
+)
 
 # A Preempt may come without NotBefore (or be seen late): Azure promises at most 30 s of notice.
 PREEMPT_NOTICE = timedelta(seconds=30)
-# Started events (e.g. a Reboot after a hardware failure, with no Scheduled phase) have no NotBefore:
-# the impact is now, so the drain gets this much as a best effort.
+# Started events have no NotBefore. After a hardware failure Azure "bypasses the minimum notice
+# period" and publishes a Reboot already Started: the impact is now, or was. The drain gets the
+# shortest notice Azure documents for any event (a Preempt's 30 s) as a best effort: pods then get
+# SIGTERM and a grace period cut to fit, rather than nothing; what the VM's end cuts short is reported.
 STARTED_NOTICE = timedelta(seconds=30)
+# An advisory (a Spot rebalance recommendation) has no NotBefore either: it warns of a Preempt, so a
+# drain the user opted into (-eventTypes) counts on the Preempt's 30 s.
+ADVISORY_NOTICE = PREEMPT_NOTICE
 # Even when the deadline is already behind us the drain is attempted for at least this long.
 MIN_DRAIN = timedelta(seconds=5)
 # Before evicting, a response waits for the other nodes under the same document's events to be
@@ -60,6 +72,16 @@ class Respond:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Prepare:
+    """An advisory (Spot rebalance recommendation) that is not in -eventTypes: prepare the node
+    without taking anything away (a PreferNoSchedule taint, the Event, the notification, the
+    condition); never cordon, drain or approve."""
+
+    event: ScheduledEvent
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GiveBack:
     """Undo what we changed on the node for this event (uncordon only if we cordoned)."""
 
@@ -85,15 +107,18 @@ class Ignore:
     reason: str
 
 
-Action = Respond | GiveBack | Finish | Ignore
+Action = Respond | Prepare | GiveBack | Finish | Ignore
 
 
 def event_deadline(event: ScheduledEvent, *, first_seen: datetime) -> datetime:
-    """When the event is expected to hit the VM."""
+    """When the event is expected to hit the VM: its NotBefore; without one (a Started event, an
+    advisory) the first sighting plus the notice assumed for it."""
     if event.not_before is not None:
         return event.not_before
     if event.event_type is EventType.PREEMPT:
         return first_seen + PREEMPT_NOTICE
+    if event.event_type in ADVISORY_EVENT_TYPES:
+        return first_seen + ADVISORY_NOTICE
     return first_seen + STARTED_NOTICE
 
 
@@ -149,6 +174,20 @@ def decide(
         memory = known.get(event.event_id)
         if memory is not None and not (memory.resume and not memory.finished):
             continue
+        if event.event_type not in selected and event.event_type in ADVISORY_EVENT_TYPES:
+            actions.append(
+                Prepare(
+                    event=event,
+                    reason=(
+                        f"resuming the preparation for {event.event_type.value} after a restart"
+                        if memory is not None
+                        else f"{event.event_type.value} {event.status_raw or event.status.value} for "
+                        f"{resource_name}: preparing the node (a PreferNoSchedule taint); it is not "
+                        "drained unless -eventTypes names the type"
+                    ),
+                )
+            )
+            continue
         if event.event_type not in selected:
             why = (
                 "Freeze events are ignored unless -drainOnFreezeEvent is set"
@@ -176,19 +215,28 @@ def decide(
             )
         )
 
+    # A Preempt or Terminate of this VM, in the document or being handled: the VM is going away, and what
+    # an advisory prepared stays.
+    fatal = any(e.event_type in FATAL_EVENT_TYPES for e in present.values()) or any(
+        k.event_type in FATAL_EVENT_TYPES and k.responded and not k.finished for k in known.values()
+    )
     for event_id, memory in known.items():
         if memory.finished or not memory.responded:
             continue
         rebooted = bool(boot_id and memory.boot_id and boot_id != memory.boot_id)
         if event_id in present and not rebooted:
             continue
-        actions.append(_after_event(memory, rebooted=rebooted, settings=settings))
+        actions.append(_after_event(memory, rebooted=rebooted, settings=settings, fatal_follows=fatal))
     return tuple(actions)
 
 
-def _after_event(memory: KnownEvent, *, rebooted: bool, settings: ResponseSettings) -> GiveBack | Finish:
+def _after_event(
+    memory: KnownEvent, *, rebooted: bool, settings: ResponseSettings, fatal_follows: bool = False
+) -> GiveBack | Finish:
     """An event we responded to ended (left the document) or the node came back from a reboot."""
     kind = memory.event_type
+    if kind in ADVISORY_EVENT_TYPES:
+        return _after_advisory(memory, rebooted=rebooted, settings=settings, fatal_follows=fatal_follows)
     if rebooted:
         ended = "the node rebooted (its bootID changed)"
     elif memory.last_status is EventStatus.STARTED:
@@ -202,3 +250,22 @@ def _after_event(memory: KnownEvent, *, rebooted: bool, settings: ResponseSettin
     if not settings.uncordon_after_event:
         return Finish(event_id=memory.event_id, event_type=kind, reason=f"{ended}; -uncordonAfterEvent=false")
     return GiveBack(event_id=memory.event_id, event_type=kind, reason=ended)
+
+
+def _after_advisory(
+    memory: KnownEvent, *, rebooted: bool, settings: ResponseSettings, fatal_follows: bool
+) -> GiveBack | Finish:
+    """An advisory left the document. With a Preempt (or Terminate) of this VM under way, what it did
+    stays: the VM is going away. Otherwise it is undone: a preparation only (not in -eventTypes) always,
+    a drain the user opted into as any other event's (-uncordonAfterEvent)."""
+    kind = memory.event_type
+    ended = "the node rebooted (its bootID changed)" if rebooted else "the recommendation was withdrawn"
+    if fatal_follows:
+        return Finish(
+            event_id=memory.event_id,
+            event_type=kind,
+            reason=f"{ended}; a Preempt or Terminate of this VM follows it, so what it prepared stays",
+        )
+    if kind in settings.selected_event_types and not settings.uncordon_after_event:
+        return Finish(event_id=memory.event_id, event_type=kind, reason=f"{ended}; -uncordonAfterEvent=false")
+    return GiveBack(event_id=memory.event_id, event_type=kind, reason=f"{ended} with no Preempt")

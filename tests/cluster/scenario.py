@@ -1,5 +1,6 @@
 """What the real-node scenarios share: the handler installed by helm, workloads that record their
-SIGTERM, node state as the API shows it, metrics scraped at a pod's address.
+SIGTERM, node state as the API shows it, metrics scraped at a pod's address, and the record the
+safety checks of DESIGN §7 read (`safety_watch`).
 
 Workload pods run busybox from `localhost/aksnth-workload:test`. On SIGTERM each writes the machine's
 uptime (CLOCK_BOOTTIME, the same in every container and in the test process) into a file named after
@@ -30,10 +31,13 @@ from lightkube.resources.core_v1 import Event, Namespace, Node, Pod
 from lightkube.types import PatchType
 from prometheus_client.parser import text_string_to_metric_families
 
+from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube import keys
 from tests.support.chart import SEED_VALUES_DIR
 from tests.support.cluster import eventually
-from tests.support.realcluster import WORKLOAD_IMAGE, RealCluster, install_command
+from tests.support.fleetwatch import FleetWatch
+from tests.support.realcluster import WORKLOAD_IMAGE, RealCluster, RealNode, install_command
+from tests.support.safety import EventRecord, SafetyRecord, event_record, safety_record
 from tests.support.tasks import stop_task
 
 RELEASE = "aks-node-termination-handler"
@@ -247,6 +251,88 @@ async def wait_handlers_ready(
 
 async def daemonset(kube: AsyncClient) -> DaemonSet:
     return await kube.get(DaemonSet, RELEASE, namespace=RELEASE_NAMESPACE)
+
+
+async def handler_user(kube: AsyncClient) -> str:
+    """The API user the installed release's handlers act as, as the audit log names it: the
+    ServiceAccount the chart's DaemonSet runs its pods as."""
+    spec = (await daemonset(kube)).spec
+    pod_spec = spec.template.spec if spec is not None else None
+    account = pod_spec.serviceAccountName if pod_spec is not None else None
+    assert account, "the chart's DaemonSet names no ServiceAccount"
+    return f"system:serviceaccount:{RELEASE_NAMESPACE}:{account}"
+
+
+# -- the safety checks' record ---------------------------------------------------------------------
+
+
+@dataclass
+class SafetyWatch:
+    """What `tests.support.safety`'s checks read about one scenario: a watch of its namespace's pods
+    and of the nodes (their VMs), the events it published, the API server's audit log (the installed
+    handlers' requests on the namespace's pods) and the IMDS simulator's recorded requests."""
+
+    cluster: RealCluster
+    namespace: str
+    user: str
+    watch: FleetWatch
+    events: list[EventRecord] = field(default_factory=list)
+
+    def publish(
+        self, event_type: str, nodes: Sequence[RealNode], *, notice_seconds: float | None = None
+    ) -> EventRecord:
+        """Publishes an event for the VMs of `nodes` (the simulator's default notice when None) and
+        keeps it as the document states it, for the checks."""
+        simulator = self._simulator()
+        event_id = simulator.schedule(
+            event_type, [n.spec.resource_name for n in nodes], notice_seconds=notice_seconds
+        )
+        event = event_record(simulator, event_id)
+        self.events.append(event)
+        return event
+
+    def record(self) -> SafetyRecord:
+        """What happened so far; take it once the scenario's last action has been seen."""
+        return safety_record(
+            self.watch,
+            events=self.events,
+            audited=self.cluster.audited(),
+            handler_users={self.user},
+            imds_requests=self._simulator().requests,
+            namespace=self.namespace,
+        )
+
+    async def wait_empty(self, nodes: Sequence[RealNode], *, timeout_seconds: float = 60.0) -> None:
+        """Until the watch has seen every pod that must leave `nodes` gone. The API's own answer can
+        come a moment before the watch's event, and the record's times are the watch's: a record
+        taken earlier would show a pod still there after an approval that in fact followed it."""
+
+        async def seen_empty() -> bool:
+            return all(self.watch.empty_at(n.name) is not None for n in nodes)
+
+        names = ", ".join(n.name for n in nodes)
+        await eventually(seen_empty, what=f"the watch seeing {names} empty", timeout_seconds=timeout_seconds)
+
+    def _simulator(self) -> ImdsSimulator:
+        assert self.cluster.simulator is not None, "the cluster is not started"
+        return self.cluster.simulator
+
+
+@contextlib.asynccontextmanager
+async def safety_watch(cluster: RealCluster, kube: AsyncClient, namespace: str) -> AsyncIterator[SafetyWatch]:
+    """A `SafetyWatch` of `namespace` for the block, with the release installed (its ServiceAccount is
+    the identity whose requests are checked). Enter it before the scenario publishes its event: a
+    pod's deletion or departure not seen by the watch is a finding."""
+    user = await handler_user(kube)
+    async with FleetWatch(kube, namespace) as watch:
+        wanted = {n.name: n.spec.resource_name for n in cluster.nodes}
+
+        async def nodes_known() -> bool:
+            # Without its VM's name a node is doomed by no event, and checks (c) and (d) pass over it.
+            return all(watch.vm_of_node.get(name) == vm for name, vm in wanted.items())
+
+        await eventually(nodes_known, what="the watch knowing every node's VM", timeout_seconds=30)
+        yield SafetyWatch(cluster, namespace, user, watch)
 
 
 # -- nodes ---------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from tests.cluster.scenario import (
     pdb,
     pods,
     released,
+    safety_watch,
     scrape,
     set_schedulable,
     sigterm_times,
@@ -35,6 +36,7 @@ from tests.cluster.scenario import (
 )
 from tests.support.cluster import eventually
 from tests.support.realcluster import HANDLER_IMAGE, RealCluster
+from tests.support.safety import check_safety, describe
 
 VARIANTS = {
     "pod-network": [],
@@ -53,7 +55,8 @@ async def test_preempt_on_node_a_cordons_taints_drains_onto_node_b_and_notifies(
     load balancers; the Deployment's and the StatefulSet's containers on A get SIGTERM before
     NotBefore and come back on node B; the PodDisruptionBudget (minAvailable 1) holds all along;
     the DaemonSet's pod on A is left running; Slack gets the seed payload; /metrics, scraped at the
-    handler pod's address, counts the event."""
+    handler pod's address, counts the event. The safety checks find nothing in the record, which
+    holds the handler's accepted eviction of each pod that left A."""
     node_a, node_b = real_cluster.nodes
     simulator = real_cluster.simulator
     assert simulator is not None
@@ -91,9 +94,12 @@ async def test_preempt_on_node_a_cordons_taints_drains_onto_node_b_and_notifies(
                 await set_schedulable(rkube, node_b.name, schedulable=True)
             agent_a = next(p for p in agents if p.spec.nodeName == node_a.name)
 
-            async with ReadyWatch(rkube, namespace, "web") as web_ready:
-                event_id = simulator.schedule("Preempt", [node_a.spec.resource_name])
-                published = simulator.publication_time(event_id)
+            async with (
+                safety_watch(real_cluster, rkube, namespace) as safety,
+                ReadyWatch(rkube, namespace, "web") as web_ready,
+            ):
+                event = safety.publish("Preempt", [node_a])
+                event_id, published = event.event_id, event.published_at
                 not_before = next(e for e in simulator.state()["events"] if e["EventId"] == event_id)[
                     "not_before"
                 ]
@@ -109,6 +115,12 @@ async def test_preempt_on_node_a_cordons_taints_drains_onto_node_b_and_notifies(
                     rkube, namespace, labels="app=web", count=2, node=node_b.name, what="web on B"
                 )
                 await wait_pods(rkube, namespace, labels="app=db", count=1, node=node_b.name, what="db on B")
+                await safety.wait_empty([node_a])
+                record = safety.record()
+            findings = check_safety(record)
+            assert findings == [], describe(findings)
+            evicted = {r.name for r in record.requests if r.is_eviction and 200 <= (r.code or 0) < 300}
+            assert evicted == {p.metadata.name for p in before}, "the audit log shows other evictions"
             assert web_ready.lowest is not None and web_ready.lowest >= 1, (
                 "the PodDisruptionBudget was broken"
             )

@@ -22,6 +22,7 @@ from tests.cluster.scenario import (
     pdb,
     pods,
     released,
+    safety_watch,
     set_schedulable,
     sigterm_times,
     wait_handlers_ready,
@@ -31,6 +32,7 @@ from tests.cluster.scenario import (
 )
 from tests.support.cluster import eventually
 from tests.support.realcluster import HANDLER_IMAGE, RealCluster
+from tests.support.safety import check_safety, describe, safety_figures, stops
 
 #: The protected pod's grace period: long enough to see that the kubelet let it run that long.
 GRACE_SECONDS = 8
@@ -90,26 +92,26 @@ async def test_a_pod_a_budget_never_lets_go_gets_sigterm_and_its_grace_period_at
     """A Terminate due in 40 s for node A; its only replica is under minAvailable 1 all along. The
     drain reports after 5 s and the container is untouched then; its SIGTERM comes at its last chance
     (NotBefore - 8 s grace - 1.5 s, within 2 s), and the kubelet lets it run its 8 s grace period
-    (it says it is alive until then), before NotBefore."""
+    (it says it is alive until then), before NotBefore. The safety checks find nothing in the record,
+    which holds the handler's one stop, after the budget's refusals."""
     node_a, _ = real_cluster.nodes
-    simulator = real_cluster.simulator
-    assert simulator is not None
     namespace = await new_namespace(rkube, "lastchance")
     async with released(Release(real_cluster, values={"args": REPORT_ARGS}), rkube):
         await wait_handlers_ready(rkube, [n.name for n in real_cluster.nodes], image=HANDLER_IMAGE)
         solo = (await protected_single_replica(real_cluster, rkube, namespace)).metadata.name
-        event_id = simulator.schedule("Terminate", [node_a.spec.resource_name], notice_seconds=NOTICE_SECONDS)
-        published = simulator.publication_time(event_id)
-        not_before = not_before_of(real_cluster, event_id)
-        await wait_report(rkube, node_a.name, published)
-        assert solo not in sigterm_times(real_cluster, namespace), "the report stopped the pod"
-
-        async def solo_gone() -> bool:
-            return all(p.metadata.name != solo for p in await pods(rkube, namespace, labels="app=solo"))
-
-        await eventually(solo_gone, what=f"{solo} stopped and gone", timeout_seconds=NOTICE_SECONDS + 30)
+        async with safety_watch(real_cluster, rkube, namespace) as safety:
+            event = safety.publish("Terminate", [node_a], notice_seconds=NOTICE_SECONDS)
+            published = event.published_at
+            not_before = not_before_of(real_cluster, event.event_id)
+            await wait_report(rkube, node_a.name, published)
+            assert solo not in sigterm_times(real_cluster, namespace), "the report stopped the pod"
+            await safety.wait_empty([node_a], timeout_seconds=NOTICE_SECONDS + 30)
+            record = safety.record()
         reasons = await pod_event_reasons(rkube, namespace, solo)
 
+    findings = check_safety(record)
+    assert findings == [], describe(findings)
+    assert [s.pod for s in stops(record)] == [f"{namespace}/{solo}"], "the audit log shows no stop"
     term = sigterm_times(real_cluster, namespace)[solo]
     alive = alive_times(real_cluster, namespace)[solo]
     assert term >= last_chance(not_before) - SIGNAL_TOLERANCE_SECONDS, (
@@ -128,31 +130,39 @@ async def test_a_budget_that_recovers_mid_event_lets_the_pod_leave_by_eviction_w
     """The same Terminate and budget; after the drain's report the Deployment is scaled to two and
     its second replica becomes Ready on node B, so the budget allows one disruption: the pod on A is
     evicted (its container gets SIGTERM long before its last chance), no pod is stopped, and node A's
-    record says drained with one eviction."""
+    record says drained with one eviction. The safety checks find nothing in the record, which holds
+    the accepted eviction and no stop."""
     node_a, _ = real_cluster.nodes
-    simulator = real_cluster.simulator
-    assert simulator is not None
     namespace = await new_namespace(rkube, "recovers")
     async with released(Release(real_cluster, values={"args": REPORT_ARGS}), rkube):
         await wait_handlers_ready(rkube, [n.name for n in real_cluster.nodes], image=HANDLER_IMAGE)
         solo = (await protected_single_replica(real_cluster, rkube, namespace)).metadata.name
-        event_id = simulator.schedule("Terminate", [node_a.spec.resource_name], notice_seconds=NOTICE_SECONDS)
-        published = simulator.publication_time(event_id)
-        not_before = not_before_of(real_cluster, event_id)
-        await wait_report(rkube, node_a.name, published)
-        await rkube.patch(
-            Deployment, "solo", {"spec": {"replicas": 2}}, namespace=namespace, patch_type=PatchType.MERGE
-        )
+        async with safety_watch(real_cluster, rkube, namespace) as safety:
+            event = safety.publish("Terminate", [node_a], notice_seconds=NOTICE_SECONDS)
+            event_id = event.event_id
+            not_before = not_before_of(real_cluster, event_id)
+            await wait_report(rkube, node_a.name, event.published_at)
+            await rkube.patch(
+                Deployment, "solo", {"spec": {"replicas": 2}}, namespace=namespace, patch_type=PatchType.MERGE
+            )
 
-        async def drained() -> NodeRecord | None:
-            record = NodeRecord.from_annotations((await rkube.get(Node, node_a.name)).metadata.annotations)
-            entry = record.events.get(event_id)
-            return record if entry is not None and entry.drain is not None else None
+            async def drained() -> NodeRecord | None:
+                state = NodeRecord.from_annotations((await rkube.get(Node, node_a.name)).metadata.annotations)
+                entry = state.events.get(event_id)
+                return state if entry is not None and entry.drain is not None else None
 
-        record = await eventually(drained, what="node A's drain recorded", timeout_seconds=NOTICE_SECONDS)
+            node_record = await eventually(
+                drained, what="node A's drain recorded", timeout_seconds=NOTICE_SECONDS
+            )
+            record = safety.record()
         reasons = await pod_event_reasons(rkube, namespace, solo)
 
-    drain = record.events[event_id].drain
+    findings = check_safety(record)
+    assert findings == [], describe(findings)
+    assert stops(record) == []
+    accepted = [r.name for r in record.requests if r.is_eviction and 200 <= (r.code or 0) < 300]
+    assert accepted == [solo], "the audit log shows no accepted eviction"
+    drain = node_record.events[event_id].drain
     assert drain is not None and (drain.result, drain.evicted, drain.deleted) == ("drained", 1, 0)
     assert "LastResortStop" not in reasons and "PodEvicted" in reasons
     assert sigterm_times(real_cluster, namespace)[solo] < last_chance(not_before) - SIGNAL_TOLERANCE_SECONDS
@@ -165,7 +175,8 @@ async def test_an_event_for_both_nodes_is_approved_only_once_the_slower_node_is_
     """-approveEvents; one Terminate lists both VMs. Node A's pod stops at once, node B's lingers for
     its 8 s grace period. While B's pod is still there no StartRequests reaches IMDS (checked each
     time the pod is seen: an approval seen before a sighting of the pod came before B was empty);
-    once it is gone, the event is approved."""
+    once it is gone, the event is approved. The safety checks find nothing in the record, which holds
+    the approval and both nodes emptied."""
     node_a, node_b = real_cluster.nodes
     simulator = real_cluster.simulator
     assert simulator is not None
@@ -180,27 +191,38 @@ async def test_an_event_for_both_nodes_is_approved_only_once_the_slower_node_is_
         (slow_pod,) = await wait_pods(
             rkube, namespace, labels="app=slow", count=1, node=node_b.name, what="slow on B"
         )
-        event_id = simulator.schedule(
-            "Terminate", [node_a.spec.resource_name, node_b.spec.resource_name], notice_seconds=60
-        )
-        early: list[str] = []
-        while True:
-            approvals = simulator.approvals
-            on_b = [
-                p for p in await pods(rkube, namespace, labels="app=slow") if p.spec.nodeName == node_b.name
-            ]
-            if not on_b:
-                break
-            if approvals:
-                early = approvals
-                break
-            await asyncio.sleep(0.2)
+        async with safety_watch(real_cluster, rkube, namespace) as safety:
+            event_id = safety.publish("Terminate", [node_a, node_b], notice_seconds=60).event_id
+            early: list[str] = []
+            while True:
+                approvals = simulator.approvals
+                on_b = [
+                    p
+                    for p in await pods(rkube, namespace, labels="app=slow")
+                    if p.spec.nodeName == node_b.name
+                ]
+                if not on_b:
+                    break
+                if approvals:
+                    early = approvals
+                    break
+                await asyncio.sleep(0.2)
 
-        async def approved() -> bool:
-            return event_id in simulator.approvals
+            async def approved() -> bool:
+                return event_id in simulator.approvals
 
-        await eventually(approved, what="the event approved once both nodes are empty", timeout_seconds=60)
+            await eventually(
+                approved, what="the event approved once both nodes are empty", timeout_seconds=60
+            )
+            await safety.wait_empty([node_a, node_b])
+            record = safety.record()
 
+    findings = check_safety(record)
+    assert findings == [], describe(findings)
+    # The record holds the approval and both nodes emptied (how close they came is check (c)'s, with
+    # its tolerance for the watch's lag).
+    after_empty = safety_figures(record, findings).approval_after_empty_seconds.get(event_id)
+    assert after_empty is not None, "the record shows no approval, or a listed node never emptied"
     assert early == [], "StartRequests was sent while node B still had its pod"
     assert slow_pod.metadata.name in sigterm_times(real_cluster, namespace)
     await rkube.delete(Namespace, namespace)

@@ -55,9 +55,16 @@ def manual_simulator(clock: FakeClock) -> Iterator[ImdsSimulator]:
         yield sim
 
 
-def settings_for(sim: ImdsSimulator, *, timeout: float = 2.0) -> ImdsSettings:
+def settings_for(
+    sim: ImdsSimulator, *, timeout: float = 2.0, first_timeout: float | None = None
+) -> ImdsSettings:
+    """The client's settings; the first request gets ``timeout`` too unless ``first_timeout`` says
+    otherwise (the longer first wait has tests of its own)."""
     return ImdsSettings(
-        endpoint=sim.scheduled_events_url, poll_interval_seconds=0.05, request_timeout_seconds=timeout
+        endpoint=sim.scheduled_events_url,
+        poll_interval_seconds=0.05,
+        request_timeout_seconds=timeout,
+        first_request_timeout_seconds=timeout if first_timeout is None else first_timeout,
     )
 
 
@@ -133,7 +140,8 @@ async def test_api_version_is_required_and_checked(simulator: ImdsSimulator, que
         )
     assert answer.status_code == 400
     assert "api-version is invalid" in answer.json()["error"]
-    assert answer.json()["newest-versions"][0] == "2020-07-01"
+    # As IMDS: the newest versions, newest first (the advisory version serves rebalance recommendations).
+    assert answer.json()["newest-versions"] == [simulator.advisory_version, "2020-07-01", "2019-08-01"]
 
 
 async def test_duplicate_query_parameters_are_rejected(simulator: ImdsSimulator) -> None:
@@ -402,6 +410,19 @@ async def test_answer_slower_than_the_request_timeout(simulator: ImdsSimulator) 
         assert (await imds.fetch_document()).incarnation == 1
 
 
+async def test_until_imds_has_answered_once_a_request_waits_the_first_timeout() -> None:
+    """The first call after Scheduled Events is switched on can take up to two minutes: until IMDS has
+    answered once, the client waits -request.firstTimeout, then -request.timeout."""
+    with ImdsSimulator(vm_name=VM, first_call_delay_seconds=0.8) as sim:
+        async with ImdsClient(settings_for(sim, timeout=0.3, first_timeout=3.0)) as imds:
+            assert not imds.answered
+            assert (await imds.fetch_document()).incarnation == 1
+            assert imds.answered
+            sim.inject_fault(delay_seconds=0.8)
+            with pytest.raises(ImdsUnavailable, match=r"within 0.3s"):
+                await imds.fetch_document()
+
+
 async def test_nothing_listening_is_imds_unavailable() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -576,3 +597,181 @@ async def test_an_unchanged_answer_is_not_parsed_again(client: ImdsClient, simul
     changed = await client.fetch_document()
     assert changed is not first and changed.incarnation > first.incarnation
     assert [e.event_type.value for e in changed.events] == ["Preempt"]
+
+
+# --- Azure fidelity modes (docs/azure-fidelity.md) ---------------------------------------------------
+
+
+async def get_events(url: str) -> list[dict[str, object]]:
+    async with httpx2.AsyncClient(trust_env=False) as raw:
+        answer = await raw.get(url, headers={"Metadata": "true"})
+    assert answer.status_code == 200, answer.text
+    events: list[dict[str, object]] = answer.json()["Events"]
+    return events
+
+
+async def test_an_advisory_is_served_only_at_the_advisory_version_never_starts_and_ends(
+    manual_simulator: ImdsSimulator, clock: FakeClock
+) -> None:
+    """ "This endpoint uses the same endpoint for preempt notifications, but it uses a different
+    version": a SpotRebalanceRecommendation is Advisory, without NotBefore, absent from 2020-07-01
+    documents; approving it changes nothing; it leaves the list after its duration."""
+    event_id = manual_simulator.schedule("SpotRebalanceRecommendation", [VM], duration_seconds=60)
+    assert await get_events(manual_simulator.scheduled_events_url) == []
+    (advisory,) = await get_events(manual_simulator.advisory_url)
+    assert advisory["EventId"] == event_id
+    assert advisory["EventType"] == "SpotRebalanceRecommendation"
+    assert advisory["EventStatus"] == "Advisory" and advisory["NotBefore"] == ""
+    async with httpx2.AsyncClient(trust_env=False) as raw:
+        approval = await raw.post(
+            manual_simulator.advisory_url,
+            headers={"Metadata": "true"},
+            json={"StartRequests": [{"EventId": event_id}]},
+        )
+    assert approval.status_code == 200
+    clock.advance(59)
+    (still,) = await get_events(manual_simulator.advisory_url)
+    assert still["EventStatus"] == "Advisory"
+    clock.advance(1)
+    assert await get_events(manual_simulator.advisory_url) == []
+
+
+async def test_the_client_reads_advisories_at_the_version_imds_names_as_its_newest(
+    simulator: ImdsSimulator,
+) -> None:
+    simulator.schedule("SpotRebalanceRecommendation", [VM])
+    async with ImdsClient(settings_for(simulator)) as imds:
+        versions = await imds.newest_versions()
+        assert versions[0] == simulator.advisory_version
+        (advisory,) = (await imds.fetch_advisory_document(versions[0])).events
+        assert (await imds.fetch_document()).events == ()
+    assert advisory.event_type is EventType.SPOT_REBALANCE_RECOMMENDATION
+    assert advisory.status is EventStatus.ADVISORY and advisory.advisory
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"started": True},
+        {"notice_seconds": 30},
+        {"impact_seconds": -2},
+        {"impact_seconds": 1.5},
+    ],
+)
+def test_impossible_advisories_and_impacts_are_refused(simulator: ImdsSimulator, arguments: dict) -> None:
+    kind = "SpotRebalanceRecommendation" if "impact_seconds" not in arguments else "Reboot"
+    with pytest.raises(SimulatorError):
+        simulator.schedule(kind, [VM], **arguments)
+
+
+@pytest.mark.parametrize("impact", [-1, 0, 9])
+async def test_duration_in_seconds_minus_one_and_zero_are_served_as_given(
+    simulator: ImdsSimulator, impact: int
+) -> None:
+    """DurationInSeconds: "-1: the default value used if the impact duration is either unknown or not
+    applicable", "0: the event won't interrupt the VM"."""
+    simulator.schedule("Reboot", [VM], impact_seconds=impact)
+    (event,) = await get_events(simulator.scheduled_events_url)
+    assert event["DurationInSeconds"] == impact
+
+
+async def test_the_first_request_for_events_waits_the_switch_on_delay_and_the_next_ones_do_not() -> None:
+    """ "Expect a delayed response in your first call of up to two minutes": requests that arrive while
+    Scheduled Events switches on are all answered when it is on; then at once. The instance metadata
+    endpoint is not delayed."""
+    with ImdsSimulator(vm_name=VM, first_call_delay_seconds=1.0) as sim:
+        async with httpx2.AsyncClient(trust_env=False) as raw:
+            began = time.monotonic()
+            compute = await raw.get(sim.compute_url, headers={"Metadata": "true"})
+            assert compute.status_code == 200 and time.monotonic() - began < 0.5
+            first, second = await asyncio.gather(
+                raw.get(sim.scheduled_events_url, headers={"Metadata": "true"}),
+                raw.get(sim.scheduled_events_url, headers={"Metadata": "true"}),
+            )
+            waited = time.monotonic() - began
+            began = time.monotonic()
+            third = await raw.get(sim.scheduled_events_url, headers={"Metadata": "true"})
+            fast = time.monotonic() - began
+        state = sim.state()["scheduled_events"]
+    assert [first.status_code, second.status_code, third.status_code] == [200, 200, 200]
+    assert 1.0 <= waited < 1.8
+    assert fast < 0.5
+    assert state["on"] is True and state["switch_ons"] == 1
+
+
+async def test_scheduled_events_switches_itself_off_after_a_day_without_a_request(clock: FakeClock) -> None:
+    """ "Scheduled Events is disabled for your service if it doesn't make a request to the endpoint for 24
+    hours": the next request is a first call again."""
+    with ImdsSimulator(vm_name=VM, clock=clock, first_call_delay_seconds=0.3) as sim:
+        assert sim.switch_off_after_seconds == 24 * 3600
+        await get_events(sim.scheduled_events_url)
+        clock.advance(24 * 3600 - 1)
+        began = time.monotonic()
+        await get_events(sim.scheduled_events_url)
+        assert time.monotonic() - began < 0.3
+        clock.advance(24 * 3600)
+        began = time.monotonic()
+        await get_events(sim.scheduled_events_url)
+        assert time.monotonic() - began >= 0.3
+        assert sim.state()["scheduled_events"]["switch_ons"] == 2
+
+
+async def test_switch_off_from_the_control_api_and_the_cli(
+    simulator: ImdsSimulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with httpx2.AsyncClient(base_url=simulator.url, trust_env=False) as control:
+        answer = await control.post("/simulator/switch-off", json={"first_call_delay_seconds": 0.4})
+        assert answer.status_code == 200 and answer.json()["on"] is False
+        assert answer.json()["first_call_delay_seconds"] == 0.4
+        bad = await control.post("/simulator/switch-off", json={"delay": 1})
+        assert bad.status_code == 400 and "unknown fields" in bad.json()["error"]
+    began = time.monotonic()
+    await get_events(simulator.scheduled_events_url)
+    assert time.monotonic() - began >= 0.4
+    url = ["--url", simulator.url]
+    assert await asyncio.to_thread(main, ["switch-off", "--first-call-delay", "300ms", *url]) == 0
+    assert "switched off" in capsys.readouterr().out
+    assert simulator.state()["scheduled_events"]["on"] is False
+    assert simulator.first_call_delay_seconds == pytest.approx(0.3)
+
+
+async def test_the_cli_publishes_an_advisory_and_a_started_event(
+    simulator: ImdsSimulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = ["--url", simulator.url]
+    command = ["schedule", "--type", "SpotRebalanceRecommendation", "--resource", VM, *url]
+    assert await asyncio.to_thread(main, command) == 0
+    advisory_id = capsys.readouterr().out.strip()
+    command = ["schedule", "--type", "Reboot", "--resource", VM, "--started", "--impact", "0", *url]
+    assert await asyncio.to_thread(main, command) == 0
+    started_id = capsys.readouterr().out.strip()
+    events = {e["EventId"]: e for e in await get_events(simulator.advisory_url)}
+    assert events[advisory_id]["EventStatus"] == "Advisory"
+    assert events[started_id]["EventStatus"] == "Started" and events[started_id]["NotBefore"] == ""
+    assert events[started_id]["DurationInSeconds"] == 0
+
+
+async def test_a_refused_api_version_is_an_error_naming_the_newest_versions(simulator: ImdsSimulator) -> None:
+    """The client's error says which versions IMDS offers (the 120-character excerpt cut them off)."""
+    settings = ImdsSettings(
+        endpoint=f"{simulator.url}/metadata/scheduledevents?api-version=2019-13-01", request_timeout_seconds=2
+    )
+    async with ImdsClient(settings) as imds:
+        with pytest.raises(ImdsUnavailable) as caught:
+            await imds.fetch_document()
+    assert caught.value.status == 400
+    assert (
+        f"api-version 2019-13-01 is refused; IMDS names its newest versions: {simulator.advisory_version}, "
+        "2020-07-01, 2019-08-01" in str(caught.value)
+    )
+
+
+async def test_an_event_listing_vms_outside_the_cluster_is_served_to_every_vm_it_lists(
+    simulator: ImdsSimulator,
+) -> None:
+    """ "Scheduled Events for all virtual machines in an entire Availability Set or a Placement Group
+    [...] are delivered to all other VMs in the same group": one document lists every VM the event
+    names, whatever asks."""
+    simulator.schedule("Freeze", [VM, OTHER_VM, "standalone-vm"])
+    (event,) = await get_events(simulator.scheduled_events_url)
+    assert event["Resources"] == [VM, OTHER_VM, "standalone-vm"]

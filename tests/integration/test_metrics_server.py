@@ -40,6 +40,7 @@ ADDED_METRICS = {
     "notifications_total": "counter",
     "document_incarnation": "gauge",
     "last_successful_poll_timestamp_seconds": "gauge",
+    "apiserver_reachable": "gauge",
     "build_info": "gauge",
     "readiness_pods_at_risk": "gauge",
     "readiness_drains_within_notice": "gauge",
@@ -112,7 +113,7 @@ async def test_probes_follow_the_health_state(
     before_first_poll = await client.get("/readyz")
     assert before_first_poll.status_code == 503
     assert before_first_poll.json()["status"] == "unhealthy"
-    assert "resource name" in before_first_poll.json()["reason"]
+    assert "first Scheduled Events poll" in before_first_poll.json()["reason"]
     assert (await client.get("/healthz")).json() == {"status": "ok", "reason": "main loop running"}
 
     health.resource_known("aks-spot-vmss_0")
@@ -123,6 +124,13 @@ async def test_probes_follow_the_health_state(
     assert (await client.get("/healthz")).status_code == 200
 
     health.polled(True)
+    health.api_server(answers=False, problem="is unreachable: get node n1: connection refused")
+    api_away = await client.get("/readyz")
+    assert api_away.status_code == 503
+    assert api_away.json()["reason"].startswith("Kubernetes API server is unreachable: get node n1")
+    assert (await client.get("/healthz")).status_code == 200
+
+    health.api_server(answers=True)
     after = await client.get("/readyz")
     assert after.status_code == 200
     assert after.headers["content-type"] == "application/json"

@@ -170,7 +170,12 @@ async def server() -> AsyncIterator[ScriptedServer]:
 
 
 def settings_for(url: str, *, timeout: float = 2.0) -> ImdsSettings:
-    return ImdsSettings(endpoint=url, poll_interval_seconds=1.0, request_timeout_seconds=timeout)
+    return ImdsSettings(
+        endpoint=url,
+        poll_interval_seconds=1.0,
+        request_timeout_seconds=timeout,
+        first_request_timeout_seconds=timeout,  # no longer wait for a first answer here
+    )
 
 
 def isolated_transport(registry: CollectorRegistry) -> InstrumentedTransport:

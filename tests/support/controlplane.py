@@ -352,6 +352,20 @@ class ControlPlane:
                     raise
             await asyncio.to_thread(self._wait_port_free, self._apiserver_port)
 
+    async def restart_controller_manager_async(self) -> None:
+        """Stops kube-controller-manager and starts it again, with fresh informers (a no-op without one).
+
+        After kube-apiserver was stopped and started a few times, client-go's informers in the controller
+        manager wait up to a minute before they list and watch again (their backoff grows with each
+        failure, is jittered up to twice its value, and resets only after two quiet minutes), so a
+        PodDisruptionBudget created then is not observed for that long. A test that restarts the API
+        server repeatedly calls this once it is done, so that the next test finds a prompt one."""
+        if self._controller_manager is None:
+            return
+        manager = self._controller_manager
+        await asyncio.to_thread(manager.stop)
+        manager.spawn()  # in the loop's thread: the child's parent-death signal follows this thread
+
     def _retry_on_the_same_port(self, apiserver: Component, attempt: int) -> bool:
         if not apiserver.lost_its_port() or attempt == PORT_ATTEMPTS:
             return False

@@ -17,6 +17,8 @@ The API server advertises 10.200.0.1, so the `kubernetes` Service (10.0.0.1:443)
 programs on each node leads a pod to it: the handler's in-cluster configuration works unchanged.
 Each node is a VM of one Azure scale set (its kubelet's providerID), and a node's pods reach
 169.254.169.254 through the fabric, as on Azure: a handler in its pod uses its default `-endpoint`.
+The API server keeps an audit log of every ServiceAccount's requests (`audited()`): what the handlers
+in their pods asked and were answered, for the safety checks (`tests.support.safety`).
 
 Each node's `/run` and `/var` are a tmpfs of its own mount namespace (containerd's images and
 containers, the kubelet's pods and volumes, pod logs): nothing of a node is left on the machine's
@@ -43,6 +45,7 @@ from typing import TypeVar
 import yaml
 
 from aksnth.azure.simulator import ImdsSimulator
+from tests.support.audit import AuditedRequest, read_audit_log, suite_audit_policy
 from tests.support.binaries import REPO_ROOT, find_bin_dir
 from tests.support.controlplane import (
     KUBERNETES_SERVICE_IP,
@@ -578,6 +581,9 @@ class RealCluster:
             controllers=CLUSTER_CONTROLLERS,
             scheduler=True,
             ready_timeout_seconds=_READY_TIMEOUT_SECONDS,
+            # The handlers' requests, as the safety checks read them (`audited`). The kubelets,
+            # kube-proxy, the controllers and the tests' admin use certificates: left out.
+            audit_policy=suite_audit_policy(),
         )
         self.fabric = Sandbox("fabric", mount=False, pid=True)
         self.nodes = [
@@ -632,6 +638,14 @@ class RealCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def audited(self) -> list[AuditedRequest]:
+        """Every ServiceAccount's request so far (the handlers' from their pods), from the API server's
+        audit log, in the order they arrived."""
+        path = self.control_plane.audit_log_path
+        if path is None:
+            raise ClusterError("the API server was started without an audit log")
+        return read_audit_log(path)
 
     def check_running(self) -> None:
         self.control_plane.check_running()

@@ -198,9 +198,15 @@ def start_requests(recorded: Iterable[RecordedRequest]) -> list[StartRequest]:
     return sorted(found, key=lambda s: s.at)
 
 
-def requests_of(audited: Iterable[AuditedRequest], users: Collection[str]) -> tuple[AuditedRequest, ...]:
-    """The requests of the handlers (their ServiceAccounts' user names)."""
-    return tuple(r for r in audited if r.user in users)
+def requests_of(
+    audited: Iterable[AuditedRequest], users: Collection[str], *, namespace: str | None = None
+) -> tuple[AuditedRequest, ...]:
+    """The requests of the handlers (their ServiceAccounts' user names); with `namespace`, only those on
+    objects of that namespace. Where one handler identity serves scenario after scenario (the chart's
+    ServiceAccount on the real cluster), its requests for another scenario's pods are not this
+    record's: the watch never saw those pods, and each of their stops would read as one on a node no
+    event dooms."""
+    return tuple(r for r in audited if r.user in users and (namespace is None or r.namespace == namespace))
 
 
 def safety_record(
@@ -210,12 +216,15 @@ def safety_record(
     audited: Iterable[AuditedRequest],
     handler_users: Collection[str],
     imds_requests: Iterable[RecordedRequest] = (),
+    namespace: str | None = None,
 ) -> SafetyRecord:
+    """`namespace`: keep only the handlers' requests on that namespace's objects (see `requests_of`);
+    the watch's own namespace is the one to give."""
     return SafetyRecord(
         events=tuple(events),
         pods=tuple(watch.pods.values()),
         vm_of_node=dict(watch.vm_of_node),
-        requests=requests_of(audited, handler_users),
+        requests=requests_of(audited, handler_users, namespace=namespace),
         start_requests=tuple(start_requests(imds_requests)),
         taken_at=time.time(),
     )

@@ -233,6 +233,14 @@ FLAG_CASES: list[tuple[list[str], Callable[[Settings], object], object]] = [
     ),
     (["-period=200ms"], lambda s: s.imds.poll_interval_seconds, 0.2),
     (["-request.timeout=1m"], lambda s: s.imds.request_timeout_seconds, 60.0),
+    (["-request.firstTimeout=3m"], lambda s: s.imds.first_request_timeout_seconds, 180.0),
+    (["-advisory.apiVersion=off"], lambda s: s.imds.advisory_api_version, "off"),
+    (["-advisory.apiVersion=2099-01-01"], lambda s: s.imds.advisory_api_version, "2099-01-01"),
+    (
+        ["-eventTypes=Preempt,SpotRebalanceRecommendation"],
+        lambda s: s.response.event_types,
+        frozenset({EventType.PREEMPT, EventType.SPOT_REBALANCE_RECOMMENDATION}),
+    ),
     (
         ["-eventTypes=preempt,TERMINATE"],
         lambda s: s.response.event_types,
@@ -762,6 +770,11 @@ BAD_INPUT: list[tuple[list[str], str]] = [
     (["-period=100ms"], "-period: 100ms is too short; IMDS allows 5 requests per second per VM"),
     (["-period=0s"], "-period: 0s is too short"),
     (["-request.timeout=0s"], "-request.timeout: must be positive"),
+    (
+        ["-request.timeout=5s", "-request.firstTimeout=2s"],
+        "-request.firstTimeout: 2s is shorter than -request.timeout",
+    ),
+    (["-advisory.apiVersion=latest"], "-advisory.apiVersion: must be auto, off or an api-version"),
     (["-readiness.interval=5s"], "-readiness.interval: 5s is too short: every node's check lists the"),
     (["-readiness.interval=-1m"], "-readiness.interval: must not be negative, got -1m"),
     (["-kube.requestTimeout=-2s"], "-kube.requestTimeout: must be positive"),
@@ -792,7 +805,8 @@ BAD_INPUT: list[tuple[list[str], str]] = [
     ),
     (
         ["-eventTypes=Preempt,Explode"],
-        "-eventTypes: unknown event type 'Explode' (valid: Freeze, Reboot, Redeploy, Preempt, Terminate)",
+        "-eventTypes: unknown event type 'Explode' (valid: Freeze, Reboot, Redeploy, Preempt, Terminate, "
+        "SpotRebalanceRecommendation)",
     ),
     (["-eventTypes=,"], "-eventTypes: name at least one event type"),
     (

@@ -19,6 +19,7 @@ from aksnth.azure.documents import (
     parse_document,
     parse_instance_metadata,
     parse_not_before,
+    parse_version_refusal,
 )
 from aksnth.errors import ImdsDocumentError
 from aksnth.model import EventStatus, EventType
@@ -124,6 +125,7 @@ def test_spot_preempt_and_terminate_with_started_reboot() -> None:
         ("Redeploy", EventType.REDEPLOY),
         ("Preempt", EventType.PREEMPT),
         ("Terminate", EventType.TERMINATE),
+        ("SpotRebalanceRecommendation", EventType.SPOT_REBALANCE_RECOMMENDATION),
         ("preempt", EventType.PREEMPT),
         ("LiveMigrate", EventType.UNKNOWN),
         ("", EventType.UNKNOWN),
@@ -141,6 +143,7 @@ def test_every_event_type(raw: str, expected: EventType) -> None:
         ("Scheduled", EventStatus.SCHEDULED),
         ("Started", EventStatus.STARTED),
         ("started", EventStatus.STARTED),
+        ("Advisory", EventStatus.ADVISORY),
         ("Completed", EventStatus.UNKNOWN),
         ("", EventStatus.UNKNOWN),
     ],
@@ -398,3 +401,34 @@ def test_instance_metadata_accepts_the_whole_instance_document_and_missing_field
 def test_instance_metadata_rejects_non_objects(body: bytes, message: str) -> None:
     with pytest.raises(ImdsDocumentError, match=message):
         parse_instance_metadata(body)
+
+
+def test_a_spot_rebalance_recommendation_is_an_advisory_of_its_own_type() -> None:
+    """The page "Spot eviction risk notifications": rebalance recommendations are Scheduled Events of
+    type SpotRebalanceRecommendation with EventStatus Advisory (and no NotBefore)."""
+    body = doc(event(EventType="SpotRebalanceRecommendation", EventStatus="Advisory", NotBefore=""))
+    (parsed,) = parse_document(body).events
+    assert parsed.event_type is EventType.SPOT_REBALANCE_RECOMMENDATION
+    assert parsed.status is EventStatus.ADVISORY
+    assert parsed.advisory and parsed.not_before is None
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            b'{"error": "Bad request. api-version is invalid or was not specified in the request. '
+            b'For more information refer to aka.ms/azureimds", '
+            b'"newest-versions": ["2025-04-07", "2024-07-17", "2024-03-15"]}',
+            ("2025-04-07", "2024-07-17", "2024-03-15"),
+        ),
+        (b'{"newest-versions": ["2019-08-01", "2020-07-01", "latest", 7]}', ("2020-07-01", "2019-08-01")),
+        (b'{"error": "Bad request. Required metadata header not specified"}', ()),
+        (b"<html>502</html>", ()),
+        (b"", ()),
+    ],
+)
+def test_the_versions_an_api_version_refusal_names(body: bytes, expected: tuple[str, ...]) -> None:
+    """The Instance Metadata Service page: a request without a valid api-version gets an error with
+    "a list of the newest supported versions"; anything else names none."""
+    assert parse_version_refusal(body) == expected

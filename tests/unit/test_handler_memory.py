@@ -83,6 +83,7 @@ def handler(recorder: Recorder | None = None, conditions: Conditions | None = No
         conditions=conditions or Conditions(),  # type: ignore[arg-type]
     )
     h.resource_name = ME
+    h._deciding = True  # as once the record on the node has been read (nothing recorded there here)
     return h
 
 
@@ -162,3 +163,36 @@ async def test_an_ignored_event_is_listed_in_the_condition_until_it_leaves_the_d
         [("F1", "Freeze", "ignored")],
         [],
     ]
+
+
+async def test_a_change_of_the_advisories_read_beside_the_endpoint_is_decided_on_at_once() -> None:
+    """DocumentIncarnation "increases when the events array changes": an unchanged incarnation is not
+    decided on again. Advisories are read at another api-version and do not move -endpoint's
+    incarnation, so a change of them is decided on at once, on the last document (here an advisory of
+    a type not known, shown as ignored), and the advisory_events gauge follows them."""
+    conditions = Conditions()
+    h = handler(conditions=conditions)
+    first = ScheduledEventsDocument(incarnation=1, events=(freeze("F1"),))
+    h.on_document(first)
+    h.on_document(first)
+    advisory = ScheduledEvent(
+        event_id="A1",
+        event_type=EventType.UNKNOWN,
+        event_type_raw="SomeNewAdvice",
+        resource_type="VirtualMachine",
+        resources=(ME,),
+        status=EventStatus.ADVISORY,
+        status_raw="Advisory",
+        not_before=None,
+        not_before_raw="",
+    )
+    unchanged = len(conditions.shown)
+    h._take_advisories((advisory,))
+    with_advisory = [(e.event_id, e.phase) for e in conditions.shown[-1]]
+    gauge = REGISTRY.get_sample_value("aks_node_termination_handler_advisory_events")
+    h._take_advisories(())
+    assert unchanged == 1  # the same incarnation twice: one decision
+    assert with_advisory == [("F1", "ignored"), ("A1", "ignored")]
+    assert [(e.event_id, e.phase) for e in conditions.shown[-1]] == [("F1", "ignored")]
+    assert gauge == 1
+    assert REGISTRY.get_sample_value("aks_node_termination_handler_advisory_events") == 0

@@ -1,4 +1,5 @@
-"""Liveness follows the main loop's heartbeat only; readiness follows the resource name and IMDS polls."""
+"""Liveness follows the main loop's heartbeat only; readiness follows IMDS polls, the resource name and
+the Kubernetes API server."""
 
 from __future__ import annotations
 
@@ -128,3 +129,53 @@ def test_not_ready_when_last_success_is_stale(health: Health, clock: FakeClock) 
     ok, reason = health.readiness(clock.now + 31)
     assert not ok
     assert "31s ago" in reason
+
+
+def test_not_ready_while_the_api_server_does_not_answer_and_named_as_the_reason(
+    health: Health, clock: FakeClock
+) -> None:
+    """Once IMDS answers, an API server that does not is the reason given, also while the resource
+    name is not known (it may be what keeps the name unknown); liveness is not affected."""
+    health.beat()
+    health.api_server(answers=False, problem="is unreachable: get node n1: connection refused")
+    ok, reason = health.readiness(clock.now)
+    assert (ok, reason) == (False, "waiting for the first Scheduled Events poll")
+    health.polled(True)
+    ok, reason = health.readiness(clock.now)
+    assert not ok
+    assert reason.startswith("Kubernetes API server is unreachable: get node n1: connection refused")
+    assert "events are notified" in reason
+    health.resource_known("vm1")
+    assert not health.readiness(clock.now).ok
+    assert health.liveness(clock.now).ok
+    health.api_server(answers=True)
+    assert health.readiness(clock.now) == (True, "watching Scheduled Events for vm1")
+
+
+def test_imds_failing_comes_before_the_api_server_in_readiness(health: Health, clock: FakeClock) -> None:
+    health.resource_known("vm1")
+    health.api_server(answers=False, problem="is unreachable: timeout")
+    health.polled(False, error="IMDS answered 503")
+    ok, reason = health.readiness(clock.now)
+    assert not ok
+    assert "Scheduled Events endpoint failing" in reason
+
+
+def test_a_slow_first_answer_is_said_in_readiness_while_liveness_follows_the_beat(
+    health: Health, clock: FakeClock
+) -> None:
+    """Scheduled Events for Linux VMs: "expect a delayed response in your first call of up to two
+    minutes". While it is awaited the handler is not ready, says why and for how long, and stays live
+    as long as the loop beats."""
+    health.resource_known("aks-spot-12345678-vmss_3")
+    health.first_answer_slow(clock.now)
+    for _ in range(90):
+        clock.advance(1.0)
+        health.beat()
+    ok, reason = health.readiness()
+    assert not ok
+    assert reason.startswith("waiting 90s for the first Scheduled Events answer")
+    assert health.liveness().ok
+    health.first_answer_slow(None)
+    health.polled(True)
+    assert health.readiness().ok

@@ -6,7 +6,7 @@ import asyncio
 
 import httpx2
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from aksnth.errors import KubeUnavailable
 from aksnth.observe.httpmetrics import ApiServerMetrics, origin_label, path_label
@@ -61,7 +61,14 @@ def registry() -> CollectorRegistry:
 def metrics(registry: CollectorRegistry) -> ApiServerMetrics:
     requests = Counter("apiserver_request", "h", ["cluster", "code"], registry=registry)
     duration = Histogram("apiserver_request_duration", "h", ["cluster"], registry=registry)
-    return ApiServerMetrics("aks-prod", requests=requests, duration=duration, clock=Steps(0.25))
+    reachable = Gauge("apiserver_reachable", "h", registry=registry)
+    return ApiServerMetrics(
+        "aks-prod", requests=requests, duration=duration, reachable=reachable, clock=Steps(0.25)
+    )
+
+
+def reachable(registry: CollectorRegistry) -> float | None:
+    return registry.get_sample_value("apiserver_reachable")
 
 
 def count(registry: CollectorRegistry, code: str) -> float:
@@ -76,6 +83,8 @@ def duration_sum(registry: CollectorRegistry) -> float:
 def answer(request: httpx2.Request) -> httpx2.Response:
     if request.url.path == "/down":
         raise httpx2.ConnectError("connection refused", request=request)
+    if request.url.path == "/behind-a-proxy":  # the proxy answers: the API server did not
+        return httpx2.Response(502)
     return httpx2.Response(404 if request.url.path == "/missing" else 200)
 
 
@@ -146,3 +155,40 @@ async def test_transport_works_with_httpx2_the_kubernetes_clients_stack(
     async with httpx2.AsyncClient(transport=transport, base_url="https://kube.test") as client:
         await client.patch("/api/v1/nodes/n1", json={})
     assert count(registry, "409") == 1
+
+
+async def test_reachable_follows_whether_the_last_request_got_an_answer(
+    metrics: ApiServerMetrics, registry: CollectorRegistry
+) -> None:
+    """apiserver_reachable: 0 until an answer, 1 after any answer of the API server (an error status
+    too), 0 after a request that got none or only a gateway's 502/504; a request the handler
+    abandoned says nothing about the server."""
+    assert reachable(registry) == 0
+    transport = metrics.transport(httpx2.MockTransport(answer))
+    async with httpx2.AsyncClient(transport=transport, base_url="https://kube.test") as client:  # type: ignore[arg-type]
+        await client.get("/api/v1/nodes/n1")
+        assert reachable(registry) == 1
+        with pytest.raises(httpx2.ConnectError):
+            await client.get("/down")
+        assert reachable(registry) == 0
+        await client.get("/missing")
+        assert reachable(registry) == 1
+        await client.get("/behind-a-proxy")
+        assert reachable(registry) == 0
+        await client.get("/missing")
+    with pytest.raises(KubeUnavailable), metrics.measure():
+        raise KubeUnavailable("API server answered 503", status=503)
+    assert reachable(registry) == 1
+
+    async def abandoned() -> None:
+        with metrics.measure():
+            await asyncio.Event().wait()
+
+    with pytest.raises(OSError), metrics.measure():
+        raise OSError("no route to host")
+    task = asyncio.create_task(abandoned())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert reachable(registry) == 0  # as the unanswered request before it left it

@@ -13,6 +13,7 @@ from aksnth.policy import (
     GiveBack,
     Ignore,
     KnownEvent,
+    Prepare,
     Respond,
     decide,
     drain_deadline,
@@ -263,3 +264,86 @@ def test_a_resumable_event_that_is_gone_is_concluded_instead():
     }
     (action,) = plan(doc(), memory=memory)
     assert isinstance(action, GiveBack)
+
+
+# --- Azure fidelity: Started events and advisories (docs/azure-fidelity.md) ---------------------------
+
+
+@pytest.mark.parametrize("kind", ["Reboot", "Redeploy", "Terminate", "Preempt"])
+def test_an_event_first_seen_started_is_responded_to_with_thirty_seconds_from_sighting(kind):
+    """After a hardware failure Azure publishes a Reboot already Started with a blank NotBefore: the
+    response starts at once, and the drain counts on the shortest notice Azure documents (30 s)."""
+    (action,) = plan(doc(event(kind, status="Started")))
+    assert isinstance(action, Respond)
+    assert action.event_deadline == NOW + timedelta(seconds=30)
+
+
+def test_an_advisory_prepares_the_node_and_is_never_responded_to_by_default():
+    """SpotRebalanceRecommendation (Advisory) is its own type: not in the default -eventTypes, it is
+    prepared for (a Prepare action), neither ignored nor drained."""
+    (action,) = plan(doc(event("SpotRebalanceRecommendation", status="Advisory")))
+    assert isinstance(action, Prepare)
+    assert action.event.event_type is EventType.SPOT_REBALANCE_RECOMMENDATION
+    assert action.event.status is EventStatus.ADVISORY
+    assert "not drained unless -eventTypes names the type" in action.reason
+
+
+def test_an_advisory_named_in_event_types_is_drained_counting_on_a_preempts_thirty_seconds():
+    settings = ResponseSettings(
+        event_types=frozenset({EventType.PREEMPT, EventType.SPOT_REBALANCE_RECOMMENDATION})
+    )
+    (action,) = plan(doc(event("SpotRebalanceRecommendation", status="Advisory")), settings=settings)
+    assert isinstance(action, Respond)
+    assert action.event_deadline == NOW + timedelta(seconds=30)
+    assert action.last_resort is False  # not in -lastResort.eventTypes by default
+
+
+def test_an_advisory_that_leaves_the_document_without_a_preempt_is_undone():
+    (action,) = plan(doc(), memory=known("SpotRebalanceRecommendation", "Advisory"))
+    assert isinstance(action, GiveBack)
+    assert "withdrawn with no Preempt" in action.reason
+
+
+def test_an_advisory_is_undone_also_with_uncordon_after_event_off_when_it_only_prepared():
+    settings = ResponseSettings(uncordon_after_event=False)
+    (action,) = plan(doc(), settings=settings, memory=known("SpotRebalanceRecommendation", "Advisory"))
+    assert isinstance(action, GiveBack)
+
+
+@pytest.mark.parametrize("where", ["document", "memory"])
+def test_an_advisory_followed_by_a_preempt_keeps_what_it_did(where):
+    """The Preempt that follows (in the same document, or already being handled) builds on the
+    preparation: the advisory leaving the document undoes nothing."""
+    memory = known("SpotRebalanceRecommendation", "Advisory", event_id="A1")
+    if where == "document":
+        document = doc(event("Preempt", event_id="P1", not_before=NOW + timedelta(seconds=30)))
+    else:
+        memory |= known("Preempt", event_id="P1")
+        document = doc(event("Preempt", event_id="P1", not_before=NOW + timedelta(seconds=30)))
+    actions = plan(document, memory=memory)
+    finish = next(a for a in actions if getattr(a, "event_id", "") == "A1")
+    assert isinstance(finish, Finish)
+    assert "follows it" in finish.reason
+
+
+def test_an_unknown_type_with_status_advisory_is_ignored_not_prepared():
+    (action,) = plan(doc(event("SomethingNew", status="Advisory")))
+    assert isinstance(action, Ignore)
+
+
+def test_an_advisory_resumed_after_a_restart_is_prepared_again():
+    memory = known("SpotRebalanceRecommendation", "Advisory", resume=True)
+    (action,) = plan(doc(event("SpotRebalanceRecommendation", status="Advisory")), memory=memory)
+    assert isinstance(action, Prepare)
+    assert "resuming" in action.reason
+
+
+def test_an_event_days_ahead_is_responded_to_now_and_reports_at_the_drain_timeout():
+    """Degraded hardware: "a scheduled event with a NotBefore that is typically a few days in the
+    future" (up to 7 days). Like any selected event it is responded to on sighting; its deadline is
+    NotBefore, the drain reports after -nodeGracePeriodSeconds."""
+    not_before = NOW + timedelta(days=7)
+    (action,) = plan(doc(event("Redeploy", not_before=not_before)))
+    assert isinstance(action, Respond)
+    assert action.event_deadline == not_before
+    assert action.drain_deadline == NOW + timedelta(seconds=120)

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from aksnth.azure.resource_name import EmptyProviderIdError, ProviderIdError, resource_name_from_provider_id
+from aksnth.azure.documents import parse_instance_metadata
+from aksnth.azure.resource_name import (
+    EmptyProviderIdError,
+    InstanceMetadataNameError,
+    ProviderIdError,
+    resource_name_from_instance_metadata,
+    resource_name_from_provider_id,
+)
+from aksnth.azure.simulator import ImdsSimulator
 from aksnth.errors import AksnthError
+from aksnth.model import InstanceMetadata
 
 SUB = "azure:///subscriptions/0b1f6471-1bf0-4dda-aec3-111122223333/resourceGroups/MC_rg_aks_westeurope/providers"
 
@@ -59,3 +70,42 @@ def test_unknown_provider_ids_are_refused_with_a_clear_message(provider_id: str,
         resource_name_from_provider_id(provider_id)
     assert not isinstance(caught.value, EmptyProviderIdError)
     assert "-resource.name" in str(caught.value)
+
+
+# --- the fallback: IMDS compute metadata (/metadata/instance/compute) --------------------------------
+RG = "/subscriptions/0b1f6471-1bf0-4dda-aec3-111122223333/resourceGroups/MC_rg_aks_westeurope/providers"
+
+
+@pytest.mark.parametrize(
+    ("instance", "expected"),
+    [
+        # A uniform scale-set instance: resourceId gives NAME_ID, as name does.
+        (InstanceMetadata(name="aks-spot-87654321-vmss_17", vm_scale_set_name="aks-spot-87654321-vmss",
+                          resource_id=f"{RG}/Microsoft.Compute/virtualMachineScaleSets/aks-spot-87654321-vmss/virtualMachines/17"),
+         "aks-spot-87654321-vmss_17"),
+        # A flexible-orchestration instance is a plain VM named <scale set>_<8 hex>.
+        (InstanceMetadata(name="aks-flex-vmss_1a2b3c4d", vm_scale_set_name="aks-flex-vmss",
+                          resource_id=f"{RG}/Microsoft.Compute/virtualMachines/aks-flex-vmss_1a2b3c4d"),
+         "aks-flex-vmss_1a2b3c4d"),
+        (InstanceMetadata(name="worker-1", resource_id=f"{RG}/Microsoft.Compute/virtualMachines/worker-1"),
+         "worker-1"),
+        # Without a usable resourceId, the VM's name.
+        (InstanceMetadata(name="aks-spot-87654321-vmss_17", vm_scale_set_name="aks-spot-87654321-vmss"),
+         "aks-spot-87654321-vmss_17"),
+        (InstanceMetadata(name=" vm2 ", resource_id="/subscriptions/s/resourceGroups/g"), "vm2"),
+    ],
+)  # fmt: skip
+def test_resource_names_from_instance_metadata(instance: InstanceMetadata, expected: str) -> None:
+    assert resource_name_from_instance_metadata(instance) == expected
+
+
+@pytest.mark.parametrize("vm_name", ["aks-spot-12345678-vmss_3", "standalone-vm"])
+def test_the_simulators_compute_document_names_the_vm_as_scheduled_events_do(vm_name: str) -> None:
+    document = ImdsSimulator(vm_name=vm_name)._compute_document("2021-02-01")
+    assert resource_name_from_instance_metadata(parse_instance_metadata(json.dumps(document))) == vm_name
+
+
+def test_instance_metadata_without_a_name_is_a_clear_error() -> None:
+    with pytest.raises(InstanceMetadataNameError, match=r"names no VM.*-resource\.name") as caught:
+        resource_name_from_instance_metadata(InstanceMetadata(location="westeurope"))
+    assert isinstance(caught.value, AksnthError)

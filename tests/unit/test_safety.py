@@ -4,11 +4,12 @@ reported, and what keeps it is not. Times are seconds; every event here is publi
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from aksnth.azure.simulator import ImdsSimulator, RecordedRequest
-from tests.support.audit import AuditedRequest
+from tests.support.audit import AuditedRequest, read_audit_log
 from tests.support.fleetwatch import DeletionSeen, PodTrack
 from tests.support.safety import (
     EARLY_APPROVAL,
@@ -28,8 +29,10 @@ from tests.support.safety import (
     check_stops_at_last_chance,
     check_stops_follow_refusals,
     event_record,
+    requests_of,
     safety_figures,
     start_requests,
+    stops,
 )
 
 HANDLER = "system:serviceaccount:kube-system:aks-node-termination-handler"
@@ -414,3 +417,116 @@ def test_the_figures_give_stops_approvals_and_pods_without_sigterm() -> None:
     assert safety_figures(emptied).approval_after_empty_seconds == {
         "EV-1": pytest.approx(125.0 - LAST_CHANCE)
     }
+
+
+# --- a record of the real cluster, as it was and doctored --------------------------------------------
+
+#: From one run of tests/cluster/test_safety.py's last-chance scenario (a Deployment's only replica under
+#: minAvailable 1 on node 0, a Terminate due 40 s after its publication, the handler installed by the
+#: chart): kube-apiserver's audit lines, and below what the watch and the simulator recorded.
+REAL_AUDIT = Path(__file__).resolve().parents[1] / "data" / "audit" / "real-cluster-last-resort.jsonl"
+REAL_USER = "system:serviceaccount:kube-system:aks-node-termination-handler"
+REAL_NAMESPACE = "lastchance-25a019"
+REAL_NODES = {
+    "aks-spot-12345678-vmss000000": "aks-spot-12345678-vmss_0",
+    "aks-spot-12345678-vmss000001": "aks-spot-12345678-vmss_1",
+}
+REAL_EVENT = EventRecord(
+    event_id="41EA7EE0-643D-474A-8ED2-D87CB20E3B96",
+    event_type="Terminate",
+    resources=("aks-spot-12345678-vmss_0",),
+    published_at=1796594045.5982282,
+    deadline=1796594085.0,
+)
+REAL_SOLO = PodTrack(
+    key=f"{REAL_NAMESPACE}/solo-679fdb5cb4-kpmmg",
+    app="solo",
+    daemonset=False,
+    node="aks-spot-12345678-vmss000000",
+    bound_at=1796594045.5971625,  # already there when the watch began
+    created_at=1796594044.0,
+    # The handler's stop (its 8 s grace period), then the kubelet's final deletion once it killed it.
+    deletions=[
+        DeletionSeen(1796594075.521157, 8, 1796594083.0),
+        DeletionSeen(1796594084.5678093, 0, 1796594084.0),
+    ],
+    gone_at=1796594084.5716164,
+)
+REAL_REPLACEMENT = PodTrack(  # its ReplicaSet's new pod, on node 1, which no event dooms
+    key=f"{REAL_NAMESPACE}/solo-679fdb5cb4-bpw9w",
+    app="solo",
+    daemonset=False,
+    node="aks-spot-12345678-vmss000001",
+    bound_at=1796594075.5631573,
+    created_at=1796594075.0,
+)
+
+
+def real_requests() -> tuple[AuditedRequest, ...]:
+    """The audit excerpt as the real-node scenarios read it: the chart's ServiceAccount, their namespace."""
+    return requests_of(read_audit_log(REAL_AUDIT), {REAL_USER}, namespace=REAL_NAMESPACE)
+
+
+def real_record(requests: tuple[AuditedRequest, ...], solo: PodTrack = REAL_SOLO) -> SafetyRecord:
+    return SafetyRecord(
+        events=(REAL_EVENT,),
+        pods=(solo, REAL_REPLACEMENT),
+        vm_of_node=REAL_NODES,
+        requests=tuple(sorted(requests, key=lambda r: r.received_at)),
+        taken_at=1796594084.6070967,
+    )
+
+
+def test_the_real_clusters_record_of_a_last_resort_stop_is_read_as_a_kept_promise() -> None:
+    """The real API server's lines parse as the checks expect: its 429s name a disruption budget, the
+    stop is one DELETE 0.01 s after the pod's last chance, and nothing is found."""
+    everything = read_audit_log(REAL_AUDIT)
+    requests = real_requests()
+    assert {r.namespace for r in everything} > {REAL_NAMESPACE}  # the node's requests are left out
+    evictions = [r for r in requests if r.is_eviction]
+    assert len(evictions) == 22 and all(r.refused_by_budget for r in evictions)
+    (stop,) = stops(real_record(requests))
+    assert stop.grace_seconds == 8
+    assert stop.at - stop.last_chance == pytest.approx(0.011, abs=0.001)
+    assert check_safety(real_record(requests)) == []
+
+
+def _shifted(request: AuditedRequest, to: float) -> AuditedRequest:
+    return replace(request, received_at=to)
+
+
+def _doctored(how: str) -> tuple[tuple[AuditedRequest, ...], PodTrack]:
+    """The real record as a handler that broke a promise would have left it."""
+    requests = real_requests()
+    evictions = [r for r in requests if r.is_eviction]
+    (stop,) = [r for r in requests if r.verb == "delete"]
+    others = [r for r in requests if not r.is_eviction and r.verb != "delete"]
+    # A stop at the handler's first poll, seen by the watch as late after it as the real one was;
+    # the pod lingers through its 8 s grace period and is killed at its end, as it was.
+    first, lag = evictions[0].received_at, REAL_SOLO.deletions[0].seen_at - stop.received_at
+    early = replace(REAL_SOLO, deletions=[DeletionSeen(first + lag, 8, first + 8)], gone_at=first + 9)
+    if how == "deleted at its first poll, no eviction":  # -disableEviction, or a delete-at-once handler
+        return (*others, _shifted(stop, first)), early
+    if how == "stopped at its first refusal":
+        return (*others, evictions[0], _shifted(stop, first + 0.01)), early
+    if how == "stopped with no grace period":  # as the kubelet's final deletion, sent by the handler
+        sigkill = DeletionSeen(REAL_SOLO.deletions[0].seen_at, 0, stop.received_at)
+        return requests, replace(REAL_SOLO, deletions=[sigkill], gone_at=sigkill.seen_at + 0.05)
+    raise ValueError(how)
+
+
+DOCTORED_CASES = [
+    ("deleted at its first poll, no eviction", [NO_REFUSAL, EARLY_STOP]),
+    ("stopped at its first refusal", [EARLY_STOP]),
+    ("stopped with no grace period", [EARLY_STOP, NO_SIGTERM]),
+]
+
+
+@pytest.mark.parametrize(("how", "kinds"), DOCTORED_CASES, ids=[c[0] for c in DOCTORED_CASES])
+def test_the_checks_report_the_real_record_doctored_as_a_misbehaving_handler_would_leave_it(
+    how: str, kinds: list[str]
+) -> None:
+    requests, solo = _doctored(how)
+    findings = check_safety(real_record(requests, solo))
+    assert sorted(f.kind for f in findings) == sorted(kinds), findings
+    assert {f.subject for f in findings} == {REAL_SOLO.key}

@@ -15,12 +15,16 @@ Policy: strict where a mistake would make us act wrongly, lenient where Azure va
   Missing optional fields (``Description``, ``EventSource``, ``DurationInSeconds`` - absent in
   older api-versions) get their documented defaults (``""``, ``""``, ``-1``).
 * Key names are matched case-insensitively, as the Go original's ``encoding/json`` did.
+
+Any api-version is read the same way: newer versions have added fields and event types (``Advisory``
+events since the version that serves Spot rebalance recommendations), never taken any away.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_tz
@@ -88,8 +92,27 @@ def format_not_before(moment: datetime) -> str:
     return format_datetime(moment.astimezone(UTC).replace(microsecond=0), usegmt=True)
 
 
+_API_VERSION = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def parse_version_refusal(body: bytes | str) -> tuple[str, ...]:
+    """The versions IMDS names when it refuses an api-version, newest first; ``()`` when ``body`` is
+    not such a refusal. IMDS answers a missing or unknown api-version with 400 and
+    ``{"error": "Bad request. api-version is invalid or was not specified in the request. …",
+    "newest-versions": ["2020-07-01", …]}``."""
+    try:
+        root = _load_json_object(body, what="error answer")
+    except ImdsDocumentError:
+        return ()
+    versions = _fold_keys(root).get("newest-versions")
+    if not isinstance(versions, list):
+        return ()
+    found = {v.strip() for v in versions if isinstance(v, str) and _API_VERSION.fullmatch(v.strip())}
+    return tuple(sorted(found, reverse=True))
+
+
 def parse_document(body: bytes | str) -> ScheduledEventsDocument:
-    """Parse a Scheduled Events document (any api-version up to 2020-07-01)."""
+    """Parse a Scheduled Events document (any api-version)."""
     root = _load_json_object(body, what="Scheduled Events document")
     fields = _fold_keys(root)
     if "documentincarnation" not in fields:

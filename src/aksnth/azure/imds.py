@@ -7,6 +7,10 @@ by ``ImdsSettings.request_timeout_seconds`` as a whole (connect, send, wait and 
 are streamed with a size cap so that an endless or huge answer cannot eat memory. IMDS must never
 be reached through a proxy.
 
+Until IMDS has answered a request for events once, the poll waits up to
+``ImdsSettings.first_request_timeout_seconds``: the first request after Scheduled Events is switched on
+for a VM can take up to two minutes, and giving up on it only to ask again would not make it faster.
+
 ``PollBackoff`` says how long to wait before the next poll; it never sleeps itself.
 """
 
@@ -19,11 +23,18 @@ import logging
 import random
 from types import TracebackType
 from typing import Self
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx2
 
 from aksnth import __version__
-from aksnth.azure.documents import MAX_DOCUMENT_BYTES, excerpt, parse_document, parse_instance_metadata
+from aksnth.azure.documents import (
+    MAX_DOCUMENT_BYTES,
+    excerpt,
+    parse_document,
+    parse_instance_metadata,
+    parse_version_refusal,
+)
 from aksnth.azure.pollconn import PollConnection, declared_too_long, longer_than_accepted
 from aksnth.config import ImdsSettings
 from aksnth.durations import parse_retry_after
@@ -86,10 +97,23 @@ class ImdsClient:
         # events: about 240 µs to parse, every second, on every node).
         self._last_body: bytes | None = None
         self._last_document: ScheduledEventsDocument | None = None
+        self._answered = False  # IMDS has answered a request for events (any HTTP status)
 
     @property
     def settings(self) -> ImdsSettings:
         return self._settings
+
+    @property
+    def answered(self) -> bool:
+        """IMDS has answered a request for events at least once (with any HTTP status): Scheduled
+        Events is switched on for this VM, and requests get the ordinary -request.timeout."""
+        return self._answered
+
+    def _poll_timeout(self) -> float:
+        settings = self._settings
+        if self._answered:
+            return settings.request_timeout_seconds
+        return max(settings.first_request_timeout_seconds, settings.request_timeout_seconds)
 
     def start_first_poll(self) -> None:
         """Send the first GET now, while start-up goes on; the next :meth:`fetch_document` returns
@@ -136,6 +160,33 @@ class ImdsClient:
         payload = json.dumps({"StartRequests": [{"EventId": event_id}]}).encode()
         await self._request("POST", self._settings.endpoint, content=payload)
 
+    async def fetch_advisory_document(self, api_version: str) -> ScheduledEventsDocument:
+        """GET the Scheduled Events document at ``api_version`` (the one that serves advisory events)."""
+        return parse_document(await self._request("GET", self._settings.endpoint_at(api_version)))
+
+    async def newest_versions(self) -> tuple[str, ...]:
+        """The api-versions IMDS names as its newest for Scheduled Events, newest first: a request
+        without api-version is refused with 400 and ``"newest-versions"``. ``()`` when the refusal names
+        none; ``ImdsUnavailable`` when no refusal came (a timeout, a 5xx: ask again later)."""
+        url = self._settings.endpoint_at(None)
+        timeout = self._settings.request_timeout_seconds
+        request = self._client.build_request("GET", url, headers=METADATA_HEADERS)
+        try:
+            async with asyncio.timeout(timeout):
+                response = await self._client.send(request, stream=True)
+                try:
+                    if response.status_code == httpx2.codes.OK:
+                        return ()  # served without an api-version: nothing to learn from it
+                    if response.status_code != httpx2.codes.BAD_REQUEST:
+                        raise await _unavailable("GET", url, response)
+                    return parse_version_refusal(await _read_head(response))
+                finally:
+                    await response.aclose()
+        except TimeoutError as exc:
+            raise ImdsUnavailable(f"GET {url}: no complete answer within {timeout:g}s") from exc
+        except httpx2.HTTPError as exc:
+            raise ImdsUnavailable(f"GET {url}: {type(exc).__name__}: {exc}") from exc
+
     async def fetch_instance_metadata(self) -> InstanceMetadata:
         """GET ``/metadata/instance/compute`` on the same host as the Scheduled Events endpoint."""
         body = await self._request("GET", self._settings.compute_url)
@@ -164,14 +215,24 @@ class ImdsClient:
         """The Scheduled Events GET; the body of a 200 answer, capped at MAX_DOCUMENT_BYTES."""
         url = self._settings.endpoint
         connection = self._poll_connection
+        timeout = self._poll_timeout()
         if connection is None:
-            return await self._send(self._poll_request(), url, transport=self._poll_transport)
-        timeout = self._settings.request_timeout_seconds
+            request = (
+                self._poll_request()
+                if self._answered
+                else self._client.build_request(
+                    "GET", url, headers=METADATA_HEADERS, timeout=httpx2.Timeout(timeout)
+                )
+            )
+            return await self._send(
+                request, url, transport=self._poll_transport, timeout_seconds=timeout, answers_events=True
+            )
         try:
             async with asyncio.timeout(timeout):
                 answer = await connection.fetch()
         except TimeoutError as exc:
             raise ImdsUnavailable(f"GET {url}: no complete answer within {timeout:g}s") from exc
+        self._answered = True
         if answer.status != httpx2.codes.OK:
             raise _status_error(
                 "GET",
@@ -201,10 +262,17 @@ class ImdsClient:
         )
 
     async def _send(
-        self, request: httpx2.Request, url: str, *, transport: httpx2.AsyncBaseTransport | None = None
+        self,
+        request: httpx2.Request,
+        url: str,
+        *,
+        transport: httpx2.AsyncBaseTransport | None = None,
+        timeout_seconds: float | None = None,
+        answers_events: bool = False,
     ) -> bytes:
-        """One request under one deadline; the body of a 200 answer, capped at MAX_DOCUMENT_BYTES."""
-        timeout = self._settings.request_timeout_seconds
+        """One request under one deadline; the body of a 200 answer, capped at MAX_DOCUMENT_BYTES.
+        ``answers_events``: the request is the Scheduled Events poll (an answer marks :attr:`answered`)."""
+        timeout = self._settings.request_timeout_seconds if timeout_seconds is None else timeout_seconds
         method = request.method
         try:
             async with asyncio.timeout(timeout):
@@ -212,6 +280,8 @@ class ImdsClient:
                     response = await self._client.send(request, stream=True)
                 else:
                     response = await transport.handle_async_request(request)
+                if answers_events:
+                    self._answered = True
                 try:
                     if response.status_code != httpx2.codes.OK:
                         raise await _unavailable(method, url, response)
@@ -240,18 +310,23 @@ async def _read_capped(response: httpx2.Response, method: str, url: str) -> byte
     return b"".join(chunks)
 
 
-async def _unavailable(method: str, url: str, response: httpx2.Response) -> ImdsUnavailable:
+async def _read_head(response: httpx2.Response) -> bytes:
+    """The start of an answer's body (up to ERROR_BODY_BYTES), to quote or to read an error from."""
     head = bytearray()
     async for chunk in response.aiter_bytes():
         head += chunk
         if len(head) >= ERROR_BODY_BYTES:
             break
+    return bytes(head)
+
+
+async def _unavailable(method: str, url: str, response: httpx2.Response) -> ImdsUnavailable:
     return _status_error(
         method,
         url,
         status=response.status_code,
         reason=response.reason_phrase,
-        head=bytes(head),
+        head=await _read_head(response),
         retry_after=response.headers.get("Retry-After"),
     )
 
@@ -259,9 +334,15 @@ async def _unavailable(method: str, url: str, response: httpx2.Response) -> Imds
 def _status_error(
     method: str, url: str, *, status: int, reason: str, head: bytes, retry_after: str | None
 ) -> ImdsUnavailable:
-    """An answer other than 200: its status, reason, the start of its body and its Retry-After."""
+    """An answer other than 200: its status, reason, the start of its body and its Retry-After. A refused
+    api-version is said in words, with the versions IMDS names (the excerpt would cut them off)."""
     reason = reason or httpx2.codes.get_reason_phrase(status)
     quoted = f": {excerpt(head)}" if head.strip() else ""
+    versions = parse_version_refusal(head) if status == httpx2.codes.BAD_REQUEST else ()
+    if versions:
+        requested = dict(parse_qsl(urlsplit(url).query)).get("api-version", "")
+        refused = f"api-version {requested} is refused" if requested else "no api-version was given"
+        quoted = f": {refused}; IMDS names its newest versions: {', '.join(versions)}"
     return ImdsUnavailable(
         f"{method} {url}: HTTP {status} {reason}{quoted}",
         status=status,

@@ -15,11 +15,17 @@ Pure. AKS nodes carry ``spec.providerID`` set by the cloud controller manager:
 
 Azure resource paths are case-insensitive, so the fixed segments are matched without regard to case;
 the names keep the case they have (``ScheduledEvent.concerns`` compares case-insensitively).
+
+When the Node cannot be read (the API server is away), IMDS says the same from the VM's side: its
+compute metadata (``/metadata/instance/compute``) carries ``resourceId``, the providerID's path
+without ``azure://``, and ``name``, which for a uniform scale-set instance is already
+``<vmScaleSetName>_<instance id>`` and for a plain or flexible-orchestration VM its name.
 """
 
 from __future__ import annotations
 
 from aksnth.errors import AksnthError
+from aksnth.model import InstanceMetadata
 
 PROVIDER_PREFIX = "azure://"
 _COMPUTE_PROVIDER = "microsoft.compute"
@@ -38,6 +44,10 @@ class EmptyProviderIdError(ProviderIdError):
     """
 
 
+class InstanceMetadataNameError(AksnthError, ValueError):
+    """IMDS compute metadata names no VM (neither a usable ``resourceId`` nor a ``name``)."""
+
+
 def resource_name_from_provider_id(provider_id: str) -> str:
     """``NAME_ID`` for a scale-set instance, ``NAME`` for a plain VM; ``ProviderIdError`` otherwise."""
     text = provider_id.strip()
@@ -51,7 +61,30 @@ def resource_name_from_provider_id(provider_id: str) -> str:
             f"providerID {text!r} is not an Azure providerID (it should start with {PROVIDER_PREFIX!r}); "
             "set -resource.name to the VM's Azure name"
         )
-    segments = [s for s in text[len(PROVIDER_PREFIX) :].split("/") if s]
+    return _name_from_resource_path(text[len(PROVIDER_PREFIX) :], text)
+
+
+def resource_name_from_instance_metadata(instance: InstanceMetadata) -> str:
+    """This VM's name as Scheduled Events lists it, from IMDS compute metadata: derived from
+    ``resourceId`` by the providerID's rule, else ``name``; ``InstanceMetadataNameError`` when neither
+    gives one."""
+    if instance.resource_id.strip():
+        try:
+            return _name_from_resource_path(instance.resource_id.strip(), instance.resource_id.strip())
+        except ProviderIdError:
+            pass  # e.g. an ID of another form: the VM's own name below says the same
+    if instance.name.strip():
+        return instance.name.strip()
+    raise InstanceMetadataNameError(
+        f"IMDS compute metadata names no VM (resourceId {instance.resource_id!r}, name {instance.name!r}); "
+        "set -resource.name to the VM's Azure name"
+    )
+
+
+def _name_from_resource_path(path: str, text: str) -> str:
+    """``NAME_ID`` or ``NAME`` from ``/subscriptions/…/providers/Microsoft.Compute/…``; ``text`` is
+    what the messages quote."""
+    segments = [s for s in path.split("/") if s]
     lowered = [s.lower() for s in segments]
     try:
         provider_at = lowered.index(_COMPUTE_PROVIDER)

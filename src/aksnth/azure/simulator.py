@@ -16,6 +16,11 @@ type's minimum notice ahead (Preempt 30 s, Terminate 5-15 min as configured, Reb
 ``NotBefore`` passes, and disappears after its duration. ``DocumentIncarnation`` is bumped on every
 change of ``Events``. Default timings are divided by ``speed``, so tests take seconds.
 
+Advisory events (``SpotRebalanceRecommendation``, EventStatus ``Advisory``) are served only at the
+advisory api-version (newer than 2020-07-01), never start, and ignore approvals. Scheduled Events is
+switched on by the first request for events, which is answered after ``first_call_delay_seconds``;
+it switches itself off after ``switch_off_after_seconds`` without a request (24 h ÷ speed).
+
 A small JSON control API lives under ``/simulator/`` (see ``docs/imds-simulator.md``) and the
 ``main()`` CLI serves the simulator or drives a running one.
 """
@@ -57,6 +62,12 @@ CONTROL_PREFIX = "/simulator/"
 LATEST_SCHEDULED_EVENTS_VERSION = "2020-07-01"
 # Documented Scheduled Events versions from the one that added Preempt; what each newer one added.
 SCHEDULED_EVENTS_VERSIONS = ("2017-11-01", "2019-01-01", "2019-04-01", "2019-08-01", "2020-07-01")
+# Microsoft's "Spot eviction risk notifications" page says the rebalance recommendations come from "the
+# same endpoint [as] preempt notifications, but it uses a different version", and the copy of the page
+# this project quotes names no version. The simulator serves them at a stand-in version, obviously not
+# Azure's (``advisory_version`` changes it); the handler does not depend on the value: it asks IMDS for
+# its newest versions.
+DEFAULT_ADVISORY_VERSION = "2099-01-01"
 _DESCRIPTION_SINCE = "2019-04-01"
 _EVENT_SOURCE_SINCE = "2019-08-01"
 _DURATION_SINCE = "2020-07-01"
@@ -70,7 +81,8 @@ INSTANCE_VERSIONS = (
 )  # fmt: skip
 _PRIORITY_SINCE = "2020-12-01"
 
-EVENT_TYPES = ("Freeze", "Reboot", "Redeploy", "Preempt", "Terminate")
+ADVISORY_TYPES = ("SpotRebalanceRecommendation",)
+EVENT_TYPES = ("Freeze", "Reboot", "Redeploy", "Preempt", "Terminate", *ADVISORY_TYPES)
 # Minimum notice (NotBefore - publication), seconds, before speed scaling; Terminate is configurable.
 MIN_NOTICE_SECONDS = {"Freeze": 900.0, "Reboot": 900.0, "Redeploy": 600.0, "Preempt": 30.0}
 TERMINATE_NOTICE_RANGE = (300.0, 900.0)
@@ -78,8 +90,13 @@ TERMINATE_NOTICE_RANGE = (300.0, 900.0)
 # Microsoft's typical flow: about 10 minutes from Started to removal. A freeze is over in seconds;
 # a preempted or terminated VM is deleted, so its event does not linger long. (Simulator choices.)
 STARTED_SECONDS = {"Freeze": 60.0, "Reboot": 600.0, "Redeploy": 600.0, "Preempt": 120.0, "Terminate": 120.0}
+# How long an advisory stays listed when nothing follows it (simulator choice; the page says nothing).
+ADVISORY_SECONDS = 600.0
 # DurationInSeconds (expected impact) by default: -1 (unknown) but for a freeze (Microsoft's sample: 5).
 IMPACT_SECONDS = {"Freeze": 5}
+# "Scheduled Events is disabled for your service if it doesn't make a request to the endpoint for 24
+# hours" (before speed scaling).
+SWITCH_OFF_AFTER_SECONDS = 24 * 3600.0
 # Descriptions as Microsoft lists them, by type and source; Spot evictions come with none.
 DEFAULT_DESCRIPTIONS = {
     (
@@ -171,19 +188,33 @@ class _Event:
     impact_seconds: int
     published_at: float
     not_before: float  # when it starts unless approved earlier
-    started_seconds: float  # how long it stays Started
+    started_seconds: float  # how long it stays Started (an advisory: how long it stays listed)
     started_at: float | None = None
+    advisory: bool = False  # never starts, never approved, listed from publication until it ends
+
+    @property
+    def ends_at(self) -> float | None:
+        """When it leaves the list (None while Scheduled: it starts first)."""
+        if self.advisory:
+            return self.published_at + self.started_seconds
+        return None if self.started_at is None else self.started_at + self.started_seconds
+
+    @property
+    def status(self) -> str:
+        if self.advisory:
+            return "Advisory"
+        return "Scheduled" if self.started_at is None else "Started"
 
     def to_document(self, api_version: str) -> dict[str, Any]:
         started = self.started_at is not None
         entry: dict[str, Any] = {
             "EventId": self.event_id,
-            "EventStatus": "Started" if started else "Scheduled",
+            "EventStatus": self.status,
             "EventType": self.event_type,
             "ResourceType": "VirtualMachine",
             "Resources": list(self.resources),
             "NotBefore": ""
-            if started
+            if started or self.advisory
             else format_not_before(datetime.fromtimestamp(self.not_before, tz=UTC)),
         }
         if api_version >= _DESCRIPTION_SINCE:
@@ -206,6 +237,17 @@ class _State:
     recent: list[float] = field(default_factory=list)  # request times within the last second
 
 
+@dataclass(slots=True)
+class _Enablement:
+    """Whether Scheduled Events is on for the VM: the first request for events switches it on (and
+    waits ``first_call_delay_seconds`` for its answer), 24 h (÷ speed) without one switch it off."""
+
+    on: bool = False
+    ready_at: float | None = None  # monotonic time at which the switch-on completes (while it runs)
+    last_request: float | None = None  # the simulator's clock, of the last request for events
+    switch_ons: int = 0
+
+
 class ImdsSimulator:
     """The IMDS simulator. ``start()`` it (or use ``with``), point a client at ``.scheduled_events_url``."""
 
@@ -222,9 +264,21 @@ class ImdsSimulator:
         zone: str = "1",
         vm_size: str = "Standard_D4s_v5",
         rate_limit_per_second: int | None = None,
+        first_call_delay_seconds: float = 0.0,
+        switch_off_after_seconds: float | None = None,
+        advisory_version: str = DEFAULT_ADVISORY_VERSION,
     ) -> None:
         if speed <= 0:
             raise ValueError(f"speed must be positive, got {speed}")
+        if first_call_delay_seconds < 0:
+            raise ValueError(f"first_call_delay_seconds must not be negative, got {first_call_delay_seconds}")
+        if switch_off_after_seconds is not None and switch_off_after_seconds <= 0:
+            raise ValueError(f"switch_off_after_seconds must be positive, got {switch_off_after_seconds}")
+        if not _VERSION.fullmatch(advisory_version) or advisory_version <= LATEST_SCHEDULED_EVENTS_VERSION:
+            raise ValueError(
+                "advisory_version must be a version (YYYY-MM-DD) newer than "
+                f"{LATEST_SCHEDULED_EVENTS_VERSION}, got {advisory_version!r}"
+            )
         low, high = TERMINATE_NOTICE_RANGE
         if not low <= terminate_notice_seconds <= high:
             raise ValueError(
@@ -241,8 +295,16 @@ class ImdsSimulator:
         self.zone = zone
         self.vm_size = vm_size
         self.rate_limit_per_second = rate_limit_per_second
+        self.first_call_delay_seconds = float(first_call_delay_seconds)
+        self.switch_off_after_seconds = (
+            SWITCH_OFF_AFTER_SECONDS / speed
+            if switch_off_after_seconds is None
+            else float(switch_off_after_seconds)
+        )
+        self.advisory_version = advisory_version
         self._lock = threading.RLock()
         self._state = _State()
+        self._enablement = _Enablement()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -317,9 +379,24 @@ class ImdsSimulator:
         ``notice_seconds`` (NotBefore - now) and ``duration_seconds`` (how long it stays Started)
         are real seconds; their defaults are the type's documented minimum notice and the typical
         Started time, divided by ``speed``. ``started=True`` publishes it directly as Started (a
-        hardware failure). ``impact_seconds`` is the document's ``DurationInSeconds``.
+        hardware failure). ``impact_seconds`` is the document's ``DurationInSeconds`` (-1 unknown, 0 no
+        interruption). An advisory (``SpotRebalanceRecommendation``) has no NotBefore and never starts:
+        ``duration_seconds`` is how long it stays listed.
         """
         canonical = _canonical_type(event_type)
+        advisory = canonical in ADVISORY_TYPES
+        if advisory and (started or notice_seconds is not None):
+            raise SimulatorError(f"{canonical} is advisory: it has no NotBefore and never starts")
+        if impact_seconds is not None and (
+            isinstance(impact_seconds, bool) or not isinstance(impact_seconds, int)
+        ):
+            raise SimulatorError(
+                f"impact_seconds (DurationInSeconds) must be an integer, got {impact_seconds!r}"
+            )
+        if impact_seconds is not None and impact_seconds < -1:
+            raise SimulatorError(
+                f"impact_seconds must be -1 (unknown), 0 (no impact) or more, got {impact_seconds}"
+            )
         if (
             isinstance(resources, str)
             or not resources
@@ -327,9 +404,9 @@ class ImdsSimulator:
         ):
             raise SimulatorError("resources must be a non-empty list of VM names")
         if notice_seconds is None:
-            notice_seconds = self.min_notice_seconds(canonical) / self.speed
+            notice_seconds = 0.0 if advisory else self.min_notice_seconds(canonical) / self.speed
         if duration_seconds is None:
-            duration_seconds = STARTED_SECONDS[canonical] / self.speed
+            duration_seconds = (ADVISORY_SECONDS if advisory else STARTED_SECONDS[canonical]) / self.speed
         if notice_seconds < 0 or duration_seconds < 0:
             raise SimulatorError("notice_seconds and duration_seconds must not be negative")
         with self._lock:
@@ -350,6 +427,7 @@ class ImdsSimulator:
                 not_before=now + notice_seconds,
                 started_seconds=duration_seconds,
                 started_at=now if started else None,
+                advisory=advisory,
             )
             self._state.events.append(event)
             self._state.publication[event.event_id] = now
@@ -364,6 +442,8 @@ class ImdsSimulator:
         canonical = _canonical_type(event_type)
         if canonical == "Terminate":
             return self.terminate_notice_seconds
+        if canonical in ADVISORY_TYPES:
+            raise SimulatorError(f"{canonical} is advisory: it has no notice")
         return MIN_NOTICE_SECONDS[canonical]
 
     def cancel(self, event_id: str) -> None:
@@ -378,25 +458,95 @@ class ImdsSimulator:
         raise SimulatorError(f"no event {event_id!r} in the document")
 
     def approve(self, event_ids: Iterable[str]) -> None:
-        """What a valid POST StartRequests does: record the ids, start the Scheduled ones among them."""
+        """What a valid POST StartRequests does: record the ids, start the Scheduled ones among them
+        (an advisory: "acknowledging them has no effect")."""
         with self._lock:
             now = self.clock()
             self._advance(now)
             for event_id in event_ids:
                 self._state.approvals.append(event_id)
                 for event in self._state.events:
-                    if event.event_id.lower() == event_id.lower() and event.started_at is None:
+                    if (
+                        event.event_id.lower() == event_id.lower()
+                        and event.started_at is None
+                        and not event.advisory
+                    ):
                         event.started_at = now
                         self._state.incarnation += 1
 
     def document(self, api_version: str = LATEST_SCHEDULED_EVENTS_VERSION) -> dict[str, Any]:
-        """The current Scheduled Events document, as served."""
+        """The current Scheduled Events document, as served at ``api_version`` (advisories only at the
+        advisory version)."""
         with self._lock:
             self._advance(self.clock())
+            advisories = api_version >= self.advisory_version
             return {
                 "DocumentIncarnation": self._state.incarnation,
-                "Events": [e.to_document(api_version) for e in self._state.events],
+                "Events": [
+                    e.to_document(api_version) for e in self._state.events if advisories or not e.advisory
+                ],
             }
+
+    @property
+    def scheduled_events_versions(self) -> tuple[str, ...]:
+        """Every api-version served for Scheduled Events, oldest first."""
+        return (*SCHEDULED_EVENTS_VERSIONS, self.advisory_version)
+
+    @property
+    def advisory_url(self) -> str:
+        """The Scheduled Events URL at the advisory api-version."""
+        return f"{self.url}{SCHEDULED_EVENTS_PATH}?api-version={self.advisory_version}"
+
+    # --- switching on and off ----------------------------------------------------------------------
+
+    def switch_off(self, *, first_call_delay_seconds: float | None = None) -> None:
+        """Scheduled Events is off, as after 24 h without a request: the next request for events
+        switches it on and waits ``first_call_delay_seconds`` (given here, or as configured)."""
+        if first_call_delay_seconds is not None:
+            if isinstance(first_call_delay_seconds, bool) or first_call_delay_seconds < 0:
+                raise SimulatorError(
+                    "first_call_delay_seconds must be a number, not negative, "
+                    f"got {first_call_delay_seconds!r}"
+                )
+            self.first_call_delay_seconds = float(first_call_delay_seconds)
+        with self._lock:
+            self._enablement.on = False
+            self._enablement.ready_at = None
+        log.info("simulator: Scheduled Events switched off")
+
+    def _switch_on_wait(self) -> float:
+        """Called by each request for events: the seconds it must wait for its answer (0 once on)."""
+        with self._lock:
+            state = self._enablement
+            now = self.clock()
+            last = state.last_request
+            if state.on and last is not None and now - last >= self.switch_off_after_seconds:
+                state.on = False
+                log.info("simulator: Scheduled Events switched itself off (no request for a while)")
+            state.last_request = now
+            if state.on:
+                return 0.0
+            moment = time.monotonic()
+            if state.ready_at is None:
+                state.ready_at = moment + self.first_call_delay_seconds
+                state.switch_ons += 1
+                log.info(
+                    "simulator: Scheduled Events switching on; answered in %.3gs",
+                    self.first_call_delay_seconds,
+                )
+            left = state.ready_at - moment
+            if left <= 0:
+                state.on = True
+                state.ready_at = None
+                return 0.0
+            return left
+
+    def _switched_on(self) -> None:
+        with self._lock:
+            state = self._enablement
+            if state.ready_at is not None and time.monotonic() >= state.ready_at:
+                state.on = True
+                state.ready_at = None
 
     def publication_time(self, event_id: str) -> float:
         """Wall-clock time (the simulator's clock) at which the event first appeared in the document."""
@@ -477,13 +627,22 @@ class ImdsSimulator:
         with self._lock:
             now = self.clock()
             self._advance(now)
+            enablement = self._enablement
             return {
                 "now": now,
                 "speed": self.speed,
                 "vm_name": self.vm_name,
+                "scheduled_events": {
+                    "on": enablement.on,
+                    "switching_on": enablement.ready_at is not None,
+                    "switch_ons": enablement.switch_ons,
+                    "first_call_delay_seconds": self.first_call_delay_seconds,
+                    "switch_off_after_seconds": self.switch_off_after_seconds,
+                    "advisory_version": self.advisory_version,
+                },
                 "document": {
                     "DocumentIncarnation": self._state.incarnation,
-                    "Events": [e.to_document(LATEST_SCHEDULED_EVENTS_VERSION) for e in self._state.events],
+                    "Events": [e.to_document(self.advisory_version) for e in self._state.events],
                 },
                 "events": [
                     {
@@ -491,7 +650,7 @@ class ImdsSimulator:
                         "published_at": e.published_at,
                         "not_before": e.not_before,
                         "started_at": e.started_at,
-                        "ends_at": None if e.started_at is None else e.started_at + e.started_seconds,
+                        "ends_at": e.ends_at,
                     }
                     for e in self._state.events
                 ],
@@ -505,6 +664,11 @@ class ImdsSimulator:
     def _advance(self, now: float) -> None:
         """Apply the transitions due by ``now``: Scheduled → Started at NotBefore, then removal."""
         for event in list(self._state.events):
+            if event.advisory:
+                if now >= event.published_at + event.started_seconds:
+                    self._state.events.remove(event)
+                    self._state.incarnation += 1
+                continue
             if event.started_at is None and now >= event.not_before:
                 event.started_at = event.not_before
                 self._state.incarnation += 1
@@ -725,12 +889,18 @@ class _Handler(BaseHTTPRequestHandler):
         api_version = query.get("api-version", "")
         rstripped = path.rstrip("/")
         if rstripped == SCHEDULED_EVENTS_PATH:
-            if api_version not in SCHEDULED_EVENTS_VERSIONS:
-                answer(
-                    400,
-                    {"error": _ERR_VERSION, "newest-versions": list(reversed(SCHEDULED_EVENTS_VERSIONS))[:3]},
-                )
-            elif self.command == "GET":
+            versions = sim.scheduled_events_versions
+            if api_version not in versions:
+                answer(400, {"error": _ERR_VERSION, "newest-versions": sorted(versions, reverse=True)[:3]})
+                return
+            # The first request for events switches Scheduled Events on, and its answer takes a while.
+            wait = sim._switch_on_wait()
+            if wait > 0:
+                if sim._stopping.wait(wait):
+                    self.close_connection = True
+                    return
+                sim._switched_on()
+            if self.command == "GET":
                 answer(200, sim.document(api_version))
             elif self.command == "POST":
                 ids = _start_request_ids(body)
@@ -783,6 +953,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(200, sim.state())
             elif route == "document" and method == "GET":
                 self._send_json(200, sim.document())
+            elif route == "switch-off" and method == "POST":
+                sim.switch_off(**_switch_off_arguments(payload))
+                self._send_json(200, sim.state()["scheduled_events"])
             else:
                 self._send_json(404, {"error": f"no control route {method} {path}"})
         except SimulatorError as exc:
@@ -917,6 +1090,18 @@ def _schedule_arguments(payload: Any) -> dict[str, Any]:
     return {"event_type": payload["type"], "resources": resources, **arguments}
 
 
+def _switch_off_arguments(payload: Any) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise SimulatorError("the body must be a JSON object")
+    unknown = set(payload) - {"first_call_delay_seconds"}
+    if unknown:
+        raise SimulatorError(f"unknown fields {sorted(unknown)}; allowed: ['first_call_delay_seconds']")
+    delay = payload.get("first_call_delay_seconds")
+    if delay is not None and (isinstance(delay, bool) or not isinstance(delay, int | float)):
+        raise SimulatorError("'first_call_delay_seconds' must be a number of seconds")
+    return {"first_call_delay_seconds": delay}
+
+
 def _fault_arguments(payload: Any) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise SimulatorError("the body must be a JSON object")
@@ -938,6 +1123,7 @@ def _fault_arguments(payload: Any) -> dict[str, Any]:
 # --- CLI ---------------------------------------------------------------------------------------
 
 _PLAIN_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+_VERSION = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def parse_duration(text: str) -> float:
@@ -983,6 +1169,24 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--rate-limit", type=int, default=None, help="answer 429 above this many requests/s (off by default)"
     )
+    serve.add_argument(
+        "--first-call-delay",
+        type=parse_duration,
+        default=0.0,
+        help="the first request for events (it switches Scheduled Events on) is answered after this "
+        "(Azure: up to 2m)",
+    )
+    serve.add_argument(
+        "--switch-off-after",
+        type=parse_duration,
+        default=None,
+        help="Scheduled Events switches itself off after this long without a request (default 24h / speed)",
+    )
+    serve.add_argument(
+        "--advisory-version",
+        default=DEFAULT_ADVISORY_VERSION,
+        help=f"the api-version that serves advisory events (default {DEFAULT_ADVISORY_VERSION}, a stand-in)",
+    )
 
     def client_command(name: str, help_text: str) -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text)
@@ -1002,7 +1206,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     schedule.add_argument("--source", default="Platform", choices=("Platform", "User"))
     schedule.add_argument("--description", default=None)
-    schedule.add_argument("--impact", type=int, default=None, help="DurationInSeconds in the document")
+    schedule.add_argument(
+        "--impact", type=int, default=None, help="DurationInSeconds in the document (-1 unknown, 0 no impact)"
+    )
     schedule.add_argument(
         "--started", action="store_true", help="publish directly as Started (hardware failure)"
     )
@@ -1022,6 +1228,11 @@ def _parser() -> argparse.ArgumentParser:
     fault.add_argument("--path", default="scheduledevents", help="only requests whose path contains this")
     fault.add_argument("--retry-after", type=parse_duration, default=None, help="send this Retry-After")
     fault.add_argument("--method", default=None, help="only requests with this method (GET, POST)")
+
+    switch_off = client_command("switch-off", "switch Scheduled Events off, as after 24 h without a request")
+    switch_off.add_argument(
+        "--first-call-delay", type=parse_duration, default=None, help="how long the next first request waits"
+    )
 
     client_command("clear-faults", "remove every injected fault")
     client_command("requests", "print the recorded IMDS requests (JSON)")
@@ -1061,6 +1272,9 @@ def _serve(args: argparse.Namespace) -> int:
             terminate_notice_seconds=args.terminate_notice,
             vm_name=args.vm_name,
             rate_limit_per_second=args.rate_limit,
+            first_call_delay_seconds=args.first_call_delay,
+            switch_off_after_seconds=args.switch_off_after,
+            advisory_version=args.advisory_version,
         )
         simulator.start()
     except (ValueError, OSError) as exc:
@@ -1071,6 +1285,7 @@ def _serve(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: done.set())
     _out(f"IMDS simulator on {simulator.url} (speed {args.speed:g}, VM {args.vm_name})", flush=True)
     _out(f"Scheduled Events: {simulator.scheduled_events_url}", flush=True)
+    _out(f"Scheduled Events with advisories: {simulator.advisory_url}", flush=True)
     try:
         done.wait()
     finally:
@@ -1107,6 +1322,10 @@ def _client(args: argparse.Namespace) -> int:
             "method": args.method,
         }
         _out(json.dumps(_call("POST", f"{base}/simulator/faults", fault)))
+    elif args.command == "switch-off":
+        body = {} if args.first_call_delay is None else {"first_call_delay_seconds": args.first_call_delay}
+        _call("POST", f"{base}/simulator/switch-off", body)
+        _out("Scheduled Events switched off")
     elif args.command == "clear-faults":
         _call("DELETE", f"{base}/simulator/faults")
         _out("faults cleared")

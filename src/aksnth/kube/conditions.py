@@ -5,8 +5,9 @@ where every tool looks (``kubectl describe node``, the scheduler's plugins, auto
 While at least one event is listed the condition is ``True``, its reason is the type of the event seen
 first (``Preempt``), and its message has one part per event, e.g.
 ``Preempt EventId=A1B2… NotBefore=2026-11-25T12:00:30Z Status=Scheduled Phase=protected``; the phase
-is the one of the state record (``seen``, ``protected``, ``drained``, ``approved``), or ``ignored``
-for an event whose type is not acted on. With no event left the condition is removed.
+is the one of the state record (``seen``, ``protected``, ``drained``, ``approved``), ``ignored``
+for an event whose type is not acted on, or ``prepared`` for an advisory (a Spot rebalance
+recommendation) whose PreferNoSchedule taint is on the node. With no event left the condition is removed.
 
 Writes go to the ``nodes/status`` subresource as strategic merge patches keyed by the condition type:
 they touch nothing else of the status (the kubelet's conditions stay as they are) and need no
@@ -33,10 +34,12 @@ from aksnth.kube.keys import SCHEDULED_EVENT_CONDITION
 
 log = logging.getLogger(__name__)
 
-#: Phases of an event in the condition's message: the state record's, and "ignored" for an event whose
-#: type is not acted on. A response only moves an event forward.
+#: Phases of an event in the condition's message: the state record's, "ignored" for an event whose
+#: type is not acted on, and "prepared" for an advisory whose preparation (a PreferNoSchedule taint) is
+#: done. A response only moves an event forward.
 PHASE_IGNORED: Final = "ignored"
-_PHASE_ORDER: Final = ("seen", PHASE_IGNORED, "protected", "drained", "approved")
+PHASE_PREPARED: Final = "prepared"
+_PHASE_ORDER: Final = ("seen", PHASE_IGNORED, PHASE_PREPARED, "protected", "drained", "approved")
 #: Longest condition message we write (the API server accepts 32 KiB; people read a line).
 MAX_MESSAGE_CHARS: Final = 1024
 WRITE_ATTEMPTS: Final = 4
@@ -57,7 +60,7 @@ class ListedEvent:
     event_id: str
     event_type: str  # as IMDS names it: Preempt, Reboot, …
     first_seen: datetime
-    status: str = ""  # Scheduled, Started
+    status: str = ""  # Scheduled, Started, Advisory
     not_before: datetime | None = None
     phase: str = "seen"
     drain_result: str = ""  # drained, timed_out, failed (once the drain is over)

@@ -43,6 +43,8 @@ REASON_GIVEN_BACK: Final = "NodeGivenBack"
 REASON_POD_EVICTED: Final = "PodEvicted"  # recorded on the pod
 REASON_LAST_RESORT_STOP: Final = "LastResortStop"  # on the pod: deleted past its PodDisruptionBudget
 REASON_TAINTED_NO_EXECUTE: Final = "NodeTaintedNoExecute"
+# An advisory (Spot rebalance recommendation): the node got a PreferNoSchedule taint; nothing is drained.
+REASON_PREPARED: Final = "NodePrepared"
 
 # --- the Go original's Events, kept word for word so that alerts and dashboards keyed on them work ------
 #: At start-up: type "Info", this reason and message.

@@ -143,6 +143,19 @@ def protect(
     return _change(node, after, record, words)
 
 
+def prepare(
+    node: NodeState, *, event: ScheduledEvent, now: datetime, notified: tuple[str, ...] = ()
+) -> Change:
+    """An advisory's preparation: the taint ``aks-node-termination-handler/<type>=<id>:PreferNoSchedule``,
+    so that the scheduler prefers other nodes for new pods, and the event in the record (with the
+    ``notified`` phases). No cordon, no label: nothing already running is disturbed."""
+    record = node.record.with_event_seen(event, now=now)
+    for phase in notified:
+        record = record.with_notified(event.event_id, phase)
+    after, record, word = _add_taint(node, record, event, TaintEffect.PREFER_NO_SCHEDULE.value)
+    return _change(node, after, record, [word] if word else [])
+
+
 def taint_after_drain(
     node: NodeState, *, event: ScheduledEvent, effect: TaintEffect = TaintEffect.NO_EXECUTE, now: datetime
 ) -> Change:
@@ -185,6 +198,9 @@ def give_back(node: NodeState, *, event_id: str) -> tuple[Change, GiveBackResult
     """
     record = node.record
     entry = record.events.get(event_id)
+    # An event that never held the node (an advisory's preparation: a soft taint only) has only its
+    # taints to undo; the cordon and the label are another event's business.
+    held = entry is None or entry.holds_node
     others = tuple(e for e in record.holding_events() if e.event_id != event_id)
     still_needed = {(t.key, t.effect) for e in others for t in e.taints}
     if entry is not None:
@@ -199,7 +215,7 @@ def give_back(node: NodeState, *, event_id: str) -> tuple[Change, GiveBackResult
     words = [f"untaint {r}" for r in removed]
 
     uncordoned = label_removed = kept_admin_cordon = False
-    if not others:
+    if held and not others:
         if record.cordoned_by_us and after.unschedulable:
             after = replace(after, unschedulable=False)
             uncordoned = True

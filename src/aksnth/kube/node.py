@@ -26,6 +26,7 @@ from aksnth.kube.mutations import (
     NodeState,
     Taint,
     merge_patch,
+    prepare,
     protect,
     set_record,
     taint_after_drain,
@@ -40,8 +41,10 @@ __all__ = [
     "NodeSnapshot",
     "apply_after_drain_taint",
     "give_back",
+    "prepare_node",
     "protect_node",
     "read_node",
+    "read_node_once",
     "read_node_with_pods",
     "update_record",
     "with_pod_names",
@@ -88,6 +91,12 @@ async def read_node(client: KubeClient, name: str) -> NodeSnapshot:
     """The node as the handler and the notifications see it (labels, annotations, bootID…)."""
     state = await with_retries(lambda: read_node_state(client, name), what=f"read node {name}")
     return _snapshot(state)
+
+
+async def read_node_once(client: KubeClient, name: str) -> NodeSnapshot:
+    """:func:`read_node` in one request, without retries (nor their log lines): whether the API
+    server answers now. The caller reports a failure."""
+    return _snapshot(await read_node_state(client, name))
 
 
 def template_pod_names(pods: Iterable[PodInfo]) -> tuple[str, ...]:
@@ -179,6 +188,28 @@ async def protect_node(
         ),
         dry_run=dry_run,
         what="protect",
+    )
+    return change.record
+
+
+async def prepare_node(
+    client: KubeClient,
+    name: str,
+    *,
+    event: ScheduledEvent,
+    dry_run: bool,
+    now: datetime | None = None,
+    notified: tuple[str, ...] = (),
+) -> NodeRecord:
+    """An advisory's preparation in one write: the PreferNoSchedule taint and the record (see
+    :func:`aksnth.kube.mutations.prepare`). Idempotent."""
+    moment = now or datetime.now(UTC)
+    change = await _mutate(
+        client,
+        name,
+        lambda state: prepare(state, event=event, now=moment, notified=notified),
+        dry_run=dry_run,
+        what="prepare",
     )
     return change.record
 

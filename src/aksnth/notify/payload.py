@@ -13,7 +13,14 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Final
 
-from aksnth.model import EventStatus, EventType, InstanceMetadata, NodeSnapshot, ScheduledEvent
+from aksnth.model import (
+    ADVISORY_EVENT_TYPES,
+    EventStatus,
+    EventType,
+    InstanceMetadata,
+    NodeSnapshot,
+    ScheduledEvent,
+)
 from aksnth.notify.template import NamedString, Record, Template, TypedMap, compile_template
 
 PHASE_EVENT: Final = "event"  # the event has been seen; the drain starts
@@ -209,6 +216,19 @@ def sample_event(event_type: str = "Preempt") -> ScheduledEvent:
     """A Scheduled Event as IMDS would publish it for this VM (the notice each type really gets)."""
     kind = EventType.parse(event_type)
     not_before = _SAMPLE_PUBLISHED + timedelta(seconds=_SAMPLE_NOTICE_SECONDS.get(kind, 900))
+    if kind in ADVISORY_EVENT_TYPES:  # no NotBefore, never Scheduled: EventStatus "Advisory"
+        return ScheduledEvent(
+            event_id="9A1F3C52-0D47-4E8B-A6F2-7C3B1E5D9042",
+            event_type=kind,
+            event_type_raw=event_type,
+            resource_type="VirtualMachine",
+            resources=(_SAMPLE_RESOURCE,),
+            status=EventStatus.ADVISORY,
+            status_raw="Advisory",
+            not_before=None,
+            not_before_raw="",
+            event_source="Platform",
+        )
     return ScheduledEvent(
         event_id="5DD55B64-45AD-49D3-BBC9-F57D4EA97BD7",
         event_type=kind,

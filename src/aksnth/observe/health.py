@@ -2,8 +2,9 @@
 
 Liveness answers one question: is the main loop still turning? It never depends on IMDS, the API
 server, Telegram or webhooks, so an outage of any of them cannot make the kubelet restart a pod
-that is working correctly. Readiness says the handler can do its job: it knows which Azure
-resource it is and it reads the Scheduled Events endpoint successfully.
+that is working correctly. Readiness says the handler can do its job: it reads the Scheduled Events
+endpoint successfully, it knows which Azure resource it is, and the Kubernetes API server answers it
+(without it, events are still seen and notified, but the node cannot be cordoned or drained).
 
 Pure: times come from an injectable monotonic clock, and both verdicts take ``now``.
 """
@@ -50,6 +51,8 @@ class Health:
         self._last_success: float | None = None
         self._consecutive_failures = 0
         self._last_error = ""
+        self._api_problem = ""  # why the API server cannot be used; empty while it answers
+        self._slow_first_since: float | None = None  # the first request for events is taking long
 
     def now(self) -> float:
         return self._clock()
@@ -71,9 +74,19 @@ class Health:
             self._consecutive_failures += 1
             self._last_error = error
 
+    def first_answer_slow(self, since: float | None) -> None:
+        """The first request for events, sent at ``since`` (this clock), is still unanswered past
+        -request.timeout (``None`` once it is answered or given up on)."""
+        self._slow_first_since = since
+
     def resource_known(self, name: str) -> None:
         """The Azure resource name of this node is known (events can be matched)."""
         self._resource_name = name
+
+    def api_server(self, *, answers: bool, problem: str = "") -> None:
+        """What the last request to the Kubernetes API server found: it ``answers``, or not, and why
+        (a short, secret-free ``problem``, e.g. "unreachable: get node n1: connection refused")."""
+        self._api_problem = "" if answers else problem or "not answering"
 
     @property
     def resource_name(self) -> str | None:
@@ -95,9 +108,13 @@ class Health:
 
     def readiness(self, now: float | None = None) -> Verdict:
         now = self._clock() if now is None else now
-        if self._resource_name is None:
-            return Verdict(False, "Azure resource name of this node not known yet")
         if self._polls == 0:
+            if self._slow_first_since is not None:
+                return Verdict(
+                    False,
+                    f"waiting {now - self._slow_first_since:.0f}s for the first Scheduled Events answer "
+                    "(Azure answers the first request after switching Scheduled Events on within 2 minutes)",
+                )
             return Verdict(False, "waiting for the first Scheduled Events poll")
         if self._consecutive_failures:
             detail = f": {self._last_error}" if self._last_error else ""
@@ -114,4 +131,14 @@ class Health:
                 f"last successful Scheduled Events poll {age:.0f}s ago "
                 f"(limit {self.stale_after_seconds:.0f}s)",
             )
+        # Once IMDS answers, the API server is what a not-ready handler most likely lacks; it is named
+        # first, as the reason the resource name may not be known either.
+        if self._api_problem:
+            return Verdict(
+                False,
+                f"Kubernetes API server {self._api_problem}; Scheduled Events are read and events are "
+                "notified, cordon and drain wait for the API server",
+            )
+        if self._resource_name is None:
+            return Verdict(False, "Azure resource name of this node not known yet")
         return Verdict(True, f"watching Scheduled Events for {self._resource_name}")

@@ -25,12 +25,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Final, Protocol, Self
 
 import httpx2
 from prometheus_client import Counter, Gauge, Histogram
 
 from aksnth.observe.metrics import (
+    APISERVER_REACHABLE,
     APISERVER_REQUEST_DURATION,
     APISERVER_REQUESTS,
     HTTP_EVENTS_DURATION,
@@ -257,7 +258,9 @@ class ApiServerMetrics:
 
     ``cluster`` is the API server's ``host[:port]`` as its URL gives it, as client-go (and so the Go
     original) labels it; one value per process, so the label stays bounded. A request without an
-    answer is ``code="<error>"``, as in client-go.
+    answer is ``code="<error>"``, as in client-go. ``apiserver_reachable`` follows the last request:
+    1 when the API server answered (any status), 0 when nothing did, or only a gateway in front of it
+    (502, 504); a request the handler abandoned changes nothing.
     """
 
     def __init__(
@@ -266,11 +269,13 @@ class ApiServerMetrics:
         *,
         requests: Counter = APISERVER_REQUESTS,
         duration: Histogram = APISERVER_REQUEST_DURATION,
+        reachable: Gauge = APISERVER_REACHABLE,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.cluster = cluster
         self._requests = requests
         self._duration = duration
+        self._reachable = reachable
         self._clock = clock
         # Start times for the event hooks, keyed by request object; weak, so a request that never
         # gets a response (network error) does not leak an entry.
@@ -293,14 +298,18 @@ class ApiServerMetrics:
         try:
             yield call
         except asyncio.CancelledError:
+            # Abandoned by us (a deadline, shutdown): it says nothing of the server, the gauge stays.
             self.record(code=API_CODE_ERROR, duration_seconds=self._clock() - started)
             raise
         except BaseException as exc:
             status = call.code if call.code is not None else _status_of(exc)
             elapsed = self._clock() - started
             self.record(code=API_CODE_ERROR if status is None else status, duration_seconds=elapsed)
+            self._reachable.set(_reached(status))
             raise
-        self.record(code=200 if call.code is None else call.code, duration_seconds=self._clock() - started)
+        code = 200 if call.code is None else call.code
+        self.record(code=code, duration_seconds=self._clock() - started)
+        self._reachable.set(_reached(code))
 
     def event_hooks(self) -> dict[str, list[Callable[[Any], Any]]]:
         """``event_hooks`` for an ``httpx``/``httpx2`` ``AsyncClient``: counts every answered request.
@@ -316,11 +325,22 @@ class ApiServerMetrics:
             started = self._started.pop(response.request, None)
             if started is not None:
                 self.record(code=response.status_code, duration_seconds=self._clock() - started)
+                self._reachable.set(_reached(response.status_code))
 
         return {"request": [on_request], "response": [on_response]}
 
     def transport(self, inner: AsyncTransportLike) -> ApiServerTransport:
         return ApiServerTransport(inner, metrics=self)
+
+
+#: Answers from something in front of the API server (a forward proxy, a load balancer) that could
+#: not reach it: no answer from the API server itself.
+_GATEWAY_FAILURES: Final = frozenset({502, 504})
+
+
+def _reached(status: int | str | None) -> int:
+    """``apiserver_reachable`` after a request that ended with ``status`` (None: no answer)."""
+    return 0 if status is None or status == API_CODE_ERROR or status in _GATEWAY_FAILURES else 1
 
 
 class ApiServerTransport:

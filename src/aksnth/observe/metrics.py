@@ -132,6 +132,19 @@ DOCUMENT_INCARNATION = Gauge(
     "DocumentIncarnation of the last Scheduled Events document read.",
     namespace=NAMESPACE,
 )
+APISERVER_REACHABLE = Gauge(
+    "apiserver_reachable",
+    "1 when the handler's last request to the Kubernetes API server got its answer (any status), 0 when "
+    "it got none (connection refused or reset, timeout, a proxy's 502 or 504); 0 at start-up until the "
+    "server first answers.",
+    namespace=NAMESPACE,
+)
+ADVISORY_EVENTS = Gauge(
+    "advisory_events",
+    "Advisory events (Spot rebalance recommendations) listed for this VM in the last Scheduled Events "
+    "documents read: 1 or more while Azure warns of a heightened risk of eviction.",
+    namespace=NAMESPACE,
+)
 LAST_SUCCESSFUL_POLL = Gauge(
     "last_successful_poll_timestamp_seconds",
     "Unix time of the last successful read of the Scheduled Events endpoint.",

@@ -9,7 +9,15 @@ import pytest
 
 from aksnth.config import TaintEffect
 from aksnth.kube.keys import EXCLUDE_FROM_LB_LABEL, STATE_ANNOTATION
-from aksnth.kube.mutations import NodeState, Taint, give_back, merge_patch, protect, taint_after_drain
+from aksnth.kube.mutations import (
+    NodeState,
+    Taint,
+    give_back,
+    merge_patch,
+    prepare,
+    protect,
+    taint_after_drain,
+)
 from aksnth.kube.record import Phase
 from aksnth.model import EventStatus, EventType, ScheduledEvent
 
@@ -225,3 +233,37 @@ def test_taint_key_is_the_lower_case_event_type_and_value_the_event_id(effect):
         "ABC-123",
         effect.value,
     )
+
+
+# --- an advisory's preparation (Spot rebalance recommendation) -----------------------------------------
+
+ADVISORY = EventType.SPOT_REBALANCE_RECOMMENDATION
+
+
+def test_an_advisory_adds_only_a_prefer_no_schedule_taint_and_records_it():
+    change = prepare(node(), event=event("A1", ADVISORY), now=NOW, notified=("event",))
+    after = change.after
+    assert change.changes == (
+        "taint aks-node-termination-handler/spotrebalancerecommendation=A1:PreferNoSchedule",
+        "record",
+    )
+    assert not after.unschedulable and EXCLUDE_FROM_LB_LABEL not in after.labels
+    entry = after.record.events["A1"]
+    assert entry.phase is Phase.SEEN and not entry.holds_node
+    assert entry.notified == ("event",)
+    assert prepare(after, event=event("A1", ADVISORY), now=NOW).changed is False
+
+
+def test_giving_an_advisory_back_removes_its_taint_and_leaves_a_preempts_cordon():
+    """The advisory never held the node: its give-back removes its taint only, also when the cordon
+    is ours (a Preempt's, still under way) or when no event of ours holds the node any more."""
+    prepared = prepare(node(), event=event("A1", ADVISORY), now=NOW).after
+    both = protected(prepared, event("P1", EventType.PREEMPT))
+    change, result = give_back(both, event_id="A1")
+    assert change.after.unschedulable
+    assert [t.key for t in change.after.taints] == ["dedicated", "aks-node-termination-handler/preempt"]
+    assert not result.uncordoned and not result.label_removed
+    alone, result = give_back(prepared, event_id="A1")
+    assert alone.after.taints == (FOREIGN,)
+    assert not alone.after.unschedulable and not result.kept_admin_cordon
+    assert alone.after.record.events["A1"].phase is Phase.GIVEN_BACK
