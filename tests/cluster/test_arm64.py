@@ -20,6 +20,7 @@ from tests.cluster.scenario import (
     handler_processes,
     new_namespace,
     released,
+    safety_watch,
     set_schedulable,
     sigterm_times,
     wait_handlers_ready,
@@ -29,6 +30,7 @@ from tests.cluster.scenario import (
 )
 from tests.support.cluster import eventually
 from tests.support.realcluster import ARM64_HANDLER_IMAGE, RealCluster
+from tests.support.safety import check_safety, describe
 
 PLATFORM = "linux/arm64"
 
@@ -41,7 +43,8 @@ async def test_the_arm64_image_runs_on_real_kubelets_and_drains_its_node_on_pree
     through the kubelet's probe, so each has polled 169.254.169.254), each an emulated arm64 process
     (qemu-aarch64) as user 65532 on a read-only root filesystem. A Preempt for node A's VM: node A is
     cordoned and labelled out of load balancers, its Deployment's containers get SIGTERM between the
-    publication and NotBefore and come back on node B, and node B is left alone."""
+    publication and NotBefore (evicted: the audit log shows exactly their evictions) and come back on
+    node B, node B is left alone, and the safety checks (a) to (d) find nothing."""
     node_a, node_b = real_cluster.nodes
     simulator = real_cluster.simulator
     assert simulator is not None
@@ -73,16 +76,25 @@ async def test_the_arm64_image_runs_on_real_kubelets_and_drains_its_node_on_pree
         finally:
             await set_schedulable(rkube, node_b.name, schedulable=True)
 
-        event_id = simulator.schedule("Preempt", [node_a.spec.resource_name])
-        published = simulator.publication_time(event_id)
-        not_before = next(e for e in simulator.state()["events"] if e["EventId"] == event_id)["not_before"]
+        async with safety_watch(real_cluster, rkube, namespace) as safety:
+            event = safety.publish("Preempt", [node_a])
+            event_id, published = event.event_id, event.published_at
+            not_before = next(e for e in simulator.state()["events"] if e["EventId"] == event_id)[
+                "not_before"
+            ]
 
-        async def protected() -> bool:
-            marks = handler_marks(await rkube.get(Node, node_a.name))
-            return marks.unschedulable and bool(marks.labels)
+            async def protected() -> bool:
+                marks = handler_marks(await rkube.get(Node, node_a.name))
+                return marks.unschedulable and bool(marks.labels)
 
-        await eventually(protected, what="node A cordoned and out of load balancers by the arm64 handler")
-        await wait_pods(rkube, namespace, labels="app=web", count=2, node=node_b.name, what="web on B")
+            await eventually(protected, what="node A cordoned and out of load balancers by the arm64 handler")
+            await wait_pods(rkube, namespace, labels="app=web", count=2, node=node_b.name, what="web on B")
+            await safety.wait_empty([node_a])
+            record = safety.record()
+        findings = check_safety(record)
+        assert findings == [], describe(findings)
+        evicted = {r.name for r in record.requests if r.is_eviction and 200 <= (r.code or 0) < 300}
+        assert evicted == {p.metadata.name for p in before}, "the audit log shows other evictions"
         terms = sigterm_times(real_cluster, namespace)
         for pod in before:
             name = pod.metadata.name
