@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
@@ -108,23 +109,26 @@ async def test_the_arm64_handler_polls_imds_and_cordons_and_drains_its_node_on_p
         tmp_path / "serviceaccount", kubeconfig=handler_kubeconfig, namespace=namespace
     )
     web_port = free_loopback_port()
-    with running_container(
-        image_dir=arm64_image,
-        image=ARM64_HANDLER_IMAGE,
-        platform=PLATFORM,
-        args=[
-            f"-endpoint={simulator.scheduled_events_url}",
-            "-period=0.2s",
-            f"-web.address=127.0.0.1:{web_port}",
-        ],
-        env={
-            "MY_NODE_NAME": node.name,
-            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
-            "KUBERNETES_SERVICE_PORT": str(control_plane.port),
-        },
-        folder=tmp_path / "container",
-        service_account=volume,
-    ) as container:
+    with (
+        running_container(
+            image_dir=arm64_image,
+            image=ARM64_HANDLER_IMAGE,
+            platform=PLATFORM,
+            args=[
+                f"-endpoint={simulator.scheduled_events_url}",
+                "-period=0.2s",
+                f"-web.address=127.0.0.1:{web_port}",
+            ],
+            env={
+                "MY_NODE_NAME": node.name,
+                "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+                "KUBERNETES_SERVICE_PORT": str(control_plane.port),
+            },
+            folder=tmp_path / "container",
+            service_account=volume,
+        ) as container,
+        _output_on_failure(container),
+    ):
         async with FakeKubelet(kube, node=node.name):
             first_poll = await _wait_first_poll(container, simulator)
             pid = await container.wait_main_pid(_START_SECONDS)
@@ -154,6 +158,17 @@ async def test_the_arm64_handler_polls_imds_and_cordons_and_drains_its_node_on_p
         container.check_running()
         code = await asyncio.to_thread(container.stop)
         assert code == 0, f"the handler exited {code} on SIGTERM; output tail:\n{container.tail()}"
+
+
+@contextlib.contextmanager
+def _output_on_failure(container: HandlerContainer) -> Iterator[None]:
+    """A failed assertion in the block carries the tail of the handler's output."""
+    try:
+        yield
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{exc}\n--- output of container {container.name} (tail) ---\n{container.tail()}"
+        ) from exc
 
 
 async def _wait_first_poll(container: HandlerContainer, simulator: ImdsSimulator) -> float:
