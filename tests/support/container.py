@@ -121,20 +121,6 @@ class HandlerContainer:
     def tail(self, lines: int = 40) -> str:
         return "\n".join(self.output().splitlines()[-lines:])
 
-    def log_records(self) -> list[dict[str, Any]]:
-        """The JSON log lines of the handler (lines that are not JSON, e.g. podman's, are left out)."""
-        records = []
-        for line in self.output().splitlines():
-            with contextlib.suppress(json.JSONDecodeError):
-                record = json.loads(line)
-                if isinstance(record, dict):
-                    records.append(record)
-        return records
-
-    @property
-    def returncode(self) -> int | None:
-        return self.process.poll()
-
     def check_running(self) -> None:
         if self.process.poll() is not None:
             raise ContainerError(

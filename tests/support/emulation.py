@@ -92,8 +92,3 @@ def arm64_emulation() -> Iterator[None]:
                 _entry().write_text("-1")
         if mounted:
             subprocess.run(["umount", str(BINFMT_DIR)], check=False, timeout=_TIMEOUT_SECONDS)
-
-
-def registered() -> bool:
-    """Whether the arm64 entry is registered now (False when binfmt_misc is not even mounted)."""
-    return _entry().exists()
