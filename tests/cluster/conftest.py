@@ -16,10 +16,20 @@ import pytest
 from lightkube import AsyncClient, KubeConfig
 
 from tests.cluster.scenario import restore_node
+from tests.support.hostnetwork import HostNetwork
 from tests.support.realcluster import RealCluster, missing_prerequisites
 from tests.support.reporting import report
 
 _CLIENT_TIMEOUT = httpx2.Timeout(15.0)
+
+
+_HOST_BEFORE = pytest.StashKey[HostNetwork]()
+
+
+@pytest.fixture(scope="package")
+def host_network_before(request: pytest.FixtureRequest, real_cluster: RealCluster) -> HostNetwork:
+    """The machine's network as it was just before the real cluster started."""
+    return request.config.stash[_HOST_BEFORE]
 
 
 @pytest.fixture(scope="package")
@@ -30,6 +40,7 @@ def real_cluster(request: pytest.FixtureRequest) -> Iterator[RealCluster]:
         if os.environ.get("CI"):
             pytest.fail(message + " (CI is set: a missing prerequisite is a failure)", pytrace=False)
         pytest.skip(message + ". `make test` as root on Debian builds and installs all of it.")
+    request.config.stash[_HOST_BEFORE] = HostNetwork.snapshot()
     with RealCluster() as cluster:
         report(
             request,

@@ -3,31 +3,29 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
+from tests.support.hostnetwork import HostNetwork
 from tests.support.realcluster import FABRIC_IP, IMDS_IP, RealCluster
 
 
-def _host(argv: list[str]) -> str:
-    return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30).stdout
-
-
 def test_the_machine_sees_no_address_interface_rule_or_mount_of_the_cluster(
-    real_cluster: RealCluster,
+    real_cluster: RealCluster, host_network_before: HostNetwork
 ) -> None:
-    """While the cluster runs, the machine's own network has none of its addresses (169.254.169.254,
-    the fabric, the pod ranges), none of its interfaces and no iptables rule of kube-proxy or the
-    bridge CNI; no mount of a node shows in the machine's mount table; each node's kubelet, and the
-    IMDS address, are inside the namespaces the fixture made."""
-    addresses = _host(["ip", "-o", "addr"])
+    """While the cluster runs, the machine's own network has gained none of its addresses
+    (169.254.169.254, the fabric, the pod ranges), none of its interfaces and no iptables rule of
+    kube-proxy or the bridge CNI (what the machine had before the cluster started, such as podman's
+    own chains, is not the cluster's); no mount of a node shows in the machine's mount table; each
+    node's kubelet, and the IMDS address, are inside the namespaces the fixture made."""
+    now = HostNetwork.snapshot()
+    added_addresses = "\n".join(sorted(now.addresses - host_network_before.addresses))
     for address in (IMDS_IP, FABRIC_IP, "10.200.0.", "10.244."):
-        assert address not in addresses, addresses
-    links = _host(["ip", "-o", "link"])
+        assert address not in added_addresses, added_addresses
+    added_links = "\n".join(sorted(now.links - host_network_before.links))
     for name in ("fabric0", "cni0", "veth0@", "veth1@"):
-        assert name not in links, links
-    rules = _host(["iptables-save"])
-    assert "KUBE-" not in rules and "CNI-" not in rules
+        assert name not in added_links, added_links
+    added_rules = sorted(now.rules - host_network_before.rules)
+    assert not [rule for rule in added_rules if "KUBE-" in rule or "CNI-" in rule], added_rules
     mounts = Path("/proc/self/mounts").read_text()
     assert "/var/lib/kubelet" not in mounts and str(real_cluster.work_dir) not in mounts
 
