@@ -583,21 +583,24 @@ class Handler:
             self._show_condition()
             return
         with log_context(incarnation=document.incarnation):
-            plan = policy.decide(
-                document,
-                resource_name=self.resource_name,
-                known=self._known,
-                settings=self._response,
-                now=now,
-                boot_id=self._boot_id,
-                first_seen=self._first_seen,
-            )
-            for action in plan:
+            for action in self._decide(document, now):
                 self._execute(action)
         present = {event.event_id for event in document.events}
         self._forget_ended(present)
         self._unlist_ended(present)
         self._show_condition()
+
+    def _decide(self, document: ScheduledEventsDocument, now: datetime) -> tuple[policy.Action, ...]:
+        """The pure decision on ``document`` with everything this handler knows."""
+        return policy.decide(
+            document,
+            resource_name=self.resource_name,
+            known=self._known,
+            settings=self._response,
+            now=now,
+            boot_id=self._boot_id,
+            first_seen=self._first_seen,
+        )
 
     def _forget_ended(self, present: set[str]) -> None:
         """Drop what we remember of events that are over and gone from the document, so that months
@@ -613,15 +616,7 @@ class Handler:
         """Before the record on the node is read nothing is started: an earlier run may have handled an
         event already. What would be responded to is logged, waits, and is notified as soon as the
         API server is found not to answer; its response starts when the record is read."""
-        plan = policy.decide(
-            document,
-            resource_name=self.resource_name,
-            known=self._known,
-            settings=self._response,
-            now=now,
-            boot_id=self._boot_id,
-            first_seen=self._first_seen,
-        )
+        plan = self._decide(document, now)
         waiting = {a.event.event_id: a.event for a in plan if isinstance(a, policy.Respond)}
         # A warning when the API server is known to be away; at start-up it usually answers a moment
         # after the first poll, and this is only the order things happen in.
