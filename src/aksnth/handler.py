@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -894,36 +894,15 @@ class Handler:
     async def _prepare(self, action: policy.Prepare) -> None:
         event = action.event
         with log_context(event_id=event.event_id, event_type=event.event_type.value, action="prepare"):
-            give_up_at = time.monotonic() + GIVE_BACK_RETRY_WINDOW_SECONDS
-            attempt = 0
-            while True:
-                try:
-                    await self._prepare_steps(action)
-                    return
-                except TRANSIENT_ERRORS as exc:
-                    attempt += 1
-                    if isinstance(exc, KubeUnavailable):
-                        self._notify_early(event)
-                    delay = RETRY_WAITS_SECONDS[min(attempt, len(RETRY_WAITS_SECONDS)) - 1]
-                    if time.monotonic() + delay > give_up_at:
-                        log.error(
-                            "preparing for %s failed (attempt %d), giving up: %s",
-                            event.event_id,
-                            attempt,
-                            exc,
-                        )
-                        return
-                    log.warning(
-                        "preparing for %s failed (attempt %d), retrying in %.0fs: %s",
-                        event.event_id,
-                        attempt,
-                        delay,
-                        exc,
-                    )
-                    await asyncio.sleep(delay)
-                except AksnthError as exc:
-                    log.error("preparing for %s failed: %s", event.event_id, exc)
-                    return
+
+            def unavailable() -> None:
+                self._notify_early(event)
+
+            await self._retry_in_window(
+                lambda: self._prepare_steps(action),
+                what=f"preparing for {event.event_id}",
+                on_unavailable=unavailable,
+            )
 
     async def _prepare_steps(self, action: policy.Prepare) -> None:
         """Notify, taint PreferNoSchedule (new pods prefer other nodes), record it and say so; nothing is
@@ -1147,35 +1126,40 @@ class Handler:
 
     async def _conclude(self, action: policy.GiveBack | policy.Finish) -> None:
         with log_context(event_id=action.event_id, event_type=action.event_type.value, action="conclude"):
-            give_up_at = time.monotonic() + GIVE_BACK_RETRY_WINDOW_SECONDS
-            attempt = 0
-            while True:
-                try:
-                    await self._conclude_once(action)
-                    self._unlist(action.event_id)
-                    return
-                except TRANSIENT_ERRORS as exc:
-                    attempt += 1
-                    delay = RETRY_WAITS_SECONDS[min(attempt, len(RETRY_WAITS_SECONDS)) - 1]
-                    if time.monotonic() + delay > give_up_at:
-                        log.error(
-                            "concluding event %s failed (attempt %d), giving up: %s",
-                            action.event_id,
-                            attempt,
-                            exc,
-                        )
-                        return
-                    log.warning(
-                        "concluding event %s failed (attempt %d), retrying in %.0fs: %s",
-                        action.event_id,
-                        attempt,
-                        delay,
-                        exc,
-                    )
-                    await asyncio.sleep(delay)
-                except AksnthError as exc:
-                    log.error("concluding event %s failed: %s", action.event_id, exc)
-                    return
+            if await self._retry_in_window(
+                lambda: self._conclude_once(action), what=f"concluding event {action.event_id}"
+            ):
+                self._unlist(action.event_id)
+
+    async def _retry_in_window(
+        self,
+        work: Callable[[], Awaitable[None]],
+        *,
+        what: str,
+        on_unavailable: Callable[[], None] | None = None,
+    ) -> bool:
+        """Run ``work`` again after a transient error (it resumes from the record on the node), after
+        RETRY_WAITS_SECONDS, for up to GIVE_BACK_RETRY_WINDOW_SECONDS; True once it succeeded.
+        ``on_unavailable`` hears of each attempt the API server did not answer."""
+        give_up_at = time.monotonic() + GIVE_BACK_RETRY_WINDOW_SECONDS
+        attempt = 0
+        while True:
+            try:
+                await work()
+                return True
+            except TRANSIENT_ERRORS as exc:
+                attempt += 1
+                if on_unavailable is not None and isinstance(exc, KubeUnavailable):
+                    on_unavailable()
+                delay = RETRY_WAITS_SECONDS[min(attempt, len(RETRY_WAITS_SECONDS)) - 1]
+                if time.monotonic() + delay > give_up_at:
+                    log.error("%s failed (attempt %d), giving up: %s", what, attempt, exc)
+                    return False
+                log.warning("%s failed (attempt %d), retrying in %.0fs: %s", what, attempt, delay, exc)
+                await asyncio.sleep(delay)
+            except AksnthError as exc:
+                log.error("%s failed: %s", what, exc)
+                return False
 
     async def _conclude_once(self, action: policy.GiveBack | policy.Finish) -> None:
         dry = self._response.dry_run

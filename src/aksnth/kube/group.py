@@ -20,18 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
 from aksnth.errors import KubeError
 from aksnth.kube.api import NODES, JsonObject, KubeClient, child, children
 from aksnth.kube.client import api_call
+from aksnth.kube.peers import ResourceOf
 from aksnth.kube.record import NodeRecord
 
 log = logging.getLogger(__name__)
-
-ResourceOf = Callable[[str], str | None]  # providerID -> Azure resource name, None if not an Azure VM
 
 #: Between two looks at the other nodes: the first and the longest interval. The last node to finish
 #: approves the moment it is done; the others only look again in case a peer left or went NotReady.
