@@ -3,8 +3,9 @@
 Expected values follow the Go project's source (``pkg/config``: the flags, their defaults, and the
 config file read with yaml.v3 into the lower-cased field names after the flags were parsed, so its
 keys win). Where this project deliberately refuses what the Go version accepted, the refusal must be
-a one-line message naming the input, and README's "Moving from the Go version" must list it with
-what to do instead: a user upgrading must find it there before the pods crash-loop.
+a one-line message naming the input, and docs/moving-from-go.md must list it with what to do
+instead, the README's "Moving from the Go version" pointing there: a user upgrading must find it
+before the pods crash-loop.
 """
 
 from __future__ import annotations
@@ -36,9 +37,18 @@ def parse(*argv: str) -> Settings:
 
 
 def moving_section() -> str:
+    """docs/moving-from-go.md, the page the README's "Moving from the Go version" sends users to."""
+    return (ROOT / "docs" / "moving-from-go.md").read_text(encoding="utf-8")
+
+
+def test_the_readmes_moving_section_points_to_the_refused_inputs() -> None:
+    """An upgrading user reads the README first: its section must lead to the list of refused inputs."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    start = readme.index("## Moving from the Go version")
-    return readme[start : readme.index("\n## ", start + 1)]
+    start = readme.index("\n## Moving from the Go version\n")
+    section = readme[start : readme.index("\n## ", start + 1)]
+    assert "](docs/moving-from-go.md#refused-at-start-up)" in section
+    assert "## Refused at start-up\n" in moving_section()
+    assert "`taintNode: true`" in section
 
 
 # --- config files ----------------------------------------------------------------------------------------

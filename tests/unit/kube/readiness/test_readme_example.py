@@ -1,4 +1,4 @@
-"""The README's drain-readiness example is what the report prints for the cluster it describes."""
+"""The documented drain-readiness example is what the report prints for the cluster it describes."""
 
 from __future__ import annotations
 
@@ -15,11 +15,18 @@ from aksnth.kube.readiness.placement import ClusterView, NodeInfo, Placement, To
 from aksnth.kube.readiness.report import Assessment, render_table
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+PROMPT = "$ aks-node-termination-handler readiness\n"
 
 
-def test_the_readme_example_is_what_the_report_prints() -> None:
-    """The README's example, rebuilt from the same cluster (the one docs/readiness.md describes), is
-    printed exactly as shown there."""
+def shown_example(page: str) -> str:
+    """What a page shows after the command: up to the next prompt or the end of the code block."""
+    output = page.split(PROMPT, 1)[1]
+    return min(output.split("$ ", 1)[0], output.split("```", 1)[0], key=len)
+
+
+def test_the_documented_example_is_what_the_report_prints() -> None:
+    """The example of docs/readiness.md, rebuilt from the cluster it describes, is printed exactly as
+    shown there, and so on every other page that shows it (the README did once)."""
     spot_taint = Taint(key="kubernetes.azure.com/scalesetpriority", value="spot", effect="NoSchedule")
     spot_labels = {"kubernetes.azure.com/scalesetpriority": "spot"}
     a, b, system = (
@@ -85,9 +92,12 @@ def test_the_readme_example_is_what_the_report_prints() -> None:
             for name in (a, b)
         ),
     )
-    readme = (Path(__file__).parents[4] / "README.md").read_text(encoding="utf-8")
-    shown = readme.split("$ aks-node-termination-handler readiness\n", 1)[1].split("$ echo $?", 1)[0]
-    assert render_table(assessment) == shown
-    docs = (Path(__file__).parents[4] / "docs" / "readiness.md").read_text(encoding="utf-8")
-    assert docs.split("$ aks-node-termination-handler readiness\n", 1)[1].split("```", 1)[0] == shown
+    root = Path(__file__).parents[4]
+    shown = {
+        page.relative_to(root).as_posix(): shown_example(page.read_text(encoding="utf-8"))
+        for page in [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+        if PROMPT in page.read_text(encoding="utf-8")
+    }
+    assert "docs/readiness.md" in shown
+    assert shown == dict.fromkeys(shown, render_table(assessment))
     assert exit_code(assessment, fail_on_risk=False) == 1
