@@ -29,8 +29,8 @@ from aksnth.errors import (
     KubeUnavailable,
     WriteConflict,
 )
-from aksnth.kube.access import load_access
 from aksnth.kube.api import ApiError, KubeClient, UnreadableAnswer, shorten
+from aksnth.kube.credentials import load_access
 from aksnth.kube.keys import FIELD_MANAGER
 from aksnth.observe.httpmetrics import ApiServerMetrics
 

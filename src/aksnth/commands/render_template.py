@@ -30,12 +30,12 @@ from typing import Final
 
 import yaml
 
+from aksnth.commands.render_template_sinks import PreviewSink, ReadFile, plan_from_flags
 from aksnth.configfile import read_text_file
 from aksnth.errors import ConfigError, TemplateError
 from aksnth.flags import HelpRequested, Kind, Option, OptionValue, parse_flags
 from aksnth.model import EventType
 from aksnth.notify.payload import PHASE_DRAINED, PHASE_EVENT, PHASES, label_fields, sample_template_data
-from aksnth.notify.preview_sinks import PreviewSink, ReadFile, plan_from_flags
 from aksnth.notify.telegram import shorten
 from aksnth.notify.template import Record, TypedMap, compile_template
 from aksnth.notify.webhook import wire_body
