@@ -5,9 +5,10 @@ where every tool looks (``kubectl describe node``, the scheduler's plugins, auto
 While at least one event is listed the condition is ``True``, its reason is the type of the event seen
 first (``Preempt``), and its message has one part per event, e.g.
 ``Preempt EventId=A1B2… NotBefore=2026-11-25T12:00:30Z Status=Scheduled Phase=protected``; the phase
-is the one of the state record (``seen``, ``protected``, ``drained``, ``approved``), ``ignored``
-for an event whose type is not acted on, or ``prepared`` for an advisory (a Spot rebalance
-recommendation) whose PreferNoSchedule taint is on the node. With no event left the condition is removed.
+is one of the phases of :mod:`aksnth.lifecycle` that are shown: the state record's (``seen``,
+``protected``, ``drained``, ``approved``), ``ignored`` for an event whose type is not acted on, or
+``prepared`` for an advisory (a Spot rebalance recommendation) whose PreferNoSchedule taint is on the
+node. With no event left the condition is removed.
 
 Writes go to the ``nodes/status`` subresource as strategic merge patches keyed by the condition type:
 they touch nothing else of the status (the kubelet's conditions stay as they are) and need no
@@ -31,15 +32,10 @@ from aksnth.errors import EvictionBlocked, KubeError, KubeForbidden, KubeUnavail
 from aksnth.kube.api import STRATEGIC_MERGE_PATCH, KubeClient, node_path
 from aksnth.kube.client import api_call, with_retries
 from aksnth.kube.keys import SCHEDULED_EVENT_CONDITION
+from aksnth.lifecycle import Phase
 
 log = logging.getLogger(__name__)
 
-#: Phases of an event in the condition's message: the state record's, "ignored" for an event whose
-#: type is not acted on, and "prepared" for an advisory whose preparation (a PreferNoSchedule taint) is
-#: done. A response only moves an event forward.
-PHASE_IGNORED: Final = "ignored"
-PHASE_PREPARED: Final = "prepared"
-_PHASE_ORDER: Final = ("seen", PHASE_IGNORED, PHASE_PREPARED, "protected", "drained", "approved")
 #: Longest condition message we write (the API server accepts 32 KiB; people read a line).
 MAX_MESSAGE_CHARS: Final = 1024
 WRITE_ATTEMPTS: Final = 4
@@ -62,14 +58,18 @@ class ListedEvent:
     first_seen: datetime
     status: str = ""  # Scheduled, Started, Advisory
     not_before: datetime | None = None
-    phase: str = "seen"
+    phase: Phase = Phase.SEEN
     drain_result: str = ""  # drained, timed_out, failed (once the drain is over)
 
-    def advanced(self, phase: str, *, drain_result: str = "") -> ListedEvent:
-        """At ``phase`` unless it is already further (phases only move forward)."""
-        if phase not in _PHASE_ORDER or _PHASE_ORDER.index(phase) <= _PHASE_ORDER.index(self.phase):
+    def advanced(self, phase: Phase | str, *, drain_result: str = "", resumed: bool = False) -> ListedEvent:
+        """At ``phase`` unless it is already further (see ``Phase.advance``); a phase the condition does
+        not show (a concluded one) changes nothing. ``resumed``: the phase is the one recorded on the node
+        by an earlier run, taken as it is (the steps between were taken by that run)."""
+        target = Phase(phase)
+        if not target.shown or target.rank <= self.phase.rank:
             return self
-        return replace(self, phase=phase, drain_result=drain_result or self.drain_result)
+        later = target if resumed else self.phase.advance(target)
+        return replace(self, phase=later, drain_result=drain_result or self.drain_result)
 
     def describe(self) -> str:
         not_before = _time(self.not_before) if self.not_before is not None else "none"
