@@ -51,15 +51,16 @@ from aksnth.observe import metrics
 from aksnth.observe.health import Health
 from aksnth.observe.logging import bind, log_context
 from aksnth.response import API_PATIENCE_SECONDS, INSTANCE_METADATA_TIMEOUT_SECONDS, Responder, describe_event
+from aksnth.retry import Backoff
 
 log = logging.getLogger(__name__)
 
 # While the node has no providerID yet (a fresh node), retry reading it with this backoff.
-PROVIDER_ID_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
+PROVIDER_ID_BACKOFF = Backoff(steps=(1.0, 2.0, 5.0, 10.0, 30.0))
 # While the API server does not answer and no event waits for it, the Node is read again after these
 # waits; while an event waits, every poll period, so that its response starts within one period of
 # the API server's return.
-API_RETRY_WAITS_SECONDS = (1.0, 2.0, 5.0, 10.0)
+API_RETRY_BACKOFF = Backoff(steps=(1.0, 2.0, 5.0, 10.0))
 # Advisory events are read every this many poll periods (5 s at the default -period), at the api-version
 # that serves them: one more IMDS request beside the poll. An advisory warns early; a few seconds do not
 # matter to it as they do to a Preempt.
@@ -160,17 +161,14 @@ class Handler:
                 failures += 1
                 if not self.resource_name:
                     await self._resource_name_from_imds()
-                waits = API_RETRY_WAITS_SECONDS
-                delay = waits[min(failures, len(waits)) - 1]
+                delay = API_RETRY_BACKOFF.delay(failures)
             else:
                 failures = 0
                 if not self._restored:
                     self._restore(node)
                 if not self._resource_name_from_node(node, attempt=unnamed + 1):
                     unnamed += 1
-                delay = PROVIDER_ID_BACKOFF_SECONDS[
-                    min(max(unnamed, 1), len(PROVIDER_ID_BACKOFF_SECONDS)) - 1
-                ]
+                delay = PROVIDER_ID_BACKOFF.delay(max(unnamed, 1))
             if self._restored and self.resource_name:
                 self._start_deciding()
                 return
@@ -247,7 +245,7 @@ class Handler:
                     "keeping Azure resource name %s (%s): %s", self.resource_name, self._name_source, exc
                 )
                 return True
-            delay = PROVIDER_ID_BACKOFF_SECONDS[min(attempt, len(PROVIDER_ID_BACKOFF_SECONDS)) - 1]
+            delay = PROVIDER_ID_BACKOFF.delay(attempt)
             log.warning(
                 "cannot derive the Azure resource name of node %s (attempt %d): %s; retrying in %.0fs",
                 self._node_name,

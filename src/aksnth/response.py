@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from typing import Any, Protocol
@@ -47,6 +46,7 @@ from aksnth.notify.dispatcher import Notifier
 from aksnth.notify.payload import build_template_data
 from aksnth.observe import metrics
 from aksnth.observe.logging import log_context
+from aksnth.retry import Backoff, no_retry_after, retry
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +57,10 @@ API_PATIENCE_SECONDS = 2.0
 # Instance metadata is only decoration for notifications: never wait long for it.
 INSTANCE_METADATA_TIMEOUT_SECONDS = 2.0
 # A response or a give-back that failed on a transient error is tried again (it resumes from the
-# record on the node) after these waits: a response until the event's deadline, a give-back for up to
-# GIVE_BACK_RETRY_WINDOW_SECONDS. An API server restart or a burst of throttling must not leave a node
-# unprotected, or cordoned for good.
-RETRY_WAITS_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
+# record on the node) after the waits of RETRY_BACKOFF: a response until the event's deadline, a
+# give-back for up to GIVE_BACK_RETRY_WINDOW_SECONDS. An API server restart or a burst of throttling
+# must not leave a node unprotected, or cordoned for good.
+RETRY_BACKOFF = Backoff(steps=(1.0, 2.0, 5.0, 10.0, 30.0))
 GIVE_BACK_RETRY_WINDOW_SECONDS = 600.0
 TRANSIENT_ERRORS = (KubeUnavailable, KubeForbidden, WriteConflict, EvictionBlocked, ImdsUnavailable)
 
@@ -150,7 +150,7 @@ class Responder:
                         self.notify_early(event)
                         await self._until_api_answers(left)
                         continue
-                    delay = min(RETRY_WAITS_SECONDS[min(attempt, len(RETRY_WAITS_SECONDS)) - 1], left)
+                    delay = min(RETRY_BACKOFF.delay(attempt), left)
                     log.warning(
                         "response to %s %s failed (attempt %d), resuming in %.0fs: %s",
                         event.event_type.value,
@@ -531,27 +531,34 @@ class Responder:
         on_unavailable: Callable[[], None] | None = None,
     ) -> bool:
         """Run ``work`` again after a transient error (it resumes from the record on the node), after
-        RETRY_WAITS_SECONDS, for up to GIVE_BACK_RETRY_WINDOW_SECONDS; True once it succeeded.
+        the waits of RETRY_BACKOFF, for up to GIVE_BACK_RETRY_WINDOW_SECONDS; True once it succeeded.
         ``on_unavailable`` hears of each attempt the API server did not answer."""
-        give_up_at = time.monotonic() + GIVE_BACK_RETRY_WINDOW_SECONDS
-        attempt = 0
-        while True:
+
+        async def attempt() -> None:
             try:
                 await work()
-                return True
-            except TRANSIENT_ERRORS as exc:
-                attempt += 1
-                if on_unavailable is not None and isinstance(exc, KubeUnavailable):
+            except KubeUnavailable:
+                if on_unavailable is not None:
                     on_unavailable()
-                delay = RETRY_WAITS_SECONDS[min(attempt, len(RETRY_WAITS_SECONDS)) - 1]
-                if time.monotonic() + delay > give_up_at:
-                    log.error("%s failed (attempt %d), giving up: %s", what, attempt, exc)
-                    return False
-                log.warning("%s failed (attempt %d), retrying in %.0fs: %s", what, attempt, delay, exc)
-                await asyncio.sleep(delay)
-            except AksnthError as exc:
+                raise
+
+        try:
+            await retry(
+                attempt,
+                backoff=RETRY_BACKOFF,
+                retry_on=TRANSIENT_ERRORS,
+                what=what,
+                deadline=asyncio.get_running_loop().time() + GIVE_BACK_RETRY_WINDOW_SECONDS,
+                retry_after=no_retry_after,  # each request already honoured it
+                logger=log,
+                retry_level=logging.WARNING,
+                give_up_level=logging.ERROR,
+            )
+        except AksnthError as exc:
+            if not isinstance(exc, TRANSIENT_ERRORS):
                 log.error("%s failed: %s", what, exc)
-                return False
+            return False
+        return True
 
     async def _conclude_once(self, action: policy.GiveBack | policy.Finish) -> None:
         dry = self._response.dry_run

@@ -41,6 +41,7 @@ from aksnth.durations import parse_retry_after
 from aksnth.errors import ImdsError, ImdsUnavailable
 from aksnth.model import InstanceMetadata, ScheduledEventsDocument
 from aksnth.observe.httpmetrics import InstrumentedTransport
+from aksnth.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -394,6 +395,20 @@ class PollBackoff:
         self._rng = rng or random.Random()
         self.attempt = 0
         self._gone_seconds = 0.0  # time spent waiting in the current run of 410s
+        # Exponential from the interval to the cap, cut by up to ``jitter``, never below the interval.
+        self._backoff = Backoff(
+            first_seconds=self.interval_seconds,
+            max_seconds=self.cap_seconds,
+            spread=(1.0 - jitter, 1.0),
+            min_seconds=self.interval_seconds,
+            max_retry_after_seconds=self.cap_seconds,
+        )
+        # 410 Gone: quick retries, at most once a second.
+        self._gone = Backoff(
+            steps=(min(self.interval_seconds, GONE_RETRY_DELAY_SECONDS),),
+            min_seconds=MIN_REQUEST_SPACING_SECONDS,
+            max_retry_after_seconds=self.cap_seconds,
+        )
 
     def on_success(self) -> float:
         self.attempt = 0
@@ -405,21 +420,11 @@ class PollBackoff:
         status = exc.status if isinstance(exc, ImdsUnavailable) else None
         retry_after = exc.retry_after_seconds if isinstance(exc, ImdsUnavailable) else None
         if status == httpx2.codes.GONE and self._gone_seconds < GONE_RETRY_WINDOW_SECONDS:
-            delay = min(self.interval_seconds, GONE_RETRY_DELAY_SECONDS)
+            delay = self._gone.delay(1, retry_after=retry_after)
         else:
             if status != httpx2.codes.GONE:
                 self._gone_seconds = 0.0
-            delay = self._exponential()
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.cap_seconds))
-        delay = max(delay, MIN_REQUEST_SPACING_SECONDS)
+            delay = self._backoff.delay(self.attempt, retry_after=retry_after, draw=self._rng.random())
         if status == httpx2.codes.GONE:
             self._gone_seconds += delay
         return delay
-
-    def _exponential(self) -> float:
-        # 2**attempt grows without bound; stop doubling once past the cap.
-        exponent = min(self.attempt - 1, 32)
-        raw = min(self.cap_seconds, self.interval_seconds * 2.0**exponent)
-        jittered = raw * (1.0 - self.jitter * self._rng.random())
-        return max(self.interval_seconds, jittered)

@@ -33,6 +33,7 @@ from aksnth.kube.api import STRATEGIC_MERGE_PATCH, KubeClient, node_path
 from aksnth.kube.client import api_call, with_retries
 from aksnth.kube.keys import SCHEDULED_EVENT_CONDITION
 from aksnth.lifecycle import Phase
+from aksnth.retry import Backoff, no_retry_after, retry
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class ConditionWriter:
         retry_waits_seconds: Sequence[float] = RETRY_WAITS_SECONDS,
     ) -> None:
         self._client = client
-        self._retry_waits = tuple(retry_waits_seconds) or (0.0,)
+        self._backoff = Backoff(steps=tuple(retry_waits_seconds) or (0.0,))
         self._node_name = node_name
         self._dry_run = dry_run
         self._now = wall_clock
@@ -168,32 +169,28 @@ class ConditionWriter:
                 await self._task
 
     async def _write_until_current(self) -> None:
-        loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + GIVE_UP_SECONDS
-        failures = 0
+        give_up_at = asyncio.get_running_loop().time() + GIVE_UP_SECONDS
         while self._wanted != self._written:
-            wanted = self._wanted
             try:
-                await self._write(wanted)
-            except (KubeUnavailable, EvictionBlocked) as exc:
-                wait = self._retry_waits[min(failures, len(self._retry_waits) - 1)]
-                failures += 1
-                if loop.time() + wait > give_up_at:
-                    self._report(exc)
-                    return
-                log.info(
-                    "writing the %s condition failed, again in %.0fs: %s",
-                    SCHEDULED_EVENT_CONDITION,
-                    wait,
-                    exc,
+                self._written = await retry(
+                    self._write_wanted,
+                    backoff=self._backoff,
+                    retry_on=(KubeUnavailable, EvictionBlocked),
+                    what=f"writing the {SCHEDULED_EVENT_CONDITION} condition",
+                    deadline=give_up_at,
+                    retry_after=no_retry_after,  # each write already honoured it (with_retries)
+                    logger=log,
+                    give_up_level=logging.DEBUG,  # _report says it
                 )
-                await asyncio.sleep(wait)
-                continue
             except KubeError as exc:
                 self._report(exc)
                 return
-            failures = 0
-            self._written = wanted
+
+    async def _write_wanted(self) -> tuple[ListedEvent, ...]:
+        """Write the latest state wanted (it may have changed since the last attempt); return it."""
+        wanted = self._wanted
+        await self._write(wanted)
+        return wanted
 
     async def _write(self, events: tuple[ListedEvent, ...]) -> None:
         condition = scheduled_event_condition(events, now=self._now())

@@ -19,12 +19,12 @@ import httpx2
 
 from aksnth.config import NotifySettings
 from aksnth.errors import NotifyError, TemplateError
-from aksnth.notify.http import Backoff
 from aksnth.notify.payload import PHASE_DRAINED, PHASE_EVENT, compile_checked_template
 from aksnth.notify.telegram import TelegramSink
 from aksnth.notify.template import Record, Template, compile_template
 from aksnth.notify.webhook import WebhookSink
 from aksnth.observe.metrics import NOTIFICATIONS
+from aksnth.retry import Backoff
 
 log = logging.getLogger(__name__)
 
