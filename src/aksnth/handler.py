@@ -89,7 +89,6 @@ class Handler:
         self._response = settings.response
         self._imds = imds
         self._kube = kube
-        self._notifier = notifier
         self._health = health
         self._recorder = recorder
         self._now = wall_clock

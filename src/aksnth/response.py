@@ -98,12 +98,8 @@ class Responder:
         wall_clock: Callable[[], datetime],
         host: EventHost,
     ) -> None:
-        self._settings = settings
-        self._response = settings.response
-        self._imds = imds
-        self._kube = kube
-        self._notifier = notifier
-        self._recorder = recorder
+        self._settings, self._response = settings, settings.response
+        self._imds, self._kube, self._notifier, self._recorder = imds, kube, notifier, recorder
         self._now = wall_clock
         self._node_name = settings.kube.node_name
         self._host = host
