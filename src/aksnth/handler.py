@@ -134,13 +134,13 @@ class Handler:
         )
         # The response to each event, run as the event's own task (see _spawn).
         self._responder = Responder(
+            self,
             settings=settings,
-            imds=imds,
             kube=kube,
-            notifier=notifier,
+            imds=imds,
             recorder=recorder,
+            notifier=notifier,
             wall_clock=wall_clock,
-            host=self,
         )
 
     # --- start-up: Kubernetes access, established in the background ------------------------------

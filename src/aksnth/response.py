@@ -89,14 +89,14 @@ class Responder:
 
     def __init__(
         self,
+        host: EventHost,
         *,
         settings: Settings,
-        imds: ImdsClient,
         kube: KubeClient,
-        notifier: Notifier | None,
+        imds: ImdsClient,
         recorder: kube_events.EventRecorder,
+        notifier: Notifier | None,
         wall_clock: Callable[[], datetime],
-        host: EventHost,
     ) -> None:
         self._settings, self._response = settings, settings.response
         self._imds, self._kube, self._notifier, self._recorder = imds, kube, notifier, recorder
