@@ -183,10 +183,8 @@ class ImdsClient:
                     return parse_version_refusal(await _read_head(response))
                 finally:
                     await response.aclose()
-        except TimeoutError as exc:
-            raise ImdsUnavailable(f"GET {url}: no complete answer within {timeout:g}s") from exc
-        except httpx2.HTTPError as exc:
-            raise ImdsUnavailable(f"GET {url}: {type(exc).__name__}: {exc}") from exc
+        except (TimeoutError, httpx2.HTTPError) as exc:
+            raise _no_answer("GET", url, exc, timeout_seconds=timeout) from exc
 
     async def fetch_instance_metadata(self) -> InstanceMetadata:
         """GET ``/metadata/instance/compute`` on the same host as the Scheduled Events endpoint."""
@@ -289,12 +287,17 @@ class ImdsClient:
                     return await _read_capped(response, method, url)
                 finally:
                     await response.aclose()
-        except TimeoutError as exc:
-            raise ImdsUnavailable(f"{method} {url}: no complete answer within {timeout:g}s") from exc
-        except httpx2.TimeoutException as exc:
-            raise ImdsUnavailable(f"{method} {url}: timed out ({type(exc).__name__})") from exc
-        except httpx2.HTTPError as exc:
-            raise ImdsUnavailable(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+        except (TimeoutError, httpx2.HTTPError) as exc:
+            raise _no_answer(method, url, exc, timeout_seconds=timeout) from exc
+
+
+def _no_answer(method: str, url: str, exc: Exception, *, timeout_seconds: float) -> ImdsUnavailable:
+    """What a request that got no usable answer in time (or none at all) raises."""
+    if isinstance(exc, TimeoutError):
+        return ImdsUnavailable(f"{method} {url}: no complete answer within {timeout_seconds:g}s")
+    if isinstance(exc, httpx2.TimeoutException):
+        return ImdsUnavailable(f"{method} {url}: timed out ({type(exc).__name__})")
+    return ImdsUnavailable(f"{method} {url}: {type(exc).__name__}: {exc}")
 
 
 async def _read_capped(response: httpx2.Response, method: str, url: str) -> bytes:
