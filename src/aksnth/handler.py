@@ -1,10 +1,11 @@
-"""The poll loop and the event lifecycle: the only owner of mutable state.
+"""The poll loop and the decisions: the only owner of mutable state.
 
-It polls IMDS every ``-period``, hands each new document to the pure ``policy.decide`` and carries out
-the plan: a response (protect, notify, drain, approve) runs as its own task per EventId so that
-polling goes on and several events can be handled at once; a give-back cancels the response of the
-same event first. What was done is recorded on the Node (``kube.node``), so a restarted handler
-resumes instead of starting over, and never repeats a step that already happened.
+It polls IMDS every ``-period``, hands each new document to the pure ``policy.decide`` and starts what
+the plan asks for: the response to an event (protect, notify, drain, approve; ``aksnth.response``) runs
+as its own task per EventId so that polling goes on and several events can be handled at once; a
+give-back cancels the response of the same event first. What was done is recorded on the Node
+(``kube.node``), so a restarted handler resumes instead of starting over, and never repeats a step that
+already happened. The phases an event goes through are those of ``aksnth.lifecycle``.
 
 Polling never waits for the Kubernetes API. A background task reads the Node (the resource name from
 its providerID, the record of what was done) until the API server answers; meanwhile the events of

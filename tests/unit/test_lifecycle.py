@@ -10,23 +10,9 @@ import pytest
 from aksnth.kube.conditions import ListedEvent
 from aksnth.kube.record import NodeRecord, RecordError
 from aksnth.lifecycle import MOVES, ORDER, IllegalTransition, Phase, done_phase
-from aksnth.model import EventStatus, EventType, ScheduledEvent
+from aksnth.notify.payload import sample_event
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-
-
-def preempt(event_id: str = "E1") -> ScheduledEvent:
-    return ScheduledEvent(
-        event_id=event_id,
-        event_type=EventType.PREEMPT,
-        event_type_raw="Preempt",
-        resource_type="VirtualMachine",
-        resources=("vm_1",),
-        status=EventStatus.SCHEDULED,
-        status_raw="Scheduled",
-        not_before=None,
-        not_before_raw="",
-    )
 
 
 def test_the_whole_way_of_a_drained_and_approved_event_is_allowed() -> None:
@@ -81,11 +67,13 @@ def test_every_phase_has_its_moves() -> None:
 
 
 def test_the_record_refuses_an_illegal_move_and_keeps_no_shown_only_phase() -> None:
-    record = NodeRecord().with_event_seen(preempt(), now=NOW)
+    event = sample_event("Preempt")
+    event_id = event.event_id
+    record = NodeRecord().with_event_seen(event, now=NOW)
     with pytest.raises(IllegalTransition):
-        record.with_approved("E1")  # never protected, never drained
+        record.with_approved(event_id)  # never protected, never drained
     with pytest.raises(ValueError, match="not kept in the record"):
-        record.with_phase("E1", Phase.PREPARED)
+        record.with_phase(event_id, Phase.PREPARED)
     text = '{"events":[{"id":"E","type":"Preempt","firstSeen":"2026-11-25T12:00:00Z","phase":"ignored"}]}'
     with pytest.raises(RecordError, match="unknown phase 'ignored'"):
         NodeRecord.parse(text)
