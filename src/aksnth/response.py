@@ -571,6 +571,7 @@ class Responder:
             type="Normal", reason=kube_events.REASON_GIVEN_BACK, message=f"{action.reason}: {undone}"
         )
 
+    # --- notifications ----------------------------------------------------------------------------
     def _was_notified(self, event_id: str, phase: str, recorded: EventRecord | None) -> bool:
         """Sent by this process, or by an earlier one according to the record on the node."""
         return (event_id, phase) in self.notified or (recorded is not None and phase in recorded.notified)
