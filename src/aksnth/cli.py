@@ -73,8 +73,8 @@ PROGRAM = "aks-node-termination-handler"
 # Subcommands and the module whose ``main(argv) -> int`` runs them; imported only when used.
 SUBCOMMANDS: Mapping[str, str] = {
     "imds-simulator": "aksnth.azure.simulator",
-    "readiness": "aksnth.kube.readiness.command",
-    "render-template": "aksnth.notify.preview",
+    "readiness": "aksnth.commands.readiness",
+    "render-template": "aksnth.commands.render_template",
 }
 
 USAGE_PREAMBLE = f"""\

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from aksnth.durations import parse_go_duration
 from aksnth.errors import ConfigError
-from aksnth.flags import Kind, Option, OptionValue, parse_go_bool, parse_go_int, suggest
+from aksnth.flags import Kind, Option, OptionValue, did_you_mean, parse_go_bool, parse_go_int
 
 WEBHOOKS_KEY = "webhooks"
 # Keys of one entry of ``webhooks:``, normalized, with the kind of their value.
@@ -121,9 +121,8 @@ def parse_config_file(text: str, path: str, options: Sequence[Option]) -> Config
             continue
         found = by_key.get(normalized)
         if found is None:
-            hint = suggest(normalized, known_keys)
-            did_you_mean = f" (did you mean {hint}?)" if hint else ""
-            raise ConfigError(f"unknown key {key!r} in config file {path}{did_you_mean}")
+            hint = did_you_mean(normalized, known_keys)
+            raise ConfigError(f"unknown key {key!r} in config file {path}{hint}")
         option = found
         if not option.in_config:
             raise ConfigError(f"{where}: -{option.name} cannot be set in the config file")
@@ -151,9 +150,8 @@ def _webhooks(raw: object, *, where: str) -> tuple[Mapping[str, OptionValue], ..
             key = normalize_key(str(raw_key))
             kind = WEBHOOK_KEYS.get(key)
             if kind is None:
-                hint = suggest(key, WEBHOOK_KEYS)
-                did_you_mean = f" (did you mean {hint}?)" if hint else ""
-                raise ConfigError(f"{item_where}: unknown key {raw_key!r}{did_you_mean}")
+                hint = did_you_mean(key, WEBHOOK_KEYS)
+                raise ConfigError(f"{item_where}: unknown key {raw_key!r}{hint}")
             value = raw_value
             if key == "headers" and isinstance(raw_value, dict):
                 value = [f"{name}: {text}" for name, text in raw_value.items()]

@@ -150,6 +150,12 @@ def suggest(name: str, known: Iterable[str]) -> str | None:
     return close[0] if close else None
 
 
+def did_you_mean(name: str, known: Iterable[str], *, prefix: str = "") -> str:
+    """`` (did you mean <prefix><closest>?)`` for a mistyped ``name``, or "" when nothing is close."""
+    hint = suggest(name, known)
+    return f" (did you mean {prefix}{hint}?)" if hint else ""
+
+
 def parse_flags(argv: Sequence[str], options: Sequence[Option]) -> ParsedFlags:
     """Parse ``argv`` (without the program name) like Go's ``flag.FlagSet.Parse``.
 
@@ -174,9 +180,9 @@ def parse_flags(argv: Sequence[str], options: Sequence[Option]) -> ParsedFlags:
         if option is None:
             if name in _HELP_NAMES:
                 raise HelpRequested
-            hint = suggest(name, by_name)
-            did_you_mean = f" (did you mean -{hint}?)" if hint else ""
-            raise ConfigError(f"flag provided but not defined: -{name}{did_you_mean}")
+            raise ConfigError(
+                f"flag provided but not defined: -{name}{did_you_mean(name, by_name, prefix='-')}"
+            )
         if option.kind is Kind.BOOL and not has_value:
             text = "true"
         elif not has_value:

@@ -1,10 +1,11 @@
-"""The poll loop and the event lifecycle: the only owner of mutable state.
+"""The poll loop and the decisions: the only owner of mutable state.
 
-It polls IMDS every ``-period``, hands each new document to the pure ``policy.decide`` and carries out
-the plan: a response (protect, notify, drain, approve) runs as its own task per EventId so that
-polling goes on and several events can be handled at once; a give-back cancels the response of the
-same event first. What was done is recorded on the Node (``kube.node``), so a restarted handler
-resumes instead of starting over, and never repeats a step that already happened.
+It polls IMDS every ``-period``, hands each new document to the pure ``policy.decide`` and starts what
+the plan asks for: the response to an event (protect, notify, drain, approve; ``aksnth.response``) runs
+as its own task per EventId so that polling goes on and several events can be handled at once; a
+give-back cancels the response of the same event first. What was done is recorded on the Node
+(``kube.node``), so a restarted handler resumes instead of starting over, and never repeats a step that
+already happened. The phases an event goes through are those of ``aksnth.lifecycle``.
 
 Polling never waits for the Kubernetes API. A background task reads the Node (the resource name from
 its providerID, the record of what was done) until the API server answers; meanwhile the events of
@@ -23,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -36,57 +37,31 @@ from aksnth.azure.resource_name import (
     resource_name_from_instance_metadata,
     resource_name_from_provider_id,
 )
-from aksnth.config import ADVISORY_VERSION_AUTO, ADVISORY_VERSION_OFF, Settings, TaintEffect
-from aksnth.errors import (
-    AksnthError,
-    EvictionBlocked,
-    ImdsDocumentError,
-    ImdsError,
-    ImdsUnavailable,
-    KubeError,
-    KubeForbidden,
-    KubeUnavailable,
-    WriteConflict,
-)
-from aksnth.kube import drain as kube_drain
+from aksnth.config import ADVISORY_VERSION_AUTO, ADVISORY_VERSION_OFF, Settings
+from aksnth.errors import ImdsDocumentError, ImdsError, ImdsUnavailable, KubeError, KubeUnavailable
 from aksnth.kube import events as kube_events
-from aksnth.kube import group as kube_group
-from aksnth.kube import keys
 from aksnth.kube import node as kube_node
-from aksnth.kube import peers as kube_peers
 from aksnth.kube.api import KubeClient
-from aksnth.kube.conditions import PHASE_IGNORED, PHASE_PREPARED, ConditionWriter, ListedEvent
-from aksnth.kube.drainplan import DrainResult
+from aksnth.kube.conditions import ConditionWriter, ListedEvent
 from aksnth.kube.keys import SCHEDULED_EVENT_CONDITION
-from aksnth.kube.record import EventRecord, NodeRecord, Phase
-from aksnth.model import EventStatus, InstanceMetadata, NodeSnapshot, ScheduledEvent, ScheduledEventsDocument
+from aksnth.kube.record import NodeRecord
+from aksnth.lifecycle import KnownEvent, Phase, done_phase
+from aksnth.model import EventStatus, NodeSnapshot, ScheduledEvent, ScheduledEventsDocument
 from aksnth.notify.dispatcher import Notifier
-from aksnth.notify.payload import build_template_data
 from aksnth.observe import metrics
 from aksnth.observe.health import Health
 from aksnth.observe.logging import bind, log_context
+from aksnth.response import API_PATIENCE_SECONDS, INSTANCE_METADATA_TIMEOUT_SECONDS, Responder, describe_event
+from aksnth.retry import Backoff
 
 log = logging.getLogger(__name__)
 
 # While the node has no providerID yet (a fresh node), retry reading it with this backoff.
-PROVIDER_ID_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
+PROVIDER_ID_BACKOFF = Backoff(steps=(1.0, 2.0, 5.0, 10.0, 30.0))
 # While the API server does not answer and no event waits for it, the Node is read again after these
 # waits; while an event waits, every poll period, so that its response starts within one period of
 # the API server's return.
-API_RETRY_WAITS_SECONDS = (1.0, 2.0, 5.0, 10.0)
-# A read of the Node that has not answered after this long counts as the API server not answering:
-# the events waiting for it are notified then (the read goes on). Longer than a slow answer of a busy
-# server, short against a Spot VM's 30 s of notice.
-API_PATIENCE_SECONDS = 2.0
-# Instance metadata is only decoration for notifications: never wait long for it.
-INSTANCE_METADATA_TIMEOUT_SECONDS = 2.0
-# A response or a give-back that failed on a transient error is tried again (it resumes from the
-# record on the node) after these waits: a response until the event's deadline, a give-back for up to
-# GIVE_BACK_RETRY_WINDOW_SECONDS. An API server restart or a burst of throttling must not leave a node
-# unprotected, or cordoned for good.
-RETRY_WAITS_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
-GIVE_BACK_RETRY_WINDOW_SECONDS = 600.0
-TRANSIENT_ERRORS = (KubeUnavailable, KubeForbidden, WriteConflict, EvictionBlocked, ImdsUnavailable)
+API_RETRY_BACKOFF = Backoff(steps=(1.0, 2.0, 5.0, 10.0))
 # Advisory events are read every this many poll periods (5 s at the default -period), at the api-version
 # that serves them: one more IMDS request beside the poll. An advisory warns early; a few seconds do not
 # matter to it as they do to a Preempt.
@@ -115,7 +90,6 @@ class Handler:
         self._response = settings.response
         self._imds = imds
         self._kube = kube
-        self._notifier = notifier
         self._health = health
         self._recorder = recorder
         self._now = wall_clock
@@ -135,7 +109,7 @@ class Handler:
         # Kubernetes Events of sightings before the API server answered, recorded once it does.
         self._deferred: list[tuple[str, str]] = []
         self._boot_id = ""
-        self._known: dict[str, policy.KnownEvent] = {}
+        self._known: dict[str, KnownEvent] = {}
         self._first_seen: dict[str, datetime] = {}
         self._ignored: set[str] = set()
         # EventIds this process has counted in scheduled_events_total and reported with the Go
@@ -144,9 +118,6 @@ class Handler:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         # Events recorded in the background (they never delay polling or a response).
         self._courtesy: set[asyncio.Task[None]] = set()
-        # Notifications submitted by this process, by (EventId, phase): a retried response never
-        # sends one twice, even before the record on the node says so.
-        self._notified: set[tuple[str, str]] = set()
         # (DocumentIncarnation, advisory revision) of the last document decided on: a decision is made
         # when either changes.
         self._last_revision: tuple[int, int] | None = None
@@ -155,13 +126,22 @@ class Handler:
         self._advisories: tuple[ScheduledEvent, ...] = ()
         self._advisory_revision = 0
         self._polled_once = asyncio.Event()  # a document was read: the advisory reader may start
-        self._instance: InstanceMetadata | None = None
         self.exit_requested = asyncio.Event()
         # The events the node's AzureScheduledEvent condition lists: pending in the document, or
         # handled and not concluded yet. Written in the background; see aksnth.kube.conditions.
         self._listed: dict[str, ListedEvent] = {}
         self._conditions = conditions or ConditionWriter(
             kube, self._node_name, dry_run=settings.response.dry_run, wall_clock=wall_clock
+        )
+        # The response to each event, run as the event's own task (see _spawn).
+        self._responder = Responder(
+            self,
+            settings=settings,
+            kube=kube,
+            imds=imds,
+            recorder=recorder,
+            notifier=notifier,
+            wall_clock=wall_clock,
         )
 
     # --- start-up: Kubernetes access, established in the background ------------------------------
@@ -176,22 +156,19 @@ class Handler:
         failures = 0
         unnamed = 0  # reads of a Node without a providerID (a fresh node)
         while True:
-            node = await self._read_node()
+            node = await self.read_node()
             if node is None:
                 failures += 1
                 if not self.resource_name:
                     await self._resource_name_from_imds()
-                waits = API_RETRY_WAITS_SECONDS
-                delay = waits[min(failures, len(waits)) - 1]
+                delay = API_RETRY_BACKOFF.delay(failures)
             else:
                 failures = 0
                 if not self._restored:
                     self._restore(node)
                 if not self._resource_name_from_node(node, attempt=unnamed + 1):
                     unnamed += 1
-                delay = PROVIDER_ID_BACKOFF_SECONDS[
-                    min(max(unnamed, 1), len(PROVIDER_ID_BACKOFF_SECONDS)) - 1
-                ]
+                delay = PROVIDER_ID_BACKOFF.delay(max(unnamed, 1))
             if self._restored and self.resource_name:
                 self._start_deciding()
                 return
@@ -203,7 +180,7 @@ class Handler:
                 async with asyncio.timeout(delay):
                     await self._urgent.wait()
 
-    async def _read_node(self) -> NodeSnapshot | None:
+    async def read_node(self) -> NodeSnapshot | None:
         """One read of the Node (None when it fails), which also tells whether the API server answers.
         A read that has not answered after API_PATIENCE_SECONDS counts as "not answering" already: the
         events waiting for it are notified then, and the read goes on."""
@@ -236,7 +213,7 @@ class Handler:
         self._api_answers = False
         self._health.api_server(answers=False, problem=problem)
         for event in self._waiting.values():
-            self._notify_early(event)
+            self._responder.notify_early(event)
 
     def _api_up(self) -> None:
         if self._api_answers is False:
@@ -253,7 +230,7 @@ class Handler:
         except (ImdsError, TimeoutError, InstanceMetadataNameError) as exc:
             log.warning("cannot name this VM from IMDS compute metadata either (tried again later): %s", exc)
             return
-        self._instance = instance  # also what notifications show of the VM
+        self._responder.instance = instance  # also what notifications show of the VM
         self._use_resource_name(name, "IMDS compute metadata, as the node cannot be read")
 
     def _resource_name_from_node(self, node: NodeSnapshot, *, attempt: int) -> bool:
@@ -268,7 +245,7 @@ class Handler:
                     "keeping Azure resource name %s (%s): %s", self.resource_name, self._name_source, exc
                 )
                 return True
-            delay = PROVIDER_ID_BACKOFF_SECONDS[min(attempt, len(PROVIDER_ID_BACKOFF_SECONDS)) - 1]
+            delay = PROVIDER_ID_BACKOFF.delay(attempt)
             log.warning(
                 "cannot derive the Azure resource name of node %s (attempt %d): %s; retrying in %.0fs",
                 self._node_name,
@@ -312,7 +289,7 @@ class Handler:
                 event_id=entry.event_id,
                 event_type=entry.event_type.value,
                 first_seen=entry.first_seen,
-                phase=entry.phase.value,
+                phase=entry.phase,
                 drain_result=entry.drain.result if entry.drain is not None else "",
             )
             seen = self._listed.get(entry.event_id)
@@ -326,8 +303,8 @@ class Handler:
             self._listed[entry.event_id] = restored
         self._conditions.node_shows_condition(SCHEDULED_EVENT_CONDITION in node.condition_types)
         for entry in record.events.values():
-            unfinished = entry.phase.rank < self._done_phase().rank
-            self._known[entry.event_id] = policy.KnownEvent(
+            unfinished = entry.phase.rank < done_phase(approve_events=self._response.approve_events).rank
+            self._known[entry.event_id] = KnownEvent(
                 event_id=entry.event_id,
                 event_type=entry.event_type,
                 last_status=entry.last_status,
@@ -338,7 +315,7 @@ class Handler:
             )
             self._first_seen[entry.event_id] = entry.first_seen
             # Sent by an earlier run: not sent again, also when this run's response has to wait.
-            self._notified.update((entry.event_id, phase) for phase in entry.notified)
+            self._responder.notified.update((entry.event_id, phase) for phase in entry.notified)
         self._restored = True
         active = [e for e in record.events.values() if e.active]
         if active:
@@ -352,7 +329,7 @@ class Handler:
         """The record is read and the resource name known: decide on the last document now (not at the
         next poll), record what waited for the API server, and show the node's condition."""
         self._deciding = True
-        self._in_background(
+        self.in_background(
             self._recorder.record_node(
                 type="Info",
                 reason=kube_events.REASON_GO_READ_EVENTS,
@@ -360,7 +337,7 @@ class Handler:
             )
         )
         for reason, message in self._deferred:
-            self._in_background(self._recorder.record_node(type="Warning", reason=reason, message=message))
+            self.in_background(self._recorder.record_node(type="Warning", reason=reason, message=message))
         self._deferred.clear()
         if self._waiting:
             log.info(
@@ -373,9 +350,6 @@ class Handler:
             self.on_document(self._document)
         else:
             self._show_condition()
-
-    def _done_phase(self) -> Phase:
-        return Phase.APPROVED if self._response.approve_events else Phase.DRAINED
 
     # --- the loop -------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -624,14 +598,16 @@ class Handler:
         for event in (waiting[i] for i in waiting.keys() - self._waiting.keys()):
             with log_context(event_id=event.event_id, event_type=event.event_type.value):
                 log.log(
-                    level, "%s: its response starts once the record on the node is read", _describe(event)
+                    level,
+                    "%s: its response starts once the record on the node is read",
+                    describe_event(event),
                 )
         self._waiting = waiting
         if waiting:
             self._urgent.set()  # the access task now asks every poll period
         if self._api_answers is False:
             for event in waiting.values():
-                self._notify_early(event)
+                self._responder.notify_early(event)
 
     def _report_sighting(self, event: ScheduledEvent) -> None:
         """What the Go original did for every event of this VM, acted on or not: count it in
@@ -644,13 +620,13 @@ class Handler:
         if not self._deciding:
             self._deferred.append((event_type, kube_events.MESSAGE_GO_EVENT_RECEIVED))
             return
-        self._in_background(
+        self.in_background(
             self._recorder.record_node(
                 type="Warning", reason=event_type, message=kube_events.MESSAGE_GO_EVENT_RECEIVED
             )
         )
 
-    def _in_background(self, work: Coroutine[Any, Any, None], name: str = "record-event") -> None:
+    def in_background(self, work: Coroutine[Any, Any, None], name: str = "record-event") -> None:
         task = asyncio.create_task(work, name=name)
         self._courtesy.add(task)
         task.add_done_callback(self._courtesy.discard)
@@ -658,27 +634,27 @@ class Handler:
     def _execute(self, action: policy.Action) -> None:
         match action:
             case policy.Ignore(event=event, reason=reason):
-                self._set_phase(event.event_id, PHASE_IGNORED)
+                self.set_phase(event.event_id, Phase.IGNORED)
                 if event.event_id not in self._ignored:
                     self._ignored.add(event.event_id)
                     with log_context(event_id=event.event_id, event_type=event.event_type.value):
                         log.info("ignoring %s event %s: %s", event.event_type_raw, event.event_id, reason)
             case policy.Prepare(event=event):
                 self._remember_responded(event)
-                self._spawn(event.event_id, self._prepare(action))
+                self._spawn(event.event_id, self._responder.prepare(action))
             case policy.Respond(event=event):
                 self._remember_responded(event)
-                self._spawn(event.event_id, self._respond(action))
+                self._spawn(event.event_id, self._responder.respond(action))
             case policy.GiveBack() | policy.Finish():
                 memory = self._known[action.event_id]
                 self._known[action.event_id] = replace(memory, finished=True, resume=False)
-                self._spawn(action.event_id, self._conclude(action))
+                self._spawn(action.event_id, self._responder.conclude(action))
 
     def _remember_responded(self, event: ScheduledEvent) -> None:
         """A response (or an advisory's preparation) starts: remembered with the node's boot as it was
         when the event was first handled, so that a reboot is told apart."""
         previous = self._known.get(event.event_id)
-        self._known[event.event_id] = policy.KnownEvent(
+        self._known[event.event_id] = KnownEvent(
             event_id=event.event_id,
             event_type=event.event_type,
             last_status=event.status,
@@ -696,6 +672,19 @@ class Handler:
                 del self._tasks[event_id]
 
         task.add_done_callback(forget)
+
+    # --- what a response asks of the handler (response.EventHost) -------------------------------
+    def first_seen(self, event_id: str) -> datetime:
+        """When this handler (or the record of an earlier one) first saw the event; now if never."""
+        return self._first_seen.get(event_id, self._now())
+
+    def last_status(self, event_id: str) -> EventStatus | None:
+        known = self._known.get(event_id)
+        return known.last_status if known is not None else None
+
+    def in_document(self, event_id: str) -> bool:
+        """Whether the last document lists the event (True before any document was read)."""
+        return self._document is None or event_id in self._document.by_id()
 
     def handling_event(self) -> bool:
         """True while a response or a give-back runs or waits for the API server, or an event we
@@ -721,461 +710,6 @@ class Handler:
         # What the condition says stays on the node: a successor resumes and rewrites it.
         await self._conditions.close()
 
-    # --- executing a response ---------------------------------------------------------------------
-    async def _respond(self, action: policy.Respond) -> None:
-        event = action.event
-        with log_context(event_id=event.event_id, event_type=event.event_type.value, action="respond"):
-            attempt = 0
-            while True:
-                try:
-                    await self._respond_steps(action)
-                    return
-                except asyncio.CancelledError:
-                    log.info("response to %s %s stopped", event.event_type.value, event.event_id)
-                    raise
-                except TRANSIENT_ERRORS as exc:
-                    attempt += 1
-                    left = (action.event_deadline - self._now()).total_seconds()
-                    if left <= 0:
-                        log.error(
-                            "response to %s %s failed (attempt %d) and the event is due: %s",
-                            event.event_type.value,
-                            event.event_id,
-                            attempt,
-                            exc,
-                        )
-                        return
-                    if isinstance(exc, KubeUnavailable):
-                        # The API server is away: what needs none is done now (the notification),
-                        # the response resumes as soon as it answers, not after a fixed wait.
-                        log.warning(
-                            "response to %s %s failed (attempt %d), resuming when the Kubernetes API "
-                            "server answers: %s",
-                            event.event_type.value,
-                            event.event_id,
-                            attempt,
-                            exc,
-                        )
-                        self._notify_early(event)
-                        await self._until_api_answers(left)
-                        continue
-                    delay = min(RETRY_WAITS_SECONDS[min(attempt, len(RETRY_WAITS_SECONDS)) - 1], left)
-                    log.warning(
-                        "response to %s %s failed (attempt %d), resuming in %.0fs: %s",
-                        event.event_type.value,
-                        event.event_id,
-                        attempt,
-                        delay,
-                        exc,
-                    )
-                    await asyncio.sleep(delay)
-                except AksnthError as exc:
-                    log.error("response to %s %s failed: %s", event.event_type.value, event.event_id, exc)
-                    return
-                except Exception:
-                    log.exception(
-                        "response to %s %s failed unexpectedly", event.event_type.value, event.event_id
-                    )
-                    return
-
-    async def _respond_steps(self, action: policy.Respond) -> None:
-        event = action.event
-        dry = self._response.dry_run
-        seen_at = self._first_seen.get(event.event_id, self._now())
-        log.info(
-            "%s; the drain reports by %s, the event is due at %s%s",
-            action.reason,
-            action.drain_deadline.isoformat(timespec="seconds"),
-            action.event_deadline.isoformat(timespec="seconds"),
-            " [dry run: the node is not changed]" if dry else "",
-        )
-        current = await self._read_node_for(event)
-        before = NodeRecord.from_annotations(current.annotations).events.get(event.event_id)
-        resumed = before is not None
-        if before is not None:
-            self._set_phase(event.event_id, before.phase.value, before.drain.result if before.drain else "")
-
-        # 1. Tell people first; delivery runs on its own task and never delays what follows. What the
-        # notification needs (the node's pods, the VM's metadata) is read while the EventSeen Event is
-        # written: the cordon waits for each of them, so none of them waits for another.
-        first_steps: list[Coroutine[Any, Any, None]] = []
-        if self._notifier is not None and not self._was_notified(event.event_id, "event", before):
-            first_steps.append(self._notify_event(event, current))
-        if not resumed:
-            first_steps.append(
-                self._recorder.record_node(
-                    type="Warning", reason=kube_events.REASON_EVENT_SEEN, message=_describe(event)
-                )
-            )
-        await asyncio.gather(*first_steps)
-        # Recorded on the node with the cordon (one write), or on its own when the cordon is done.
-        record_event_notified = (event.event_id, "event") in self._notified and (
-            before is None or "event" not in before.notified
-        )
-
-        # 2. Stop new traffic and new pods: LB exclusion label, cordon, taint (NoExecute waits).
-        if before is None or before.phase.rank < Phase.PROTECTED.rank:
-            await kube_node.protect_node(
-                self._kube,
-                self._node_name,
-                event=event,
-                taint=self._response.taint_node,
-                effect=self._response.taint_effect,
-                exclude_from_lb=self._response.exclude_from_load_balancers,
-                dry_run=dry,
-                now=seen_at,
-                notified=("event",) if record_event_notified else (),
-            )
-            record_event_notified = False
-            self._set_phase(event.event_id, Phase.PROTECTED.value)
-            metrics.EVENT_TO_CORDON.labels(since="sighting").observe(
-                max((self._now() - seen_at).total_seconds(), 0.0)
-            )
-            log.info("node %s cordoned%s", self._node_name, " (dry run)" if dry else "")
-            await self._recorder.record_node(
-                type="Normal",
-                reason=kube_events.REASON_CORDONED,
-                message=f"Cordoned for Azure {event.event_type.value} {event.event_id}"
-                + (" (dry run: not really)" if dry else ""),
-            )
-        if record_event_notified:
-            await kube_node.update_record(
-                self._kube, self._node_name, lambda r: r.with_notified(event.event_id, "event"), dry_run=dry
-            )
-
-        # 3. Drain within the time that is left, once the other nodes under the event are cordoned.
-        if before is None or before.phase.rank < Phase.DRAINED.rank:
-            if action.peers and not dry:
-                await self._wait_for_peers(action, pool=current.labels.get(keys.AGENT_POOL_LABEL, ""))
-            await self._drain(action)
-
-        # 4. Let Azure go ahead early once this node and every other node under the event are empty.
-        needless = self._approval_needless(event)
-        if self._response.approve_events and not dry and needless:
-            log.info("not approving event %s: %s", event.event_id, needless)
-        elif self._response.approve_events and not dry and (before is None or not before.approved):
-            record = NodeRecord.from_annotations(
-                (await kube_node.read_node(self._kube, self._node_name)).annotations
-            ).events.get(event.event_id)
-            if record is None or record.drain is None or record.drain.result != "drained":
-                await self._withhold_approval(event, "the drain of this node did not complete")
-            elif await self._group_drained(action):
-                await self._imds.approve_event(event.event_id)
-                await kube_node.update_record(
-                    self._kube, self._node_name, lambda r: r.with_approved(event.event_id), dry_run=dry
-                )
-                self._set_phase(event.event_id, Phase.APPROVED.value)
-                await self._recorder.record_node(
-                    type="Normal",
-                    reason=kube_events.REASON_APPROVED,
-                    message=f"Approved {event.event_id} through StartRequests: Azure may proceed now",
-                )
-                log.info("approved event %s: Azure may start it now", event.event_id)
-
-        if self._response.exit_after_node_drain:
-            log.info("-exitAfterNodeDrain: exiting now that the drain is over")
-            self.exit_requested.set()
-
-    def _approval_needless(self, event: ScheduledEvent) -> str:
-        """Why StartRequests would change nothing for ``event`` now ("" when it would let Azure start
-        it early): an advisory ("acknowledging them has no effect"), an event that has started (seen
-        Started, or started at NotBefore while the drain ran), one that left the document."""
-        if event.advisory:
-            return "it is advisory; StartRequests has no effect on it"
-        known = self._known.get(event.event_id)
-        status = known.last_status if known is not None else event.status
-        if EventStatus.STARTED in (status, event.status):
-            return "it has started already; Azure no longer waits for an approval"
-        if self._document is not None and event.event_id not in self._document.by_id():
-            return "it is no longer in the Scheduled Events document"
-        return ""
-
-    # --- an advisory's preparation -----------------------------------------------------------------
-    async def _prepare(self, action: policy.Prepare) -> None:
-        event = action.event
-        with log_context(event_id=event.event_id, event_type=event.event_type.value, action="prepare"):
-
-            def unavailable() -> None:
-                self._notify_early(event)
-
-            await self._retry_in_window(
-                lambda: self._prepare_steps(action),
-                what=f"preparing for {event.event_id}",
-                on_unavailable=unavailable,
-            )
-
-    async def _prepare_steps(self, action: policy.Prepare) -> None:
-        """Notify, taint PreferNoSchedule (new pods prefer other nodes), record it and say so; nothing is
-        cordoned, evicted or approved."""
-        event = action.event
-        dry = self._response.dry_run
-        seen_at = self._first_seen.get(event.event_id, self._now())
-        log.info("%s%s", action.reason, " [dry run: the node is not changed]" if dry else "")
-        current = await self._read_node_for(event)
-        before = NodeRecord.from_annotations(current.annotations).events.get(event.event_id)
-        if self._notifier is not None and not self._was_notified(event.event_id, "event", before):
-            await self._notify_event(event, current)
-        sent = (event.event_id, "event") in self._notified and (
-            before is None or "event" not in before.notified
-        )
-        await kube_node.prepare_node(
-            self._kube,
-            self._node_name,
-            event=event,
-            dry_run=dry,
-            now=seen_at,
-            notified=("event",) if sent else (),
-        )
-        self._set_phase(event.event_id, PHASE_PREPARED)
-        if before is None:
-            key = keys.taint_key(event.event_type)
-            await self._recorder.record_node(
-                type="Normal",
-                reason=kube_events.REASON_PREPARED,
-                message=f"Azure {event.event_type.value} {event.event_id}: tainted {key}={event.event_id}:"
-                "PreferNoSchedule so that new pods prefer other nodes; nothing is drained"
-                + (" (dry run: not really)" if dry else ""),
-            )
-
-    async def _read_node_for(self, event: ScheduledEvent) -> NodeSnapshot:
-        """The node, read to start or resume a response. Should the API server not answer within
-        API_PATIENCE_SECONDS, the event is notified at once with what is known without it; the read
-        goes on (and fails as it will, see ``_respond``)."""
-        read = asyncio.ensure_future(kube_node.read_node(self._kube, self._node_name))
-        try:
-            done, _ = await asyncio.wait({read}, timeout=API_PATIENCE_SECONDS)
-            if not done:
-                self._notify_early(event)
-            return await read
-        finally:
-            read.cancel()  # only when cancelled ourselves: the read is over otherwise
-
-    async def _until_api_answers(self, seconds: float) -> None:
-        """Read the Node every poll period until the API server answers, for at most ``seconds``."""
-        give_up_at = asyncio.get_running_loop().time() + seconds
-        period = self._settings.imds.poll_interval_seconds
-        while (left := give_up_at - asyncio.get_running_loop().time()) > 0:
-            await asyncio.sleep(min(period, left))
-            if await self._read_node() is not None:
-                return
-
-    async def _group_drained(self, action: policy.Respond) -> bool:
-        """Whether every other node of this cluster the event lists is drained (or cannot be), waiting
-        for them until the event's deadline: an approval releases the event for all of them."""
-        event = action.event
-        others = kube_group.other_resources(event.resources, mine=self.resource_name)
-        if not others:
-            return True
-        log.info(
-            "event %s lists %d other VM(s): approving once each of their nodes is drained",
-            event.event_id,
-            len(others),
-        )
-        watch = kube_group.GroupWatch(event_id=event.event_id, resources=others, resource_of=_resource_of)
-        left = (action.event_deadline - self._now()).total_seconds()
-        state = await kube_group.wait_group_drained(
-            self._kube, watch, until=asyncio.get_running_loop().time() + max(left, 0.0)
-        )
-        if state.foreign:
-            await self._withhold_approval(
-                event,
-                "it lists VMs that are not nodes of this cluster, which an approval would release too "
-                f"({state.describe()})",
-            )
-            return False
-        if not state.complete:
-            await self._withhold_approval(
-                event, f"other nodes under it were still draining at its deadline ({state.describe()})"
-            )
-            return False
-        log.info("every other node under event %s is done: %s", event.event_id, state.describe())
-        return True
-
-    async def _withhold_approval(self, event: ScheduledEvent, why: str) -> None:
-        log.warning("not approving event %s: %s; Azure starts it at NotBefore", event.event_id, why)
-        await self._recorder.record_node(
-            type="Warning",
-            reason=kube_events.REASON_APPROVAL_WITHHELD,
-            message=f"Not approving {event.event_id}: {why}",
-        )
-
-    async def _wait_for_peers(self, action: policy.Respond, *, pool: str) -> None:
-        """Until the other nodes under the document's events are cordoned (bounded): pods evicted
-        before then could be rescheduled onto them and would have to go again."""
-        left = (action.drain_deadline - self._now()).total_seconds()
-        wait = policy.peer_wait_seconds(
-            poll_interval_seconds=self._settings.imds.poll_interval_seconds, time_left_seconds=left
-        )
-        if wait <= 0:
-            return
-        result = await kube_peers.wait_peers_cordoned(
-            self._kube,
-            action.peers,
-            resource_of=_resource_of,
-            until=asyncio.get_running_loop().time() + wait,
-            labels={keys.AGENT_POOL_LABEL: pool} if pool else None,
-        )
-        if not result.waited_for:
-            return  # none of those VMs is a node of this pool, or all were cordoned already
-        if result.complete:
-            log.info(
-                "the %d other node(s) under the event not yet cordoned are now (waited %.2fs); evicting",
-                len(result.waited_for),
-                result.seconds,
-            )
-        else:
-            log.warning(
-                "%d of %d other node(s) under the event are still schedulable after %.1fs (%s); evicting "
-                "anyway: evicted pods may be rescheduled onto them",
-                len(result.schedulable),
-                len(result.waited_for),
-                result.seconds,
-                ", ".join(result.schedulable[:5]) + (", …" if len(result.schedulable) > 5 else ""),
-            )
-
-    async def _drain(self, action: policy.Respond) -> None:
-        """Evict the node's pods until the VM's end; report at -nodeGracePeriodSeconds if not over."""
-        event = action.event
-        dry = self._response.dry_run
-        now = self._now()
-        loop_now = asyncio.get_running_loop().time()
-        # A resumed response (after a transient failure) still gets the minimum drain time.
-        floor = policy.MIN_DRAIN.total_seconds()
-        until_end = max((action.event_deadline - now).total_seconds(), floor)
-        until_report = min(max((action.drain_deadline - now).total_seconds(), floor), until_end)
-        await self._recorder.record_node(
-            type="Normal",
-            reason=kube_events.REASON_DRAIN_STARTED,
-            message=f"Draining for Azure {event.event_type.value} {event.event_id} within {until_end:.0f}s"
-            + (f", reporting after {until_report:.0f}s" if until_report < until_end else ""),
-        )
-        reported: list[DrainResult] = []
-
-        async def report(interim: DrainResult) -> None:
-            reported.append(interim)
-            await self._report_drain(event, interim, going_on=True)
-
-        result = await kube_drain.drain_node(
-            self._kube,
-            self._node_name,
-            deadline=loop_now + until_end,
-            report_at=loop_now + until_report,
-            on_report=report,
-            grace_period_seconds=self._response.pod_grace_period_seconds,
-            disable_eviction=self._response.disable_eviction,
-            dry_run=dry,
-            last_resort=action.last_resort,
-            recorder=self._recorder,
-            event_type=event.event_type,
-        )
-        if not reported:
-            await self._report_drain(event, result)
-        else:
-            # The report went out at -nodeGracePeriodSeconds; this is how the evictions that went on ended.
-            level = logging.INFO if result.succeeded else logging.WARNING
-            log.log(level, "drain over after its report: %s", result.summary())
-            await self._recorder.record_node(
-                type="Normal" if result.succeeded else "Warning",
-                reason=kube_events.REASON_DRAIN_FINISHED
-                if result.succeeded
-                else kube_events.REASON_DRAIN_FAILED,
-                message=f"after its report: {result.summary()}",
-            )
-        # NoExecute only after the drain, so that PodDisruptionBudgets were honoured.
-        if self._response.taint_node and self._response.taint_effect is TaintEffect.NO_EXECUTE:
-            await kube_node.apply_after_drain_taint(self._kube, self._node_name, event=event, dry_run=dry)
-            await self._recorder.record_node(
-                type="Normal",
-                reason=kube_events.REASON_TAINTED_NO_EXECUTE,
-                message=f"Tainted NoExecute after the drain for {event.event_id}",
-            )
-        notified = ("drained",) if (event.event_id, "drained") in self._notified else ()
-
-        def record_drain(record: NodeRecord) -> NodeRecord:
-            record = record.with_drain_result(event.event_id, result)
-            for phase in notified:
-                record = record.with_notified(event.event_id, phase)
-            return record
-
-        await kube_node.update_record(self._kube, self._node_name, record_drain, dry_run=dry)
-        self._set_phase(event.event_id, Phase.DRAINED.value, result.result.value)
-
-    async def _report_drain(
-        self, event: ScheduledEvent, result: DrainResult, *, going_on: bool = False
-    ) -> None:
-        """What the drain reports, once: a log line, a DrainFinished or DrainFailed Event, and the
-        "drained" notification. The notification is submitted before the result is recorded on the
-        node, and recorded with it (one write): a handler killed after that write neither repeats it
-        nor forgets it."""
-        level = logging.INFO if result.succeeded else logging.WARNING
-        log.log(
-            level, "drain %s: %s", "report (the evictions go on)" if going_on else "over", result.summary()
-        )
-        await self._recorder.record_node(
-            type="Normal" if result.succeeded else "Warning",
-            reason=kube_events.REASON_DRAIN_FINISHED if result.succeeded else kube_events.REASON_DRAIN_FAILED,
-            message=result.summary(),
-        )
-        if (
-            self._notifier is not None
-            and self._settings.notify.notify_on_drain_finished
-            and (event.event_id, "drained") not in self._notified
-        ):
-            node = await self._snapshot_for_notification()
-            self._notify("drained", event, node, drain_result=result.as_template_data())
-
-    async def _conclude(self, action: policy.GiveBack | policy.Finish) -> None:
-        with log_context(event_id=action.event_id, event_type=action.event_type.value, action="conclude"):
-            if await self._retry_in_window(
-                lambda: self._conclude_once(action), what=f"concluding event {action.event_id}"
-            ):
-                self._unlist(action.event_id)
-
-    async def _retry_in_window(
-        self,
-        work: Callable[[], Awaitable[None]],
-        *,
-        what: str,
-        on_unavailable: Callable[[], None] | None = None,
-    ) -> bool:
-        """Run ``work`` again after a transient error (it resumes from the record on the node), after
-        RETRY_WAITS_SECONDS, for up to GIVE_BACK_RETRY_WINDOW_SECONDS; True once it succeeded.
-        ``on_unavailable`` hears of each attempt the API server did not answer."""
-        give_up_at = time.monotonic() + GIVE_BACK_RETRY_WINDOW_SECONDS
-        attempt = 0
-        while True:
-            try:
-                await work()
-                return True
-            except TRANSIENT_ERRORS as exc:
-                attempt += 1
-                if on_unavailable is not None and isinstance(exc, KubeUnavailable):
-                    on_unavailable()
-                delay = RETRY_WAITS_SECONDS[min(attempt, len(RETRY_WAITS_SECONDS)) - 1]
-                if time.monotonic() + delay > give_up_at:
-                    log.error("%s failed (attempt %d), giving up: %s", what, attempt, exc)
-                    return False
-                log.warning("%s failed (attempt %d), retrying in %.0fs: %s", what, attempt, delay, exc)
-                await asyncio.sleep(delay)
-            except AksnthError as exc:
-                log.error("%s failed: %s", what, exc)
-                return False
-
-    async def _conclude_once(self, action: policy.GiveBack | policy.Finish) -> None:
-        dry = self._response.dry_run
-        if isinstance(action, policy.Finish):
-            log.info("event %s is over: %s", action.event_id, action.reason)
-            await kube_node.update_record(
-                self._kube, self._node_name, lambda r: r.with_finished(action.event_id), dry_run=dry
-            )
-            return
-        log.info("giving the node back: %s", action.reason)
-        undone = await kube_node.give_back(self._kube, self._node_name, event_id=action.event_id, dry_run=dry)
-        log.info("node given back: %s", undone)
-        await self._recorder.record_node(
-            type="Normal", reason=kube_events.REASON_GIVEN_BACK, message=f"{action.reason}: {undone}"
-        )
-
     # --- the AzureScheduledEvent condition --------------------------------------------------------
     def _list_event(self, event: ScheduledEvent) -> None:
         """List an event of this VM in the condition, with its latest status (concluded ones stay off)."""
@@ -1195,13 +729,16 @@ class Handler:
             seen = replace(seen, phase=listed.phase, drain_result=listed.drain_result)
         self._listed[event.event_id] = seen
 
-    def _set_phase(self, event_id: str, phase: str, drain_result: str = "") -> None:
+    def set_phase(
+        self, event_id: str, phase: Phase, drain_result: str = "", *, resumed: bool = False
+    ) -> None:
+        """The event's phase as the condition shows it (see ``ListedEvent.advanced``)."""
         listed = self._listed.get(event_id)
         if listed is not None:
-            self._listed[event_id] = listed.advanced(phase, drain_result=drain_result)
+            self._listed[event_id] = listed.advanced(phase, drain_result=drain_result, resumed=resumed)
             self._show_condition()
 
-    def _unlist(self, event_id: str) -> None:
+    def unlist(self, event_id: str) -> None:
         if self._listed.pop(event_id, None) is not None:
             self._show_condition()
 
@@ -1218,86 +755,6 @@ class Handler:
         if self._deciding:  # before, the node may show a condition of an earlier run: merged first
             self._conditions.show(self._listed.values())
 
-    # --- notifications ----------------------------------------------------------------------------
-    def _was_notified(self, event_id: str, phase: str, recorded: EventRecord | None) -> bool:
-        """Sent by this process, or by an earlier one according to the record on the node."""
-        return (event_id, phase) in self._notified or (recorded is not None and phase in recorded.notified)
-
-    def _notify_early(self, event: ScheduledEvent) -> None:
-        """Notify an event whose response waits for the API server now, with what is known without it
-        (the event, the node's name, IMDS's view of the VM); never twice (see ``_notified``)."""
-        if self._notifier is None or (event.event_id, "event") in self._notified:
-            return
-        self._notified.add((event.event_id, "event"))  # claimed now: the response must not send it too
-
-        async def send() -> None:
-            await self._instance_metadata()
-            with log_context(event_id=event.event_id, event_type=event.event_type.value):
-                log.info(
-                    "notifying %s %s before the Kubernetes API server answers",
-                    event.event_type.value,
-                    event.event_id,
-                )
-                self._notify("event", event, None)
-
-        self._in_background(send(), name="notify-early")
-
-    async def _notify_event(self, event: ScheduledEvent, node: NodeSnapshot) -> None:
-        """The first notification: the node as read before anything changed, with its pods."""
-        with_pods, _ = await asyncio.gather(self._with_pods(node), self._instance_metadata())
-        self._notify("event", event, with_pods)
-
-    async def _with_pods(self, node: NodeSnapshot) -> NodeSnapshot:
-        try:
-            return await kube_node.with_pod_names(self._kube, node)
-        except KubeError as exc:
-            log.warning("cannot list the node's pods for the notification: %s", exc)
-            return node
-
-    async def _snapshot_for_notification(self) -> NodeSnapshot:
-        try:
-            return await kube_node.read_node_with_pods(self._kube, self._node_name)
-        except KubeError as exc:
-            log.warning("cannot read node details for the notification: %s", exc)
-            return NodeSnapshot(name=self._node_name)
-
-    async def _instance_metadata(self) -> None:
-        if self._instance is not None:
-            return
-        try:
-            async with asyncio.timeout(INSTANCE_METADATA_TIMEOUT_SECONDS):
-                self._instance = await self._imds.fetch_instance_metadata()
-        except (ImdsError, TimeoutError) as exc:
-            log.info("instance metadata unavailable for notifications: %s", exc)
-            self._instance = InstanceMetadata()
-
-    def _notify(
-        self,
-        phase: str,
-        event: ScheduledEvent,
-        node: NodeSnapshot | None,
-        drain_result: dict[str, Any] | None = None,
-    ) -> None:
-        if self._notifier is None:
-            return
-        data = build_template_data(
-            event=event,
-            node=node or NodeSnapshot(name=self._node_name),
-            phase=phase,
-            drain_result=drain_result,
-            instance=self._instance,
-        )
-        self._notifier.submit(phase, data)
-        self._notified.add((event.event_id, phase))
-
-
-def _resource_of(provider_id: str) -> str | None:
-    """A node's Azure resource name, or None when its providerID names no Azure VM (yet)."""
-    try:
-        return resource_name_from_provider_id(provider_id)
-    except ValueError:
-        return None
-
 
 async def _after(previous: asyncio.Task[None] | None, work: Coroutine[Any, Any, None]) -> None:
     """Run ``work`` once the previous task of the same event has been cancelled and has ended."""
@@ -1306,20 +763,3 @@ async def _after(previous: asyncio.Task[None] | None, work: Coroutine[Any, Any, 
         with contextlib.suppress(BaseException):
             await previous
     await work
-
-
-def _describe(event: ScheduledEvent) -> str:
-    if event.advisory:
-        when = "advisory"
-    elif event.status is EventStatus.STARTED:
-        when = "started"
-    else:
-        when = f"scheduled not before {event.not_before_raw or 'unknown'}"
-    source = event.event_source or "unknown source"
-    # DurationInSeconds: -1 unknown (said by nothing), 0 no interruption, else its length.
-    if event.duration_seconds == 0:
-        source += ", no interruption expected"
-    elif event.duration_seconds > 0:
-        source += f", about {event.duration_seconds}s of interruption expected"
-    kind = event.event_type_raw or event.event_type.value
-    return f"Azure {kind} {event.event_id} {when} ({source}): {event.description}".rstrip(": ")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from aksnth.config import ResponseSettings
+from aksnth.lifecycle import KnownEvent
 from aksnth.model import (
     ADVISORY_EVENT_TYPES,
     FATAL_EVENT_TYPES,
@@ -37,19 +38,6 @@ MIN_DRAIN = timedelta(seconds=5)
 # Those handlers see the document within one poll period of ours: the wait is bounded by two periods
 # and a second, and by this share of the time left.
 PEER_WAIT_SHARE = 0.1
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class KnownEvent:
-    """What the handler remembers of an event it has seen (in memory, and on the node annotation)."""
-
-    event_id: str
-    event_type: EventType
-    last_status: EventStatus
-    responded: bool  # we started a response (cordon/drain) for it
-    finished: bool = False  # given back, or left alone for good
-    boot_id: str = ""  # the node's bootID when we responded
-    resume: bool = False  # recorded on the node by an earlier run whose response did not finish
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -28,7 +28,7 @@ from lightkube import AsyncClient
 
 import aksnth
 from aksnth.azure.simulator import ImdsSimulator
-from aksnth.kube.record import Phase
+from aksnth.lifecycle import Phase
 from tests.e2e.state import has_lb_label, pods_on, wait_phase
 from tests.support.cluster import AksNode, create_pod, create_pods, eventually
 from tests.support.container import (

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube import keys
-from aksnth.kube.record import Phase
+from aksnth.lifecycle import Phase
 from tests.e2e.conftest import Launcher
 from tests.e2e.state import (
     has_lb_label,

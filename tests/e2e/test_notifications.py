@@ -12,7 +12,7 @@ from lightkube import AsyncClient
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 
 from aksnth.azure.simulator import ImdsSimulator
-from aksnth.kube.record import Phase
+from aksnth.lifecycle import Phase
 from tests.e2e.conftest import Launcher
 from tests.e2e.state import pods_on, wait_phase
 from tests.support.cluster import (

@@ -10,7 +10,7 @@ from lightkube import AsyncClient
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 
 from aksnth.azure.simulator import ImdsSimulator
-from aksnth.kube.record import Phase
+from aksnth.lifecycle import Phase
 from tests.e2e.conftest import POLL_PERIOD, Launcher
 from tests.e2e.state import (
     node_event_counts,

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 
 from aksnth.azure.simulator import SCHEDULED_EVENTS_PATH, ImdsSimulator
 from aksnth.kube import keys
-from aksnth.kube.record import Phase
+from aksnth.lifecycle import Phase
 from tests.e2e.state import (
     node_events,
     our_taints,

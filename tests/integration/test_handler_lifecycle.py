@@ -12,7 +12,8 @@ from lightkube.resources.policy_v1 import PodDisruptionBudget
 
 from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube import keys
-from aksnth.kube.record import NodeRecord, Phase
+from aksnth.kube.record import NodeRecord
+from aksnth.lifecycle import Phase
 from aksnth.observe import metrics
 from tests.e2e.state import settled_event_counts
 from tests.support.chart import ALLOW_POD_DELETE

@@ -18,8 +18,8 @@ from lightkube import AsyncClient
 
 from aksnth.config import KubeSettings
 from aksnth.errors import KubeUnavailable
-from aksnth.kube.access import ClusterAccess, load_access
 from aksnth.kube.client import api_call, open_client
+from aksnth.kube.credentials import ClusterAccess, load_access
 from tests.support.cluster import service_account_kubeconfig, unique_suffix
 from tests.support.controlplane import ControlPlane
 from tests.support.pki import PROXY_ONLY_NAME

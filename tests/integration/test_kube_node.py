@@ -15,7 +15,8 @@ from aksnth.errors import NodeNotFound
 from aksnth.kube import node as kube_node
 from aksnth.kube.api import KubeClient
 from aksnth.kube.keys import EXCLUDE_FROM_LB_LABEL, STATE_ANNOTATION
-from aksnth.kube.record import NodeRecord, Phase
+from aksnth.kube.record import NodeRecord
+from aksnth.lifecycle import Phase
 from aksnth.model import EventType
 from tests.integration.kube_fixtures import scheduled_event
 from tests.support.cluster import SPOT_TAINT, create_aks_node, create_pod

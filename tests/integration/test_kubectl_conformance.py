@@ -35,9 +35,9 @@ from lightkube.resources.core_v1 import ServiceAccount
 
 from aksnth.config import KubeSettings
 from aksnth.errors import AksnthError
-from aksnth.kube.access import ClusterAccess, load_access
 from aksnth.kube.api import KubeClient
 from aksnth.kube.client import api_call, open_client
+from aksnth.kube.credentials import ClusterAccess, load_access
 from tests.support.binaries import find_bin_dir
 from tests.support.cluster import eventually, service_account_kubeconfig, unique_suffix
 from tests.support.controlplane import ControlPlane

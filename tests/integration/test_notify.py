@@ -21,7 +21,7 @@ from aksnth.config import NotifySettings, Secret, TelegramSettings, WebhookSetti
 from aksnth.errors import NotifyError, TemplateError
 from aksnth.model import EventStatus, EventType, NodeSnapshot, ScheduledEvent
 from aksnth.notify.dispatcher import Notifier
-from aksnth.notify.http import Backoff, DeliveryError
+from aksnth.notify.http import DeliveryError, notify_backoff
 from aksnth.notify.payload import build_template_data
 from aksnth.notify.telegram import TelegramSink
 from aksnth.notify.template import Record
@@ -35,7 +35,7 @@ from tests.support.receivers import (
     self_signed_server_context,
 )
 
-FAST = Backoff(initial_seconds=0.01, max_seconds=0.05)
+FAST = notify_backoff(initial_seconds=0.01, max_seconds=0.05)
 TOKEN = "123456:AAH-test-token-never-logged"
 
 SLACK_TEMPLATE = """{
@@ -114,7 +114,7 @@ async def test_a_retry_after_of_nan_leaves_the_spacing_to_the_backoff() -> None:
     """``Retry-After: nan`` is no delay: the retries keep the backoff's spacing. (Read as a number,
     NaN made ``asyncio.sleep`` return at once: a retry storm against a receiver that asked for a pause.)"""
     nan = Reply(status=503, headers=(("Retry-After", "nan"),))
-    steady = Backoff(initial_seconds=0.4, multiplier=1.0, max_seconds=0.4)  # each wait in [0.2, 0.4)
+    steady = notify_backoff(initial_seconds=0.4, multiplier=1.0, max_seconds=0.4)  # each wait in [0.2, 0.4)
     with Receiver(script=[nan, nan]) as server:
         sink = WebhookSink(webhook(server.url()), backoff=steady)
         try:

@@ -14,11 +14,11 @@ import pytest
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Node
 
+from aksnth.commands.readiness import Request, assess, parse_request
 from aksnth.config import KubeSettings
 from aksnth.errors import NodeNotFound
 from aksnth.kube.client import open_client
 from aksnth.kube.readiness.assess import NodeReadiness, Outcome, PodReadiness, Reason
-from aksnth.kube.readiness.command import Request, assess, parse_request
 from aksnth.kube.readiness.placement import NO_PLACE_MESSAGE
 from tests.support.cluster import (
     AksNode,

@@ -18,7 +18,8 @@ from lightkube.types import PatchType
 
 from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube import keys
-from aksnth.kube.record import NodeRecord, Phase
+from aksnth.kube.record import NodeRecord
+from aksnth.lifecycle import Phase
 from aksnth.observe import metrics
 from tests.reliability.tally import count, note
 from tests.support.cluster import (

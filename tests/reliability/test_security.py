@@ -21,7 +21,7 @@ from lightkube.resources.core_v1 import Event, Node, Pod, Secret, ServiceAccount
 from lightkube.types import PatchType
 
 from aksnth.azure.simulator import ImdsSimulator
-from aksnth.kube.record import Phase
+from aksnth.lifecycle import Phase
 from tests.reliability.process import HandlerProcess, handler_flags
 from tests.reliability.tally import count
 from tests.reliability.test_apiserver_faults import wait_phase

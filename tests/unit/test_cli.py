@@ -1233,7 +1233,7 @@ def test_the_handler_process_loads_no_kubernetes_client_library_and_no_yaml_in_a
         "import certifi\n"
         "from aksnth import app, handler\n"
         "from aksnth.kube import client, events\n"
-        "from aksnth.kube.access import load_access\n"
+        "from aksnth.kube.credentials import load_access\n"
         "account = pathlib.Path(tempfile.mkdtemp())\n"
         "(account / 'token').write_text('t')\n"
         "shutil.copy(certifi.where(), account / 'ca.crt')  # any PEM bundle stands for the cluster's CA\n"

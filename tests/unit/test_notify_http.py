@@ -8,11 +8,11 @@ import pytest
 from aksnth.config import Secret, TelegramSettings, WebhookSettings
 from aksnth.errors import ConfigError
 from aksnth.notify.http import (
-    Backoff,
     RetryPolicy,
     describe_refusal,
     header_retry_after,
     is_retryable_status,
+    notify_backoff,
     safe_origin,
     url_secrets,
 )
@@ -33,14 +33,14 @@ from aksnth.observe.redaction import Redactor
     ],
 )
 def test_backoff_grows_exponentially_with_jitter_and_a_cap(retry: int, rand: float, expected: float) -> None:
-    assert Backoff().delay(retry, rand=rand) == pytest.approx(expected, abs=1e-5)
+    assert notify_backoff().delay(retry, draw=rand) == pytest.approx(expected, abs=1e-5)
 
 
 def test_backoff_honours_retry_after_up_to_its_cap() -> None:
-    backoff = Backoff(max_retry_after_seconds=30)
-    assert backoff.delay(1, retry_after=7, rand=0.9) == 7
-    assert backoff.delay(1, retry_after=3600, rand=0.0) == 30
-    assert backoff.delay(3, retry_after=0, rand=0.5) == 0
+    backoff = notify_backoff(max_retry_after_seconds=30)
+    assert backoff.delay(1, retry_after=7, draw=0.9) == 7
+    assert backoff.delay(1, retry_after=3600, draw=0.0) == 30
+    assert backoff.delay(3, retry_after=0, draw=0.5) == 0
 
 
 def test_attempts_are_retries_plus_one() -> None:
@@ -117,7 +117,7 @@ def test_a_retry_after_that_is_no_number_of_seconds_is_ignored(value: str) -> No
     """None, so the backoff schedule applies (NaN made every retry immediate: a retry storm)."""
     response = httpx2.Response(503, headers={"Retry-After": value})
     assert header_retry_after(response) is None
-    assert Backoff().delay(1, retry_after=header_retry_after(response), rand=0.0) == 0.5
+    assert notify_backoff().delay(1, retry_after=header_retry_after(response), draw=0.0) == 0.5
 
 
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])

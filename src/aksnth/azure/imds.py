@@ -41,6 +41,7 @@ from aksnth.durations import parse_retry_after
 from aksnth.errors import ImdsError, ImdsUnavailable
 from aksnth.model import InstanceMetadata, ScheduledEventsDocument
 from aksnth.observe.httpmetrics import InstrumentedTransport
+from aksnth.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -182,10 +183,8 @@ class ImdsClient:
                     return parse_version_refusal(await _read_head(response))
                 finally:
                     await response.aclose()
-        except TimeoutError as exc:
-            raise ImdsUnavailable(f"GET {url}: no complete answer within {timeout:g}s") from exc
-        except httpx2.HTTPError as exc:
-            raise ImdsUnavailable(f"GET {url}: {type(exc).__name__}: {exc}") from exc
+        except (TimeoutError, httpx2.HTTPError) as exc:
+            raise _no_answer("GET", url, exc, timeout_seconds=timeout) from exc
 
     async def fetch_instance_metadata(self) -> InstanceMetadata:
         """GET ``/metadata/instance/compute`` on the same host as the Scheduled Events endpoint."""
@@ -288,12 +287,17 @@ class ImdsClient:
                     return await _read_capped(response, method, url)
                 finally:
                     await response.aclose()
-        except TimeoutError as exc:
-            raise ImdsUnavailable(f"{method} {url}: no complete answer within {timeout:g}s") from exc
-        except httpx2.TimeoutException as exc:
-            raise ImdsUnavailable(f"{method} {url}: timed out ({type(exc).__name__})") from exc
-        except httpx2.HTTPError as exc:
-            raise ImdsUnavailable(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+        except (TimeoutError, httpx2.HTTPError) as exc:
+            raise _no_answer(method, url, exc, timeout_seconds=timeout) from exc
+
+
+def _no_answer(method: str, url: str, exc: Exception, *, timeout_seconds: float) -> ImdsUnavailable:
+    """What a request that got no usable answer in time (or none at all) raises."""
+    if isinstance(exc, TimeoutError):
+        return ImdsUnavailable(f"{method} {url}: no complete answer within {timeout_seconds:g}s")
+    if isinstance(exc, httpx2.TimeoutException):
+        return ImdsUnavailable(f"{method} {url}: timed out ({type(exc).__name__})")
+    return ImdsUnavailable(f"{method} {url}: {type(exc).__name__}: {exc}")
 
 
 async def _read_capped(response: httpx2.Response, method: str, url: str) -> bytes:
@@ -394,6 +398,20 @@ class PollBackoff:
         self._rng = rng or random.Random()
         self.attempt = 0
         self._gone_seconds = 0.0  # time spent waiting in the current run of 410s
+        # Exponential from the interval to the cap, cut by up to ``jitter``, never below the interval.
+        self._backoff = Backoff(
+            first_seconds=self.interval_seconds,
+            max_seconds=self.cap_seconds,
+            spread=(1.0 - jitter, 1.0),
+            min_seconds=self.interval_seconds,
+            max_retry_after_seconds=self.cap_seconds,
+        )
+        # 410 Gone: quick retries, at most once a second.
+        self._gone = Backoff(
+            steps=(min(self.interval_seconds, GONE_RETRY_DELAY_SECONDS),),
+            min_seconds=MIN_REQUEST_SPACING_SECONDS,
+            max_retry_after_seconds=self.cap_seconds,
+        )
 
     def on_success(self) -> float:
         self.attempt = 0
@@ -405,21 +423,11 @@ class PollBackoff:
         status = exc.status if isinstance(exc, ImdsUnavailable) else None
         retry_after = exc.retry_after_seconds if isinstance(exc, ImdsUnavailable) else None
         if status == httpx2.codes.GONE and self._gone_seconds < GONE_RETRY_WINDOW_SECONDS:
-            delay = min(self.interval_seconds, GONE_RETRY_DELAY_SECONDS)
+            delay = self._gone.delay(1, retry_after=retry_after)
         else:
             if status != httpx2.codes.GONE:
                 self._gone_seconds = 0.0
-            delay = self._exponential()
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.cap_seconds))
-        delay = max(delay, MIN_REQUEST_SPACING_SECONDS)
+            delay = self._backoff.delay(self.attempt, retry_after=retry_after, draw=self._rng.random())
         if status == httpx2.codes.GONE:
             self._gone_seconds += delay
         return delay
-
-    def _exponential(self) -> float:
-        # 2**attempt grows without bound; stop doubling once past the cap.
-        exponent = min(self.attempt - 1, 32)
-        raw = min(self.cap_seconds, self.interval_seconds * 2.0**exponent)
-        jittered = raw * (1.0 - self.jitter * self._rng.random())
-        return max(self.interval_seconds, jittered)

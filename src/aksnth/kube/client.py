@@ -29,10 +29,11 @@ from aksnth.errors import (
     KubeUnavailable,
     WriteConflict,
 )
-from aksnth.kube.access import load_access
 from aksnth.kube.api import ApiError, KubeClient, UnreadableAnswer, shorten
+from aksnth.kube.credentials import load_access
 from aksnth.kube.keys import FIELD_MANAGER
 from aksnth.observe.httpmetrics import ApiServerMetrics
+from aksnth.retry import Backoff, retry
 
 log = logging.getLogger(__name__)
 
@@ -198,9 +199,26 @@ async def api_call(
 RETRYABLE: Final = (KubeUnavailable, WriteConflict, EvictionBlocked)
 
 
-def backoff_seconds(attempt: int, *, base: float = 0.1, cap: float = 2.0) -> float:
-    """Exponential backoff with full jitter for attempt 1, 2, 3…: at most ``base·2^(attempt-1)``, ``cap``."""
-    return random.uniform(0.0, min(cap, base * 2 ** (attempt - 1))) + base / 2
+#: The wait before retry 1, 2, 3… of :func:`with_retries`: up to 0.1 s doubling to 2 s, "full jitter"
+#: (a random point of the step, never under 50 ms), so that a fleet of handlers spreads out.
+KUBE_BACKOFF: Final = Backoff(
+    first_seconds=0.1,
+    max_seconds=2.0,
+    spread=(0.0, 1.0),
+    min_seconds=0.05,
+    max_retry_after_seconds=MAX_RETRY_AFTER_SECONDS,
+    retry_after_replaces=True,
+)
+
+
+def backoff_seconds(attempt: int) -> float:
+    """The wait of :data:`KUBE_BACKOFF` before retry ``attempt`` (1, 2, 3…), drawn now."""
+    return KUBE_BACKOFF.delay(attempt, draw=random.random())
+
+
+def _asked_wait(exc: BaseException) -> float | None:
+    """A 429's Retry-After (0 is "not said")."""
+    return (exc.retry_after_seconds or None) if isinstance(exc, EvictionBlocked) else None
 
 
 async def with_retries(
@@ -219,18 +237,14 @@ async def with_retries(
     :data:`MAX_RETRY_AFTER_SECONDS`; a wait that would end past ``deadline`` is not begun (the error
     is raised at once). Sleeps (``sleep``) are cancellable.
     """
-    loop = asyncio.get_running_loop()
-    for attempt in range(1, attempts + 1):
-        try:
-            return await fn()
-        except retry_on as exc:
-            delay = backoff_seconds(attempt)
-            if isinstance(exc, EvictionBlocked) and exc.retry_after_seconds:
-                delay = min(exc.retry_after_seconds, MAX_RETRY_AFTER_SECONDS)
-            out_of_time = deadline is not None and loop.time() + delay >= deadline
-            if attempt == attempts or out_of_time:
-                log.warning("%s failed (attempt %d/%d, giving up): %s", what, attempt, attempts, exc)
-                raise
-            log.info("%s failed (attempt %d/%d, retrying in %.2fs): %s", what, attempt, attempts, delay, exc)
-            await sleep(delay)
-    raise AssertionError("unreachable: attempts must be at least 1")
+    return await retry(
+        fn,
+        backoff=KUBE_BACKOFF,
+        retry_on=retry_on,
+        what=what,
+        attempts=attempts,
+        deadline=deadline,
+        retry_after=_asked_wait,
+        logger=log,
+        sleep=sleep,
+    )

@@ -5,9 +5,10 @@ where every tool looks (``kubectl describe node``, the scheduler's plugins, auto
 While at least one event is listed the condition is ``True``, its reason is the type of the event seen
 first (``Preempt``), and its message has one part per event, e.g.
 ``Preempt EventId=A1B2… NotBefore=2026-11-25T12:00:30Z Status=Scheduled Phase=protected``; the phase
-is the one of the state record (``seen``, ``protected``, ``drained``, ``approved``), ``ignored``
-for an event whose type is not acted on, or ``prepared`` for an advisory (a Spot rebalance
-recommendation) whose PreferNoSchedule taint is on the node. With no event left the condition is removed.
+is one of the phases of :mod:`aksnth.lifecycle` that are shown: the state record's (``seen``,
+``protected``, ``drained``, ``approved``), ``ignored`` for an event whose type is not acted on, or
+``prepared`` for an advisory (a Spot rebalance recommendation) whose PreferNoSchedule taint is on the
+node. With no event left the condition is removed.
 
 Writes go to the ``nodes/status`` subresource as strategic merge patches keyed by the condition type:
 they touch nothing else of the status (the kubelet's conditions stay as they are) and need no
@@ -31,15 +32,11 @@ from aksnth.errors import EvictionBlocked, KubeError, KubeForbidden, KubeUnavail
 from aksnth.kube.api import STRATEGIC_MERGE_PATCH, KubeClient, node_path
 from aksnth.kube.client import api_call, with_retries
 from aksnth.kube.keys import SCHEDULED_EVENT_CONDITION
+from aksnth.lifecycle import Phase
+from aksnth.retry import Backoff, no_retry_after, retry
 
 log = logging.getLogger(__name__)
 
-#: Phases of an event in the condition's message: the state record's, "ignored" for an event whose
-#: type is not acted on, and "prepared" for an advisory whose preparation (a PreferNoSchedule taint) is
-#: done. A response only moves an event forward.
-PHASE_IGNORED: Final = "ignored"
-PHASE_PREPARED: Final = "prepared"
-_PHASE_ORDER: Final = ("seen", PHASE_IGNORED, PHASE_PREPARED, "protected", "drained", "approved")
 #: Longest condition message we write (the API server accepts 32 KiB; people read a line).
 MAX_MESSAGE_CHARS: Final = 1024
 WRITE_ATTEMPTS: Final = 4
@@ -62,14 +59,18 @@ class ListedEvent:
     first_seen: datetime
     status: str = ""  # Scheduled, Started, Advisory
     not_before: datetime | None = None
-    phase: str = "seen"
+    phase: Phase = Phase.SEEN
     drain_result: str = ""  # drained, timed_out, failed (once the drain is over)
 
-    def advanced(self, phase: str, *, drain_result: str = "") -> ListedEvent:
-        """At ``phase`` unless it is already further (phases only move forward)."""
-        if phase not in _PHASE_ORDER or _PHASE_ORDER.index(phase) <= _PHASE_ORDER.index(self.phase):
+    def advanced(self, phase: Phase | str, *, drain_result: str = "", resumed: bool = False) -> ListedEvent:
+        """At ``phase`` unless it is already further (see ``Phase.advance``); a phase the condition does
+        not show (a concluded one) changes nothing. ``resumed``: the phase is the one recorded on the node
+        by an earlier run, taken as it is (the steps between were taken by that run)."""
+        target = Phase(phase)
+        if not target.shown or target.rank <= self.phase.rank:
             return self
-        return replace(self, phase=phase, drain_result=drain_result or self.drain_result)
+        later = target if resumed else self.phase.advance(target)
+        return replace(self, phase=later, drain_result=drain_result or self.drain_result)
 
     def describe(self) -> str:
         not_before = _time(self.not_before) if self.not_before is not None else "none"
@@ -129,7 +130,7 @@ class ConditionWriter:
         retry_waits_seconds: Sequence[float] = RETRY_WAITS_SECONDS,
     ) -> None:
         self._client = client
-        self._retry_waits = tuple(retry_waits_seconds) or (0.0,)
+        self._backoff = Backoff(steps=tuple(retry_waits_seconds) or (0.0,))
         self._node_name = node_name
         self._dry_run = dry_run
         self._now = wall_clock
@@ -168,32 +169,28 @@ class ConditionWriter:
                 await self._task
 
     async def _write_until_current(self) -> None:
-        loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + GIVE_UP_SECONDS
-        failures = 0
+        give_up_at = asyncio.get_running_loop().time() + GIVE_UP_SECONDS
         while self._wanted != self._written:
-            wanted = self._wanted
             try:
-                await self._write(wanted)
-            except (KubeUnavailable, EvictionBlocked) as exc:
-                wait = self._retry_waits[min(failures, len(self._retry_waits) - 1)]
-                failures += 1
-                if loop.time() + wait > give_up_at:
-                    self._report(exc)
-                    return
-                log.info(
-                    "writing the %s condition failed, again in %.0fs: %s",
-                    SCHEDULED_EVENT_CONDITION,
-                    wait,
-                    exc,
+                self._written = await retry(
+                    self._write_wanted,
+                    backoff=self._backoff,
+                    retry_on=(KubeUnavailable, EvictionBlocked),
+                    what=f"writing the {SCHEDULED_EVENT_CONDITION} condition",
+                    deadline=give_up_at,
+                    retry_after=no_retry_after,  # each write already honoured it (with_retries)
+                    logger=log,
+                    give_up_level=logging.DEBUG,  # _report says it
                 )
-                await asyncio.sleep(wait)
-                continue
             except KubeError as exc:
                 self._report(exc)
                 return
-            failures = 0
-            self._written = wanted
+
+    async def _write_wanted(self) -> tuple[ListedEvent, ...]:
+        """Write the latest state wanted (it may have changed since the last attempt); return it."""
+        wanted = self._wanted
+        await self._write(wanted)
+        return wanted
 
     async def _write(self, events: tuple[ListedEvent, ...]) -> None:
         condition = scheduled_event_condition(events, now=self._now())

@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from aksnth.kube.keys import MIRROR_POD_ANNOTATION, SYSTEM_NAMESPACE, SYSTEM_PRIORITY_CLASSES
 from aksnth.kube.pods import FINISHED_PHASES, PodInfo
+from aksnth.retry import Backoff
 
 #: Share of the time that regular pods get before the critical ones are evicted regardless.
 REGULAR_SHARE: Final = 2 / 3
@@ -31,6 +32,9 @@ BUDGET_RETRY_FIRST_SECONDS: Final = 0.5
 BUDGET_RETRY_MAX_SECONDS: Final = 2.0
 #: The wait after a 429 from API Priority and Fairness when the server names none.
 OVERLOAD_PAUSE_SECONDS: Final = 1.0
+#: The longest Retry-After an overload pause honours: the API server asks for 1 s; a longer one comes
+#: from something in front of it, and pausing every eviction for it would use up a Preempt's notice.
+MAX_OVERLOAD_PAUSE_SECONDS: Final = 5.0
 
 
 class PodClass(enum.StrEnum):
@@ -120,6 +124,23 @@ def last_resort_at(deadline: float, grace_seconds: int) -> float:
     return deadline - grace_seconds - GRACE_MARGIN_SECONDS - LAST_RESORT_LEAD_SECONDS
 
 
+#: Waits after a budget's refusals (see :func:`budget_retry_delay`).
+BUDGET_BACKOFF: Final = Backoff(
+    first_seconds=BUDGET_RETRY_FIRST_SECONDS,
+    max_seconds=BUDGET_RETRY_MAX_SECONDS,
+    spread=(0.5, 1.0),
+    retry_after_spread=(1.0, 1.5),
+)
+#: The pause after an overload (see :func:`overload_pause`).
+OVERLOAD_BACKOFF: Final = Backoff(
+    steps=(OVERLOAD_PAUSE_SECONDS,),
+    spread=(1.0, 1.5),
+    max_retry_after_seconds=MAX_OVERLOAD_PAUSE_SECONDS,
+    retry_after_replaces=True,
+    retry_after_spread=(1.0, 1.5),
+)
+
+
 def budget_retry_delay(refusals: int, *, retry_after: float | None, draw: float) -> float:
     """Seconds before a budget that refused ``refusals`` evictions in a row is asked again.
 
@@ -127,18 +148,14 @@ def budget_retry_delay(refusals: int, *, retry_after: float | None, draw: float)
     of which a random half is waited (``draw`` in [0, 1)): many handlers asking one budget spread out
     instead of asking in lockstep. Never sooner than the server's Retry-After, jittered the same way.
     """
-    step = min(BUDGET_RETRY_MAX_SECONDS, BUDGET_RETRY_FIRST_SECONDS * 2.0 ** max(refusals - 1, 0))
-    delay = step * (0.5 + 0.5 * draw)
-    if retry_after:
-        delay = max(delay, retry_after * (1 + 0.5 * draw))
-    return delay
+    return BUDGET_BACKOFF.delay(max(refusals, 1), retry_after=retry_after, draw=draw)
 
 
 def overload_pause(*, retry_after: float | None, draw: float) -> float:
     """Seconds every eviction waits after API Priority and Fairness rejected one (a 429 that names no
-    budget): the server's Retry-After, or ``OVERLOAD_PAUSE_SECONDS``, plus up to half of it at random."""
-    base = retry_after if retry_after else OVERLOAD_PAUSE_SECONDS
-    return base * (1 + 0.5 * draw)
+    budget): the server's Retry-After (at most ``MAX_OVERLOAD_PAUSE_SECONDS``), or
+    ``OVERLOAD_PAUSE_SECONDS``, plus up to half of it at random."""
+    return OVERLOAD_BACKOFF.delay(1, retry_after=retry_after or None, draw=draw)
 
 
 # --- the result ------------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from aksnth.kube.keys import (
     is_our_taint_key,
     taint_key,
 )
-from aksnth.kube.record import NodeRecord, Phase, TaintRef
+from aksnth.kube.record import NodeRecord, TaintRef
+from aksnth.lifecycle import Phase
 from aksnth.model import ScheduledEvent
 
 

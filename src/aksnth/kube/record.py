@@ -4,12 +4,12 @@ It says, per EventId, what we saw and how far the response got, and what *we* ch
 (cordon, load-balancer label, taints) together with the bootID at that time. A restarted handler
 resumes from it; a give-back undoes only what it lists. Pure: JSON in, JSON out, no I/O.
 
-Every ``with_…`` method returns a new record; phases only move forward.
+Every ``with_…`` method returns a new record; phases move as :mod:`aksnth.lifecycle` allows, only
+forward, and only the persisted ones are kept.
 """
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 from aksnth.kube.keys import STATE_ANNOTATION
+from aksnth.lifecycle import Phase
 from aksnth.model import EventStatus, EventType, ScheduledEvent
 
 log = logging.getLogger(__name__)
@@ -29,33 +30,6 @@ MAX_EVENTS: Final = 16
 
 class RecordError(ValueError):
     """The annotation is not a record we can read."""
-
-
-class Phase(enum.StrEnum):
-    SEEN = "seen"  # the event concerns this node; nothing changed yet
-    PROTECTED = "protected"  # labelled, cordoned, tainted
-    DRAINED = "drained"  # the drain ran (whatever its result; see ``drain``)
-    APPROVED = "approved"  # StartRequests sent to IMDS
-    GIVEN_BACK = "given_back"  # the event ended without killing the VM; our changes were undone
-    FINISHED = "finished"  # the event ended; nothing to undo (the VM went away, or never protected)
-
-    @property
-    def rank(self) -> int:
-        return _PHASE_ORDER.index(self)
-
-    @property
-    def concluded(self) -> bool:
-        return self in (Phase.GIVEN_BACK, Phase.FINISHED)
-
-
-_PHASE_ORDER: Final = (
-    Phase.SEEN,
-    Phase.PROTECTED,
-    Phase.DRAINED,
-    Phase.APPROVED,
-    Phase.GIVEN_BACK,
-    Phase.FINISHED,
-)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,11 +99,14 @@ class EventRecord:
     @property
     def holds_node(self) -> bool:
         """Protected and not yet concluded: this event keeps the node cordoned."""
-        return Phase.PROTECTED.rank <= self.phase.rank and not self.phase.concluded
+        return self.phase.holds_node
 
     def advanced_to(self, phase: Phase) -> EventRecord:
-        """This event at ``phase``, unless it is already there or further (phases never go back)."""
-        return self if phase.rank <= self.phase.rank else replace(self, phase=phase)
+        """This event at ``phase``, unless it is already there or further (see ``Phase.advance``)."""
+        if not phase.persisted:
+            raise ValueError(f"phase {phase.value} is not kept in the record on the node")
+        later = self.phase.advance(phase)
+        return self if later is self.phase else replace(self, phase=later)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -345,6 +322,8 @@ def _event_from_json(raw: Any) -> EventRecord:
         phase = Phase(raw.get("phase", Phase.SEEN.value))
     except ValueError as exc:
         raise ValueError(f"unknown phase {raw.get('phase')!r}") from exc
+    if not phase.persisted:
+        raise ValueError(f"unknown phase {raw.get('phase')!r}")
     notified = raw.get("notified", [])
     if not isinstance(notified, list) or not all(isinstance(n, str) for n in notified):
         raise TypeError("'notified' is not a list of strings")

@@ -19,12 +19,12 @@ import httpx2
 
 from aksnth.config import NotifySettings
 from aksnth.errors import NotifyError, TemplateError
-from aksnth.notify.http import Backoff
 from aksnth.notify.payload import PHASE_DRAINED, PHASE_EVENT, compile_checked_template
 from aksnth.notify.telegram import TelegramSink
 from aksnth.notify.template import Record, Template, compile_template
 from aksnth.notify.webhook import WebhookSink
 from aksnth.observe.metrics import NOTIFICATIONS
+from aksnth.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -236,30 +236,23 @@ class Notifier:
 
     async def _deliver(self, lane: _Lane, notification: _Notification) -> None:
         sink, phase = lane.sink, notification.phase
+        failed = f"cannot render the {phase} notification"
         try:
             # `.Template` is the receiver's own template text, as in the Go original.
             data = notification.data
             if isinstance(data, Record) and "Template" in data:
                 data = data.replace({"Template": lane.template_text})
             body = lane.template().render(data)
-        except TemplateError as exc:
-            _count(lane, phase, "failed")
-            log.error("%s: cannot render the %s notification: %s", sink.target, phase, exc)
-            return
-        except Exception:
-            _count(lane, phase, "failed")
-            log.exception("%s: rendering the %s notification failed unexpectedly", sink.target, phase)
-            return
-        try:
+            failed = f"{phase} notification not delivered"
             await sink.send(body)
-        except NotifyError as exc:
+        except (TemplateError, NotifyError) as exc:
             _count(lane, phase, "failed")
-            log.error("%s: %s notification not delivered: %s", sink.target, phase, exc)
+            log.error("%s: %s: %s", sink.target, failed, exc)
             return
         except Exception:
             # A bug must not end the delivery task (and with it the handler); report it loudly.
             _count(lane, phase, "failed")
-            log.exception("%s: %s notification failed unexpectedly", sink.target, phase)
+            log.exception("%s: %s (unexpectedly)", sink.target, failed)
             return
         _count(lane, phase, "sent")
         log.info("%s: %s notification sent", sink.target, phase)

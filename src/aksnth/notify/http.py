@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 import certifi
 import httpx2
 
-from aksnth.durations import finite_seconds, parse_retry_after
+from aksnth.durations import parse_retry_after
 from aksnth.errors import NotifyError
 from aksnth.observe.httpmetrics import origin_label, webhook_transport
 from aksnth.observe.redaction import Redactor
+from aksnth.retry import Backoff, retry
 
 log = logging.getLogger(__name__)
 
@@ -40,32 +41,32 @@ class DeliveryError(NotifyError):
         self.status = status
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Backoff:
-    """Delays between attempts: ``initial * multiplier**(n-1)``, capped, with "equal jitter"
-    (a random point in the upper half of the step) so that a DaemonSet's pods, all notified of
-    the same platform event, do not retry a shared receiver in lock-step."""
-
-    initial_seconds: float = 1.0
-    multiplier: float = 2.0
-    max_seconds: float = 10.0
-    # A receiver may ask for any wait; longer than this and the notification would be stale anyway.
-    max_retry_after_seconds: float = 30.0
-
-    def delay(self, retry: int, *, retry_after: float | None = None, rand: float = 0.5) -> float:
-        """Seconds to wait before retry number ``retry`` (1-based); ``rand`` is in [0, 1)."""
-        wait = finite_seconds(retry_after)
-        if wait is not None:
-            return min(wait, self.max_retry_after_seconds)
-        step = min(self.initial_seconds * self.multiplier ** (retry - 1), self.max_seconds)
-        return step / 2 + step / 2 * rand
+def notify_backoff(
+    *,
+    initial_seconds: float = 1.0,
+    multiplier: float = 2.0,
+    max_seconds: float = 10.0,
+    max_retry_after_seconds: float = 30.0,
+) -> Backoff:
+    """Delays between attempts: ``initial * multiplier**(n-1)``, capped, with "equal jitter" (a random
+    point in the upper half of the step) so that a DaemonSet's pods, all notified of the same platform
+    event, do not retry a shared receiver in lock-step. A receiver's Retry-After replaces the step, up
+    to ``max_retry_after_seconds``: longer, and the notification would be stale anyway."""
+    return Backoff(
+        first_seconds=initial_seconds,
+        factor=multiplier,
+        max_seconds=max_seconds,
+        spread=(0.5, 1.0),
+        max_retry_after_seconds=max_retry_after_seconds,
+        retry_after_replaces=True,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryPolicy:
     retries: int = 3  # attempts = retries + 1
     attempt_timeout_seconds: float = 30.0  # bounds one whole attempt
-    backoff: Backoff = field(default_factory=Backoff)
+    backoff: Backoff = field(default_factory=notify_backoff)
 
     @property
     def attempts(self) -> int:
@@ -235,22 +236,24 @@ async def deliver(
     """
     attempts = policy.attempts
     timeout = policy.attempt_timeout_seconds
+    tried = 0
     last_status: int | None = None
-    problem = "not attempted"
-    for attempt in range(1, attempts + 1):
-        wait_hint: float | None = None
+
+    async def attempt() -> httpx2.Response:
+        nonlocal tried, last_status
+        tried += 1
         started = time.monotonic()
         try:
             async with asyncio.timeout(timeout):
                 response = await client.send(request)
         except (TimeoutError, httpx2.TimeoutException):
-            problem = f"no complete answer within {timeout:g}s"
+            raise _Transient(f"no complete answer within {timeout:g}s") from None
         except httpx2.ProxyError as exc:
             # The proxy itself refused (e.g. 407 on CONNECT): a configuration problem, not transient.
             raise DeliveryError(
                 f"{target}: the proxy refused the request ({_describe(exc, redact)}); "
                 "check -webhook.http-proxy and its credentials",
-                attempts=attempt,
+                attempts=tried,
                 status=last_status,
             ) from None
         except httpx2.TransportError as exc:
@@ -258,41 +261,56 @@ async def deliver(
                 hint = f"; {certificate_hint}" if certificate_hint else ""
                 raise DeliveryError(
                     f"{target}: TLS certificate verification failed ({_describe(exc, redact)}){hint}",
-                    attempts=attempt,
+                    attempts=tried,
                     status=last_status,
                 ) from None
-            problem = f"connection failed ({_describe(exc, redact)})"
-        else:
-            status = response.status_code
-            if 200 <= status <= 299:
-                log.debug(
-                    "%s answered HTTP %d in %.3fs (attempt %d/%d)",
-                    target,
-                    status,
-                    time.monotonic() - started,
-                    attempt,
-                    attempts,
-                )
-                return response
-            last_status = status
-            if not is_retryable_status(status):
-                raise DeliveryError(
-                    f"{target} refused the request: {refusal(response, redact)} "
-                    f"(attempt {attempt}/{attempts}; client errors are not retried)",
-                    attempts=attempt,
-                    status=status,
-                ) from None
-            problem = refusal(response, redact)
-            wait_hint = retry_after(response)
-        if attempt == attempts:
-            break
-        delay = policy.backoff.delay(attempt, retry_after=wait_hint, rand=rand())
-        log.warning("%s: %s (attempt %d/%d); retrying in %.1fs", target, problem, attempt, attempts, delay)
-        await asyncio.sleep(delay)
-    status_text = "none" if last_status is None else str(last_status)
-    raise DeliveryError(
-        f"{target}: {problem} (gave up after {attempts} attempt{'s' if attempts != 1 else ''}, "
-        f"last HTTP status {status_text})",
-        attempts=attempts,
-        status=last_status,
-    ) from None
+            raise _Transient(f"connection failed ({_describe(exc, redact)})") from None
+        status = response.status_code
+        if 200 <= status <= 299:
+            log.debug(
+                "%s answered HTTP %d in %.3fs (attempt %d/%d)",
+                target,
+                status,
+                time.monotonic() - started,
+                tried,
+                attempts,
+            )
+            return response
+        last_status = status
+        if not is_retryable_status(status):
+            raise DeliveryError(
+                f"{target} refused the request: {refusal(response, redact)} "
+                f"(attempt {tried}/{attempts}; client errors are not retried)",
+                attempts=tried,
+                status=status,
+            ) from None
+        raise _Transient(refusal(response, redact), retry_after=retry_after(response))
+
+    try:
+        return await retry(
+            attempt,
+            backoff=policy.backoff,
+            retry_on=(_Transient,),
+            what=target,
+            attempts=attempts,
+            logger=log,
+            retry_level=logging.WARNING,
+            give_up_level=logging.DEBUG,  # the DeliveryError below says it
+            draw=rand,
+        )
+    except _Transient as exc:
+        status_text = "none" if last_status is None else str(last_status)
+        raise DeliveryError(
+            f"{target}: {exc} (gave up after {attempts} attempt{'s' if attempts != 1 else ''}, "
+            f"last HTTP status {status_text})",
+            attempts=attempts,
+            status=last_status,
+        ) from None
+
+
+class _Transient(Exception):
+    """An attempt failed in a way another attempt may not: said by ``problem``."""
+
+    def __init__(self, problem: str, *, retry_after: float | None = None) -> None:
+        super().__init__(problem)
+        self.retry_after_seconds = retry_after

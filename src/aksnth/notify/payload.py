@@ -9,6 +9,7 @@ not there prints as nothing, or ``""`` through ``index``). Pure: no I/O.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Final
@@ -216,20 +217,7 @@ def sample_event(event_type: str = "Preempt") -> ScheduledEvent:
     """A Scheduled Event as IMDS would publish it for this VM (the notice each type really gets)."""
     kind = EventType.parse(event_type)
     not_before = _SAMPLE_PUBLISHED + timedelta(seconds=_SAMPLE_NOTICE_SECONDS.get(kind, 900))
-    if kind in ADVISORY_EVENT_TYPES:  # no NotBefore, never Scheduled: EventStatus "Advisory"
-        return ScheduledEvent(
-            event_id="9A1F3C52-0D47-4E8B-A6F2-7C3B1E5D9042",
-            event_type=kind,
-            event_type_raw=event_type,
-            resource_type="VirtualMachine",
-            resources=(_SAMPLE_RESOURCE,),
-            status=EventStatus.ADVISORY,
-            status_raw="Advisory",
-            not_before=None,
-            not_before_raw="",
-            event_source="Platform",
-        )
-    return ScheduledEvent(
+    scheduled = ScheduledEvent(
         event_id="5DD55B64-45AD-49D3-BBC9-F57D4EA97BD7",
         event_type=kind,
         event_type_raw=event_type,
@@ -242,6 +230,20 @@ def sample_event(event_type: str = "Preempt") -> ScheduledEvent:
         description=_SAMPLE_DESCRIPTIONS.get(kind, ""),
         event_source="User" if kind is EventType.REBOOT else "Platform",
         duration_seconds=9 if kind is EventType.FREEZE else -1,
+    )
+    if kind not in ADVISORY_EVENT_TYPES:
+        return scheduled
+    # No NotBefore, never Scheduled: EventStatus "Advisory".
+    return replace(
+        scheduled,
+        event_id="9A1F3C52-0D47-4E8B-A6F2-7C3B1E5D9042",
+        status=EventStatus.ADVISORY,
+        status_raw="Advisory",
+        not_before=None,
+        not_before_raw="",
+        description="",
+        event_source="Platform",
+        duration_seconds=-1,
     )
 
 

@@ -15,18 +15,19 @@ from aksnth.config import TelegramSettings
 from aksnth.durations import finite_seconds
 from aksnth.errors import ConfigError
 from aksnth.notify.http import (
-    Backoff,
     DeliveryError,
     RetryPolicy,
     deliver,
     describe_refusal,
     header_retry_after,
     new_client,
+    notify_backoff,
     safe_origin,
     url_secrets,
 )
 from aksnth.notify.webhook import check_http_url
 from aksnth.observe.redaction import Redactor
+from aksnth.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class TelegramSink:
         self._base = f"{api_url}/bot{token}"
         self.target = f"telegram {safe_origin(api_url)}"
         self._redact = Redactor([self._base, f"bot{token}", token, *url_secrets(proxy)])
-        backoff = backoff or Backoff()
+        backoff = backoff or notify_backoff()
         self._send_policy = RetryPolicy(
             retries=SEND_RETRIES, attempt_timeout_seconds=settings.timeout_seconds, backoff=backoff
         )

@@ -14,14 +14,15 @@ from aksnth import __version__
 from aksnth.config import WebhookSettings
 from aksnth.errors import ConfigError
 from aksnth.notify.http import (
-    Backoff,
     RetryPolicy,
     deliver,
     new_client,
+    notify_backoff,
     safe_origin,
     url_secrets,
 )
 from aksnth.observe.redaction import Redactor
+from aksnth.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class WebhookSink:
         self._policy = RetryPolicy(
             retries=settings.retries,
             attempt_timeout_seconds=settings.timeout_seconds,
-            backoff=backoff or Backoff(),
+            backoff=backoff or notify_backoff(),
         )
         self._headers = {"Content-Type": settings.content_type, "User-Agent": USER_AGENT}
         self._headers.update(dict(settings.headers))  # the user's headers win, Content-Type included

@@ -17,9 +17,9 @@ from aksnth.errors import (
     NodeNotFound,
     WriteConflict,
 )
-from aksnth.kube.access import load_access
 from aksnth.kube.api import ApiError
 from aksnth.kube.client import MAX_RETRY_AFTER_SECONDS, api_call, shorten, translate, with_retries
+from aksnth.kube.credentials import load_access
 
 REQUEST = httpx2.Request("POST", "https://127.0.0.1:6443/api/v1/namespaces/a/pods/p/eviction")
 

@@ -74,7 +74,8 @@ def test_a_long_message_is_shortened_and_an_odd_type_still_makes_a_valid_reason(
 def test_phases_only_move_forward() -> None:
     event = listed("A1")
     assert event.advanced("protected").advanced("drained", drain_result="drained").phase == "drained"
-    assert event.advanced("drained").advanced("protected").phase == "drained"
+    drained = event.advanced("protected").advanced("drained")
+    assert drained.advanced("protected").phase == "drained"
     assert event.advanced("given_back") == event  # not a phase the condition shows
 
 

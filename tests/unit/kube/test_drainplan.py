@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from aksnth.kube.drainplan import (
+    MAX_OVERLOAD_PAUSE_SECONDS,
     DrainOutcome,
     DrainResult,
     PodClass,
@@ -141,6 +142,12 @@ def test_an_overload_pause_is_the_retry_after_plus_up_to_half_of_it():
     assert overload_pause(retry_after=None, draw=0.0) == 1.0
     assert overload_pause(retry_after=2.0, draw=0.0) == 2.0
     assert overload_pause(retry_after=2.0, draw=0.999999) == pytest.approx(3.0)
+
+
+def test_an_overload_pause_honours_a_retry_after_only_up_to_its_bound():
+    """Something in front of the API server may ask for minutes: every eviction would wait that long."""
+    assert overload_pause(retry_after=3600.0, draw=0.0) == MAX_OVERLOAD_PAUSE_SECONDS
+    assert overload_pause(retry_after=0.0, draw=0.0) == 1.0  # 0 is "not said"
 
 
 def test_regular_pods_get_two_thirds_of_the_time_when_critical_pods_wait():

@@ -12,7 +12,8 @@ from aksnth.azure.resource_name import resource_name_from_provider_id
 from aksnth.kube.api import JsonObject
 from aksnth.kube.group import GroupState, GroupWatch, other_resources
 from aksnth.kube.keys import STATE_ANNOTATION
-from aksnth.kube.record import DrainSummary, EventRecord, NodeRecord, Phase
+from aksnth.kube.record import DrainSummary, EventRecord, NodeRecord
+from aksnth.lifecycle import Phase
 from aksnth.model import EventType
 
 EVENT = "E1"

@@ -18,7 +18,7 @@ from aksnth.kube.mutations import (
     protect,
     taint_after_drain,
 )
-from aksnth.kube.record import Phase
+from aksnth.lifecycle import Phase
 from aksnth.model import EventStatus, EventType, ScheduledEvent
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)

@@ -9,7 +9,8 @@ import pytest
 
 from aksnth.kube.drainplan import DrainOutcome, DrainResult, PodIssue
 from aksnth.kube.keys import STATE_ANNOTATION
-from aksnth.kube.record import MAX_EVENTS, NodeRecord, Phase, RecordError, TaintRef
+from aksnth.kube.record import MAX_EVENTS, NodeRecord, RecordError, TaintRef
+from aksnth.lifecycle import Phase
 from aksnth.model import EventStatus, EventType, ScheduledEvent
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -114,7 +115,8 @@ def test_unknown_event_type_and_newer_fields_are_tolerated():
 
 
 def test_phases_only_move_forward():
-    record = NodeRecord().with_event_seen(event(), now=NOW).with_phase("E1", Phase.DRAINED)
+    seen = NodeRecord().with_event_seen(event(), now=NOW)
+    record = seen.with_phase("E1", Phase.PROTECTED).with_phase("E1", Phase.DRAINED)
     assert record.with_phase("E1", Phase.PROTECTED).events["E1"].phase is Phase.DRAINED
     finished = record.with_finished("E1")
     assert finished.events["E1"].phase is Phase.FINISHED

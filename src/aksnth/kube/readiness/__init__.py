@@ -5,6 +5,7 @@ arrived now, decided by the same drain plan as the handler's drain.
 - ``placement``: risks that need the rest of the cluster (replicas all on Spot, nowhere to go);
 - ``cluster``: reading nodes, pods and budgets (list and get only);
 - ``report``: the kubectl-style table and the JSON document;
-- ``command``: the ``readiness`` subcommand;
 - ``periodic``: the DaemonSet's optional periodic check of its own node, as metrics.
+
+The ``readiness`` subcommand that prints them is :mod:`aksnth.commands.readiness`.
 """

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from aksnth.commands.readiness import UsageError, default_kubeconfig, exit_code, parse_request
 from aksnth.flags import HelpRequested
 from aksnth.kube.pods import PodInfo
 from aksnth.kube.readiness.assess import Scenario, assess_node
-from aksnth.kube.readiness.command import UsageError, default_kubeconfig, exit_code, parse_request
 from aksnth.kube.readiness.report import Assessment, render_json, render_table
 from aksnth.model import EventType
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+from aksnth.commands.readiness import exit_code
 from aksnth.kube.budgets import BudgetInfo
 from aksnth.kube.labelselector import parse_selector
 from aksnth.kube.mutations import Taint
 from aksnth.kube.pods import PodInfo
 from aksnth.kube.readiness.assess import Scenario, assess_node
-from aksnth.kube.readiness.command import exit_code
 from aksnth.kube.readiness.placement import ClusterView, NodeInfo, Placement, Toleration, add_cluster_risks
 from aksnth.kube.readiness.report import Assessment, render_table
 

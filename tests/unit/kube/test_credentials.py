@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from aksnth.errors import ConfigError, KubeError, KubeUnavailable
-from aksnth.kube.access import ExecAuth, TokenFileAuth, load_access
+from aksnth.kube.credentials import ExecAuth, TokenFileAuth, load_access
 from tests.support.pki import Pki, write_pki
 from tests.support.secretvolume import SecretVolume
 
@@ -122,7 +122,7 @@ def test_in_cluster_problems_are_config_errors(account_dir: Path, monkeypatch: p
 
 def test_the_module_and_the_in_cluster_path_import_neither_lightkube_nor_yaml(account_dir: Path) -> None:
     code = (
-        "import sys; from pathlib import Path; from aksnth.kube.access import load_access; "
+        "import sys; from pathlib import Path; from aksnth.kube.credentials import load_access; "
         f"load_access('', service_account_dir=Path({str(account_dir)!r})); "
         "print([m for m in sys.modules if m.startswith(('lightkube', 'yaml', 'msgspec'))])"
     )

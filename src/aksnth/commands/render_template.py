@@ -24,18 +24,18 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import yaml
 
+from aksnth.commands.render_template_sinks import PreviewSink, ReadFile, plan_from_flags
 from aksnth.configfile import read_text_file
 from aksnth.errors import ConfigError, TemplateError
 from aksnth.flags import HelpRequested, Kind, Option, OptionValue, parse_flags
 from aksnth.model import EventType
 from aksnth.notify.payload import PHASE_DRAINED, PHASE_EVENT, PHASES, label_fields, sample_template_data
-from aksnth.notify.preview_sinks import PreviewSink, ReadFile, plan_from_flags
 from aksnth.notify.telegram import shorten
 from aksnth.notify.template import Record, TypedMap, compile_template
 from aksnth.notify.webhook import wire_body
@@ -147,16 +147,22 @@ def _parse(argv: Sequence[str]) -> _Request:
     return _Request(own=own, handler=handler, file=file, files=files, enabled=enabled)
 
 
+def _read_document(path: str, what: str, parse: Callable[[str], Any]) -> Any:
+    """The YAML or JSON document in the file at ``path``; a usage error that says where it is wrong."""
+    try:
+        return parse(read_text_file(path, what=what))
+    except ConfigError as exc:
+        raise _UsageError(str(exc)) from None
+    except json.JSONDecodeError as exc:
+        raise _UsageError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from exc
+    except yaml.YAMLError as exc:
+        raise _UsageError(f"{what} {path!r} is not valid YAML: {exc}") from None
+
+
 def _values_file(path: str) -> tuple[list[str], dict[str, str], frozenset[str]]:
     """The chart's ``args``, its ``configMap.data`` as the pod sees the files, and the sinks its
     ``secrets`` turn on."""
-    try:
-        document = yaml.safe_load(read_text_file(path, what="values file"))
-    except ConfigError as exc:
-        raise _UsageError(str(exc)) from None
-    except yaml.YAMLError as exc:
-        raise _UsageError(f"values file {path!r} is not valid YAML: {exc}") from None
-    document = document or {}
+    document = _read_document(path, "values file", yaml.safe_load) or {}
     if not isinstance(document, dict):
         raise _UsageError(f"values file {path!r} must be a mapping")
     args = document.get("args") or []
@@ -228,12 +234,7 @@ def _data(own: Mapping[str, OptionValue], phase: str) -> Record:
     if not data_path:
         return sample
     assert isinstance(data_path, str)
-    try:
-        given = json.loads(read_text_file(data_path, what="data file"))
-    except ConfigError as exc:
-        raise _UsageError(str(exc)) from None
-    except json.JSONDecodeError as exc:
-        raise _UsageError(f"{data_path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from exc
+    given = _read_document(data_path, "data file", json.loads)
     if not isinstance(given, dict):
         raise _UsageError(
             f"{data_path}: must hold a JSON object (the template's fields), not {type(given).__name__}"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from aksnth.cli import main as cli_main
-from aksnth.notify.preview import json_problem, main
+from aksnth.commands.render_template import json_problem, main
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
