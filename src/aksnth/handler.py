@@ -59,6 +59,7 @@ from aksnth.kube.conditions import PHASE_IGNORED, PHASE_PREPARED, ConditionWrite
 from aksnth.kube.drainplan import DrainResult
 from aksnth.kube.keys import SCHEDULED_EVENT_CONDITION
 from aksnth.kube.record import EventRecord, NodeRecord, Phase
+from aksnth.kube.surge import Surger
 from aksnth.model import EventStatus, InstanceMetadata, NodeSnapshot, ScheduledEvent, ScheduledEventsDocument
 from aksnth.notify.dispatcher import Notifier
 from aksnth.notify.payload import build_template_data
@@ -825,6 +826,7 @@ class Handler:
                 dry_run=dry,
                 now=seen_at,
                 notified=("event",) if record_event_notified else (),
+                to_be_deleted=self._response.taint_to_be_deleted,
             )
             record_event_notified = False
             self._set_phase(event.event_id, Phase.PROTECTED.value)
@@ -1067,6 +1069,13 @@ class Handler:
             last_resort=action.last_resort,
             recorder=self._recorder,
             event_type=event.event_type,
+            surger=Surger(
+                self._kube,
+                recorder=self._recorder,
+                because=f"Azure {event.event_type.value} {event.event_id}",
+            )
+            if self._response.surge_deployments
+            else None,
         )
         if not reported:
             await self._report_drain(event, result)
