@@ -113,8 +113,8 @@ def _add_to_be_deleted(
     present = next((t for t in node.taints if t.key == TO_BE_DELETED_TAINT), None)
     if present is not None:
         ref = TaintRef(key=present.key, value=present.value, effect=present.effect)
-        ours = any(ref in entry.taints for entry in record.holding_events())
-        return node, record.with_taint(event.event_id, ref) if ours else record, None
+        added_by_us = any(ref in entry.taints for entry in record.holding_events())
+        return node, record.with_taint(event.event_id, ref) if added_by_us else record, None
     added = Taint(key=TO_BE_DELETED_TAINT, value=str(int(now.timestamp())), effect="NoSchedule")
     ours = TaintRef(key=added.key, value=added.value, effect=added.effect)
     node = replace(node, taints=(*node.taints, added))
