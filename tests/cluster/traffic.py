@@ -26,8 +26,8 @@ import http.client
 import itertools
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from lightkube import codecs
@@ -164,33 +164,42 @@ class TrafficReport:
         return text
 
 
-@dataclass
+class NamespaceLoop:
+    """Runs `step` over and over, `pace_seconds` apart, in a thread inside `node`'s network namespace
+    (the sockets it makes are the node's), until stopped."""
+
+    def __init__(self, node: RealNode, name: str, step: Callable[[], None], *, pace_seconds: float) -> None:
+        self._step = step
+        self._pace = pace_seconds
+        self._stopping = threading.Event()
+        self._netns = NetnsThread(node.sandbox.netns_path, f"{name}-{node.name}")
+        # The namespace's worker runs the loop; a plain thread waits for it to end.
+        self._runner = threading.Thread(target=self._netns.call, args=(self._loop,), daemon=True)
+        self._runner.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._runner.join(timeout=5.0)
+        self._netns.close()
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            self._step()
+            self._stopping.wait(self._pace)
+
+
 class TrafficClient:
     """Requests to `host`:`port` from `node`'s network namespace, one after another, until stopped."""
 
-    node: RealNode
-    host: str
-    port: int = SERVICE_PORT
-    attempts: list[Attempt] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: NetnsThread | None = None
-    _runner: threading.Thread | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def start(self) -> TrafficClient:
-        netns = NetnsThread(self.node.sandbox.netns_path, f"client-{self.node.name}")
-        self._thread = netns
-        # The namespace's worker runs the loop; a plain thread waits for it to end.
-        self._runner = threading.Thread(target=netns.call, args=(self._loop,), daemon=True)
-        self._runner.start()
-        return self
+    def __init__(self, node: RealNode, host: str, port: int = SERVICE_PORT) -> None:
+        self._host = host
+        self._port = port
+        self._lock = threading.Lock()
+        self.attempts: list[Attempt] = []
+        self._loop = NamespaceLoop(node, "client", self._send, pace_seconds=REQUEST_PACE_SECONDS)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._runner is not None:
-            self._runner.join(timeout=5 * REQUEST_TIMEOUT_SECONDS)
-        if self._thread is not None:
-            self._thread.close()
+        self._loop.stop()
 
     def report(self, *, since: float, until: float | None = None) -> TrafficReport:
         end = time.time() if until is None else until
@@ -206,13 +215,11 @@ class TrafficClient:
             earlier_ok = any(a.ok for a in self.attempts if a.started < now - seconds)
         return earlier_ok and bool(recent) and all(a.ok for a in recent)
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            started = time.time()
-            ok, detail = _request(self.host, self.port)
-            with self._lock:
-                self.attempts.append(Attempt(started, time.time(), ok, detail))
-            self._stop.wait(REQUEST_PACE_SECONDS)
+    def _send(self) -> None:
+        started = time.time()
+        ok, detail = _request(self._host, self._port)
+        with self._lock:
+            self.attempts.append(Attempt(started, time.time(), ok, detail))
 
 
 def _request(host: str, port: int) -> tuple[bool, str]:
@@ -236,7 +243,7 @@ def _request(host: str, port: int) -> tuple[bool, str]:
 
 @contextlib.contextmanager
 def traffic(node: RealNode, host: str) -> Iterator[TrafficClient]:
-    client = TrafficClient(node, host).start()
+    client = TrafficClient(node, host)
     try:
         yield client
     finally:
@@ -255,33 +262,23 @@ def vm_gone(cluster: RealCluster, node: RealNode) -> Iterator[None]:
         cluster.fabric.run(["ip", "link", "set", veth, "up"])
 
 
-@dataclass
 class HealthzWatch:
     """The node's kube-proxy `/healthz` status (127.0.0.1:10256, where the harness binds it), asked
-    every `PROBE_PACE_SECONDS` from the node's own network namespace, as a load balancer's probe of
-    the node reaches it: (wall clock, status) samples, 0 for no answer."""
+    every 20 ms from the node's own network namespace, as a load balancer's probe of the node reaches
+    it: (wall clock, status) samples, 0 for no answer."""
 
-    node: RealNode
-    samples: list[tuple[float, int]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: NetnsThread | None = None
-    _runner: threading.Thread | None = None
-
-    PROBE_PACE_SECONDS = 0.02
+    def __init__(self, node: RealNode) -> None:
+        self._node = node
+        self.samples: list[tuple[float, int]] = []
+        self._loop: NamespaceLoop | None = None
 
     def __enter__(self) -> HealthzWatch:
-        netns = NetnsThread(self.node.sandbox.netns_path, f"healthz-{self.node.name}")
-        self._thread = netns
-        self._runner = threading.Thread(target=netns.call, args=(self._loop,), daemon=True)
-        self._runner.start()
+        self._loop = NamespaceLoop(self._node, "healthz", self._probe, pace_seconds=0.02)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._runner is not None:
-            self._runner.join(timeout=5)
-        if self._thread is not None:
-            self._thread.close()
+        if self._loop is not None:
+            self._loop.stop()
 
     def first(self, status: int, *, after: float) -> float | None:
         return next((t for t, s in list(self.samples) if t >= after and s == status), None)
@@ -289,15 +286,13 @@ class HealthzWatch:
     def latest(self) -> int | None:
         return self.samples[-1][1] if self.samples else None
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            connection = http.client.HTTPConnection("127.0.0.1", 10256, timeout=1.0)
-            try:
-                connection.request("GET", "/healthz")
-                status = connection.getresponse().status
-            except (OSError, http.client.HTTPException):
-                status = 0
-            finally:
-                connection.close()
-            self.samples.append((time.time(), status))
-            self._stop.wait(self.PROBE_PACE_SECONDS)
+    def _probe(self) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", 10256, timeout=1.0)
+        try:
+            connection.request("GET", "/healthz")
+            status = connection.getresponse().status
+        except (OSError, http.client.HTTPException):
+            status = 0
+        finally:
+            connection.close()
+        self.samples.append((time.time(), status))
