@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from lightkube import AsyncClient
-from lightkube.resources.core_v1 import Namespace, Node, Service
+from lightkube.resources.core_v1 import Event, Namespace, Node, Service
 
 from tests.cluster.scenario import (
     handler_user,
@@ -60,6 +60,7 @@ class NodeLoss:
     recovered: bool = True  # answering again within the cap
     evictions: int = 0  # the handler's accepted evictions of the web pods (the audit log)
     forced_stops: int = 0  # the handler's accepted DELETEs of them: last-resort stops (or -disableEviction)
+    event_reasons: frozenset[str] = frozenset()  # of the Events in the workload's namespace
 
     def line(self) -> str:
         terms = ", ".join(f"{t - self.published_at:+.1f} s" for t in sorted(self.sigterms.values()))
@@ -152,6 +153,9 @@ async def measure_node_loss(
             recovered=recovered,
             evictions=sum(1 for r in accepted if r.is_eviction),
             forced_stops=sum(1 for r in accepted if r.kind == "delete pods"),
+            event_reasons=frozenset(
+                [e.reason async for e in kube.list(Event, namespace=namespace) if e.reason]
+            ),
         )
         await _node_back(kube, doomed.name)
         return result
