@@ -93,11 +93,21 @@ async def test_a_deleted_job_pod_is_marked_as_disrupted_and_its_job_makes_a_repl
         try:
             await rkube.create(batch_job("batch", namespace))
 
+            seen: list[str] = []
+
             async def running_on_a() -> Pod | None:
-                found = [p for p in await pods(rkube, namespace, labels="app=batch") if is_ready(p)]
+                listed = await pods(rkube, namespace, labels="app=batch")
+                seen[:] = [f"{p.metadata.name} on {p.spec.nodeName}: {p.status.phase}" for p in listed]
+                found = [p for p in listed if is_ready(p)]
                 return found[0] if len(found) == 1 and found[0].spec.nodeName == node_a.name else None
 
-            first = await eventually(running_on_a, what="the Job's pod Ready on node A", timeout_seconds=90)
+            try:
+                first = await eventually(
+                    running_on_a, what="the Job's pod Ready on node A", timeout_seconds=90
+                )
+            except AssertionError as exc:
+                job = await rkube.get(Job, "batch", namespace=namespace)
+                raise AssertionError(f"{exc}; pods: {seen}; Job status: {job.status}") from None
         finally:
             await set_schedulable(rkube, node_b.name, schedulable=True)
 
