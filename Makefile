@@ -18,7 +18,7 @@ TEST_BIN_DIR := $(shell hack/build-test-binaries --print-dir)
 export AKSNTH_TEST_BIN_DIR := $(TEST_BIN_DIR)
 PYTEST_ARGS ?=
 
-.PHONY: help venv lock test-binaries test-images test cluster unit compat integration e2e reliability lint fmt demo bench soak audit clean
+.PHONY: help venv lock test-binaries test-images test cluster unit compat integration e2e reliability lint fmt demo bench bench-zero-downtime soak audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -86,6 +86,9 @@ demo: venv test-binaries ## a local control plane, the IMDS simulator and the ha
 
 bench: venv test-binaries ## benchmarks: reaction time, drain throughput, footprint, a Spot pool preempted at once (prints a table)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-zero-downtime: venv test-binaries test-images ## requests lost through a Service while a Spot node goes, on real kubelets, ours beside the Go version
+	$(BIN)/python -m bench.zero_downtime $(BENCH_ARGS)
 
 soak: venv test-binaries ## an hour of polling, an event a minute, RSS and descriptors sampled (SOAK_ARGS="--minutes 5")
 	$(BIN)/python -m tests.reliability.soak $(SOAK_ARGS)

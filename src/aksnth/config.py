@@ -126,12 +126,16 @@ class ResponseSettings:
     pod_grace_period_seconds: int = -1  # -1: each pod's own
     node_grace_period_seconds: int = 120  # drain timeout
     exclude_from_load_balancers: bool = True
+    # The cluster autoscaler's taint on Preempt and Terminate: kube-proxy's /healthz then fails (KEP-3836).
+    taint_to_be_deleted: bool = True
     uncordon_after_event: bool = True
     approve_events: bool = False
     disable_eviction: bool = False
     # Delete pods a PodDisruptionBudget still protects at their last chance, for these event types.
     last_resort: bool = True
     last_resort_event_types: frozenset[EventType] = DEFAULT_LAST_RESORT_EVENT_TYPES
+    # Roll a Deployment out (surge) when a budget refuses its pod's eviction (aksnth.kube.surge).
+    surge_deployments: bool = False
     dry_run: bool = False
     exit_after_node_drain: bool = False
     resource_name: str = ""  # empty: derived from the node's spec.providerID

@@ -237,11 +237,28 @@ OPTIONS: tuple[Option, ...] = (
         "Preempt, Terminate, SpotRebalanceRecommendation",
     ),
     Option(
+        name="surgeDeployments",
+        kind=Kind.BOOL,
+        default=False,
+        group=RESPONSE,
+        usage="when a PodDisruptionBudget refuses a pod's eviction, start a rollout of its Deployment (as "
+        "kubectl rollout restart does) so that a replacement is Ready on another node first; needs "
+        "deployments patch (chart value surgeDeployments=true)",
+    ),
+    Option(
         name="excludeFromLoadBalancers",
         kind=Kind.BOOL,
         default=True,
         group=RESPONSE,
         usage="label the node node.kubernetes.io/exclude-from-external-load-balancers during the event",
+    ),
+    Option(
+        name="taint.toBeDeleted",
+        kind=Kind.BOOL,
+        default=True,
+        group=RESPONSE,
+        usage="on Preempt and Terminate, also taint the node ToBeDeletedByClusterAutoscaler:NoSchedule, "
+        "so that kube-proxy fails its /healthz and load balancers leave the node before its pods stop",
     ),
     Option(
         name="uncordonAfterEvent",

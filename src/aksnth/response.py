@@ -40,6 +40,7 @@ from aksnth.kube import peers as kube_peers
 from aksnth.kube.api import KubeClient
 from aksnth.kube.drainplan import DrainResult
 from aksnth.kube.record import EventRecord, NodeRecord
+from aksnth.kube.surge import Surger
 from aksnth.lifecycle import Phase
 from aksnth.model import EventStatus, InstanceMetadata, NodeSnapshot, ScheduledEvent
 from aksnth.notify.dispatcher import Notifier
@@ -214,6 +215,7 @@ class Responder:
                 dry_run=dry,
                 now=seen_at,
                 notified=("event",) if record_event_notified else (),
+                to_be_deleted=self._response.taint_to_be_deleted,
             )
             record_event_notified = False
             self._host.set_phase(event.event_id, Phase.PROTECTED)
@@ -455,6 +457,13 @@ class Responder:
             last_resort=action.last_resort,
             recorder=self._recorder,
             event_type=event.event_type,
+            surger=Surger(
+                self._kube,
+                recorder=self._recorder,
+                because=f"Azure {event.event_type.value} {event.event_id}",
+            )
+            if self._response.surge_deployments
+            else None,
         )
         if not reported:
             await self._report_drain(event, result)

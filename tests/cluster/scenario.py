@@ -368,7 +368,11 @@ async def restore_node(kube: AsyncClient, name: str) -> None:
     """What a new VM under the same name would look like: schedulable, none of the handler's marks."""
     node = await kube.get(Node, name)
     marks = handler_marks(node)
-    taints = [t.to_dict() for t in node.spec.taints or [] if not keys.is_our_taint_key(t.key)]
+    taints = [
+        t.to_dict()
+        for t in node.spec.taints or []
+        if not keys.is_our_taint_key(t.key) and t.key != keys.TO_BE_DELETED_TAINT
+    ]
     patch = {
         "metadata": {
             "labels": dict.fromkeys(marks.labels),

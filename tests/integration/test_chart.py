@@ -186,6 +186,7 @@ def test_cluster_role_grants_exactly_what_the_handler_does() -> None:
         ("", "nodes/status", "patch"),  # the AzureScheduledEvent condition
         ("", "pods", "list"),
         ("", "pods", "delete"),  # the last-resort stop
+        ("", "pods/status", "patch"),  # DisruptionTarget before such a stop
         ("", "pods/eviction", "create"),
         ("", "events", "create"),
         ("", "events", "patch"),
@@ -195,7 +196,7 @@ def test_cluster_role_grants_exactly_what_the_handler_does() -> None:
 def test_pod_delete_is_granted_by_default_and_left_out_with_allow_pod_delete_false() -> None:
     assert ("", "pods", "delete") in _grants(chart_cluster_rules())
     without = _grants(chart_cluster_rules(set_values=["rbac.allowPodDelete=false"]))
-    assert _grants(chart_cluster_rules()) - without == {("", "pods", "delete")}
+    assert _grants(chart_cluster_rules()) - without == {("", "pods", "delete"), ("", "pods/status", "patch")}
 
 
 def test_readiness_check_adds_its_flag_after_the_args_and_only_then_lists_budgets() -> None:

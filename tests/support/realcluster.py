@@ -79,9 +79,10 @@ CNI_PLUGINS = Path("/usr/lib/cni")
 _READY_TIMEOUT_SECONDS = 120.0
 # kube-controller-manager's controllers for a cluster with real kubelets: workloads, PDB status,
 # ServiceAccounts and their CA, garbage collection (helm uninstall), namespaces, node lifecycle
-# (Ready nodes lose the not-ready taint that admission puts on new nodes), NoExecute evictions.
+# (Ready nodes lose the not-ready taint that admission puts on new nodes), NoExecute evictions, Jobs.
 CLUSTER_CONTROLLERS = (
     "deployment-controller",
+    "job-controller",
     "replicaset-controller",
     "statefulset-controller",
     "daemonset-controller",

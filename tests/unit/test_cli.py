@@ -269,6 +269,10 @@ FLAG_CASES: list[tuple[list[str], Callable[[Settings], object], object]] = [
     (["-nodeGracePeriodSeconds=300"], lambda s: s.response.node_grace_period_seconds, 300),
     (["-disableEviction"], lambda s: s.response.disable_eviction, True),
     (["-excludeFromLoadBalancers=false"], lambda s: s.response.exclude_from_load_balancers, False),
+    (["-surgeDeployments"], lambda s: s.response.surge_deployments, True),
+    ([], lambda s: s.response.surge_deployments, False),
+    (["-taint.toBeDeleted=false"], lambda s: s.response.taint_to_be_deleted, False),
+    ([], lambda s: s.response.taint_to_be_deleted, True),
     (["-uncordonAfterEvent=false"], lambda s: s.response.uncordon_after_event, False),
     (
         ["-webhook.url=http://h.test", "-notify.drainFinished"],

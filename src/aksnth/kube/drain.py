@@ -31,6 +31,7 @@ from typing import Any, Final
 from aksnth.errors import EvictionBlocked, KubeError, KubeForbidden, KubeUnavailable
 from aksnth.kube.api import KubeClient, namespaced_path
 from aksnth.kube.client import DEFAULT_CALL_TIMEOUT_SECONDS, api_call, backoff_seconds, with_retries
+from aksnth.kube.disruption import mark_disruption_target
 from aksnth.kube.drainplan import (
     GRACE_MARGIN_SECONDS,
     DrainOutcome,
@@ -47,6 +48,7 @@ from aksnth.kube.events import REASON_LAST_RESORT_STOP, REASON_POD_EVICTED, Even
 from aksnth.kube.keys import COMPONENT
 from aksnth.kube.pacing import BudgetTurns, Throttle
 from aksnth.kube.pods import PodInfo, delete_pod, list_pods_on_node
+from aksnth.kube.surge import Surger
 from aksnth.model import EventType
 from aksnth.observe.metrics import DRAIN_DURATION, EVICTIONS, LAST_RESORT_STOPS
 
@@ -132,8 +134,10 @@ class _Drain:
         event_type: EventType,
         on_progress: ProgressCallback | None,
         recorder: EventRecorder | None,
+        surger: Surger | None = None,
     ) -> None:
         self.client = client
+        self.surger = surger
         self.node_name = node_name
         self.deadline = deadline
         self.grace_period_seconds = grace_period_seconds
@@ -252,6 +256,14 @@ class _Drain:
             if self.state[pod.key] is not _State.BLOCKED:
                 log.info("eviction of %s refused, retrying until the deadline: %s", pod.key, why)
                 await self._progress(pod, "blocked", why)
+                if self.surger is not None:
+                    # A replacement Ready elsewhere lets the budget allow the eviction asked again.
+                    until = self._last_chance(pod) if self.last_resort else self.deadline
+                    await self.surger.surge_for(
+                        pod,
+                        seconds_left=until - self.loop.time(),
+                        timeout_seconds=min(DEFAULT_CALL_TIMEOUT_SECONDS, max(self.time_left(), 0.1)),
+                    )
             self._set(pod, _State.BLOCKED, why)
             self.budget_of[pod.key] = answer.budget
             if (
@@ -308,10 +320,10 @@ class _Drain:
         )
         try:
             async with self.throttle.slot():
-                await delete_pod(
-                    self.client,
+                await self._delete(
                     pod,
-                    grace_period_seconds=grace,
+                    grace,
+                    why=why,
                     timeout_seconds=min(DEFAULT_CALL_TIMEOUT_SECONDS, max(self.time_left(), 0.1)),
                 )
         except KubeForbidden as exc:
@@ -348,9 +360,18 @@ class _Drain:
         log.warning("stopped %s as a last resort: %s", pod.key, why)
         await self._progress(pod, "stopped", why)
 
+    async def _delete(self, pod: PodInfo, grace: int | None, *, why: str, timeout_seconds: float) -> None:
+        """A forced stop: the pod is marked ``DisruptionTarget`` first (``aksnth.kube.disruption``), as
+        an eviction would mark it, then deleted."""
+        await mark_disruption_target(
+            self.client, pod, event_type=self.event_type, why=why, timeout_seconds=timeout_seconds
+        )
+        await delete_pod(self.client, pod, grace_period_seconds=grace, timeout_seconds=timeout_seconds)
+
     async def _request(self, pod: PodInfo, grace: int | None, *, timeout_seconds: float) -> None:
         if self.disable_eviction:
-            await delete_pod(self.client, pod, grace_period_seconds=grace, timeout_seconds=timeout_seconds)
+            why = f"deleted (-disableEviction) because of an Azure {self.event_type.value} event"
+            await self._delete(pod, grace, why=why, timeout_seconds=timeout_seconds)
             return
         delete_options: dict[str, Any] = {}
         if grace is not None:
@@ -523,6 +544,7 @@ async def drain_node(
     event_type: EventType = EventType.UNKNOWN,
     report_at: float | None = None,
     on_report: ReportCallback | None = None,
+    surger: Surger | None = None,
 ) -> DrainResult:
     """Drain ``node_name`` by ``deadline`` (``loop.time()`` based: the VM's end) and report what is left.
 
@@ -537,6 +559,7 @@ async def drain_node(
     reason. Counts ``last_resort_stops_total{type,result}`` and records a Warning Event on the pod.
     ``on_progress`` (sync or async, must be quick) hears about every pod's change of state;
     ``recorder`` gets a ``PodEvicted`` Event per evicted pod, written in the background.
+    ``surger``: a pod a budget refuses gets its Deployment surged first (``aksnth.kube.surge``).
     Counts ``evictions_total{result}`` and ``drain_duration_seconds{type,result}``.
     Never raises a ``KubeError``: a failure is a result with ``result="failed"``.
     """
@@ -552,6 +575,7 @@ async def drain_node(
         event_type=event_type,
         on_progress=on_progress,
         recorder=recorder,
+        surger=surger,
     )
     try:
         pods = await with_retries(

@@ -23,6 +23,12 @@ TAINT_KEY_PREFIX: Final = f"{COMPONENT}/"
 EXCLUDE_FROM_LB_LABEL: Final = "node.kubernetes.io/exclude-from-external-load-balancers"
 EXCLUDE_FROM_LB_VALUE: Final = "true"
 
+#: The cluster autoscaler's taint (NoSchedule, value: Unix seconds) on a node it is about to delete. Since
+#: Kubernetes 1.30 (KEP-3836) kube-proxy fails its ``/healthz`` (port 10256) on a node that carries it, so
+#: that cloud load balancers stop sending to the node; we add it on events that remove the VM
+#: (``-taint.toBeDeleted``) and remove it on give-back only when we added it.
+TO_BE_DELETED_TAINT: Final = "ToBeDeletedByClusterAutoscaler"
+
 #: Our state record on the Node (JSON, see ``aksnth.kube.record``): what we saw and what we changed,
 #: so that a restarted handler resumes, and a give-back undoes only our own changes.
 STATE_ANNOTATION: Final = f"{COMPONENT}/state"

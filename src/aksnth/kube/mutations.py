@@ -17,12 +17,13 @@ from aksnth.kube.keys import (
     EXCLUDE_FROM_LB_LABEL,
     EXCLUDE_FROM_LB_VALUE,
     STATE_ANNOTATION,
+    TO_BE_DELETED_TAINT,
     is_our_taint_key,
     taint_key,
 )
 from aksnth.kube.record import NodeRecord, TaintRef
 from aksnth.lifecycle import Phase
-from aksnth.model import ScheduledEvent
+from aksnth.model import FATAL_EVENT_TYPES, ScheduledEvent
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,6 +105,23 @@ def _add_taint(
     return node, record.with_taint(event.event_id, ours), f"taint {key}={event.event_id}:{effect}"
 
 
+def _add_to_be_deleted(
+    node: NodeState, record: NodeRecord, event: ScheduledEvent, now: datetime
+) -> tuple[NodeState, NodeRecord, str | None]:
+    """The cluster autoscaler's ``ToBeDeletedByClusterAutoscaler:NoSchedule``, valued as it values it
+    (Unix seconds). Already there: recorded for this event too when another event of ours added it, else
+    (the autoscaler's) left out of the record, so that a give-back never removes the autoscaler's own."""
+    present = next((t for t in node.taints if t.key == TO_BE_DELETED_TAINT), None)
+    if present is not None:
+        ref = TaintRef(key=present.key, value=present.value, effect=present.effect)
+        added_by_us = any(ref in entry.taints for entry in record.holding_events())
+        return node, record.with_taint(event.event_id, ref) if added_by_us else record, None
+    added = Taint(key=TO_BE_DELETED_TAINT, value=str(int(now.timestamp())), effect="NoSchedule")
+    ours = TaintRef(key=added.key, value=added.value, effect=added.effect)
+    node = replace(node, taints=(*node.taints, added))
+    return node, record.with_taint(event.event_id, ours), f"taint {added.key}={added.value}:{added.effect}"
+
+
 def protect(
     node: NodeState,
     *,
@@ -113,8 +131,11 @@ def protect(
     exclude_from_lb: bool,
     now: datetime,
     notified: tuple[str, ...] = (),
+    to_be_deleted: bool = False,
 ) -> Change:
-    """Stop new traffic and new pods: exclude-from-LB label, cordon, taint (NoExecute waits for the drain).
+    """Stop new traffic and new pods: exclude-from-LB label, cordon, taint (NoExecute waits for the drain),
+    and with ``to_be_deleted``, for an event that removes the VM, the cluster autoscaler's taint (which
+    makes kube-proxy fail its ``/healthz``, so that load balancers stop first).
 
     Remembers whether the cordon and the label were already there (an admin's or AKS's), so that
     a give-back never undoes them. ``notified`` phases are recorded in the same write, so that a
@@ -138,6 +159,10 @@ def protect(
         words.append("cordon")
     if taint and effect is not TaintEffect.NO_EXECUTE:
         after, record, word = _add_taint(after, record, event, effect.value)
+        if word:
+            words.append(word)
+    if to_be_deleted and event.event_type in FATAL_EVENT_TYPES:
+        after, record, word = _add_to_be_deleted(after, record, event, now)
         if word:
             words.append(word)
     record = record.with_phase(event.event_id, Phase.PROTECTED)

@@ -166,9 +166,11 @@ async def protect_node(
     dry_run: bool,
     now: datetime | None = None,
     notified: tuple[str, ...] = (),
+    to_be_deleted: bool = False,
 ) -> NodeRecord:
-    """In one write: the exclude-from-load-balancers label, the cordon, and (unless the effect is
-    NoExecute, see :func:`apply_after_drain_taint`) the taint ``aks-node-termination-handler/<type>=<id>``.
+    """In one write: the exclude-from-load-balancers label, the cordon, (unless the effect is
+    NoExecute, see :func:`apply_after_drain_taint`) the taint ``aks-node-termination-handler/<type>=<id>``,
+    and with ``to_be_deleted`` the cluster autoscaler's taint on events that remove the VM.
 
     Idempotent; records what we changed (and what was already so) in the state annotation, with the
     ``notified`` phases (notifications already sent for this event).
@@ -185,6 +187,7 @@ async def protect_node(
             exclude_from_lb=exclude_from_lb,
             now=moment,
             notified=notified,
+            to_be_deleted=to_be_deleted,
         ),
         dry_run=dry_run,
         what="protect",

@@ -113,6 +113,13 @@ LAST_RESORT_STOPS = Counter(
     ["type", "result"],
     namespace=NAMESPACE,
 )
+SURGES = Counter(
+    "surges",
+    "Rollouts of a Deployment started before evicting its pod (-surgeDeployments), so that a replacement "
+    "becomes Ready on another node first, by result (started, cannot_surge, no_time, forbidden, failed).",
+    ["result"],
+    namespace=NAMESPACE,
+)
 EVENT_TO_CORDON = Histogram(
     "event_to_cordon_seconds",
     "Time from the first sighting of an event to the node being cordoned (since=sighting). IMDS does "

@@ -30,6 +30,7 @@ class BudgetApi:
         self.allow_at = allow_at
         self.evictions: list[tuple[float, str]] = []  # (loop time, "refused" or "accepted")
         self.deletions: list[tuple[float, int | None]] = []  # (loop time, gracePeriodSeconds)
+        self.marks: list[tuple[float, str]] = []  # (loop time, the DisruptionTarget reason) on pods/status
 
     async def create(self, path: str, eviction: JsonObject) -> None:
         now = asyncio.get_running_loop().time()
@@ -45,6 +46,11 @@ class BudgetApi:
     async def delete(self, path: str, *, params: dict[str, Any]) -> None:
         self.deletions.append((asyncio.get_running_loop().time(), params.get("gracePeriodSeconds")))
         self.pods.pop(path.rsplit("/", 1)[-1], None)
+
+    async def patch(self, path: str, body: JsonObject, **_: Any) -> None:
+        assert path.endswith("/status"), path
+        [condition] = body["status"]["conditions"]
+        self.marks.append((asyncio.get_running_loop().time(), condition["reason"]))
 
     async def list(self, path: str, **_: Any) -> ObjectList:
         return ObjectList(list(self.pods.values()))
@@ -83,7 +89,8 @@ async def drain(api: BudgetApi, reports: list[tuple[float, DrainResult]]) -> tup
 
 async def test_a_budget_that_never_allows_is_stopped_at_the_last_chance_before_the_deadline_not_the_report():
     """The report at 0.5 s says timed_out and names the pod as still asked; no deletion comes before
-    the pod's last chance, computed from the deadline (7 s) and its 2 s grace period."""
+    the pod's last chance, computed from the deadline (7 s) and its 2 s grace period; the pod is
+    marked DisruptionTarget before it."""
     api = BudgetApi(allow_at=None)
     reports: list[tuple[float, DrainResult]] = []
 
@@ -101,6 +108,9 @@ async def test_a_budget_that_never_allows_is_stopped_at_the_last_chance_before_t
     assert deleted_at >= last_resort_at(start + DEADLINE_SECONDS, POD_GRACE_SECONDS)
     assert deleted_at + grace <= start + DEADLINE_SECONDS
     assert result.result is DrainOutcome.DRAINED and [s.pod for s in result.stopped] == ["apps/db-0"]
+    # Marked as disrupted by the Azure event before the stop, as an eviction would have marked it.
+    ((marked_at, reason),) = api.marks
+    assert marked_at <= deleted_at and reason == "AzureScheduledEventTerminate"
 
 
 async def test_a_budget_that_recovers_after_the_report_lets_the_pod_leave_by_eviction_without_a_stop():

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from aksnth.config import TaintEffect
-from aksnth.kube.keys import EXCLUDE_FROM_LB_LABEL, STATE_ANNOTATION
+from aksnth.kube.keys import EXCLUDE_FROM_LB_LABEL, STATE_ANNOTATION, TO_BE_DELETED_TAINT
 from aksnth.kube.mutations import (
     NodeState,
     Taint,
@@ -267,3 +267,57 @@ def test_giving_an_advisory_back_removes_its_taint_and_leaves_a_preempts_cordon(
     assert alone.after.taints == (FOREIGN,)
     assert not alone.after.unschedulable and not result.kept_admin_cordon
     assert alone.after.record.events["A1"].phase is Phase.GIVEN_BACK
+
+
+# -- the cluster autoscaler's taint (load balancers first) ----------------------------------------------
+
+TO_BE_DELETED = Taint(key=TO_BE_DELETED_TAINT, value=str(int(NOW.timestamp())), effect="NoSchedule")
+
+
+@pytest.mark.parametrize("kind", [EventType.PREEMPT, EventType.TERMINATE])
+def test_protect_adds_the_autoscaler_taint_on_events_that_remove_the_vm(kind: EventType):
+    after = protected(node(), event(kind=kind), taint=False, to_be_deleted=True)
+    assert TO_BE_DELETED in after.taints
+
+
+@pytest.mark.parametrize("kind", [EventType.REBOOT, EventType.REDEPLOY, EventType.FREEZE])
+def test_protect_leaves_the_autoscaler_taint_off_when_the_vm_stays(kind: EventType):
+    after = protected(node(), event(kind=kind), to_be_deleted=True)
+    assert all(t.key != TO_BE_DELETED_TAINT for t in after.taints)
+
+
+def test_protect_without_the_option_adds_no_autoscaler_taint():
+    after = protected(node(), event(kind=EventType.PREEMPT), to_be_deleted=False)
+    assert all(t.key != TO_BE_DELETED_TAINT for t in after.taints)
+
+
+def test_give_back_removes_the_autoscaler_taint_it_added():
+    held = protected(node(), event(kind=EventType.TERMINATE), to_be_deleted=True)
+    again = protect(
+        held,
+        event=event(kind=EventType.TERMINATE),
+        taint=True,
+        effect=TaintEffect.NO_SCHEDULE,
+        exclude_from_lb=True,
+        now=NOW + timedelta(seconds=5),
+        to_be_deleted=True,
+    )
+    assert not again.changed
+    change, result = give_back(held, event_id="E1")
+    assert change.after.taints == (FOREIGN,)
+    assert f"{TO_BE_DELETED_TAINT}={TO_BE_DELETED.value}:NoSchedule" in result.removed_taints
+
+
+def test_give_back_leaves_the_autoscalers_own_taint():
+    theirs = Taint(key=TO_BE_DELETED_TAINT, value="1700000000", effect="NoSchedule")
+    held = protected(node(taints=(FOREIGN, theirs)), event(kind=EventType.TERMINATE), to_be_deleted=True)
+    assert held.taints.count(theirs) == 1 and TO_BE_DELETED not in held.taints
+    change, _ = give_back(held, event_id="E1")
+    assert theirs in change.after.taints
+
+
+def test_the_autoscaler_taint_stays_while_another_event_of_ours_holds_the_node():
+    first = protected(node(), event("E1", EventType.TERMINATE), to_be_deleted=True)
+    both = protected(first, event("E2", EventType.PREEMPT), to_be_deleted=True)
+    change, _ = give_back(both, event_id="E1")
+    assert TO_BE_DELETED in change.after.taints
