@@ -8,7 +8,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 LOCK := requirements.lock
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
+# Parts of their own beside the handler (imds-simulator/), installed editable for the tests, the demo
+# and the benchmarks; none of them is in the handler's wheel or image.
+PARTS := imds-simulator
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) $(PARTS:%=%/pyproject.toml) | cksum | cut -d' ' -f1)
 # Tools whose dependencies must stay out of the test venv (see the `tools` extra in pyproject.toml),
 # so that the handler started from .venv imports exactly what the container image holds.
 TOOLS_VENV ?= .venv-tools
@@ -25,11 +28,11 @@ help: ## list the targets
 
 # The runtime dependencies come from the lock, hash-checked, as in the image; then the project itself
 # and its test and lint tools (tests/unit/test_lock.py fails if these moved a locked version).
-$(STAMP): pyproject.toml $(LOCK)
+$(STAMP): pyproject.toml $(LOCK) $(PARTS:%=%/pyproject.toml)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --require-hashes --only-binary=:all: -r $(LOCK)
-	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
+	$(BIN)/python -m pip install --quiet -e '.[test,lint]' $(PARTS:%=-e ./%)
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP) ## create the virtual environment and install the project with its test tools
@@ -72,14 +75,14 @@ reliability: venv test-binaries ## faults, bad input, load, a Spot pool preempte
 	$(BIN)/pytest tests/reliability $(PYTEST_ARGS)
 
 lint: venv $(TOOLS_STAMP) ## ruff, mypy and the import layers
-	$(BIN)/ruff check src tests bench demo
-	$(BIN)/ruff format --check src tests bench demo
+	$(BIN)/ruff check src tests bench demo $(PARTS)
+	$(BIN)/ruff format --check src tests bench demo $(PARTS)
 	$(BIN)/mypy
 	$(TOOLS_BIN)/lint-imports
 
 fmt: venv ## format and fix what ruff can
-	$(BIN)/ruff format src tests bench demo
-	$(BIN)/ruff check --fix src tests bench demo
+	$(BIN)/ruff format src tests bench demo $(PARTS)
+	$(BIN)/ruff check --fix src tests bench demo $(PARTS)
 
 demo: venv test-binaries ## a local control plane, the IMDS simulator and the handler draining a Spot node
 	$(BIN)/python -m demo $(DEMO_ARGS)
@@ -95,4 +98,4 @@ audit: $(TOOLS_STAMP) ## audit the dependencies for known vulnerabilities (needs
 	$(TOOLS_BIN)/python hack/audit-summary $(TOOLS_VENV)/audit.json
 
 clean: ## remove the virtual environment and caches (the test binaries stay in their cache)
-	rm -rf $(VENV) $(TOOLS_VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info
+	rm -rf $(VENV) $(TOOLS_VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info $(PARTS:%=%/src/*.egg-info)

@@ -31,10 +31,10 @@ from tests.support.controlplane import ControlPlane
 from tests.support.receivers import Receiver
 from tests.support.tasks import stop_task
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube.keys import EXCLUDE_FROM_LB_LABEL, STATE_ANNOTATION, is_our_taint_key
 from bench.audit import AuditedRequest, audit_policy, read_audit_log
 from bench.process import HandlerProcess, Implementation, command_line
+from imds_simulator import ImdsSimulator
 
 log = logging.getLogger(__name__)
 

@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("bench").setLevel(logging.INFO)
-    for noisy in ("httpx", "httpx2", "tests.support.controlplane", "aksnth.azure.simulator"):
+    for noisy in ("httpx", "httpx2", "tests.support.controlplane", "imds_simulator"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     implementations = [Implementation(name=args.name, template=args.handler)]
     if args.candidate:

@@ -36,10 +36,10 @@ from tests.support.kubelet import FakeKubelet
 from tests.support.receivers import Receiver
 from tests.support.tasks import stop_task
 
-from aksnth.azure.simulator import MIN_NOTICE_SECONDS, STARTED_SECONDS, ImdsSimulator
 from demo.observers import ALL_PODS_UP_TO, NodeObserver, PodObserver, RecordsObserver
 from demo.scene import MIN_PODS, ReplicaSetStandIn, Scene, build_scene, wait_budget_ready
 from demo.timeline import Step, Timeline, format_summary
+from imds_simulator import MIN_NOTICE_SECONDS, STARTED_SECONDS, ImdsSimulator
 
 EVENT_TYPES = ("Preempt", "Terminate", "Reboot", "Freeze", "Redeploy")
 GIVES_BACK = frozenset({"Reboot", "Freeze", "Redeploy"})  # the VM survives: the node is given back
@@ -337,7 +337,7 @@ class Demo:
             say("everything keeps running (--keep); Ctrl-C stops and removes it. Try:")
             say(f"  KUBECONFIG={self.control_plane.kubeconfig_path} kubectl get nodes,pods -A -o wide")
             say(
-                f"  {sys.executable} -m aksnth imds-simulator schedule --type Reboot --notice 30s "
+                f"  {sys.executable} -m imds_simulator schedule --type Reboot --notice 30s "
                 f"--duration 15s --resource {scene.spot.resource_name} --url {self.imds.url}"
             )
             say(f"  tail -f {handler.log_path}")

@@ -20,10 +20,10 @@ from lightkube import AsyncClient, KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.config import KubeSettings
 from aksnth.kube.api import KubeClient
 from aksnth.kube.client import open_client
+from imds_simulator import ImdsSimulator
 from tests.support.audit import suite_audit_policy
 from tests.support.chart import HANDLER_ACCOUNT_PREFIX, handler_cluster_rules
 from tests.support.cluster import AksNode, create_aks_node, service_account_kubeconfig, unique_suffix

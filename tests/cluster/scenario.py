@@ -31,8 +31,8 @@ from lightkube.resources.core_v1 import Event, Namespace, Node, Pod
 from lightkube.types import PatchType
 from prometheus_client.parser import text_string_to_metric_families
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube import keys
+from imds_simulator import ImdsSimulator
 from tests.support.chart import SEED_VALUES_DIR
 from tests.support.cluster import eventually
 from tests.support.fleetwatch import FleetWatch

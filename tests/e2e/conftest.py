@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from aksnth.azure.simulator import ImdsSimulator
+from imds_simulator import ImdsSimulator
 from tests.support.process import HandlerProcess, handler_environment, start_handler
 
 _PROCESSES = pytest.StashKey[list[HandlerProcess]]()

@@ -7,9 +7,9 @@ from collections import Counter
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Event, Node, Pod
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube import keys
 from aksnth.kube.record import NodeRecord, Phase
+from imds_simulator import ImdsSimulator
 from tests.support.cluster import eventually
 
 EXCLUDE_LB = "node.kubernetes.io/exclude-from-external-load-balancers"

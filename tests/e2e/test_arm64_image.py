@@ -27,8 +27,8 @@ import pytest
 from lightkube import AsyncClient
 
 import aksnth
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube.record import Phase
+from imds_simulator import ImdsSimulator
 from tests.e2e.state import has_lb_label, pods_on, wait_phase
 from tests.support.cluster import AksNode, create_pod, create_pods, eventually
 from tests.support.container import (

@@ -15,9 +15,9 @@ from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import PatchType
 from prometheus_client.parser import text_string_to_metric_families
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube import keys
 from aksnth.kube.record import Phase
+from imds_simulator import ImdsSimulator
 from tests.e2e.conftest import Launcher
 from tests.e2e.state import (
     has_lb_label,

@@ -9,7 +9,7 @@ import pytest
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Node
 
-from aksnth.azure.simulator import SCHEDULED_EVENTS_PATH, ImdsSimulator
+from imds_simulator import SCHEDULED_EVENTS_PATH, ImdsSimulator
 from tests.e2e.conftest import Launcher
 from tests.support.cluster import AksNode, eventually
 from tests.support.process import HandlerProcess

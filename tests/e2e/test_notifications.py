@@ -11,8 +11,8 @@ import pytest
 from lightkube import AsyncClient
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube.record import Phase
+from imds_simulator import ImdsSimulator
 from tests.e2e.conftest import Launcher
 from tests.e2e.state import pods_on, wait_phase
 from tests.support.cluster import (

@@ -8,8 +8,8 @@ import pytest
 from lightkube import AsyncClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube.record import Phase
+from imds_simulator import ImdsSimulator
 from tests.e2e.conftest import Launcher
 from tests.e2e.state import wait_phase
 from tests.support.cluster import AksNode, create_pods, eventually

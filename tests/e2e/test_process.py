@@ -9,8 +9,8 @@ import pytest
 from lightkube import AsyncClient
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube.record import Phase
+from imds_simulator import ImdsSimulator
 from tests.e2e.conftest import POLL_PERIOD, Launcher
 from tests.e2e.state import (
     node_event_counts,

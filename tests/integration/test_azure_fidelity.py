@@ -14,9 +14,9 @@ from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Node
 from prometheus_client import REGISTRY
 
-from aksnth.azure.simulator import SCHEDULED_EVENTS_PATH, ImdsSimulator
 from aksnth.kube import keys
 from aksnth.kube.record import Phase
+from imds_simulator import SCHEDULED_EVENTS_PATH, ImdsSimulator
 from tests.e2e.state import (
     node_events,
     our_taints,

@@ -10,8 +10,8 @@ import pytest
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Node, Pod
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube.record import Phase
+from imds_simulator import ImdsSimulator
 from tests.integration.test_handler_lifecycle import node_events, record_of, wait_phase
 from tests.support.cluster import create_aks_node, create_pod, eventually, unique_suffix, wait_pod_running
 from tests.support.handler import running_handler

@@ -11,9 +11,9 @@ import pytest
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Event, Pod
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube.drainplan import GRACE_MARGIN_SECONDS, LAST_RESORT_LEAD_SECONDS
 from aksnth.kube.record import Phase
+from imds_simulator import ImdsSimulator
 from tests.integration.test_handler_lifecycle import node_events, record_of, wait_phase
 from tests.support.cluster import (
     create_aks_node,

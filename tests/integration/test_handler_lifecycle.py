@@ -10,10 +10,10 @@ from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Event, Node, Pod
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube import keys
 from aksnth.kube.record import NodeRecord, Phase
 from aksnth.observe import metrics
+from imds_simulator import ImdsSimulator
 from tests.e2e.state import settled_event_counts
 from tests.support.chart import ALLOW_POD_DELETE
 from tests.support.cluster import (

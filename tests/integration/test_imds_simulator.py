@@ -15,11 +15,11 @@ import pytest
 
 from aksnth.azure.documents import MAX_DOCUMENT_BYTES
 from aksnth.azure.imds import ImdsClient, PollBackoff
-from aksnth.azure.simulator import ImdsSimulator, SimulatorError, main
 from aksnth.config import ImdsSettings
 from aksnth.errors import ImdsDocumentError, ImdsUnavailable
 from aksnth.model import EventStatus, EventType, ScheduledEventsDocument
 from aksnth.observe.httpmetrics import imds_transport
+from imds_simulator import ImdsSimulator, SimulatorError, main
 
 VM = "aks-spot-12345678-vmss_0"
 OTHER_VM = "aks-spot-12345678-vmss_1"

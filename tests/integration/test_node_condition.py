@@ -15,8 +15,8 @@ from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Node
 from lightkube.types import PatchType
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube.record import NodeRecord, Phase
+from imds_simulator import ImdsSimulator
 from tests.support.cluster import AksNode, create_pod, eventually
 from tests.support.handler import running_handler
 from tests.support.kubelet import FakeKubelet

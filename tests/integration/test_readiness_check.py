@@ -11,11 +11,11 @@ import pytest
 from lightkube import AsyncClient
 from prometheus_client import REGISTRY
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.config import KubeSettings, ResponseSettings
 from aksnth.kube.client import open_client
 from aksnth.kube.readiness.assess import Reason
 from aksnth.kube.readiness.periodic import ReadinessCheck, spot_eviction
+from imds_simulator import ImdsSimulator
 from tests.support.chart import chart_cluster_rules
 from tests.support.cluster import (
     AksNode,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx2
 
-from aksnth.azure.simulator import ImdsSimulator
+from imds_simulator import ImdsSimulator
 from tests.support.ports import PORT_ATTEMPTS, free_loopback_port, listening_ports, port_taken
 
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")

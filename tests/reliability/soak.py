@@ -24,8 +24,8 @@ from lightkube import AsyncClient, KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Node
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube.record import NodeRecord, Phase
+from imds_simulator import ImdsSimulator
 from tests.reliability.process import HandlerProcess, handler_flags
 from tests.support.chart import chart_cluster_rules
 from tests.support.cluster import create_aks_node, create_pods, service_account_kubeconfig

@@ -25,8 +25,8 @@ from lightkube import AsyncClient
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from prometheus_client import REGISTRY
 
-from aksnth.azure.simulator import LATEST_SCHEDULED_EVENTS_VERSION, SCHEDULED_EVENTS_PATH, ImdsSimulator
 from aksnth.kube.record import Phase
+from imds_simulator import LATEST_SCHEDULED_EVENTS_VERSION, SCHEDULED_EVENTS_PATH, ImdsSimulator
 from tests.reliability.tally import count, note
 from tests.reliability.test_apiserver_faults import (
     api_requests,

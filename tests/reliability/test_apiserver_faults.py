@@ -16,10 +16,10 @@ from lightkube.resources.flowcontrol_apiserver_v1 import FlowSchema, PriorityLev
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import PatchType
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube import keys
 from aksnth.kube.record import NodeRecord, Phase
 from aksnth.observe import metrics
+from imds_simulator import ImdsSimulator
 from tests.reliability.tally import count, note
 from tests.support.cluster import (
     AksNode,

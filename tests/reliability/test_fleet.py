@@ -24,7 +24,7 @@ from lightkube import AsyncClient, KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 
-from aksnth.azure.simulator import ImdsSimulator
+from imds_simulator import ImdsSimulator
 from tests.reliability.process import HandlerProcess, handler_flags
 from tests.reliability.tally import count, note
 from tests.support.chart import handler_cluster_rules

@@ -17,7 +17,7 @@ import pytest
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Node
 
-from aksnth.azure.simulator import ImdsSimulator
+from imds_simulator import ImdsSimulator
 from tests.reliability.tally import count, note
 from tests.support.cluster import create_aks_node, eventually
 from tests.support.handler import running_handler

@@ -17,9 +17,9 @@ from lightkube import Client, KubeConfig
 from lightkube.resources.core_v1 import Node
 
 from aksnth.azure.documents import MAX_DOCUMENT_BYTES, parse_document
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.errors import ImdsDocumentError
 from aksnth.model import ScheduledEventsDocument
+from imds_simulator import ImdsSimulator
 from tests.reliability import strategies
 from tests.reliability.process import HandlerProcess, handler_flags
 from tests.reliability.tally import count

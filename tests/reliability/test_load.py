@@ -20,9 +20,9 @@ from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Pod
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube import keys
 from aksnth.kube.record import Phase
+from imds_simulator import ImdsSimulator
 from tests.reliability.tally import count, note
 from tests.reliability.test_apiserver_faults import (
     node_event_counts,

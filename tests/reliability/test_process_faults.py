@@ -14,9 +14,9 @@ import pytest
 from lightkube import AsyncClient
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube import keys
 from aksnth.kube.record import Phase
+from imds_simulator import ImdsSimulator
 from tests.reliability.process import HandlerProcess, handler_flags
 from tests.reliability.tally import count
 from tests.reliability.test_apiserver_faults import (

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from lightkube import AsyncClient
 
-from aksnth.azure.simulator import ImdsSimulator
+from imds_simulator import ImdsSimulator
 from tests.reliability.process import HandlerProcess, handler_flags
 from tests.support.audit import kubeconfig_user, read_audit_log
 from tests.support.cluster import (

@@ -20,8 +20,8 @@ from lightkube.resources.authorization_v1 import SelfSubjectAccessReview
 from lightkube.resources.core_v1 import Event, Node, Pod, Secret, ServiceAccount
 from lightkube.types import PatchType
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube.record import Phase
+from imds_simulator import ImdsSimulator
 from tests.reliability.process import HandlerProcess, handler_flags
 from tests.reliability.tally import count
 from tests.reliability.test_apiserver_faults import wait_phase

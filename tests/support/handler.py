@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aksnth import app
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.cli import parse_settings
 from aksnth.config import Settings
+from imds_simulator import ImdsSimulator
 
 
 @dataclass

@@ -44,7 +44,7 @@ from typing import TypeVar
 
 import yaml
 
-from aksnth.azure.simulator import ImdsSimulator
+from imds_simulator import ImdsSimulator
 from tests.support.audit import AuditedRequest, read_audit_log, suite_audit_policy
 from tests.support.binaries import REPO_ROOT, find_bin_dir
 from tests.support.controlplane import (

@@ -73,9 +73,9 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from aksnth.azure.documents import format_not_before, parse_not_before
-from aksnth.azure.simulator import SCHEDULED_EVENTS_PATH, ImdsSimulator, RecordedRequest
 from aksnth.kube.drainplan import GRACE_MARGIN_SECONDS, LAST_RESORT_LEAD_SECONDS
 from aksnth.policy import PREEMPT_NOTICE, STARTED_NOTICE
+from imds_simulator import SCHEDULED_EVENTS_PATH, ImdsSimulator, RecordedRequest
 from tests.support.audit import AuditedRequest
 from tests.support.fleetwatch import DeletionSeen, FleetWatch, PodTrack
 

@@ -1123,7 +1123,7 @@ def test_help_lists_every_flag_default_and_variable(capsys: pytest.CaptureFixtur
         assert f"\n{group}:\n" in out
     assert "-period duration\n        poll interval" in out and "(default 1s)" in out
     assert '(default "NoSchedule")' in out
-    assert "imds-simulator" in out and "render-template" in out
+    assert "readiness [flags]" in out and "render-template [flags]" in out
     assert "(needs -taint.node)" in out
     assert "(needs -webhook.url or -webhook.url-file)" in out
 

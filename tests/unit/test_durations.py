@@ -7,8 +7,8 @@ import argparse
 
 import pytest
 
-from aksnth.azure.simulator import parse_duration as simulator_duration
 from aksnth.durations import finite_seconds, format_duration, parse_go_duration, parse_retry_after
+from imds_simulator import parse_duration as simulator_duration
 
 NOW = 1445412480.0  # Wed, 21 Oct 2015 07:28:00 GMT
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aksnth.azure.simulator import ImdsSimulator, RecordedRequest
+from imds_simulator import ImdsSimulator, RecordedRequest
 from tests.support.audit import AuditedRequest, read_audit_log
 from tests.support.fleetwatch import DeletionSeen, PodTrack
 from tests.support.safety import (

@@ -1148,7 +1148,7 @@ def _address(text: str) -> tuple[str, int]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="aksnth imds-simulator",
+        prog="imds-simulator",
         description="Simulate the Azure Instance Metadata Service (Scheduled Events) on a local address.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -1247,10 +1247,10 @@ def _out(text: str, *, flush: bool = False) -> None:
         sys.stdout.flush()
 
 
-def main(argv: list[str]) -> int:
-    """``aksnth imds-simulator ...``: serve the simulator, or drive a running one."""
+def main(argv: list[str] | None = None) -> int:
+    """``imds-simulator ...``: serve the simulator, or drive a running one."""
     try:
-        args = _parser().parse_args(argv)
+        args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     if args.command == "serve":
