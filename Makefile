@@ -21,7 +21,7 @@ TEST_BIN_DIR := $(shell hack/build-test-binaries --print-dir)
 export AKSNTH_TEST_BIN_DIR := $(TEST_BIN_DIR)
 PYTEST_ARGS ?=
 
-.PHONY: help venv lock test-binaries test-images test cluster unit compat integration e2e reliability lint fmt demo bench soak audit clean
+.PHONY: help venv imds-simulator-image lock test-binaries test-images test cluster unit compat integration e2e reliability lint fmt demo bench soak audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -36,6 +36,10 @@ $(STAMP): pyproject.toml $(LOCK) $(PARTS:%=%/pyproject.toml)
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP) ## create the virtual environment and install the project with its test tools
+
+CONTAINER ?= docker
+imds-simulator-image: ## the IMDS simulator's own container image (imds-simulator/Dockerfile), tagged imds-simulator:dev
+	$(CONTAINER) build -t imds-simulator:dev imds-simulator
 
 $(TOOLS_STAMP): pyproject.toml
 	@test -x $(TOOLS_BIN)/python || $(PYTHON) -m venv $(TOOLS_VENV)

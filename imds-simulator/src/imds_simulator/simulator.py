@@ -21,7 +21,7 @@ advisory api-version (newer than 2020-07-01), never start, and ignore approvals.
 switched on by the first request for events, which is answered after ``first_call_delay_seconds``;
 it switches itself off after ``switch_off_after_seconds`` without a request (24 h ÷ speed).
 
-A small JSON control API lives under ``/simulator/`` (see ``docs/imds-simulator.md``) and the
+A small JSON control API lives under ``/simulator/`` (see ``README.md`` beside this package) and the
 ``main()`` CLI serves the simulator or drives a running one.
 """
 
@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -45,14 +46,12 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
-
-from aksnth.azure.documents import format_not_before
-from aksnth.durations import parse_go_duration
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +214,8 @@ class _Event:
             "Resources": list(self.resources),
             "NotBefore": ""
             if started or self.advisory
-            else format_not_before(datetime.fromtimestamp(self.not_before, tz=UTC)),
+            # RFC 1123 in GMT, whole seconds, as IMDS writes NotBefore.
+            else format_datetime(datetime.fromtimestamp(int(self.not_before), tz=UTC), usegmt=True),
         }
         if api_version >= _DESCRIPTION_SINCE:
             entry["Description"] = self.description
@@ -1122,7 +1122,15 @@ def _fault_arguments(payload: Any) -> dict[str, Any]:
 
 # --- CLI ---------------------------------------------------------------------------------------
 
-_PLAIN_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+_NUMBER = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+_PLAIN_SECONDS = re.compile(_NUMBER)
+# Go's time.ParseDuration: a sign, then one or more "<number><unit>" (the simulator depends on nothing,
+# so it reads durations itself; tests/unit/test_durations.py holds it to the handler's parser).
+_MICRO = 1e-6
+_UNIT_SECONDS = {"ns": 1e-9, "us": _MICRO, "\u00b5s": _MICRO, "\u03bcs": _MICRO, "ms": 1e-3}
+_UNIT_SECONDS |= {"s": 1.0, "m": 60.0, "h": 3600.0}
+_COMPONENT = re.compile(f"({_NUMBER})({'|'.join(sorted(_UNIT_SECONDS, key=len, reverse=True))})")
+_GO_DURATION = re.compile(f"[+-]?(?:{_COMPONENT.pattern})+")
 _VERSION = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
@@ -1131,11 +1139,15 @@ def parse_duration(text: str) -> float:
     from a plain number of seconds (``30``), a convenience of the simulator's own command line."""
     stripped = text.strip()
     if _PLAIN_SECONDS.fullmatch(stripped):
-        stripped += "s"
-    try:
-        return parse_go_duration(stripped)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: {exc}") from None
+        return float(stripped)
+    if not _GO_DURATION.fullmatch(stripped):
+        raise argparse.ArgumentTypeError(
+            f"invalid duration {text!r}: examples: 30 (seconds), 500ms, 30s, 1m30s, 1h"
+        )
+    seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _COMPONENT.findall(stripped))
+    if not math.isfinite(seconds):
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: out of range")
+    return -seconds if stripped.startswith("-") else seconds
 
 
 def _address(text: str) -> tuple[str, int]:
