@@ -8,9 +8,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 LOCK := requirements.lock
-# Parts of their own beside the handler (imds-simulator/), installed editable for the tests, the demo
-# and the benchmarks; none of them is in the handler's wheel or image.
-PARTS := imds-simulator
+# Parts of their own beside the handler (imds-simulator/, testkit/), installed editable for the
+# tests, the demo and the benchmarks; none of them is in the handler's wheel or image.
+PARTS := imds-simulator testkit
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) $(PARTS:%=%/pyproject.toml) | cksum | cut -d' ' -f1)
 # Tools whose dependencies must stay out of the test venv (see the `tools` extra in pyproject.toml),
 # so that the handler started from .venv imports exactly what the container image holds.

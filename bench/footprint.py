@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.audit import between, count_by_kind
 from bench.lab import Lab
 from bench.process import Implementation, Sample
+from testkit.audit import between, count_by_kind
 
 log = logging.getLogger(__name__)
 

@@ -15,12 +15,11 @@ import logging
 import time
 from typing import Any
 
-from tests.support.cluster import create_pods
-from tests.support.kubelet import FakeKubelet
-
-from bench.audit import between, count_by_kind
 from bench.lab import BenchError, Lab
 from bench.process import Implementation
+from testkit.audit import between, count_by_kind
+from testkit.cluster import create_pods
+from testkit.kubelet import FakeKubelet
 
 log = logging.getLogger(__name__)
 

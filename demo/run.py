@@ -29,17 +29,17 @@ import httpx2
 import yaml
 from bench.process import HandlerExitedError, HandlerProcess
 from lightkube import AsyncClient, KubeConfig
-from tests.support.chart import SEED_VALUES_DIR, chart_cluster_rules
-from tests.support.cluster import service_account_kubeconfig
-from tests.support.controlplane import ControlPlane
-from tests.support.kubelet import FakeKubelet
-from tests.support.receivers import Receiver
-from tests.support.tasks import stop_task
 
 from demo.observers import ALL_PODS_UP_TO, NodeObserver, PodObserver, RecordsObserver
 from demo.scene import MIN_PODS, ReplicaSetStandIn, Scene, build_scene, wait_budget_ready
 from demo.timeline import Step, Timeline, format_summary
 from imds_simulator import MIN_NOTICE_SECONDS, STARTED_SECONDS, ImdsSimulator
+from testkit.chart import SEED_VALUES_DIR, chart_cluster_rules
+from testkit.cluster import service_account_kubeconfig
+from testkit.controlplane import ControlPlane
+from testkit.kubelet import FakeKubelet
+from testkit.receivers import Receiver
+from testkit.tasks import stop_task
 
 EVENT_TYPES = ("Preempt", "Terminate", "Reboot", "Freeze", "Redeploy")
 GIVES_BACK = frozenset({"Reboot", "Freeze", "Redeploy"})  # the VM survives: the node is given back

@@ -2,7 +2,7 @@
 healthy node for the replacements, and a ReplicaSet controller stand-in that recreates evicted pods
 on the healthy node (without it, the PodDisruptionBudget would stop the drain after one eviction).
 
-Built with the test harness (`tests.support.cluster`), so the objects look like the ones the
+Built with the test harness (`testkit.cluster`), so the objects look like the ones the
 integration tests use: AKS labels, the Spot taint, a providerID the handler derives its Azure
 resource name from.
 """
@@ -20,7 +20,8 @@ import httpx2
 from lightkube import ApiError, AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
 from lightkube.resources.core_v1 import Namespace, Pod
-from tests.support.cluster import (
+
+from testkit.cluster import (
     AksNode,
     create_aks_node,
     create_pdb,
@@ -28,7 +29,7 @@ from tests.support.cluster import (
     create_replicaset,
     wait_pdb_observed,
 )
-from tests.support.tasks import stop_task
+from testkit.tasks import stop_task
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ import httpx2
 import pytest
 from lightkube import AsyncClient, KubeConfig
 
-from tests.cluster.scenario import restore_node
-from tests.support.hostnetwork import HostNetwork
-from tests.support.realcluster import RealCluster, missing_prerequisites
+from testkit.hostnetwork import HostNetwork
+from testkit.realcluster import RealCluster, missing_prerequisites
+from testkit.scenario import restore_node
 from tests.support.reporting import report
 
 _CLIENT_TIMEOUT = httpx2.Timeout(15.0)

@@ -12,7 +12,10 @@ from lightkube.resources.networking_v1 import NetworkPolicy
 
 from aksnth.kube import keys
 from aksnth.model import EventType
-from tests.cluster.scenario import (
+from testkit.cluster import eventually
+from testkit.realcluster import HANDLER_IMAGE, RealCluster
+from testkit.safety import check_safety, describe
+from testkit.scenario import (
     RELEASE,
     RELEASE_NAMESPACE,
     SLACK_PATH,
@@ -34,9 +37,6 @@ from tests.cluster.scenario import (
     workload,
     workload_pod_spec,
 )
-from tests.support.cluster import eventually
-from tests.support.realcluster import HANDLER_IMAGE, RealCluster
-from tests.support.safety import check_safety, describe
 
 VARIANTS = {
     "pod-network": [],

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from imds_simulator import ImdsSimulator
-from tests.support.process import HandlerProcess, handler_environment, start_handler
+from testkit.process import HandlerProcess, handler_environment, start_handler
 
 _PROCESSES = pytest.StashKey[list[HandlerProcess]]()
 POLL_PERIOD = "-period=0.2s"  # the shortest period the handler accepts (IMDS allows 5 requests/s)

@@ -10,7 +10,7 @@ from lightkube.resources.core_v1 import Event, Node, Pod
 from aksnth.kube import keys
 from aksnth.kube.record import NodeRecord, Phase
 from imds_simulator import ImdsSimulator
-from tests.support.cluster import eventually
+from testkit.cluster import eventually
 
 EXCLUDE_LB = "node.kubernetes.io/exclude-from-external-load-balancers"
 

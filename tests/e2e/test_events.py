@@ -18,6 +18,18 @@ from prometheus_client.parser import text_string_to_metric_families
 from aksnth.kube import keys
 from aksnth.kube.record import Phase
 from imds_simulator import ImdsSimulator
+from testkit.cluster import (
+    AksNode,
+    create_aks_node,
+    create_pdb,
+    create_pod,
+    create_pods,
+    eventually,
+    vmss_provider_id,
+    wait_pdb_observed,
+)
+from testkit.kubelet import FakeKubelet
+from testkit.receivers import Receiver
 from tests.e2e.conftest import Launcher
 from tests.e2e.state import (
     has_lb_label,
@@ -31,18 +43,6 @@ from tests.e2e.state import (
     wait_phase,
     wait_polls,
 )
-from tests.support.cluster import (
-    AksNode,
-    create_aks_node,
-    create_pdb,
-    create_pod,
-    create_pods,
-    eventually,
-    vmss_provider_id,
-    wait_pdb_observed,
-)
-from tests.support.kubelet import FakeKubelet
-from tests.support.receivers import Receiver
 
 pytestmark = pytest.mark.controlplane
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.realcluster import image_dir
+from testkit.realcluster import image_dir
 
 VENV = "opt/aksnth/"
 # What only the simulator's code holds: its package name and its class; docs (the wheel's METADATA,

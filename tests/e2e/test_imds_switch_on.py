@@ -10,9 +10,9 @@ from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Node
 
 from imds_simulator import SCHEDULED_EVENTS_PATH, ImdsSimulator
+from testkit.cluster import AksNode, eventually
+from testkit.process import HandlerProcess
 from tests.e2e.conftest import Launcher
-from tests.support.cluster import AksNode, eventually
-from tests.support.process import HandlerProcess
 
 pytestmark = pytest.mark.controlplane
 

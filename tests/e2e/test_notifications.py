@@ -13,9 +13,7 @@ from lightkube.resources.policy_v1 import PodDisruptionBudget
 
 from aksnth.kube.record import Phase
 from imds_simulator import ImdsSimulator
-from tests.e2e.conftest import Launcher
-from tests.e2e.state import pods_on, wait_phase
-from tests.support.cluster import (
+from testkit.cluster import (
     INSTANCE_TYPE,
     REGION,
     AksNode,
@@ -24,9 +22,11 @@ from tests.support.cluster import (
     eventually,
     wait_pdb_observed,
 )
-from tests.support.kubelet import FakeKubelet
-from tests.support.process import seed_values_args
-from tests.support.receivers import Receiver, TelegramApi, forward_proxy, pushgateway
+from testkit.kubelet import FakeKubelet
+from testkit.process import seed_values_args
+from testkit.receivers import Receiver, TelegramApi, forward_proxy, pushgateway
+from tests.e2e.conftest import Launcher
+from tests.e2e.state import pods_on, wait_phase
 
 pytestmark = pytest.mark.controlplane
 

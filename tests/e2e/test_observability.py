@@ -10,13 +10,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aksnth.kube.record import Phase
 from imds_simulator import ImdsSimulator
+from testkit.cluster import AksNode, create_pods, eventually
+from testkit.controlplane import ControlPlane
+from testkit.kubelet import FakeKubelet
+from testkit.process import HandlerProcess
+from testkit.receivers import Receiver
 from tests.e2e.conftest import Launcher
 from tests.e2e.state import wait_phase
-from tests.support.cluster import AksNode, create_pods, eventually
-from tests.support.controlplane import ControlPlane
-from tests.support.kubelet import FakeKubelet
-from tests.support.process import HandlerProcess
-from tests.support.receivers import Receiver
 
 pytestmark = pytest.mark.controlplane
 

@@ -11,6 +11,12 @@ from lightkube.resources.policy_v1 import PodDisruptionBudget
 
 from aksnth.kube.record import Phase
 from imds_simulator import ImdsSimulator
+from testkit.cluster import AksNode, create_pdb, create_pods, eventually, wait_pdb_observed
+from testkit.controlplane import unreachable_kubeconfig
+from testkit.kubelet import FakeKubelet
+from testkit.ports import silent_port
+from testkit.process import HandlerProcess, handler_environment, spawn_handler
+from testkit.receivers import Receiver
 from tests.e2e.conftest import POLL_PERIOD, Launcher
 from tests.e2e.state import (
     node_event_counts,
@@ -22,12 +28,6 @@ from tests.e2e.state import (
     wait_phase,
     wait_polls,
 )
-from tests.support.cluster import AksNode, create_pdb, create_pods, eventually, wait_pdb_observed
-from tests.support.controlplane import unreachable_kubeconfig
-from tests.support.kubelet import FakeKubelet
-from tests.support.ports import silent_port
-from tests.support.process import HandlerProcess, handler_environment, spawn_handler
-from tests.support.receivers import Receiver
 
 pytestmark = pytest.mark.controlplane
 

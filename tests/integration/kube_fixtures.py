@@ -13,9 +13,9 @@ from aksnth.config import KubeSettings
 from aksnth.kube.api import KubeClient
 from aksnth.kube.client import open_client
 from aksnth.model import EventStatus, EventType, ScheduledEvent
-from tests.support.chart import HANDLER_ACCOUNT_PREFIX, handler_cluster_rules
-from tests.support.cluster import service_account_kubeconfig, unique_suffix
-from tests.support.controlplane import ControlPlane
+from testkit.chart import HANDLER_ACCOUNT_PREFIX, handler_cluster_rules
+from testkit.cluster import service_account_kubeconfig, unique_suffix
+from testkit.controlplane import ControlPlane
 
 
 @asynccontextmanager

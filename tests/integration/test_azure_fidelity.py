@@ -17,6 +17,10 @@ from prometheus_client import REGISTRY
 from aksnth.kube import keys
 from aksnth.kube.record import Phase
 from imds_simulator import SCHEDULED_EVENTS_PATH, ImdsSimulator
+from testkit.cluster import AksNode, create_pdb, create_pods, eventually, wait_pdb_observed
+from testkit.handler import running_handler
+from testkit.kubelet import FakeKubelet
+from testkit.receivers import Receiver
 from tests.e2e.state import (
     node_events,
     our_taints,
@@ -26,10 +30,6 @@ from tests.e2e.state import (
     settled_event_counts,
     wait_phase,
 )
-from tests.support.cluster import AksNode, create_pdb, create_pods, eventually, wait_pdb_observed
-from tests.support.handler import running_handler
-from tests.support.kubelet import FakeKubelet
-from tests.support.receivers import Receiver
 
 pytestmark = pytest.mark.controlplane
 

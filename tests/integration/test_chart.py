@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.chart import (
+from testkit.chart import (
     CHART_DIR,
     SEED_VALUES_DIR,
     HelmError,

@@ -12,10 +12,10 @@ from lightkube.resources.core_v1 import Node, Pod
 
 from aksnth.kube.record import Phase
 from imds_simulator import ImdsSimulator
+from testkit.cluster import create_aks_node, create_pod, eventually, unique_suffix, wait_pod_running
+from testkit.handler import running_handler
+from testkit.kubelet import FakeKubelet
 from tests.integration.test_handler_lifecycle import node_events, record_of, wait_phase
-from tests.support.cluster import create_aks_node, create_pod, eventually, unique_suffix, wait_pod_running
-from tests.support.handler import running_handler
-from tests.support.kubelet import FakeKubelet
 
 pytestmark = pytest.mark.controlplane
 

@@ -14,8 +14,7 @@ from lightkube.resources.core_v1 import Event, Pod
 from aksnth.kube.drainplan import GRACE_MARGIN_SECONDS, LAST_RESORT_LEAD_SECONDS
 from aksnth.kube.record import Phase
 from imds_simulator import ImdsSimulator
-from tests.integration.test_handler_lifecycle import node_events, record_of, wait_phase
-from tests.support.cluster import (
+from testkit.cluster import (
     create_aks_node,
     create_pdb,
     create_pod,
@@ -23,8 +22,9 @@ from tests.support.cluster import (
     wait_pdb_observed,
     wait_pod_running,
 )
-from tests.support.handler import running_handler
-from tests.support.kubelet import FakeKubelet
+from testkit.handler import running_handler
+from testkit.kubelet import FakeKubelet
+from tests.integration.test_handler_lifecycle import node_events, record_of, wait_phase
 
 pytestmark = pytest.mark.controlplane
 

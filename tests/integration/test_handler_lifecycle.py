@@ -14,9 +14,8 @@ from aksnth.kube import keys
 from aksnth.kube.record import NodeRecord, Phase
 from aksnth.observe import metrics
 from imds_simulator import ImdsSimulator
-from tests.e2e.state import settled_event_counts
-from tests.support.chart import ALLOW_POD_DELETE
-from tests.support.cluster import (
+from testkit.chart import ALLOW_POD_DELETE
+from testkit.cluster import (
     create_aks_node,
     create_pdb,
     create_pod,
@@ -24,8 +23,9 @@ from tests.support.cluster import (
     eventually,
     wait_pdb_observed,
 )
-from tests.support.handler import running_handler
-from tests.support.kubelet import FakeKubelet
+from testkit.handler import running_handler
+from testkit.kubelet import FakeKubelet
+from tests.e2e.state import settled_event_counts
 
 pytestmark = pytest.mark.controlplane
 

@@ -13,8 +13,8 @@ from aksnth.kube.api import KubeClient
 from aksnth.kube.drain import PodProgress, drain_node
 from aksnth.kube.drainplan import DrainOutcome
 from aksnth.kube.events import REASON_POD_EVICTED, EventRecorder
-from tests.support.chart import ALLOW_POD_DELETE
-from tests.support.cluster import (
+from testkit.chart import ALLOW_POD_DELETE
+from testkit.cluster import (
     create_aks_node,
     create_pdb,
     create_pod,
@@ -23,7 +23,7 @@ from tests.support.cluster import (
     wait_pdb_observed,
     wait_pod_running,
 )
-from tests.support.kubelet import FakeKubelet
+from testkit.kubelet import FakeKubelet
 
 pytestmark = pytest.mark.controlplane
 

@@ -19,11 +19,11 @@ from aksnth.kube.api import KubeClient
 from aksnth.kube.drain import drain_node
 from aksnth.kube.drainplan import DrainOutcome
 from aksnth.observe.metrics import EVICTIONS
+from testkit.chart import HANDLER_ACCOUNT_PREFIX
+from testkit.cluster import create_aks_node, create_pods, eventually, unique_suffix
+from testkit.controlplane import ControlPlane
+from testkit.kubelet import FakeKubelet
 from tests.integration.kube_fixtures import handler_client
-from tests.support.chart import HANDLER_ACCOUNT_PREFIX
-from tests.support.cluster import create_aks_node, create_pods, eventually, unique_suffix
-from tests.support.controlplane import ControlPlane
-from tests.support.kubelet import FakeKubelet
 
 pytestmark = pytest.mark.controlplane
 

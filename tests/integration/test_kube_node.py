@@ -17,9 +17,9 @@ from aksnth.kube.api import KubeClient
 from aksnth.kube.keys import EXCLUDE_FROM_LB_LABEL, STATE_ANNOTATION
 from aksnth.kube.record import NodeRecord, Phase
 from aksnth.model import EventType
+from testkit.cluster import SPOT_TAINT, create_aks_node, create_pod
+from testkit.controlplane import ControlPlane
 from tests.integration.kube_fixtures import scheduled_event
-from tests.support.cluster import SPOT_TAINT, create_aks_node, create_pod
-from tests.support.controlplane import ControlPlane
 
 pytestmark = pytest.mark.controlplane
 

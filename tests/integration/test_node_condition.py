@@ -17,9 +17,9 @@ from lightkube.types import PatchType
 
 from aksnth.kube.record import NodeRecord, Phase
 from imds_simulator import ImdsSimulator
-from tests.support.cluster import AksNode, create_pod, eventually
-from tests.support.handler import running_handler
-from tests.support.kubelet import FakeKubelet
+from testkit.cluster import AksNode, create_pod, eventually
+from testkit.handler import running_handler
+from testkit.kubelet import FakeKubelet
 
 pytestmark = pytest.mark.controlplane
 

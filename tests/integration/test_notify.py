@@ -1,6 +1,6 @@
 """Notification sinks and the notifier against real receivers on loopback.
 
-Real HTTP receivers (tests.support.receivers), a real forward proxy (proxy.py), the real Prometheus
+Real HTTP receivers (testkit.receivers), a real forward proxy (proxy.py), the real Prometheus
 Pushgateway and a Telegram Bot API look-alike. Nothing but 127.0.0.1 is contacted.
 """
 
@@ -26,7 +26,7 @@ from aksnth.notify.payload import build_template_data
 from aksnth.notify.telegram import TelegramSink
 from aksnth.notify.template import Record
 from aksnth.notify.webhook import WebhookSink
-from tests.support.receivers import (
+from testkit.receivers import (
     Receiver,
     Reply,
     TelegramApi,

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx2
 
 from imds_simulator import ImdsSimulator
-from tests.support.ports import PORT_ATTEMPTS, free_loopback_port, listening_ports, port_taken
+from testkit.ports import PORT_ATTEMPTS, free_loopback_port, listening_ports, port_taken
 
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 _STOP_SECONDS = 20.0
@@ -83,7 +83,7 @@ class HandlerProcess:
 
     def start_listening(self, timeout_seconds: float = 20.0) -> HandlerProcess:
         """``start()``, then wait until the handler itself listens on its port; started again on another
-        port when that one was taken before the handler could bind it (tests.support.ports)."""
+        port when that one was taken before the handler could bind it (testkit.ports)."""
         for attempt in range(1, PORT_ATTEMPTS + 1):
             if attempt > 1:
                 self.port = free_loopback_port()

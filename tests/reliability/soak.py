@@ -26,11 +26,11 @@ from lightkube.resources.core_v1 import Namespace, Node
 
 from aksnth.kube.record import NodeRecord, Phase
 from imds_simulator import ImdsSimulator
+from testkit.chart import chart_cluster_rules
+from testkit.cluster import create_aks_node, create_pods, service_account_kubeconfig
+from testkit.controlplane import ControlPlane
+from testkit.kubelet import FakeKubelet
 from tests.reliability.process import HandlerProcess, handler_flags
-from tests.support.chart import chart_cluster_rules
-from tests.support.cluster import create_aks_node, create_pods, service_account_kubeconfig
-from tests.support.controlplane import ControlPlane
-from tests.support.kubelet import FakeKubelet
 
 SAMPLE_SECONDS = 10.0
 PODS_PER_EVENT = 5

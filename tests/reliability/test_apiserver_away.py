@@ -27,6 +27,19 @@ from prometheus_client import REGISTRY
 
 from aksnth.kube.record import Phase
 from imds_simulator import LATEST_SCHEDULED_EVENTS_VERSION, SCHEDULED_EVENTS_PATH, ImdsSimulator
+from testkit.audit import read_audit_log
+from testkit.cluster import (
+    AksNode,
+    create_pdb,
+    create_pods,
+    eventually,
+    wait_pdb_observed,
+)
+from testkit.controlplane import ControlPlane
+from testkit.handler import running_handler
+from testkit.kubelet import FakeKubelet
+from testkit.ports import free_loopback_port
+from testkit.receivers import Receiver
 from tests.reliability.tally import count, note
 from tests.reliability.test_apiserver_faults import (
     api_requests,
@@ -35,19 +48,6 @@ from tests.reliability.test_apiserver_faults import (
     record_of,
     wait_phase,
 )
-from tests.support.audit import read_audit_log
-from tests.support.cluster import (
-    AksNode,
-    create_pdb,
-    create_pods,
-    eventually,
-    wait_pdb_observed,
-)
-from tests.support.controlplane import ControlPlane
-from tests.support.handler import running_handler
-from tests.support.kubelet import FakeKubelet
-from tests.support.ports import free_loopback_port
-from tests.support.receivers import Receiver
 
 pytestmark = pytest.mark.controlplane
 

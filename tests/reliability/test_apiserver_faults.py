@@ -20,8 +20,7 @@ from aksnth.kube import keys
 from aksnth.kube.record import NodeRecord, Phase
 from aksnth.observe import metrics
 from imds_simulator import ImdsSimulator
-from tests.reliability.tally import count, note
-from tests.support.cluster import (
+from testkit.cluster import (
     AksNode,
     create_pdb,
     create_pods,
@@ -29,9 +28,10 @@ from tests.support.cluster import (
     unique_suffix,
     wait_pdb_observed,
 )
-from tests.support.controlplane import ControlPlane
-from tests.support.handler import running_handler
-from tests.support.kubelet import FakeKubelet
+from testkit.controlplane import ControlPlane
+from testkit.handler import running_handler
+from testkit.kubelet import FakeKubelet
+from tests.reliability.tally import count, note
 
 pytestmark = pytest.mark.controlplane
 

@@ -20,11 +20,11 @@ from aksnth.azure.documents import MAX_DOCUMENT_BYTES, parse_document
 from aksnth.errors import ImdsDocumentError
 from aksnth.model import ScheduledEventsDocument
 from imds_simulator import ImdsSimulator
+from testkit.cluster import AksNode
+from testkit.controlplane import ControlPlane
 from tests.reliability import strategies
 from tests.reliability.process import HandlerProcess, handler_flags
 from tests.reliability.tally import count
-from tests.support.cluster import AksNode
-from tests.support.controlplane import ControlPlane
 
 # An error message quotes at most a short excerpt of the answer.
 MAX_MESSAGE_CHARS = 1000

@@ -17,6 +17,11 @@ from lightkube.resources.policy_v1 import PodDisruptionBudget
 from aksnth.kube import keys
 from aksnth.kube.record import Phase
 from imds_simulator import ImdsSimulator
+from testkit.cluster import create_aks_node, create_pdb, create_pods, eventually, wait_pdb_observed
+from testkit.controlplane import ControlPlane
+from testkit.handler import running_handler
+from testkit.kubelet import FakeKubelet
+from testkit.receivers import Receiver
 from tests.reliability.process import HandlerProcess, handler_flags
 from tests.reliability.tally import count
 from tests.reliability.test_apiserver_faults import (
@@ -27,11 +32,6 @@ from tests.reliability.test_apiserver_faults import (
     record_of,
     wait_phase,
 )
-from tests.support.cluster import create_aks_node, create_pdb, create_pods, eventually, wait_pdb_observed
-from tests.support.controlplane import ControlPlane
-from tests.support.handler import running_handler
-from tests.support.kubelet import FakeKubelet
-from tests.support.receivers import Receiver
 
 pytestmark = pytest.mark.controlplane
 

@@ -1,5 +1,5 @@
-"""The safety checks (tests/support/safety.py) can fail: each is fed a handler that breaks its promise
-on purpose (tests/support/misbehaving.py, a real process against the real API server and the IMDS
+"""The safety checks (testkit/src/testkit/safety.py) can fail: each is fed a handler that breaks its promise
+on purpose (testkit/src/testkit/misbehaving.py, a real process against the real API server and the IMDS
 simulator) and must report it, pod by pod or event by event; a handler that keeps every promise gets
 no finding. Then the real handler is held to the same checks.
 
@@ -20,9 +20,8 @@ import pytest
 from lightkube import AsyncClient
 
 from imds_simulator import ImdsSimulator
-from tests.reliability.process import HandlerProcess, handler_flags
-from tests.support.audit import kubeconfig_user, read_audit_log
-from tests.support.cluster import (
+from testkit.audit import kubeconfig_user, read_audit_log
+from testkit.cluster import (
     AksNode,
     create_aks_node,
     create_pdb,
@@ -32,11 +31,11 @@ from tests.support.cluster import (
     unique_suffix,
     wait_pdb_observed,
 )
-from tests.support.controlplane import ControlPlane
-from tests.support.fleetwatch import FleetWatch
-from tests.support.kubelet import FakeKubelet
-from tests.support.misbehaving import MisbehavingHandler
-from tests.support.safety import (
+from testkit.controlplane import ControlPlane
+from testkit.fleetwatch import FleetWatch
+from testkit.kubelet import FakeKubelet
+from testkit.misbehaving import MisbehavingHandler
+from testkit.safety import (
     EARLY_APPROVAL,
     EARLY_STOP,
     GRACE_CUT,
@@ -53,6 +52,7 @@ from tests.support.safety import (
     safety_record,
     start_requests,
 )
+from tests.reliability.process import HandlerProcess, handler_flags
 
 pytestmark = pytest.mark.controlplane
 

@@ -22,11 +22,8 @@ from lightkube.types import PatchType
 
 from aksnth.kube.record import Phase
 from imds_simulator import ImdsSimulator
-from tests.reliability.process import HandlerProcess, handler_flags
-from tests.reliability.tally import count
-from tests.reliability.test_apiserver_faults import wait_phase
-from tests.support.chart import SEED_VALUES_DIR, chart_cluster_rules, find_object, render_chart
-from tests.support.cluster import (
+from testkit.chart import SEED_VALUES_DIR, chart_cluster_rules, find_object, render_chart
+from testkit.cluster import (
     create_aks_node,
     create_pod,
     create_pods,
@@ -34,10 +31,13 @@ from tests.support.cluster import (
     service_account_kubeconfig,
     unique_suffix,
 )
-from tests.support.controlplane import ControlPlane, kubeconfig
-from tests.support.handler import running_handler
-from tests.support.kubelet import FakeKubelet
-from tests.support.receivers import Receiver, TelegramApi
+from testkit.controlplane import ControlPlane, kubeconfig
+from testkit.handler import running_handler
+from testkit.kubelet import FakeKubelet
+from testkit.receivers import Receiver, TelegramApi
+from tests.reliability.process import HandlerProcess, handler_flags
+from tests.reliability.tally import count
+from tests.reliability.test_apiserver_faults import wait_phase
 
 NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
 

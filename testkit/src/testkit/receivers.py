@@ -35,10 +35,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.support.binaries import find_bin_dir
-from tests.support.ports import PORT_ATTEMPTS, free_loopback_port, listening_ports, port_taken
+from testkit.binaries import find_bin_dir
+from testkit.ports import PORT_ATTEMPTS, free_loopback_port, listening_ports, port_taken
 
-_REPO = Path(__file__).resolve().parents[2]
+_REPO = Path(__file__).resolve().parents[3]
 _HANG_LIMIT_SECONDS = 60.0  # a hanging reply never outlives this, even if stop() is forgotten
 
 
@@ -311,8 +311,8 @@ def forward_proxy(folder: Path, *, basic_auth: str = "user:pass") -> Iterator[in
 def recording_proxy(folder: Path, *, basic_auth: str | None = None) -> Iterator[ForwardProxy]:
     """A real forward proxy (proxy.py) on loopback, with basic auth when ``basic_auth`` is given,
     that records its upstream connections and resolves names under ``aksnth.test`` to 127.0.0.1
-    (``tests.support.proxyplugin``)."""
-    from tests.support.proxyplugin import RECORD_ENV  # noqa: PLC0415 - imports proxy.py, for its users only
+    (``testkit.proxyplugin``)."""
+    from testkit.proxyplugin import RECORD_ENV  # noqa: PLC0415 - imports proxy.py, for its users only
 
     folder.mkdir(parents=True, exist_ok=True)
     port_file = folder / "proxy.port"
@@ -322,7 +322,7 @@ def recording_proxy(folder: Path, *, basic_auth: str | None = None) -> Iterator[
         "--hostname", "127.0.0.1", "--port", "0", "--port-file", str(port_file),
         "--num-acceptors", "1", "--num-workers", "1",
         "--log-level", "WARNING", "--data-dir", str(folder),
-        "--plugins", "tests.support.proxyplugin.RecordAndResolve",
+        "--plugins", "testkit.proxyplugin.RecordAndResolve",
     ]  # fmt: skip
     if basic_auth is not None:
         command += ["--basic-auth", basic_auth]

@@ -39,6 +39,34 @@ def suite_audit_policy() -> dict[str, Any]:
     }
 
 
+def audit_policy(user: str | None) -> dict[str, Any]:
+    """An audit.k8s.io/v1 Policy: Metadata for `user`'s requests, nothing for anyone else's; every
+    user's requests with `user=None` (for the API server's whole load)."""
+    rules: list[dict[str, Any]] = (
+        [{"level": "Metadata"}]
+        if user is None
+        else [{"level": "Metadata", "users": [user]}, {"level": "None"}]
+    )
+    return {
+        "apiVersion": "audit.k8s.io/v1",
+        "kind": "Policy",
+        "omitStages": ["RequestReceived"],
+        "rules": rules,
+    }
+
+
+def between(requests: Iterable[AuditedRequest], start: float, end: float) -> list[AuditedRequest]:
+    """The requests that arrived in [start, end] (wall clock)."""
+    return [r for r in requests if start <= r.received_at <= end]
+
+
+def count_by_kind(requests: Iterable[AuditedRequest]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for request in requests:
+        counts[request.kind] = counts.get(request.kind, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuditedRequest:
     audit_id: str
@@ -98,7 +126,7 @@ def read_audit_log(path: Path) -> list[AuditedRequest]:
 
 
 def kubeconfig_user(path: Path) -> str:
-    """The user a kubeconfig written by `tests.support.cluster.service_account_kubeconfig` names, e.g.
+    """The user a kubeconfig written by `testkit.cluster.service_account_kubeconfig` names, e.g.
     `system:serviceaccount:NS:NAME`: how the audit log names its requests."""
     document = yaml.safe_load(path.read_text())
     return str(document["users"][0]["name"])

@@ -1,8 +1,8 @@
-"""Handlers that break the safety promises on purpose, to prove that `tests.support.safety` catches
+"""Handlers that break the safety promises on purpose, to prove that `testkit.safety` catches
 them, and one that keeps them, to prove that it does not cry wolf. Each is a real process, against the
 real API server (as the handler's ServiceAccount) and the IMDS simulator:
 
-    python -m tests.support.misbehaving MODE --kubeconfig K --node N --vm VM --endpoint URL
+    python -m testkit.misbehaving MODE --kubeconfig K --node N --vm VM --endpoint URL
 
 It polls the Scheduled Events endpoint until an event lists `--vm`, does what MODE says, and exits.
 `MisbehavingHandler` starts one from a test.
@@ -263,7 +263,7 @@ ACTIONS: dict[str, Callable[[Client, Imds, Event, argparse.Namespace], None]] = 
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.support.misbehaving")
+    parser = argparse.ArgumentParser(prog="python -m testkit.misbehaving")
     parser.add_argument("mode", choices=MODES)
     parser.add_argument("--kubeconfig", type=Path, required=True)
     parser.add_argument("--node", required=True)
@@ -286,7 +286,7 @@ def main(argv: list[str]) -> int:
 
 # --- starting one from a test ----------------------------------------------------------------------
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 _STOP_SECONDS = 10.0
 
@@ -315,7 +315,7 @@ class MisbehavingHandler:
         self.argv = [
             sys.executable,
             "-m",
-            "tests.support.misbehaving",
+            "testkit.misbehaving",
             mode,
             f"--kubeconfig={kubeconfig}",
             f"--node={node}",

@@ -33,12 +33,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aksnth.kube import keys
 from imds_simulator import ImdsSimulator
-from tests.support.chart import SEED_VALUES_DIR
-from tests.support.cluster import eventually
-from tests.support.fleetwatch import FleetWatch
-from tests.support.realcluster import WORKLOAD_IMAGE, RealCluster, RealNode, install_command
-from tests.support.safety import EventRecord, SafetyRecord, event_record, safety_record
-from tests.support.tasks import stop_task
+from testkit.chart import SEED_VALUES_DIR
+from testkit.cluster import eventually
+from testkit.fleetwatch import FleetWatch
+from testkit.realcluster import WORKLOAD_IMAGE, RealCluster, RealNode, install_command
+from testkit.safety import EventRecord, SafetyRecord, event_record, safety_record
+from testkit.tasks import stop_task
 
 RELEASE = "aks-node-termination-handler"
 RELEASE_NAMESPACE = "kube-system"  # the README's
@@ -268,7 +268,7 @@ async def handler_user(kube: AsyncClient) -> str:
 
 @dataclass
 class SafetyWatch:
-    """What `tests.support.safety`'s checks read about one scenario: a watch of its namespace's pods
+    """What `testkit.safety`'s checks read about one scenario: a watch of its namespace's pods
     and of the nodes (their VMs), the events it published, the API server's audit log (the installed
     handlers' requests on the namespace's pods) and the IMDS simulator's recorded requests."""
 

@@ -3,7 +3,7 @@ client-certificate authentication, and kube-controller-manager running only the 
 (so PodDisruptionBudget status is computed the way a cluster computes it).
 
 There is no kubelet and no scheduler: tests bind pods to nodes themselves and play the kubelet with
-`tests.support.kubelet.FakeKubelet`. Binaries come from `hack/build-test-binaries` (`make test-binaries`).
+`testkit.kubelet.FakeKubelet`. Binaries come from `hack/build-test-binaries` (`make test-binaries`).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from typing import Any
 import httpx2
 import yaml
 
-from tests.support.binaries import find_bin_dir
-from tests.support.pki import Pki, write_pki
-from tests.support.ports import PORT_ATTEMPTS, free_loopback_port, listening_ports, port_taken
+from testkit.binaries import find_bin_dir
+from testkit.pki import Pki, write_pki
+from testkit.ports import PORT_ATTEMPTS, free_loopback_port, listening_ports, port_taken
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ class ControlPlane:
         audit log (JSON lines, synchronously) to `audit_log_path`, e.g. for the benchmarks, which count
         and time the handler's requests on the server side.
 
-        `advertise_address`: for a cluster with real kubelets (`tests.support.realcluster`). The API
+        `advertise_address`: for a cluster with real kubelets (`testkit.realcluster`). The API
         server then runs as a cluster's does: Node and RBAC authorization, the NodeRestriction,
         ServiceAccount and TaintNodesByCondition admission plugins, and the `kubernetes` Service
         pointing at that address (which something must forward to this server's port). `controllers`
@@ -276,7 +276,7 @@ class ControlPlane:
 
     def _start_etcd_and_apiserver(self) -> None:
         """etcd and kube-apiserver on fresh ports; both again on other ports when one of them found
-        its port taken (ports are picked before the programs bind them: see tests.support.ports)."""
+        its port taken (ports are picked before the programs bind them: see testkit.ports)."""
         for attempt in range(1, PORT_ATTEMPTS + 1):
             self._spawn_etcd()
             self._apiserver_port = free_loopback_port()
@@ -621,7 +621,7 @@ def kubeconfig(
 
 def unreachable_kubeconfig(folder: Path, port: int) -> Path:
     """A kubeconfig that parses but names ``port`` on 127.0.0.1, where nobody listens (bind it with
-    ``tests.support.ports.silent_port``): any request to it fails. No CA file, so the failure is the
+    ``testkit.ports.silent_port``): any request to it fails. No CA file, so the failure is the
     connection's, never a missing file's."""
     path = folder / "kubeconfig"
     document = {

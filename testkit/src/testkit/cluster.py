@@ -2,7 +2,7 @@
 them, PodDisruptionBudgets, and ServiceAccounts with a kubeconfig of their own. All async, lightkube.
 
 There is no scheduler: pods are created with `spec.nodeName` set. Play the kubelet with
-`tests.support.kubelet.FakeKubelet` to make them Running and to finish graceful deletions.
+`testkit.kubelet.FakeKubelet` to make them Running and to finish graceful deletions.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.resources.rbac_authorization_v1 import ClusterRole, ClusterRoleBinding
 from lightkube.types import PatchType
 
-from tests.support.controlplane import ControlPlane, kubeconfig
+from testkit.controlplane import ControlPlane, kubeconfig
 
 SUBSCRIPTION_ID = "00000000-0000-4000-8000-000000000000"
 RESOURCE_GROUP = "mc_rg"

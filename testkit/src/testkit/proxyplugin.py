@@ -1,4 +1,4 @@
-"""A proxy.py plugin for the tests' forward proxy (``tests.support.receivers.forward_proxy``).
+"""A proxy.py plugin for the tests' forward proxy (``testkit.receivers.forward_proxy``).
 
 It writes the ``host:port`` of each upstream connection the proxy opens (a CONNECT tunnel, or a
 plain http request) to the file named by ``AKSNTH_PROXY_RECORD``, one per line, so that a test sees
@@ -14,7 +14,7 @@ from typing import Final
 from proxy.http.parser import HttpParser
 from proxy.http.proxy import HttpProxyBasePlugin
 
-from tests.support.pki import PROXY_ONLY_DOMAIN
+from testkit.pki import PROXY_ONLY_DOMAIN
 
 RECORD_ENV: Final = "AKSNTH_PROXY_RECORD"
 

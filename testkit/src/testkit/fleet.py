@@ -5,7 +5,7 @@ kube-controller-manager controllers of workloads: Deployments, ReplicaSets, Stat
 and PodDisruptionBudgets), N Spot nodes and M regular nodes played by one kubelet stand-in, and the
 workloads users run there: Deployments spread over every node (one behind a PDB of `maxUnavailable:
 1`, one behind `minAvailable: 80%`, one without), a StatefulSet behind `minAvailable`, and two
-DaemonSets. `tests.support.fleetwatch` watches what happens to them. The handlers (one process per
+DaemonSets. `testkit.fleetwatch` watches what happens to them. The handlers (one process per
 Spot node) are the caller's.
 
     shape = FleetShape(spot_nodes=5, regular_nodes=2, pods_per_node=10)
@@ -29,8 +29,8 @@ from lightkube.resources.core_v1 import Node, Pod
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import PatchType
 
-from tests.support.cluster import SPOT_TAINT, AksNode, create_aks_node, eventually, is_running_and_ready
-from tests.support.controlplane import ControlPlane
+from testkit.cluster import SPOT_TAINT, AksNode, create_aks_node, eventually, is_running_and_ready
+from testkit.controlplane import ControlPlane
 
 #: kube-controller-manager's controllers for workloads; nothing that acts on kubelet-less nodes
 #: (node lifecycle, pod garbage collection) and nothing the fleet does not use.

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from tests.support.secretvolume import SecretVolume
+from testkit.secretvolume import SecretVolume
 
 SERVICE_ACCOUNT_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 _PODMAN_TIMEOUT_SECONDS = 120.0
@@ -70,7 +70,7 @@ def image_facts(image_dir: Path, image: str) -> dict[str, Any]:
 
 def service_account_volume(folder: Path, *, kubeconfig: Path, namespace: str) -> Path:
     """The token and CA of `kubeconfig` (a ServiceAccount's, see
-    `tests.support.cluster.service_account_kubeconfig`) and the namespace, as the kubelet's projected
+    `testkit.cluster.service_account_kubeconfig`) and the namespace, as the kubelet's projected
     ServiceAccount volume holds them, readable by the container's user (mode 0644 files, 0755
     folders, the kubelet's defaults)."""
     document = yaml.safe_load(kubeconfig.read_text())

@@ -19,7 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 _VALIDITY = dt.timedelta(days=2)
 #: Names under this domain resolve nowhere but in the tests' forward proxy, which sends them to
-#: 127.0.0.1 (``tests.support.proxyplugin``; ``.test`` is reserved, RFC 2606).
+#: 127.0.0.1 (``testkit.proxyplugin``; ``.test`` is reserved, RFC 2606).
 PROXY_ONLY_DOMAIN: Final = "aksnth.test"
 #: A name of the API server in its serving certificate that only the forward proxy can reach.
 PROXY_ONLY_NAME: Final = f"kube-apiserver.{PROXY_ONLY_DOMAIN}"

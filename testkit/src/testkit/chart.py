@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from tests.support.binaries import REPO_ROOT, find_bin_dir
+from testkit.binaries import REPO_ROOT, find_bin_dir
 
 # The ServiceAccounts of the handlers under test are named `aksnth-…` and hold `handler_cluster_rules()`;
 # the suite's audit log is searched for their requests (tests/test_least_privilege.py).

@@ -1,10 +1,10 @@
 """The safety promises of DESIGN §7, checked per pod and per event on what really happened.
 
 A check reads records, never the handler's own account of itself:
-- the API server's audit log (`tests.support.audit`): every pod DELETE and eviction of the handlers,
+- the API server's audit log (`testkit.audit`): every pod DELETE and eviction of the handlers,
   with the server's arrival time and its answer (a 429 whose message names a disruption budget is a
   budget's refusal);
-- the watch of pods and nodes (`tests.support.fleetwatch.FleetWatch`): where each pod was bound, every
+- the watch of pods and nodes (`testkit.fleetwatch.FleetWatch`): where each pod was bound, every
   change of its deletion (the first is its SIGTERM, with its deletionGracePeriodSeconds), when it was
   gone, and the VM each node is;
 - the IMDS simulator: each event's publication, deadline and `Resources` (`event_record`), and each
@@ -76,8 +76,8 @@ from aksnth.azure.documents import format_not_before, parse_not_before
 from aksnth.kube.drainplan import GRACE_MARGIN_SECONDS, LAST_RESORT_LEAD_SECONDS
 from aksnth.policy import PREEMPT_NOTICE, STARTED_NOTICE
 from imds_simulator import SCHEDULED_EVENTS_PATH, ImdsSimulator, RecordedRequest
-from tests.support.audit import AuditedRequest
-from tests.support.fleetwatch import DeletionSeen, FleetWatch, PodTrack
+from testkit.audit import AuditedRequest
+from testkit.fleetwatch import DeletionSeen, FleetWatch, PodTrack
 
 #: What the handler keeps between a last-resort stop's grace period and the deadline (drainplan).
 HANDLER_MARGIN_SECONDS: Final = GRACE_MARGIN_SECONDS + LAST_RESORT_LEAD_SECONDS

@@ -18,7 +18,7 @@ programs on each node leads a pod to it: the handler's in-cluster configuration 
 Each node is a VM of one Azure scale set (its kubelet's providerID), and a node's pods reach
 169.254.169.254 through the fabric, as on Azure: a handler in its pod uses its default `-endpoint`.
 The API server keeps an audit log of every ServiceAccount's requests (`audited()`): what the handlers
-in their pods asked and were answered, for the safety checks (`tests.support.safety`).
+in their pods asked and were answered, for the safety checks (`testkit.safety`).
 
 Each node's `/run` and `/var` are a tmpfs of its own mount namespace (containerd's images and
 containers, the kubelet's pods and volumes, pod logs): nothing of a node is left on the machine's
@@ -45,18 +45,18 @@ from typing import TypeVar
 import yaml
 
 from imds_simulator import ImdsSimulator
-from tests.support.audit import AuditedRequest, read_audit_log, suite_audit_policy
-from tests.support.binaries import REPO_ROOT, find_bin_dir
-from tests.support.controlplane import (
+from testkit.audit import AuditedRequest, read_audit_log, suite_audit_policy
+from testkit.binaries import REPO_ROOT, find_bin_dir
+from testkit.controlplane import (
     KUBERNETES_SERVICE_IP,
     SERVICE_CIDR,
     Component,
     ControlPlane,
     kubeconfig,
 )
-from tests.support.netns import NetnsThread, Relay, Sandbox, listening_socket, wait_gone
-from tests.support.pki import write_client_certificate
-from tests.support.receivers import Receiver
+from testkit.netns import NetnsThread, Relay, Sandbox, listening_socket, wait_gone
+from testkit.pki import write_client_certificate
+from testkit.receivers import Receiver
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

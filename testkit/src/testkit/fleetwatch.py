@@ -1,4 +1,4 @@
-"""What happened to a fleet (`tests.support.fleet`), seen by watches: when each node was cordoned,
+"""What happened to a fleet (`testkit.fleet`), seen by watches: when each node was cordoned,
 where each pod was bound, when its deletion began (its SIGTERM) and when it was gone, and every
 PodDisruptionBudget status that broke its budget. Times are wall-clock seconds (time.time()), the
 clock of the IMDS simulator's publications and of the API server's audit log.
@@ -208,7 +208,7 @@ class FleetOutcome:
     on_node_at_deadline: tuple[str, ...]  # on a Spot node at the deadline, terminating or not
     # Budget statuses with fewer healthy pods than required, seen after the publication. Not a verdict:
     # a stop at a pod's last chance does this by design; whether each stop was legitimate is
-    # `tests.support.safety`'s checks (a) and (b), per pod.
+    # `testkit.safety`'s checks (a) and (b), per pod.
     budgets_below_minimum: tuple[Violation, ...]
 
     @property

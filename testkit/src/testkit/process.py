@@ -29,9 +29,9 @@ from typing import Any
 import httpx2
 import yaml
 
-from tests.support.ports import PORT_ATTEMPTS, free_loopback_port, listening_ports, port_taken
+from testkit.ports import PORT_ATTEMPTS, free_loopback_port, listening_ports, port_taken
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 SEED_VALUES_DIR = REPO_ROOT / "tests" / "chart" / "values"
 CHART_FILES_MOUNT = "/files"  # where the chart mounts configMap.data
 _STOP_TIMEOUT_SECONDS = 10.0
@@ -190,7 +190,7 @@ async def start_handler(
 
     Every process started is appended to ``started`` (also those that failed), so a fixture can kill
     them all at teardown. A port taken by someone else in the meantime is retried with another one
-    (tests.support.ports).
+    (testkit.ports).
     """
     for _ in range(PORT_ATTEMPTS):
         port = free_loopback_port()
