@@ -16,7 +16,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) $(PARTS:%=%/pypro
 # so that the handler started from .venv imports exactly what the container image holds.
 TOOLS_VENV ?= .venv-tools
 TOOLS_BIN := $(TOOLS_VENV)/bin
-TOOLS_STAMP := $(TOOLS_VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+TOOLS_STAMP := $(TOOLS_VENV)/.installed-$(shell cat pyproject.toml $(PARTS:%=%/pyproject.toml) | cksum | cut -d' ' -f1)
 TEST_BIN_DIR := $(shell hack/build-test-binaries --print-dir)
 export AKSNTH_TEST_BIN_DIR := $(TEST_BIN_DIR)
 PYTEST_ARGS ?=
@@ -41,10 +41,12 @@ CONTAINER ?= docker
 imds-simulator-image: ## the IMDS simulator's own container image (imds-simulator/Dockerfile), tagged imds-simulator:dev
 	$(CONTAINER) build -t imds-simulator:dev imds-simulator
 
-$(TOOLS_STAMP): pyproject.toml
+# The parts go in without their dependencies: import-linter only needs to find their sources.
+$(TOOLS_STAMP): pyproject.toml $(PARTS:%=%/pyproject.toml)
 	@test -x $(TOOLS_BIN)/python || $(PYTHON) -m venv $(TOOLS_VENV)
 	$(TOOLS_BIN)/python -m pip install --quiet --upgrade pip
 	$(TOOLS_BIN)/python -m pip install --quiet -e '.[tools]'
+	$(TOOLS_BIN)/python -m pip install --quiet --no-deps $(PARTS:%=-e ./%)
 	@rm -f $(TOOLS_VENV)/.installed-* && touch $@
 
 lock: $(TOOLS_STAMP) ## re-resolve requirements.lock (runtime dependencies, hash-pinned) from pyproject.toml
