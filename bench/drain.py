@@ -83,7 +83,7 @@ async def measure_drain(lab: Lab, implementation: Implementation, case: DrainCas
                 )
                 await asyncio.sleep(_TRAILING_SECONDS)
             finally:
-                await process.stop()
+                await asyncio.to_thread(process.stop)
                 if event_id:
                     lab.imds.cancel(event_id)
     ended = time.time()

@@ -29,7 +29,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 
 from bench.lab import HANDLER_USER, BenchError, Lab, wait_for
-from bench.process import HandlerProcess, Implementation
+from bench.process import Implementation
 from bench.reaction import PREEMPT_NOTICE_SECONDS
 from bench.stats import summary
 from testkit.audit import AuditedRequest, audit_policy, between, count_by_kind
@@ -43,6 +43,7 @@ from testkit.fleet import (
 )
 from testkit.fleetwatch import FleetWatch, fleet_outcome
 from testkit.kubelet import FakeKubelet
+from testkit.process import HandlerProcess
 from testkit.safety import check_safety, event_record, safety_figures, safety_record, stops
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ async def measure_fleet(
         finally:
             for handler in handlers:
                 with contextlib.suppress(Exception):
-                    await handler.stop()
+                    await asyncio.to_thread(handler.stop)
     audited = lab.audit()
     during = between(audited, published, ended)
     ours = [r for r in during if r.user == HANDLER_USER]

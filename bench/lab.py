@@ -27,12 +27,13 @@ from lightkube.resources.core_v1 import Namespace, Node, Pod
 from lightkube.types import PatchType
 
 from aksnth.kube.keys import EXCLUDE_FROM_LB_LABEL, STATE_ANNOTATION, is_our_taint_key
-from bench.process import HandlerProcess, Implementation, command_line
+from bench.process import Implementation, command_line
 from imds_simulator import ImdsSimulator
 from testkit.audit import AuditedRequest, audit_policy, read_audit_log
 from testkit.chart import chart_cluster_rules
 from testkit.cluster import AksNode, create_aks_node, service_account_kubeconfig
 from testkit.controlplane import ControlPlane
+from testkit.process import HandlerProcess
 from testkit.receivers import Receiver
 from testkit.tasks import stop_task
 

@@ -48,7 +48,7 @@ async def measure_readiness(
             process.check_running()
             window_end = time.time()
         finally:
-            await process.stop()
+            await asyncio.to_thread(process.stop)
     requests = between(lab.audit(), window_start, window_end)
     kinds = count_by_kind(requests)
     pod_lists = [r.received_at for r in requests if r.kind == POD_LISTS]

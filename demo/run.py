@@ -27,7 +27,6 @@ from pathlib import Path
 
 import httpx2
 import yaml
-from bench.process import HandlerExitedError, HandlerProcess
 from lightkube import AsyncClient, KubeConfig
 
 from demo.observers import ALL_PODS_UP_TO, NodeObserver, PodObserver, RecordsObserver
@@ -38,6 +37,7 @@ from testkit.chart import SEED_VALUES_DIR, chart_cluster_rules
 from testkit.cluster import service_account_kubeconfig
 from testkit.controlplane import ControlPlane
 from testkit.kubelet import FakeKubelet
+from testkit.process import HandlerExited, HandlerProcess
 from testkit.receivers import Receiver
 from testkit.tasks import stop_task
 
@@ -311,7 +311,7 @@ class Demo:
                 timeout_seconds=budget,
                 check=handler.check_running,
             )
-        except (TimeoutError, HandlerExitedError) as exc:
+        except (TimeoutError, HandlerExited) as exc:
             await asyncio.sleep(timeline.settle_seconds)
             timeline.flush(everything=True)
             say()
@@ -365,14 +365,14 @@ class Demo:
 
     async def stop(self) -> None:
         if self.handler is not None:
-            await self.handler.stop()
+            await asyncio.to_thread(self.handler.stop)
             self.handler = None
         self.stop_now()
 
     def stop_now(self) -> None:
         """Synchronous and idempotent: also the last resort after a second Ctrl-C."""
         if self.handler is not None:
-            self.handler.kill_now()
+            self.handler.kill()
             self.handler = None
         if self.receiver_started:
             self.receiver_started = False

@@ -85,7 +85,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             report.sections.append(
                 (
                     f"handler pid {handler.pid} (exit code {handler.returncode}) stderr tail",
-                    handler.stderr_tail(60),
+                    handler.tail(60),
                 )
             )
     return report

@@ -39,9 +39,9 @@ from testkit.container import (
 )
 from testkit.controlplane import ControlPlane
 from testkit.kubelet import FakeKubelet
+from testkit.nodestate import has_lb_label, pods_on, wait_phase
 from testkit.ports import free_loopback_port
 from testkit.realcluster import ARM64_HANDLER_IMAGE
-from tests.e2e.state import has_lb_label, pods_on, wait_phase
 from tests.support.reporting import report
 
 pytestmark = pytest.mark.controlplane

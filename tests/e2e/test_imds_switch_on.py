@@ -22,7 +22,7 @@ FIRST_CALL_SECONDS = 33.0
 
 
 async def probe(handler: HandlerProcess, path: str) -> tuple[int, str]:
-    answer = await handler.get(path)
+    answer = handler.get(path)
     return answer.status_code, answer.json()["reason"]
 
 

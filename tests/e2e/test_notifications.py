@@ -23,10 +23,10 @@ from testkit.cluster import (
     wait_pdb_observed,
 )
 from testkit.kubelet import FakeKubelet
+from testkit.nodestate import pods_on, wait_phase
 from testkit.process import seed_values_args
 from testkit.receivers import Receiver, TelegramApi, forward_proxy, pushgateway
 from tests.e2e.conftest import Launcher
-from tests.e2e.state import pods_on, wait_phase
 
 pytestmark = pytest.mark.controlplane
 
@@ -106,7 +106,7 @@ async def test_telegram_gets_the_default_alert_message(
     assert message["chat_id"] == TELEGRAM_CHAT_ID
     assert message["text"] == f"Draining node={node.name}, type=Preempt"
     assert f"/bot{TELEGRAM_TOKEN}/getMe" in paths
-    assert TELEGRAM_TOKEN not in handler.stderr()
+    assert TELEGRAM_TOKEN not in handler.log_text()
 
 
 async def test_the_seed_proxy_example_goes_through_a_real_proxy_with_basic_auth(
@@ -139,7 +139,7 @@ async def test_the_seed_proxy_example_goes_through_a_real_proxy_with_basic_auth(
     assert request.headers["content-type"] == "text/plain"
     assert "proxy.py" in request.headers.get("via", "")
     assert "proxy-authorization" not in request.headers
-    assert "user:pass@" not in handler.stderr()
+    assert "user:pass@" not in handler.log_text()
 
 
 async def test_the_seed_pushgateway_payload_ends_up_in_the_pushgateway(

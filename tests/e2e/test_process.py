@@ -14,11 +14,7 @@ from imds_simulator import ImdsSimulator
 from testkit.cluster import AksNode, create_pdb, create_pods, eventually, wait_pdb_observed
 from testkit.controlplane import unreachable_kubeconfig
 from testkit.kubelet import FakeKubelet
-from testkit.ports import silent_port
-from testkit.process import HandlerProcess, handler_environment, spawn_handler
-from testkit.receivers import Receiver
-from tests.e2e.conftest import POLL_PERIOD, Launcher
-from tests.e2e.state import (
+from testkit.nodestate import (
     node_event_counts,
     node_events,
     our_taints,
@@ -28,6 +24,10 @@ from tests.e2e.state import (
     wait_phase,
     wait_polls,
 )
+from testkit.ports import silent_port
+from testkit.process import HandlerProcess, handler_environment, spawn_handler
+from testkit.receivers import Receiver
+from tests.e2e.conftest import POLL_PERIOD, Launcher
 
 pytestmark = pytest.mark.controlplane
 
@@ -66,7 +66,7 @@ async def test_killed_mid_drain_a_new_process_finishes_the_same_event_once(
     events = await node_event_counts(kube, node.name)
     assert (events["EventSeen"], events["Cordoned"]) == (1, 1)
     assert [r.path for r in receiver.requests] == ["/hook"]
-    assert "resuming" in second.stderr()
+    assert "resuming" in second.log_text()
 
 
 async def test_exit_after_node_drain_exits_zero_once_drained(
@@ -144,7 +144,7 @@ async def test_a_broken_template_file_exits_2_naming_file_line_and_column_before
             tmp_path / "handler",
             processes,
         )
-    stderr = handler.stderr()
+    stderr = handler.log_text()
     assert f"{template}:3:25:" in stderr
     assert simulator.requests == []
     assert "Traceback" not in stderr
@@ -164,7 +164,7 @@ async def test_a_bad_flag_exits_2_naming_it(
     handler = await refused(
         [f"-endpoint={simulator.scheduled_events_url}", POLL_PERIOD, bad], tmp_path / "handler", processes
     )
-    first_line = handler.stderr().splitlines()[0]
+    first_line = handler.log_text().splitlines()[0]
     assert first_line.startswith("aks-node-termination-handler: ")
     assert named in first_line
     assert simulator.requests == []

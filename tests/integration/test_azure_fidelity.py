@@ -20,8 +20,7 @@ from imds_simulator import SCHEDULED_EVENTS_PATH, ImdsSimulator
 from testkit.cluster import AksNode, create_pdb, create_pods, eventually, wait_pdb_observed
 from testkit.handler import running_handler
 from testkit.kubelet import FakeKubelet
-from testkit.receivers import Receiver
-from tests.e2e.state import (
+from testkit.nodestate import (
     node_events,
     our_taints,
     pods_on,
@@ -30,6 +29,7 @@ from tests.e2e.state import (
     settled_event_counts,
     wait_phase,
 )
+from testkit.receivers import Receiver
 
 pytestmark = pytest.mark.controlplane
 

@@ -30,7 +30,7 @@ from testkit.chart import chart_cluster_rules
 from testkit.cluster import create_aks_node, create_pods, service_account_kubeconfig
 from testkit.controlplane import ControlPlane
 from testkit.kubelet import FakeKubelet
-from tests.reliability.process import HandlerProcess, handler_flags
+from testkit.process import HandlerProcess, handler_argv, handler_flags
 
 SAMPLE_SECONDS = 10.0
 PODS_PER_EVENT = 5
@@ -56,16 +56,18 @@ async def soak(minutes: float, period: str) -> int:
         kubeconfig = await service_account_kubeconfig(
             kube, plane, namespace=namespace, name="aksnth", cluster_rules=chart_cluster_rules()
         )
-        handler = HandlerProcess(
-            handler_flags(
-                kubeconfig=kubeconfig,
-                node=node.name,
-                simulator=simulator,
-                period=period,
-                extra=["-taint.node"],
+        handler = await HandlerProcess(
+            handler_argv(
+                handler_flags(
+                    kubeconfig=kubeconfig,
+                    node=node.name,
+                    simulator=simulator,
+                    period=period,
+                    extra=["-taint.node"],
+                )
             ),
             log_path=Path(work) / "handler.log",
-        ).start_listening()
+        ).start_serving()
         samples: list[tuple[float, int, int]] = []
         published: list[str] = []
         started = time.monotonic()
@@ -75,7 +77,7 @@ async def soak(minutes: float, period: str) -> int:
         print(f"{'t (s)':>7} {'RSS (KiB)':>10} {'fds':>5} {'events':>7} {'given back':>11}")
         try:
             async with FakeKubelet(kube, node=node.name):
-                handler.wait_ready()
+                await handler.wait_ready()
                 next_sample = time.monotonic()
                 while time.monotonic() < end:
                     now = time.monotonic()
@@ -88,7 +90,7 @@ async def soak(minutes: float, period: str) -> int:
                         next_event += 60
                     if now >= next_sample:
                         if not handler.running:
-                            print(f"the handler exited with {handler.exit_code}", file=sys.stderr)
+                            print(f"the handler exited with {handler.returncode}", file=sys.stderr)
                             return 1
                         record = NodeRecord.from_annotations(
                             (await kube.get(Node, node.name)).metadata.annotations

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 from lightkube import ApiError, AsyncClient
-from lightkube.resources.core_v1 import Event, Node, Pod
+from lightkube.resources.core_v1 import Node
 from lightkube.resources.flowcontrol_apiserver_v1 import FlowSchema, PriorityLevelConfiguration
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import PatchType
 
 from aksnth.kube import keys
-from aksnth.kube.record import NodeRecord, Phase
+from aksnth.kube.record import Phase
 from aksnth.observe import metrics
 from imds_simulator import ImdsSimulator
 from testkit.cluster import (
@@ -31,11 +31,11 @@ from testkit.cluster import (
 from testkit.controlplane import ControlPlane
 from testkit.handler import running_handler
 from testkit.kubelet import FakeKubelet
+from testkit.nodestate import EXCLUDE_LB, node_event_counts, our_taints, pods_on, record_of, wait_phase
 from tests.reliability.tally import count, note
 
 pytestmark = pytest.mark.controlplane
 
-EXCLUDE_LB = "node.kubernetes.io/exclude-from-external-load-balancers"
 # Concurrent writers of the node's labels in the conflict test, as fast as they can for a while after
 # each change of the event: the handler's read-modify-writes then conflict for sure, and succeed once
 # the burst is over (optimistic concurrency cannot win against writers that never pause: see
@@ -44,51 +44,6 @@ WRITERS = 3
 BURST_SECONDS = 1.5
 # Pods drained through the tiny priority level (three seats, rejecting): 40 take about 28 s.
 THROTTLED_PODS = 16
-
-
-def record_of(node: Node) -> NodeRecord:
-    return NodeRecord.from_annotations(node.metadata.annotations or {})
-
-
-def our_taints(node: Node) -> list[tuple[str, str, str]]:
-    return [
-        (t.key, t.value or "", t.effect)
-        for t in (node.spec.taints or [])
-        if t.key.startswith(keys.TAINT_KEY_PREFIX)
-    ]
-
-
-async def pods_on(kube: AsyncClient, node: str) -> list[Pod]:
-    return [p async for p in kube.list(Pod, namespace="*", fields={"spec.nodeName": node})]
-
-
-async def node_event_counts(kube: AsyncClient, node: str) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    async for ev in kube.list(Event, namespace="*", fields={"involvedObject.name": node}):
-        if ev.involvedObject.kind == "Node":
-            counts[ev.reason or ""] = counts.get(ev.reason or "", 0) + (ev.count or 1)
-    return counts
-
-
-async def wait_phase(
-    kube: AsyncClient,
-    node: str,
-    event_id: str,
-    phase: Phase,
-    *,
-    timeout_seconds: float = 30,
-    or_later: bool = False,
-) -> Node:
-    """Until the event's record on the node is at ``phase`` (or past it, with ``or_later``)."""
-
-    async def reached() -> Node | None:
-        current = await kube.get(Node, node)
-        entry = record_of(current).events.get(event_id)
-        if entry is None:
-            return None
-        return current if entry.phase is phase or (or_later and entry.phase.rank > phase.rank) else None
-
-    return await eventually(reached, what=f"{event_id} at {phase.value}", timeout_seconds=timeout_seconds)
 
 
 def api_requests(code: str) -> float:

@@ -37,8 +37,8 @@ from testkit.fleet import (
 )
 from testkit.fleetwatch import FleetWatch, fleet_outcome
 from testkit.kubelet import FakeKubelet
+from testkit.process import HandlerProcess, handler_argv, handler_flags
 from testkit.safety import check_safety, describe, event_record, safety_figures, safety_record
-from tests.reliability.process import HandlerProcess, handler_flags
 from tests.reliability.tally import count, note
 
 pytestmark = pytest.mark.controlplane
@@ -97,9 +97,12 @@ async def test_a_spot_pool_preempted_at_once_is_drained_gracefully_without_resch
                     flags = handler_flags(
                         kubeconfig=kubeconfig, node=node.name, simulator=simulator, period="1s"
                     )
-                    handlers.append(HandlerProcess(flags, log_path=tmp_path / f"{node.name}.log").start())
+                    handlers.append(
+                        HandlerProcess(handler_argv(flags), log_path=tmp_path / f"{node.name}.log")
+                    )
+                await asyncio.gather(*(handler.start_serving() for handler in handlers))
                 for handler in handlers:
-                    await asyncio.to_thread(handler.wait_ready)
+                    await handler.wait_ready()
                 async with FleetWatch(kube, namespace) as watch:
                     event_id = simulator.schedule(
                         "Preempt",

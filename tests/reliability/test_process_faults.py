@@ -21,8 +21,8 @@ from testkit.cluster import create_aks_node, create_pdb, create_pods, eventually
 from testkit.controlplane import ControlPlane
 from testkit.handler import running_handler
 from testkit.kubelet import FakeKubelet
+from testkit.process import HandlerProcess, handler_argv, handler_flags
 from testkit.receivers import Receiver
-from tests.reliability.process import HandlerProcess, handler_flags
 from tests.reliability.tally import count
 from tests.reliability.test_apiserver_faults import (
     api_requests,
@@ -71,7 +71,7 @@ async def kill_and_restart(
         async with FakeKubelet(kube, node=node.name):
             pdb = await create_pdb(kube, namespace, held, min_available=1)
             await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1)
-            first = HandlerProcess(flags, log_path=log_path).start_listening()
+            first = await HandlerProcess(handler_argv(flags), log_path=log_path).start_serving()
             try:
                 kind = "Redeploy" if point == "before the give-back" else "Terminate"
                 if point == "before the approval":
@@ -108,7 +108,7 @@ async def kill_and_restart(
             simulator.clear_faults()
             if point == "before the give-back":
                 simulator.cancel(event_id)
-            second = HandlerProcess(flags, log_path=log_path).start_listening()
+            second = await HandlerProcess(handler_argv(flags), log_path=log_path).start_serving()
             try:
                 final_phase = Phase.GIVEN_BACK if point == "before the give-back" else Phase.APPROVED
                 final = await wait_phase(kube, node.name, event_id, final_phase, timeout_seconds=40)

@@ -34,8 +34,8 @@ from testkit.cluster import (
 from testkit.controlplane import ControlPlane, kubeconfig
 from testkit.handler import running_handler
 from testkit.kubelet import FakeKubelet
+from testkit.process import HandlerProcess, handler_argv, handler_environment, handler_flags
 from testkit.receivers import Receiver, TelegramApi
-from tests.reliability.process import HandlerProcess, handler_flags
 from tests.reliability.tally import count
 from tests.reliability.test_apiserver_faults import wait_phase
 
@@ -323,23 +323,29 @@ async def test_secrets_never_reach_the_logs_the_events_or_the_metrics(
     await create_pods(kube, namespace, node.name, 2)
     with Receiver() as hook, TelegramApi(TELEGRAM_TOKEN) as telegram:
         webhook_url = f"http://aksnth:{WEBHOOK_PASSWORD}@127.0.0.1:{hook.port}/hook?key={WEBHOOK_PASSWORD}"
-        handler = HandlerProcess(
-            handler_flags(
-                kubeconfig=handler_kubeconfig,
-                node=node.name,
-                simulator=simulator,
-                extra=["-telegram.chatID=42", f"-telegram.apiURL={telegram.origin}", "-notify.drainFinished"],
+        handler = await HandlerProcess(
+            handler_argv(
+                handler_flags(
+                    kubeconfig=handler_kubeconfig,
+                    node=node.name,
+                    simulator=simulator,
+                    extra=[
+                        "-telegram.chatID=42",
+                        f"-telegram.apiURL={telegram.origin}",
+                        "-notify.drainFinished",
+                    ],
+                )
             ),
             log_path=tmp_path / "handler.log",
-            env={"TELEGRAM_TOKEN": TELEGRAM_TOKEN, "WEBHOOK_URL": webhook_url},
-        ).start_listening()
+            env=handler_environment(None, {"TELEGRAM_TOKEN": TELEGRAM_TOKEN, "WEBHOOK_URL": webhook_url}),
+        ).start_serving()
         try:
             async with FakeKubelet(kube, node=node.name):
                 event_id = simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)
                 await wait_phase(kube, node.name, event_id, Phase.DRAINED)
                 await hook.wait_for_requests(2)
                 await eventually(lambda: _true(len(telegram.messages()) >= 2), what="two Telegram messages")
-                metrics_text = handler.metrics_text()
+                metrics_text = handler.get("/metrics").text
         finally:
             handler.stop()
         assert hook.requests[0].headers.get("authorization", "").startswith("Basic ")  # the password was used

@@ -25,13 +25,9 @@ It polls the Scheduled Events endpoint until an event lists `--vm`, does what MO
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import logging
 import math
-import os
-import signal
-import subprocess
 import sys
 import time
 import urllib.request
@@ -39,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 from lightkube import ApiError, Client, KubeConfig
 from lightkube.models.meta_v1 import DeleteOptions, ObjectMeta
@@ -49,6 +45,7 @@ from aksnth.azure.documents import parse_not_before
 from aksnth.azure.resource_name import ProviderIdError, resource_name_from_provider_id
 from aksnth.kube.drainplan import GRACE_MARGIN_SECONDS, LAST_RESORT_LEAD_SECONDS
 from aksnth.kube.keys import MIRROR_POD_ANNOTATION
+from testkit.process import HandlerProcess
 
 MODES = (
     "delete-at-once",
@@ -286,16 +283,8 @@ def main(argv: list[str]) -> int:
 
 # --- starting one from a test ----------------------------------------------------------------------
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
-_STOP_SECONDS = 10.0
 
-
-def _die_with_parent() -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-class MisbehavingHandler:
+class MisbehavingHandler(HandlerProcess):
     """One process of this module. Its IMDS URL carries `&handler=<tag>`, so that the simulator's
     record tells its polls apart (`tag`)."""
 
@@ -311,8 +300,7 @@ class MisbehavingHandler:
         approve: bool = False,
     ) -> None:
         self.tag = node
-        self.log_path = log_path
-        self.argv = [
+        argv = [
             sys.executable,
             "-m",
             "testkit.misbehaving",
@@ -323,37 +311,7 @@ class MisbehavingHandler:
             f"--endpoint={endpoint}&handler={self.tag}",
             *(["--approve"] if approve else []),
         ]
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Self:
-        env = {k: v for k, v in os.environ.items() if k.lower() not in _PROXY_VARIABLES}
-        with self.log_path.open("ab") as log_file:
-            self._process = subprocess.Popen(
-                self.argv,
-                cwd=REPO_ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 (only calls prctl)
-            )
-        return self
-
-    @property
-    def exit_code(self) -> int | None:
-        return None if self._process is None else self._process.poll()
-
-    def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=_STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(timeout=_STOP_SECONDS)
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        super().__init__(argv, log_path=log_path)
 
 
 if __name__ == "__main__":

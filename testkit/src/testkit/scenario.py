@@ -29,7 +29,6 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import DaemonSet
 from lightkube.resources.core_v1 import Event, Namespace, Node, Pod
 from lightkube.types import PatchType
-from prometheus_client.parser import text_string_to_metric_families
 
 from aksnth.kube import keys
 from imds_simulator import ImdsSimulator
@@ -398,15 +397,6 @@ def scrape(cluster: RealCluster, address: str, path: str = "/metrics") -> str:
             return response.text
 
     return cluster.in_fabric(get)
-
-
-def metric_value(exposition: str, name: str, labels: Mapping[str, str]) -> float | None:
-    """The value of the sample `name{labels…}` (a subset of its labels) in a text exposition."""
-    for family in text_string_to_metric_families(exposition):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return None
 
 
 class ReadyWatch:

@@ -1,4 +1,5 @@
-"""Reading what the handler did to the cluster: the node, its pods, its Events, our state record."""
+"""Reading what the handler did to the cluster: the node, its pods, its Events, our state record, and
+the simulator's count of the polls that led there."""
 
 from __future__ import annotations
 
@@ -69,14 +70,23 @@ def has_lb_label(node: Node) -> bool:
 
 
 async def wait_phase(
-    kube: AsyncClient, node: str, event_id: str, phase: Phase, *, timeout_seconds: float = 20
+    kube: AsyncClient,
+    node: str,
+    event_id: str,
+    phase: Phase,
+    *,
+    timeout_seconds: float = 30,
+    or_later: bool = False,
 ) -> Node:
-    """Until the state record on the node says ``event_id`` reached ``phase``; returns the node then."""
+    """Until the state record on the node says ``event_id`` reached ``phase`` (or a later one, with
+    ``or_later``); returns the node then."""
 
     async def reached() -> Node | None:
         current = await read_node(kube, node)
         entry = record_of(current).events.get(event_id)
-        return current if entry is not None and entry.phase is phase else None
+        if entry is None:
+            return None
+        return current if entry.phase is phase or (or_later and entry.phase.rank > phase.rank) else None
 
     return await eventually(
         reached, what=f"event {event_id} at phase {phase.value}", timeout_seconds=timeout_seconds
