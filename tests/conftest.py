@@ -14,9 +14,8 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx2
 import pytest
-from lightkube import AsyncClient, KubeConfig
+from lightkube import AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 
@@ -26,13 +25,11 @@ from aksnth.kube.client import open_client
 from imds_simulator import ImdsSimulator
 from testkit.audit import suite_audit_policy
 from testkit.chart import HANDLER_ACCOUNT_PREFIX, handler_cluster_rules
-from testkit.cluster import AksNode, create_aks_node, service_account_kubeconfig, unique_suffix
+from testkit.cluster import AksNode, admin_client, create_aks_node, service_account_kubeconfig, unique_suffix
 from testkit.controlplane import ControlPlane
 from testkit.emulation import EmulationUnavailable, arm64_emulation
 from testkit.realcluster import arm64_image_missing, image_dir
 from tests.support.reporting import report
-
-_CLIENT_TIMEOUT = httpx2.Timeout(10.0)
 
 
 @pytest.fixture(scope="session")
@@ -48,11 +45,8 @@ def control_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
 async def kube(control_plane: ControlPlane) -> AsyncIterator[AsyncClient]:
     """A lightkube AsyncClient authenticated as the admin (system:masters)."""
     control_plane.check_running()
-    client = AsyncClient(KubeConfig.from_file(control_plane.kubeconfig_path), timeout=_CLIENT_TIMEOUT)
-    try:
+    async with admin_client(control_plane.kubeconfig_path) as client:
         yield client
-    finally:
-        await client.close()
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from testkit.cluster import (
     create_pod,
     create_pods,
     eventually,
+    hold_one_pod,
     vmss_provider_id,
     wait_pdb_observed,
 )
@@ -260,10 +261,8 @@ async def test_no_execute_taint_appears_only_after_the_drain(
     kube: AsyncClient, namespace: str, node: AksNode, simulator: ImdsSimulator, launch: Launcher
 ) -> None:
     await create_pods(kube, namespace, node.name, 2)
-    await create_pods(kube, namespace, node.name, 1, labels={"app": "held"})
     async with FakeKubelet(kube, node=node.name):
-        pdb = await create_pdb(kube, namespace, {"app": "held"}, min_available=1)
-        await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1)
+        pdb = await hold_one_pod(kube, namespace, node.name)
         await launch(node.name, "-taint.node", "-taint.effect=NoExecute")
         event_id = simulator.schedule("Terminate", [node.resource_name], notice_seconds=300)
         await wait_phase(kube, node.name, event_id, Phase.PROTECTED)

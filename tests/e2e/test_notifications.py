@@ -17,10 +17,9 @@ from testkit.cluster import (
     INSTANCE_TYPE,
     REGION,
     AksNode,
-    create_pdb,
     create_pods,
     eventually,
-    wait_pdb_observed,
+    hold_one_pod,
 )
 from testkit.kubelet import FakeKubelet
 from testkit.nodestate import pods_on, wait_phase
@@ -52,7 +51,6 @@ async def test_the_seed_slack_payload_arrives_verbatim_while_the_drain_goes_on(
     tmp_path: Path,
 ) -> None:
     await create_pods(kube, namespace, node.name, 2)
-    await create_pods(kube, namespace, node.name, 1, labels={"app": "held"})
     files = tmp_path / "files"
     with Receiver() as slack:
         args = seed_values_args(
@@ -61,8 +59,7 @@ async def test_the_seed_slack_payload_arrives_verbatim_while_the_drain_goes_on(
             overrides={"-webhook.url": slack.url("/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX")},
         )
         async with FakeKubelet(kube, node=node.name):
-            pdb = await create_pdb(kube, namespace, {"app": "held"}, min_available=1)
-            await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1)
+            pdb = await hold_one_pod(kube, namespace, node.name)
             await launch(node.name, *args)
             event_id = simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)
             (request,) = await slack.wait_for_requests(1)

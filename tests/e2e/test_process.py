@@ -11,7 +11,7 @@ from lightkube.resources.policy_v1 import PodDisruptionBudget
 
 from aksnth.kube.record import Phase
 from imds_simulator import ImdsSimulator
-from testkit.cluster import AksNode, create_pdb, create_pods, eventually, wait_pdb_observed
+from testkit.cluster import AksNode, create_pods, eventually, hold_one_pod
 from testkit.controlplane import unreachable_kubeconfig
 from testkit.kubelet import FakeKubelet
 from testkit.nodestate import (
@@ -36,12 +36,10 @@ async def test_killed_mid_drain_a_new_process_finishes_the_same_event_once(
     kube: AsyncClient, namespace: str, node: AksNode, simulator: ImdsSimulator, launch: Launcher
 ) -> None:
     await create_pods(kube, namespace, node.name, 3)
-    await create_pods(kube, namespace, node.name, 1, labels={"app": "held"})
     with Receiver() as receiver:
         args = ("-taint.node", f"-webhook.url={receiver.url('/hook')}")
         async with FakeKubelet(kube, node=node.name):
-            pdb = await create_pdb(kube, namespace, {"app": "held"}, min_available=1)
-            await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1)
+            pdb = await hold_one_pod(kube, namespace, node.name)
             first = await launch(node.name, *args)
             event_id = simulator.schedule("Terminate", [node.resource_name], notice_seconds=300)
             await wait_phase(kube, node.name, event_id, Phase.PROTECTED)
@@ -101,10 +99,8 @@ async def test_sigterm_while_idle_exits_zero_within_the_grace_period_and_leaves_
 async def test_sigterm_mid_drain_exits_zero_within_the_grace_period_and_undoes_nothing(
     kube: AsyncClient, namespace: str, node: AksNode, simulator: ImdsSimulator, launch: Launcher
 ) -> None:
-    await create_pods(kube, namespace, node.name, 1, labels={"app": "held"})
     async with FakeKubelet(kube, node=node.name):
-        pdb = await create_pdb(kube, namespace, {"app": "held"}, min_available=1)
-        await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1)
+        await hold_one_pod(kube, namespace, node.name)
         handler = await launch(node.name, "-taint.node", "-gracePeriodSeconds=4")
         event_id = simulator.schedule("Terminate", [node.resource_name], notice_seconds=300)
         await wait_phase(kube, node.name, event_id, Phase.PROTECTED)

@@ -20,6 +20,7 @@ from testkit.cluster import (
     create_pod,
     create_pods,
     eventually,
+    hold_one_pod,
     wait_pdb_observed,
 )
 from testkit.handler import running_handler
@@ -333,10 +334,8 @@ async def test_a_restarted_handler_finishes_the_same_event_once(
     """Killed mid-drain (a PDB holds the last pod), started again: the drain completes, with one taint
     and no repeated EventSeen/Cordoned Events."""
     await create_pods(kube, namespace, node.name, 3)
-    await create_pods(kube, namespace, node.name, 1, labels={"app": "held"})
     async with FakeKubelet(kube, node=node.name):
-        pdb = await create_pdb(kube, namespace, {"app": "held"}, min_available=1)
-        await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1)
+        pdb = await hold_one_pod(kube, namespace, node.name)
         async with running_handler(
             kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator, extra=["-taint.node"]
         ):

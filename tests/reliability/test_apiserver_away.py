@@ -30,10 +30,9 @@ from imds_simulator import LATEST_SCHEDULED_EVENTS_VERSION, SCHEDULED_EVENTS_PAT
 from testkit.audit import read_audit_log
 from testkit.cluster import (
     AksNode,
-    create_pdb,
     create_pods,
     eventually,
-    wait_pdb_observed,
+    hold_one_pod,
 )
 from testkit.controlplane import ControlPlane
 from testkit.handler import running_handler
@@ -364,15 +363,13 @@ async def test_a_drain_interrupted_by_api_server_outages_again_and_again_finishe
     while the drain is retrying a pod a PodDisruptionBudget holds: apiserver_reachable follows each
     outage, the drain finishes once the budget is lifted, and still nothing was done twice."""
     await create_pods(kube, namespace, node.name, 3)
-    await create_pods(kube, namespace, node.name, 1, labels={"app": "held"})
     web_port = free_loopback_port()
     api = ApiServer(control_plane)
     with ImdsSimulator() as simulator, Receiver() as receiver:
         async with FakeKubelet(kube, node=node.name):
-            pdb = await create_pdb(kube, namespace, {"app": "held"}, min_available=1)
             # After earlier restarts of the API server, the controller manager's informers come back
             # with client-go's backoff (up to 30 s): the budget may take that long to be observed.
-            await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1, timeout_seconds=90)
+            pdb = await hold_one_pod(kube, namespace, node.name, timeout_seconds=90)
             async with (
                 api.away(),
                 running_handler(

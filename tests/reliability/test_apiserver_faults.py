@@ -22,11 +22,11 @@ from aksnth.observe import metrics
 from imds_simulator import ImdsSimulator
 from testkit.cluster import (
     AksNode,
-    create_pdb,
     create_pods,
     eventually,
+    hold_one_pod,
+    squeezing_priority_level,
     unique_suffix,
-    wait_pdb_observed,
 )
 from testkit.controlplane import ControlPlane
 from testkit.handler import running_handler
@@ -69,11 +69,9 @@ async def test_a_drain_survives_an_api_server_crash_and_finishes_once_it_is_back
     handler_kubeconfig: Path,
 ) -> None:
     await create_pods(kube, namespace, node.name, 3)
-    await create_pods(kube, namespace, node.name, 1, labels={"app": "held"})
     errors_before = api_requests("<error>")
     async with FakeKubelet(kube, node=node.name):
-        pdb = await create_pdb(kube, namespace, {"app": "held"}, min_available=1)
-        await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1)
+        pdb = await hold_one_pod(kube, namespace, node.name)
         async with running_handler(
             kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator, extra=["-taint.node"]
         ):
@@ -199,48 +197,8 @@ async def tiny_priority_level(kube: AsyncClient, namespace: str, service_account
     """A PriorityLevelConfiguration with the smallest share (about 3 seats on this server), no borrowing,
     rejecting (429) what does not fit, and a FlowSchema that puts the ServiceAccount's requests there."""
     name = f"aksnth-tiny-{unique_suffix()}"
-    level = PriorityLevelConfiguration.from_dict(
-        {
-            "metadata": {"name": name},
-            "spec": {
-                "type": "Limited",
-                "limited": {
-                    "nominalConcurrencyShares": 1,
-                    "lendablePercent": 0,
-                    "borrowingLimitPercent": 0,
-                    "limitResponse": {"type": "Reject"},
-                },
-            },
-        }
-    )
-    schema = FlowSchema.from_dict(
-        {
-            "metadata": {"name": name},
-            "spec": {
-                "matchingPrecedence": 500,
-                "priorityLevelConfiguration": {"name": name},
-                "distinguisherMethod": {"type": "ByUser"},
-                "rules": [
-                    {
-                        "subjects": [
-                            {
-                                "kind": "ServiceAccount",
-                                "serviceAccount": {"name": service_account, "namespace": namespace},
-                            }
-                        ],
-                        "resourceRules": [
-                            {
-                                "verbs": ["*"],
-                                "apiGroups": ["*"],
-                                "resources": ["*"],
-                                "namespaces": ["*"],
-                                "clusterScope": True,
-                            }
-                        ],
-                    }
-                ],
-            },
-        }
+    level, schema = squeezing_priority_level(
+        name, namespace=namespace, service_account=service_account, borrowing=False
     )
     await kube.create(level)
     await kube.create(schema)

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from lightkube import ApiError, AsyncClient, KubeConfig, codecs
 from lightkube.models.authentication_v1 import BoundObjectReference, TokenRequestSpec
 from lightkube.models.authorization_v1 import ResourceAttributes, SelfSubjectAccessReviewSpec
@@ -29,9 +28,10 @@ from testkit.cluster import (
     create_pods,
     eventually,
     service_account_kubeconfig,
+    token_kubeconfig,
     unique_suffix,
 )
-from testkit.controlplane import ControlPlane, kubeconfig
+from testkit.controlplane import ControlPlane
 from testkit.handler import running_handler
 from testkit.kubelet import FakeKubelet
 from testkit.process import HandlerProcess, handler_argv, handler_environment, handler_flags
@@ -156,19 +156,8 @@ async def bound_token_kubeconfig(
         namespace=namespace,
     )
     assert answer.status is not None
-    path = (
-        control_plane.kubeconfig_path.parent
-        / "kubeconfigs"
-        / f"{namespace}-{pod.metadata.name}-bound.kubeconfig"
-    )
-    document = kubeconfig(
-        server_url=control_plane.server_url,
-        ca_path=control_plane.ca_path,
-        user=f"system:serviceaccount:{namespace}:{service_account}",
-        credentials={"token": answer.status.token},
-    )
-    path.write_text(yaml.safe_dump(document))
-    return path
+    account = f"{namespace}:{service_account}"
+    return token_kubeconfig(control_plane, account, answer.status.token, suffix=f"-{pod.metadata.name}-bound")
 
 
 @contextlib.asynccontextmanager

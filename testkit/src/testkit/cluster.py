@@ -8,22 +8,25 @@ There is no scheduler: pods are created with `spec.nodeName` set. Play the kubel
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import itertools
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import httpx2
 import yaml
-from lightkube import ApiError, AsyncClient
+from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.models.authentication_v1 import TokenRequestSpec
 from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
 from lightkube.models.rbac_v1 import PolicyRule, RoleRef, Subject
 from lightkube.resources.apps_v1 import ReplicaSet
 from lightkube.resources.core_v1 import Node, Pod, ServiceAccount
+from lightkube.resources.flowcontrol_apiserver_v1 import FlowSchema, PriorityLevelConfiguration
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.resources.rbac_authorization_v1 import ClusterRole, ClusterRoleBinding
 from lightkube.types import PatchType
@@ -479,7 +482,30 @@ async def wait_pdb_observed(
     )
 
 
+async def hold_one_pod(
+    kube: AsyncClient, namespace: str, node: str, *, timeout_seconds: float = DEFAULT_WAIT_SECONDS
+) -> PodDisruptionBudget:
+    """One more pod on `node` (label app=held) that a PodDisruptionBudget lets no eviction take, once the
+    budget counts it healthy: a drain by eviction that cannot finish. Needs the node's kubelet running."""
+    await create_pods(kube, namespace, node, 1, labels={"app": "held"})
+    pdb = await create_pdb(kube, namespace, {"app": "held"}, min_available=1)
+    assert pdb.metadata is not None and pdb.metadata.name is not None
+    return await wait_pdb_observed(
+        kube, namespace, pdb.metadata.name, expected_pods=1, timeout_seconds=timeout_seconds
+    )
+
+
 # -- identities ---------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def admin_client(kubeconfig_path: Path, *, timeout_seconds: float = 10.0) -> AsyncIterator[AsyncClient]:
+    """A lightkube AsyncClient of the cluster's admin (the kubeconfig at `kubeconfig_path`), closed after."""
+    client = AsyncClient(KubeConfig.from_file(kubeconfig_path), timeout=httpx2.Timeout(timeout_seconds))
+    try:
+        yield client
+    finally:
+        await client.close()
 
 
 async def service_account_kubeconfig(
@@ -520,16 +546,61 @@ async def service_account_kubeconfig(
             namespace=namespace,
         )
     assert token_request.status is not None
-    path = control_plane.kubeconfig_path.parent / "kubeconfigs" / f"{namespace}-{name}.kubeconfig"
+    return token_kubeconfig(control_plane, f"{namespace}:{name}", token_request.status.token)
+
+
+def token_kubeconfig(control_plane: ControlPlane, account: str, token: str, *, suffix: str = "") -> Path:
+    """A kubeconfig file of the ServiceAccount `account` (``namespace:name``) authenticating with
+    `token`, written as ``<namespace>-<name><suffix>.kubeconfig`` beside the admin's."""
+    path = (
+        control_plane.kubeconfig_path.parent
+        / "kubeconfigs"
+        / f"{account.replace(':', '-')}{suffix}.kubeconfig"
+    )
     path.parent.mkdir(exist_ok=True)
     document = kubeconfig(
         server_url=control_plane.server_url,
         ca_path=control_plane.ca_path,
-        user=f"system:serviceaccount:{namespace}:{name}",
-        credentials={"token": token_request.status.token},
+        user=f"system:serviceaccount:{account}",
+        credentials={"token": token},
     )
     path.write_text(yaml.safe_dump(document))
     return path
+
+
+def squeezing_priority_level(
+    name: str, *, namespace: str, service_account: str, borrowing: bool = True
+) -> tuple[PriorityLevelConfiguration, FlowSchema]:
+    """API Priority and Fairness squeezing one ServiceAccount: a PriorityLevelConfiguration `name` with
+    the smallest share and no queue, rejecting (429) what does not fit (without `borrowing`, it lends
+    and borrows no seats either), and a FlowSchema `name` that puts every request of the ServiceAccount
+    there, before the built-in service-accounts schema (precedence 9000)."""
+    limited: dict[str, Any] = {"nominalConcurrencyShares": 1, "limitResponse": {"type": "Reject"}}
+    if not borrowing:
+        limited |= {"lendablePercent": 0, "borrowingLimitPercent": 0}
+    level = PriorityLevelConfiguration.from_dict(
+        {"metadata": {"name": name}, "spec": {"type": "Limited", "limited": limited}}
+    )
+    everything = {
+        "verbs": ["*"],
+        "apiGroups": ["*"],
+        "resources": ["*"],
+        "namespaces": ["*"],
+        "clusterScope": True,
+    }
+    account = {"kind": "ServiceAccount", "serviceAccount": {"namespace": namespace, "name": service_account}}
+    schema = FlowSchema.from_dict(
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "priorityLevelConfiguration": {"name": name},
+                "matchingPrecedence": 500,
+                "distinguisherMethod": {"type": "ByUser"},
+                "rules": [{"subjects": [account], "resourceRules": [everything]}],
+            },
+        }
+    )
+    return level, schema
 
 
 def _now() -> str:
