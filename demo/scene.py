@@ -143,27 +143,21 @@ def plan_pods(total: int, *, spot_node: str, web_owner: OwnerReference, rng: ran
             )
             for i in range(2)
         ),
-        *(
-            PodPlan(
-                namespace=APP_NAMESPACE,
-                name=generated_name(str(web_owner.name), rng),
-                role="ReplicaSet behind a PodDisruptionBudget",
-                owner=web_owner,
-                labels={"app": "web"},
-            )
-            for _ in range(web)
-        ),
-        *(
-            PodPlan(
-                namespace=APP_NAMESPACE,
-                name=generated_name(str(api_owner.name), rng),
-                role="ReplicaSet",
-                owner=api_owner,
-                labels={"app": "api"},
-            )
-            for _ in range(api)
-        ),
     ]
+    for owner, role, app, count in (
+        (web_owner, "ReplicaSet behind a PodDisruptionBudget", "web", web),
+        (api_owner, "ReplicaSet", "api", api),
+    ):
+        plans += [
+            PodPlan(
+                namespace=APP_NAMESPACE,
+                name=generated_name(str(owner.name), rng),
+                role=role,
+                owner=owner,
+                labels={"app": app},
+            )
+            for _ in range(count)
+        ]
     return plans
 
 

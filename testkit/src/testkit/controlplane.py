@@ -9,7 +9,6 @@ There is no kubelet and no scheduler: tests bind pods to nodes themselves and pl
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
 import shutil
@@ -28,6 +27,7 @@ import httpx2
 import yaml
 
 from testkit.binaries import find_bin_dir
+from testkit.orphans import die_with_parent
 from testkit.pki import Pki, write_pki
 from testkit.ports import PORT_ATTEMPTS, free_loopback_port, listening_ports, port_taken
 
@@ -48,13 +48,6 @@ class ControlPlaneError(RuntimeError):
 
 def missing_binaries(bin_dir: Path) -> list[str]:
     return [name for name in REQUIRED_BINARIES if not os.access(bin_dir / name, os.X_OK)]
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: if the test process is killed outright, the kernel
-    # kills the component too, so no etcd or kube-apiserver outlives a crashed test run.
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 class Component:
@@ -81,7 +74,7 @@ class Component:
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 (only calls prctl, which is fork-safe)
+                preexec_fn=die_with_parent,  # noqa: PLW1509 (only prctl, fork-safe)
             )
 
     @property

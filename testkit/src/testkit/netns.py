@@ -30,11 +30,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from testkit.orphans import die_with_parent
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _CLONE_NEWNET = 0x40000000
-_PR_SET_PDEATHSIG = 1
 _STOP_TIMEOUT_SECONDS = 10.0
 
 # PID 1 of a sandbox: reaps every orphan handed to it and exits on SIGTERM (which, for PID 1 of a
@@ -58,11 +59,6 @@ while True:
 
 class NamespaceError(RuntimeError):
     """A sandbox could not be made, or a command inside it failed; the message says which and why."""
-
-
-def _die_with_parent() -> None:
-    # Between fork and exec: if the test process dies, the kernel kills this child too.
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class Sandbox:
@@ -92,7 +88,7 @@ class Sandbox:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 (only prctl, fork-safe)
+            preexec_fn=die_with_parent,  # noqa: PLW1509 (only prctl, fork-safe)
         )
         assert self._process.stdout is not None
         line = self._process.stdout.readline()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -32,6 +31,7 @@ import yaml
 
 from imds_simulator import ImdsSimulator
 from testkit.metrics import Scrape
+from testkit.orphans import die_with_parent
 from testkit.ports import PORT_ATTEMPTS, free_loopback_port, listening_ports, port_taken
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -75,11 +75,6 @@ def handler_environment(
         env["MY_NODE_NAME"] = node_name
     env.update(extra or {})
     return env
-
-
-def _die_with_parent() -> None:
-    # Between fork and exec: the kernel kills the handler if the test process is killed outright.
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class HandlerExited(AssertionError):
@@ -150,7 +145,7 @@ class HandlerProcess:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 (only prctl, fork-safe)
+                preexec_fn=die_with_parent,  # noqa: PLW1509 (only prctl, fork-safe)
             )
         return self
 
