@@ -38,16 +38,11 @@ from testkit.cluster import (
 from testkit.controlplane import ControlPlane
 from testkit.handler import running_handler
 from testkit.kubelet import FakeKubelet
+from testkit.nodestate import node_event_counts, pods_on, record_of, wait_phase
 from testkit.ports import free_loopback_port
 from testkit.receivers import Receiver
 from tests.reliability.tally import count, note
-from tests.reliability.test_apiserver_faults import (
-    api_requests,
-    node_event_counts,
-    pods_on,
-    record_of,
-    wait_phase,
-)
+from tests.reliability.test_apiserver_faults import api_requests
 
 pytestmark = pytest.mark.controlplane
 

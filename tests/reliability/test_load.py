@@ -37,15 +37,9 @@ from testkit.controlplane import ControlPlane
 from testkit.fleetwatch import FleetWatch
 from testkit.handler import running_handler
 from testkit.kubelet import FakeKubelet
+from testkit.nodestate import node_event_counts, our_taints, pods_on, record_of, wait_phase
 from testkit.safety import check_safety, describe, event_record, safety_record
 from tests.reliability.tally import count, note
-from tests.reliability.test_apiserver_faults import (
-    node_event_counts,
-    our_taints,
-    pods_on,
-    record_of,
-    wait_phase,
-)
 
 pytestmark = pytest.mark.controlplane
 

@@ -21,17 +21,11 @@ from testkit.cluster import create_aks_node, create_pdb, create_pods, eventually
 from testkit.controlplane import ControlPlane
 from testkit.handler import running_handler
 from testkit.kubelet import FakeKubelet
+from testkit.nodestate import node_event_counts, our_taints, pods_on, record_of, wait_phase
 from testkit.process import HandlerProcess, handler_argv, handler_flags
 from testkit.receivers import Receiver
 from tests.reliability.tally import count
-from tests.reliability.test_apiserver_faults import (
-    api_requests,
-    node_event_counts,
-    our_taints,
-    pods_on,
-    record_of,
-    wait_phase,
-)
+from tests.reliability.test_apiserver_faults import api_requests
 
 pytestmark = pytest.mark.controlplane
 

@@ -34,10 +34,10 @@ from testkit.cluster import (
 from testkit.controlplane import ControlPlane
 from testkit.handler import running_handler
 from testkit.kubelet import FakeKubelet
+from testkit.nodestate import wait_phase
 from testkit.process import HandlerProcess, handler_argv, handler_environment, handler_flags
 from testkit.receivers import Receiver, TelegramApi
 from tests.reliability.tally import count
-from tests.reliability.test_apiserver_faults import wait_phase
 
 NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
 

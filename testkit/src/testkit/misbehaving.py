@@ -110,7 +110,7 @@ def must_go(pod: Pod) -> bool:
     )
 
 
-def pods_on(kube: Client, node: str, *, terminating: bool = False) -> list[Pod]:
+def pods_to_drain(kube: Client, node: str, *, terminating: bool = False) -> list[Pod]:
     """The pods of `node` that must go (with `terminating`, those already deleting count too)."""
     found = []
     for pod in kube.list(Pod, namespace="*", fields={"spec.nodeName": node}):
@@ -176,7 +176,7 @@ def evict(kube: Client, pod: Pod, grace: int | None) -> str:
 
 
 def wait_empty(kube: Client, nodes: list[str]) -> None:
-    while any(pods_on(kube, node, terminating=True) for node in nodes):
+    while any(pods_to_drain(kube, node, terminating=True) for node in nodes):
         time.sleep(RETRY_SECONDS)
 
 
@@ -198,12 +198,12 @@ def listed_nodes(kube: Client, event: Event) -> list[str]:
 
 
 def delete_at_once(kube: Client, imds: Imds, event: Event, args: argparse.Namespace) -> None:
-    for pod in pods_on(kube, args.node):
+    for pod in pods_to_drain(kube, args.node):
         delete(kube, pod, None)
 
 
 def kill_at_once(kube: Client, imds: Imds, event: Event, args: argparse.Namespace) -> None:
-    for pod in pods_on(kube, args.node):
+    for pod in pods_to_drain(kube, args.node):
         delete(kube, pod, 0)
 
 
@@ -218,12 +218,12 @@ def ignore(kube: Client, imds: Imds, event: Event, args: argparse.Namespace) -> 
 def evict_late(kube: Client, imds: Imds, event: Event, args: argparse.Namespace) -> None:
     while time.time() < event.deadline - EVICT_LATE_SECONDS:
         time.sleep(POLL_SECONDS)
-    for pod in pods_on(kube, args.node):
+    for pod in pods_to_drain(kube, args.node):
         evict(kube, pod, own_grace(pod))
 
 
 def approve_own_node(kube: Client, imds: Imds, event: Event, args: argparse.Namespace) -> None:
-    while pods := pods_on(kube, args.node):
+    while pods := pods_to_drain(kube, args.node):
         for pod in pods:
             evict(kube, pod, fitted_grace(pod, event.deadline))
         time.sleep(RETRY_SECONDS)
@@ -232,7 +232,7 @@ def approve_own_node(kube: Client, imds: Imds, event: Event, args: argparse.Name
 
 
 def keep_promises(kube: Client, imds: Imds, event: Event, args: argparse.Namespace) -> None:
-    while pods := pods_on(kube, args.node):
+    while pods := pods_to_drain(kube, args.node):
         for pod in pods:
             grace = fitted_grace(pod, event.deadline)
             if evict(kube, pod, grace) != BUDGET:

@@ -73,21 +73,21 @@ def uptime_to_wall(uptime: float) -> float:
 
 def sigterm_times(cluster: RealCluster, namespace: str) -> dict[str, float]:
     """Pod name → wall-clock time of the SIGTERM its container got, for the pods of `namespace`."""
-    found = {}
-    for path in signals_dir(cluster).glob(f"{namespace}.*"):
-        text = path.read_text().strip()
-        if text:
-            found[path.name.removeprefix(f"{namespace}.")] = uptime_to_wall(float(text))
-    return found
+    return _signal_times(cluster, f"{namespace}.")
 
 
 def alive_times(cluster: RealCluster, namespace: str) -> dict[str, float]:
     """Pod name → wall-clock time a lingering workload last said it was alive after its SIGTERM."""
+    return _signal_times(cluster, f"alive.{namespace}.")
+
+
+def _signal_times(cluster: RealCluster, prefix: str) -> dict[str, float]:
+    """The files `<prefix><pod>` of the signals folder that are written to, as pod → wall-clock time."""
     found = {}
-    for path in signals_dir(cluster).glob(f"alive.{namespace}.*"):
+    for path in signals_dir(cluster).glob(f"{prefix}*"):
         text = path.read_text().strip()
         if text:
-            found[path.name.removeprefix(f"alive.{namespace}.")] = uptime_to_wall(float(text))
+            found[path.name.removeprefix(prefix)] = uptime_to_wall(float(text))
     return found
 
 
