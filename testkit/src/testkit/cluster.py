@@ -235,7 +235,13 @@ def pod_manifest(
     labels: Mapping[str, str] | None = None,
     grace_seconds: int = 30,
 ) -> Pod:
-    """The Pod `create_pod` creates (see there)."""
+    """A Pod bound to `node`.
+
+    `owner`: a controller kind (made-up name/uid), a ReplicaSet from `create_replicaset`, an
+    OwnerReference, or None for a bare pod. `mirror`: a static pod's mirror (the
+    `kubernetes.io/config.mirror` annotation, owned by the Node). `labels` default to
+    `{"app": "aksnth-test"}`.
+    """
     node_name = node.name if isinstance(node, AksNode) else node
     pod_name = name or f"pod-{unique_suffix()}"
     annotations = {MIRROR_ANNOTATION: uuid.uuid4().hex} if mirror else {}
@@ -275,39 +281,11 @@ def pod_manifest(
     return Pod.from_dict({"metadata": metadata, "spec": spec})
 
 
-async def create_pod(
-    kube: AsyncClient,
-    namespace: str,
-    node: str | AksNode,
-    *,
-    name: str | None = None,
-    owner: OwnerKind | ReplicaSet | OwnerReference | None = "ReplicaSet",
-    mirror: bool = False,
-    empty_dir: bool = False,
-    priority_class_name: str | None = None,
-    labels: Mapping[str, str] | None = None,
-    grace_seconds: int = 30,
-) -> Pod:
-    """Creates a Pod bound to `node` (Pending until a FakeKubelet marks it Running).
-
-    `owner`: a controller kind (made-up name/uid), a ReplicaSet from `create_replicaset`, an
-    OwnerReference, or None for a bare pod. `mirror`: a static pod's mirror (the
-    `kubernetes.io/config.mirror` annotation, owned by the Node). `labels` default to
-    `{"app": "aksnth-test"}`.
-    """
-    manifest = pod_manifest(
-        namespace,
-        node,
-        name=name,
-        owner=owner,
-        mirror=mirror,
-        empty_dir=empty_dir,
-        priority_class_name=priority_class_name,
-        labels=labels,
-        grace_seconds=grace_seconds,
-    )
+async def create_pod(kube: AsyncClient, namespace: str, node: str | AksNode, **manifest: Any) -> Pod:
+    """Creates the Pod ``pod_manifest(namespace, node, **manifest)`` describes, bound to `node`
+    (Pending until a FakeKubelet marks it Running)."""
     async with asyncio.timeout(_CALL_TIMEOUT_SECONDS):
-        return await kube.create(manifest)
+        return await kube.create(pod_manifest(namespace, node, **manifest))
 
 
 async def create_pods(
