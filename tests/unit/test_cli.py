@@ -24,6 +24,7 @@ from aksnth.flags import HelpRequested, parse_go_bool, parse_go_int
 from aksnth.model import EventType
 from aksnth.observe.logging import LEVELS, parse_level
 from aksnth.options import GROUPS, OPTIONS
+from testkit.chart import seed_file
 
 NODE = "-node=aks-spot-12345678-vmss000001"
 
@@ -442,13 +443,7 @@ def test_secrets_do_not_show_in_the_settings_repr() -> None:
 # The seed README's args, verbatim (the /files/... template stands in a tmp_path file)
 # --------------------------------------------------------------------------------------------------
 
-SLACK_PAYLOAD = """{
-  "channel": "#mychannel",
-  "username": "webhookbot",
-  "text": "This is message for {{ .NodeName }}, {{ .InstanceType }} from {{ .NodeRegion }}",
-  "icon_emoji": ":ghost:"
-}
-"""
+SLACK_PAYLOAD = seed_file("slack.yaml", "slack-payload.json")
 
 
 def test_readme_telegram_args() -> None:

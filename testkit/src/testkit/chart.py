@@ -138,3 +138,16 @@ def is_handler_user(username: str) -> bool:
     """Whether an API user is a handler under test: ServiceAccount `aksnth-…` (in any namespace)."""
     prefix, _, name = username.rpartition(":")
     return prefix.startswith("system:serviceaccount:") and name.startswith(HANDLER_ACCOUNT_PREFIX)
+
+
+def seed_values(name: str) -> dict[str, Any]:
+    """The seed README's values file ``tests/chart/values/<name>``, read."""
+    document = yaml.safe_load((SEED_VALUES_DIR / name).read_text())
+    assert isinstance(document, dict), f"{name} is not a mapping"
+    return document
+
+
+def seed_file(values: str, name: str) -> str:
+    """The file `name` of the seed values file `values`'s ``configMap.data``, as the pod reads it."""
+    content: str = seed_values(values)["configMap"]["data"][name]
+    return content

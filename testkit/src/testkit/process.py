@@ -27,15 +27,13 @@ from pathlib import Path
 from typing import Any, Self
 
 import httpx2
-import yaml
 
 from imds_simulator import ImdsSimulator
+from testkit.chart import seed_values
 from testkit.metrics import Scrape
 from testkit.orphans import die_with_parent
 from testkit.ports import PORT_ATTEMPTS, free_loopback_port, listening_ports, port_taken
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-SEED_VALUES_DIR = REPO_ROOT / "tests" / "chart" / "values"
 CHART_FILES_MOUNT = "/files"  # where the chart mounts configMap.data
 _STOP_GRACE_SECONDS = 15.0
 _HTTP_TIMEOUT_SECONDS = 5.0
@@ -314,7 +312,7 @@ def seed_values_args(name: str, *, files_dir: Path, overrides: Mapping[str, str]
     ``overrides`` replaces the value of a flag (``{"-webhook.url": receiver_url}``): an override of a
     flag the file does not have is an error, so the args stay the seed's.
     """
-    values: dict[str, Any] = yaml.safe_load((SEED_VALUES_DIR / name).read_text())
+    values = seed_values(name)
     files_dir.mkdir(parents=True, exist_ok=True)
     for file_name, content in (values.get("configMap", {}).get("data") or {}).items():
         (files_dir / file_name).write_text(content)

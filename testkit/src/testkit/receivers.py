@@ -35,10 +35,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from testkit.binaries import find_bin_dir
+from testkit.binaries import REPO_ROOT, find_bin_dir
 from testkit.ports import PORT_ATTEMPTS, free_loopback_port, listening_ports, port_taken
 
-_REPO = Path(__file__).resolve().parents[3]
 _HANG_LIMIT_SECONDS = 60.0  # a hanging reply never outlives this, even if stop() is forgotten
 
 
@@ -329,7 +328,7 @@ def recording_proxy(folder: Path, *, basic_auth: str | None = None) -> Iterator[
     env = {
         **os.environ,
         RECORD_ENV: str(record),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH", "")])),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])),
     }
     log = (folder / "proxy.log").open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -32,7 +32,7 @@ from lightkube.types import PatchType
 
 from aksnth.kube import keys
 from imds_simulator import ImdsSimulator
-from testkit.chart import SEED_VALUES_DIR
+from testkit.chart import seed_values
 from testkit.cluster import eventually
 from testkit.fleetwatch import FleetWatch
 from testkit.realcluster import WORKLOAD_IMAGE, RealCluster, RealNode, install_command
@@ -468,12 +468,6 @@ async def released(release: Release, kube: AsyncClient) -> AsyncIterator[Release
             return not await handler_pods(kube)
 
         await eventually(gone, what="the handler pods gone after helm uninstall", timeout_seconds=90)
-
-
-def seed_values(name: str) -> dict[str, Any]:
-    document = yaml.safe_load((SEED_VALUES_DIR / name).read_text())
-    assert isinstance(document, dict)
-    return document
 
 
 SLACK_PATH = "/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"  # the seed's, after the host
