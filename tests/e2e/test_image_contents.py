@@ -80,7 +80,11 @@ def test_the_handler_image_holds_no_simulator_code(handler_image_files: dict[str
     )
     records = [name for name in handler_image_files if name.endswith(".dist-info/RECORD")]
     assert any("aks_node_termination_handler" in name for name in records), records
-    assert simulator_code(handler_image_files) == []
+    found = simulator_code(handler_image_files)
+    assert found == [], (
+        f"the handler's image ships simulator code: {found} (an archive built from an older tree? "
+        "`hack/build-test-image` rebuilds it when src/ changed)"
+    )
 
 
 def test_the_check_finds_simulator_code_where_it_is() -> None:
