@@ -8,36 +8,45 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 LOCK := requirements.lock
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
+# Parts of their own beside the handler (imds-simulator/, testkit/), installed editable for the
+# tests, the demo and the benchmarks; none of them is in the handler's wheel or image.
+PARTS := imds-simulator testkit
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) $(PARTS:%=%/pyproject.toml) | cksum | cut -d' ' -f1)
 # Tools whose dependencies must stay out of the test venv (see the `tools` extra in pyproject.toml),
 # so that the handler started from .venv imports exactly what the container image holds.
 TOOLS_VENV ?= .venv-tools
 TOOLS_BIN := $(TOOLS_VENV)/bin
-TOOLS_STAMP := $(TOOLS_VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+TOOLS_STAMP := $(TOOLS_VENV)/.installed-$(shell cat pyproject.toml $(PARTS:%=%/pyproject.toml) | cksum | cut -d' ' -f1)
 TEST_BIN_DIR := $(shell hack/build-test-binaries --print-dir)
 export AKSNTH_TEST_BIN_DIR := $(TEST_BIN_DIR)
 PYTEST_ARGS ?=
 
-.PHONY: help venv lock test-binaries test-images test cluster unit compat integration e2e reliability lint fmt demo bench bench-zero-downtime soak audit clean
+.PHONY: help venv imds-simulator-image lock test-binaries test-images test cluster unit compat integration e2e reliability lint fmt demo bench bench-zero-downtime soak audit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 # The runtime dependencies come from the lock, hash-checked, as in the image; then the project itself
 # and its test and lint tools (tests/unit/test_lock.py fails if these moved a locked version).
-$(STAMP): pyproject.toml $(LOCK)
+$(STAMP): pyproject.toml $(LOCK) $(PARTS:%=%/pyproject.toml)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --require-hashes --only-binary=:all: -r $(LOCK)
-	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
+	$(BIN)/python -m pip install --quiet -e '.[test,lint]' $(PARTS:%=-e ./%)
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP) ## create the virtual environment and install the project with its test tools
 
-$(TOOLS_STAMP): pyproject.toml
+CONTAINER ?= docker
+imds-simulator-image: ## the IMDS simulator's own container image (imds-simulator/Dockerfile), tagged imds-simulator:dev
+	$(CONTAINER) build -t imds-simulator:dev imds-simulator
+
+# The parts go in without their dependencies: import-linter only needs to find their sources.
+$(TOOLS_STAMP): pyproject.toml $(PARTS:%=%/pyproject.toml)
 	@test -x $(TOOLS_BIN)/python || $(PYTHON) -m venv $(TOOLS_VENV)
 	$(TOOLS_BIN)/python -m pip install --quiet --upgrade pip
 	$(TOOLS_BIN)/python -m pip install --quiet -e '.[tools]'
+	$(TOOLS_BIN)/python -m pip install --quiet --no-deps $(PARTS:%=-e ./%)
 	@rm -f $(TOOLS_VENV)/.installed-* && touch $@
 
 lock: $(TOOLS_STAMP) ## re-resolve requirements.lock (runtime dependencies, hash-pinned) from pyproject.toml
@@ -72,14 +81,14 @@ reliability: venv test-binaries ## faults, bad input, load, a Spot pool preempte
 	$(BIN)/pytest tests/reliability $(PYTEST_ARGS)
 
 lint: venv $(TOOLS_STAMP) ## ruff, mypy and the import layers
-	$(BIN)/ruff check src tests bench demo
-	$(BIN)/ruff format --check src tests bench demo
+	$(BIN)/ruff check src tests bench demo $(PARTS)
+	$(BIN)/ruff format --check src tests bench demo $(PARTS)
 	$(BIN)/mypy
 	$(TOOLS_BIN)/lint-imports
 
 fmt: venv ## format and fix what ruff can
-	$(BIN)/ruff format src tests bench demo
-	$(BIN)/ruff check --fix src tests bench demo
+	$(BIN)/ruff format src tests bench demo $(PARTS)
+	$(BIN)/ruff check --fix src tests bench demo $(PARTS)
 
 demo: venv test-binaries ## a local control plane, the IMDS simulator and the handler draining a Spot node
 	$(BIN)/python -m demo $(DEMO_ARGS)
@@ -98,4 +107,4 @@ audit: $(TOOLS_STAMP) ## audit the dependencies for known vulnerabilities (needs
 	$(TOOLS_BIN)/python hack/audit-summary $(TOOLS_VENV)/audit.json
 
 clean: ## remove the virtual environment and caches (the test binaries stay in their cache)
-	rm -rf $(VENV) $(TOOLS_VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info
+	rm -rf $(VENV) $(TOOLS_VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info $(PARTS:%=%/src/*.egg-info)

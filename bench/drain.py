@@ -15,13 +15,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from tests.support.cluster import create_pods
-from tests.support.kubelet import FakeKubelet
-
-from bench.audit import between, count_by_kind
 from bench.lab import BenchError, Lab, NodeWatch, PodWatch, wait_for
 from bench.process import Implementation
 from bench.reaction import PREEMPT_NOTICE_SECONDS
+from testkit.audit import between, count_by_kind
+from testkit.cluster import create_pods
+from testkit.kubelet import FakeKubelet
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +83,7 @@ async def measure_drain(lab: Lab, implementation: Implementation, case: DrainCas
                 )
                 await asyncio.sleep(_TRAILING_SECONDS)
             finally:
-                await process.stop()
+                await asyncio.to_thread(process.stop)
                 if event_id:
                     lab.imds.cancel(event_id)
     ended = time.time()

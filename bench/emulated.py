@@ -39,23 +39,22 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from tests.support.container import (
+from bench.lab import HANDLER_NAMESPACE, BenchError, Lab, wait_for
+from bench.node import cgroup_path, working_set_bytes
+from bench.process import tree_rss_kib
+from testkit.container import (
     HandlerContainer,
     image_facts,
     running_container,
     service_account_volume,
 )
-from tests.support.emulation import EmulationUnavailable, arm64_emulation
-from tests.support.realcluster import (
+from testkit.emulation import EmulationUnavailable, arm64_emulation
+from testkit.realcluster import (
     ARM64_HANDLER_IMAGE,
     HANDLER_IMAGE,
     arm64_image_missing,
     image_dir,
 )
-
-from bench.lab import HANDLER_NAMESPACE, BenchError, Lab, wait_for
-from bench.node import cgroup_path, working_set_bytes
-from bench.process import tree_rss_kib
 
 log = logging.getLogger("bench.emulated")
 

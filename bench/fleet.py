@@ -1,10 +1,10 @@
 """Fleet: a whole Spot pool preempted at once. N Spot nodes and M regular nodes of a control plane
-that schedules and reconciles like a cluster's (`tests.support.fleet`), one handler process per Spot
+that schedules and reconciles like a cluster's (`testkit.fleet`), one handler process per Spot
 node, one IMDS document with a Preempt for all N VMs (30 s notice). What the handlers do together:
 how soon every node is cordoned, every eviction issued and every node empty; how many evictions the
 budgets and API Priority and Fairness refused; the API server's load; and the outcomes that must be
 zero: replacements on nodes under the event, and the findings of the safety checks per pod and per
-event (tests/support/safety.py): stops without a budget's refusal or before the pod's last chance,
+event (testkit/src/testkit/safety.py): stops without a budget's refusal or before the pod's last chance,
 StartRequests before the listed nodes were empty, pods without their SIGTERM or grace period. The
 result carries their figures: stops, the earliest stop after its last chance, approvals after the
 last listed node emptied.
@@ -27,23 +27,24 @@ from typing import Any
 
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
-from tests.support.cluster import AksNode
-from tests.support.fleet import (
+
+from bench.lab import HANDLER_USER, BenchError, Lab, wait_for
+from bench.process import Implementation
+from bench.reaction import PREEMPT_NOTICE_SECONDS
+from bench.stats import summary
+from testkit.audit import AuditedRequest, audit_policy, between, count_by_kind
+from testkit.cluster import AksNode
+from testkit.fleet import (
     FleetShape,
     create_fleet_nodes,
     create_workloads,
     fleet_control_plane,
     wait_workloads_ready,
 )
-from tests.support.fleetwatch import FleetWatch, fleet_outcome
-from tests.support.kubelet import FakeKubelet
-from tests.support.safety import check_safety, event_record, safety_figures, safety_record, stops
-
-from bench.audit import AuditedRequest, audit_policy, between, count_by_kind
-from bench.lab import HANDLER_USER, BenchError, Lab, wait_for
-from bench.process import HandlerProcess, Implementation
-from bench.reaction import PREEMPT_NOTICE_SECONDS
-from bench.stats import summary
+from testkit.fleetwatch import FleetWatch, fleet_outcome
+from testkit.kubelet import FakeKubelet
+from testkit.process import HandlerProcess
+from testkit.safety import check_safety, event_record, safety_figures, safety_record, stops
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ async def measure_fleet(
         finally:
             for handler in handlers:
                 with contextlib.suppress(Exception):
-                    await handler.stop()
+                    await asyncio.to_thread(handler.stop)
     audited = lab.audit()
     during = between(audited, published, ended)
     ours = [r for r in during if r.user == HANDLER_USER]

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.audit import between, count_by_kind
 from bench.lab import Lab
-from bench.process import Implementation, Sample
+from bench.process import Implementation, Sample, sample
+from testkit.audit import between, count_by_kind
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +37,14 @@ async def measure_footprint(
         await asyncio.sleep(_WARM_UP_SECONDS)
         process.check_running()
         window_start = time.time()
-        samples: list[Sample] = [process.sample()]
+        samples: list[Sample] = [sample(process.pid)]
         while samples[-1].at - samples[0].at < idle_seconds:
             await asyncio.sleep(_SAMPLE_SECONDS)
             process.check_running()
-            samples.append(process.sample())
+            samples.append(sample(process.pid))
         window_end = time.time()
     finally:
-        await process.stop()
+        await asyncio.to_thread(process.stop)
     window = samples[-1].at - samples[0].at
     per_minute = 60.0 / (window_end - window_start)
     imds = [t for t in lab.imds_request_times() if window_start <= t <= window_end]

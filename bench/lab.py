@@ -25,16 +25,17 @@ from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Node, Pod
 from lightkube.types import PatchType
-from tests.support.chart import chart_cluster_rules
-from tests.support.cluster import AksNode, create_aks_node, service_account_kubeconfig
-from tests.support.controlplane import ControlPlane
-from tests.support.receivers import Receiver
-from tests.support.tasks import stop_task
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube.keys import EXCLUDE_FROM_LB_LABEL, STATE_ANNOTATION, is_our_taint_key
-from bench.audit import AuditedRequest, audit_policy, read_audit_log
-from bench.process import HandlerProcess, Implementation, command_line
+from bench.process import Implementation, command_line
+from imds_simulator import ImdsSimulator
+from testkit.audit import AuditedRequest, audit_policy, read_audit_log
+from testkit.chart import chart_cluster_rules
+from testkit.cluster import AksNode, create_aks_node, service_account_kubeconfig
+from testkit.controlplane import ControlPlane
+from testkit.process import HandlerProcess
+from testkit.receivers import Receiver
+from testkit.tasks import stop_task
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,9 @@ from typing import Any
 
 import httpx2
 from lightkube import AsyncClient, KubeConfig
-from tests.cluster.scenario import Release, handler_processes, wait_handlers_ready
-from tests.support.realcluster import HANDLER_IMAGE, RealCluster, image_dir, missing_prerequisites
+
+from testkit.realcluster import HANDLER_IMAGE, RealCluster, image_dir, missing_prerequisites
+from testkit.scenario import Release, handler_processes, wait_handlers_ready
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ import httpx2
 
 from aksnth.azure.documents import MAX_DOCUMENT_BYTES
 from aksnth.azure.imds import ERROR_BODY_BYTES, METADATA_HEADERS, ImdsClient
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.config import ImdsSettings
 from aksnth.observe.httpmetrics import imds_transport
+from imds_simulator import ImdsSimulator
 
 _WARM_UP_POLLS = 20
 

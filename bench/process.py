@@ -1,21 +1,15 @@
-"""A handler under measurement: any program, started from a command-line template, with its footprint
-read from /proc.
+"""A handler under measurement: any program, started from a command-line template (and run as
+``testkit.process.HandlerProcess``), with its footprint read from /proc.
 
 The template is split like a shell would split it (no shell runs it), then the placeholders are
 filled in each word, so a path with spaces stays one argument. Placeholders: {imds_url},
-{kubeconfig}, {node}, {resource}, {webhook_url}, {web_address}. The program runs in its own process
-group; stopping it (or the benchmark dying) ends the whole group.
+{kubeconfig}, {node}, {resource}, {webhook_url}, {web_address}.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import ctypes
 import os
 import shlex
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -30,12 +24,7 @@ OUR_TEMPLATE = (
 )
 # The same, optimized and importing only what the container image has (see bench/image_like.py).
 IMAGE_LIKE_TEMPLATE = OUR_TEMPLATE.replace(str(OUR_PROGRAM), f"{sys.executable} -OO -m bench.image_like", 1)
-_STOP_GRACE_SECONDS = 15.0
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-class HandlerExitedError(RuntimeError):
-    """The handler under measurement ended on its own; the message carries its last log lines."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,96 +56,32 @@ def command_line(template: str, values: dict[str, str]) -> list[str]:
     return argv
 
 
-def _die_with_parent() -> None:
-    # Between fork and exec: the kernel kills the handler if the benchmark is killed outright.
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+def sample(root: int) -> Sample:
+    """RSS (VmRSS of each process of `root`'s tree, summed) and CPU time so far.
 
-
-class HandlerProcess:
-    def __init__(self, argv: list[str], *, log_path: Path) -> None:
-        self.argv = argv
-        self.log_path = log_path
-        self.started_at = 0.0  # wall clock
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        if self._process is None:
-            raise RuntimeError("the handler is not started")
-        return self._process.pid
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log_file:
-            self.started_at = time.time()
-            self._process = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 (only prctl, fork-safe)
-            )
-
-    def check_running(self) -> None:
-        if self._process is not None and self._process.poll() is not None:
-            raise HandlerExitedError(
-                f"the handler exited with code {self._process.returncode}; its log is {self.log_path}:\n"
-                + self.tail()
-            )
-
-    def tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no output)"
-
-    async def stop(self) -> int | None:
-        """SIGTERM to the process group, SIGKILL after the grace period; the exit code."""
-        process, self._process = self._process, None
-        if process is None:
-            return None
-        _signal_group(process.pid, signal.SIGTERM)
-        try:
-            code = await asyncio.to_thread(process.wait, _STOP_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            _signal_group(process.pid, signal.SIGKILL)
-            code = await asyncio.to_thread(process.wait, _STOP_GRACE_SECONDS)
-        _signal_group(process.pid, signal.SIGKILL)  # anything the handler left behind in its group
-        return code
-
-    def kill_now(self) -> None:
-        """For the last-resort cleanup path (no event loop): SIGKILL the group."""
-        if self._process is not None:
-            _signal_group(self._process.pid, signal.SIGKILL)
-            self._process.wait(timeout=5)
-            self._process = None
-
-    def sample(self) -> Sample:
-        """RSS (VmRSS of each process of the tree, summed) and CPU time so far.
-
-        CPU time is each thread's time on a CPU from ``/proc/PID/task/TID/schedstat``, in
-        nanoseconds: ``utime + stime`` of ``/proc/PID/stat`` counts 10 ms clock ticks, and an idle
-        handler uses about 1.5 ms a second, so over a minute one tick more or less moved the figure by
-        0.017 % of a core. A thread that ends inside the window takes its time with it; both kinds of
-        handler measured here keep their threads. Without schedstat (a kernel built without it) the
-        ticks are used.
-        """
-        rss_kib, ticks, nanoseconds = 0, 0, 0
-        precise = True
-        for pid in _tree(self.pid):
-            stat = _read_stat(pid)
-            rss = _vm_rss_kib(pid)
-            if stat is None or rss is None:
-                continue  # gone meanwhile
-            ticks += int(stat[11]) + int(stat[12])  # utime, stime (fields 14 and 15 of stat)
-            on_cpu = _on_cpu_nanoseconds(pid) if precise else None
-            if on_cpu is None:
-                precise = False
-            else:
-                nanoseconds += on_cpu
-            rss_kib += rss
-        cpu_seconds = nanoseconds / 1e9 if precise else ticks / _CLOCK_TICKS
-        return Sample(at=time.monotonic(), rss_kib=rss_kib, cpu_seconds=cpu_seconds)
+    CPU time is each thread's time on a CPU from ``/proc/PID/task/TID/schedstat``, in
+    nanoseconds: ``utime + stime`` of ``/proc/PID/stat`` counts 10 ms clock ticks, and an idle
+    handler uses about 1.5 ms a second, so over a minute one tick more or less moved the figure by
+    0.017 % of a core. A thread that ends inside the window takes its time with it; both kinds of
+    handler measured here keep their threads. Without schedstat (a kernel built without it) the
+    ticks are used.
+    """
+    rss_kib, ticks, nanoseconds = 0, 0, 0
+    precise = True
+    for pid in _tree(root):
+        stat = _read_stat(pid)
+        rss = _vm_rss_kib(pid)
+        if stat is None or rss is None:
+            continue  # gone meanwhile
+        ticks += int(stat[11]) + int(stat[12])  # utime, stime (fields 14 and 15 of stat)
+        on_cpu = _on_cpu_nanoseconds(pid) if precise else None
+        if on_cpu is None:
+            precise = False
+        else:
+            nanoseconds += on_cpu
+        rss_kib += rss
+    cpu_seconds = nanoseconds / 1e9 if precise else ticks / _CLOCK_TICKS
+    return Sample(at=time.monotonic(), rss_kib=rss_kib, cpu_seconds=cpu_seconds)
 
 
 def _on_cpu_nanoseconds(pid: int) -> int | None:
@@ -174,11 +99,6 @@ def _on_cpu_nanoseconds(pid: int) -> int | None:
         except (OSError, ValueError, IndexError):
             return None
     return total
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
 
 
 def _read_stat(pid: int) -> list[str] | None:

@@ -85,7 +85,7 @@ async def measure_reaction(
                 await lab.reset_node(node)
                 await watch.wait_state(False, after=time.time(), timeout_seconds=_REACT_TIMEOUT_SECONDS)
     finally:
-        await process.stop()
+        await asyncio.to_thread(process.stop)
     return {
         "events": events,
         "cordon_seconds": summary(cordon),

@@ -15,12 +15,11 @@ import logging
 import time
 from typing import Any
 
-from tests.support.cluster import create_pods
-from tests.support.kubelet import FakeKubelet
-
-from bench.audit import between, count_by_kind
 from bench.lab import BenchError, Lab
 from bench.process import Implementation
+from testkit.audit import between, count_by_kind
+from testkit.cluster import create_pods
+from testkit.kubelet import FakeKubelet
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +48,7 @@ async def measure_readiness(
             process.check_running()
             window_end = time.time()
         finally:
-            await process.stop()
+            await asyncio.to_thread(process.stop)
     requests = between(lab.audit(), window_start, window_end)
     kinds = count_by_kind(requests)
     pod_lists = [r.received_at for r in requests if r.kind == POD_LISTS]

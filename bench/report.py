@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tests.support.safety import TOLERANCE_SECONDS
+from testkit.safety import TOLERANCE_SECONDS
 
 Results = dict[str, Any]  # one implementation's figures: {"reaction": …, "drain": {key: …}, "footprint": …}
 

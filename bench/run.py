@@ -28,8 +28,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.support.fleet import FleetShape
-
 from bench.drain import DrainCase, measure_drain
 from bench.fleet import FleetCase, fleet_lab, measure_fleet
 from bench.footprint import installed_size_mib, measure_footprint
@@ -40,6 +38,7 @@ from bench.process import IMAGE_LIKE_TEMPLATE, OUR_TEMPLATE, PLACEHOLDERS, Imple
 from bench.reaction import measure_reaction
 from bench.readiness import measure_readiness
 from bench.report import budget_verdicts, render, rows
+from testkit.fleet import FleetShape
 
 log = logging.getLogger("bench")
 
@@ -240,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("bench").setLevel(logging.INFO)
-    for noisy in ("httpx", "httpx2", "tests.support.controlplane", "aksnth.azure.simulator"):
+    for noisy in ("httpx", "httpx2", "testkit.controlplane", "imds_simulator"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     implementations = [Implementation(name=args.name, template=args.handler)]
     if args.candidate:

@@ -3,7 +3,7 @@
     python -m bench.zero_downtime [--handlers ours,go] [--shapes a,b] [--runs 1] [--cap-seconds 120]
                                   [--ours-args ARGS] [--json FILE]
 
-The scenario is `tests.cluster.nodeloss`: a web Deployment (readiness probe, preStop delay, graceful
+The scenario is `testkit.nodeloss`: a web Deployment (readiness probe, preStop delay, graceful
 shutdown) behind a Service, requests from the other node through its real kube-proxy, a Preempt for
 the serving node, the VM gone when the event starts. Shapes: (a) two replicas, one per node; (b) one
 replica with a PodDisruptionBudget of minAvailable 1. Each handler is installed by helm with the seed's
@@ -36,8 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from lightkube import AsyncClient, KubeConfig
-from tests.cluster.nodeloss import DEFAULT_CAP_SECONDS, NodeLoss, Shape, measure_node_loss
-from tests.cluster.scenario import (
+
+from testkit.binaries import REPO_ROOT
+from testkit.nodeloss import DEFAULT_CAP_SECONDS, NodeLoss, Shape, measure_node_loss
+from testkit.realcluster import HANDLER_IMAGE, RealCluster, image_dir, missing_prerequisites
+from testkit.scenario import (
     SLACK_PATH,
     Release,
     released,
@@ -45,8 +48,6 @@ from tests.cluster.scenario import (
     slack_values,
     wait_handlers_ready,
 )
-from tests.support.binaries import REPO_ROOT
-from tests.support.realcluster import HANDLER_IMAGE, RealCluster, image_dir, missing_prerequisites
 
 log = logging.getLogger("bench.zero_downtime")
 

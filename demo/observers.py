@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 import httpx2
 from lightkube import ApiError, AsyncClient
 from lightkube.resources.core_v1 import Node, Pod
-from tests.support.receivers import Receiver
-from tests.support.tasks import stop_task
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube.keys import EXCLUDE_FROM_LB_LABEL, is_our_taint_key
 from demo.scene import Scene
 from demo.timeline import Step, Timeline
+from imds_simulator import ImdsSimulator
+from testkit.receivers import Receiver
+from testkit.tasks import stop_task
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,11 @@ from dataclasses import dataclass, field
 import httpx2
 from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.resources.core_v1 import Namespace, Pod
-from tests.cluster.scenario import (
+
+from demo.observers import NodeObserver, RecordsObserver
+from demo.timeline import Step, Timeline, format_summary
+from testkit.realcluster import RealCluster, missing_prerequisites
+from testkit.scenario import (
     SLACK_PATH,
     Release,
     new_namespace,
@@ -34,11 +38,7 @@ from tests.cluster.scenario import (
     workload,
     workload_pod_spec,
 )
-from tests.support.realcluster import RealCluster, missing_prerequisites
-from tests.support.tasks import stop_task
-
-from demo.observers import NodeObserver, RecordsObserver
-from demo.timeline import Step, Timeline, format_summary
+from testkit.tasks import stop_task
 
 WEB_REPLICAS = 4
 _CLIENT_TIMEOUT = httpx2.Timeout(15.0)

@@ -27,19 +27,19 @@ from pathlib import Path
 
 import httpx2
 import yaml
-from bench.process import HandlerExitedError, HandlerProcess
 from lightkube import AsyncClient, KubeConfig
-from tests.support.chart import SEED_VALUES_DIR, chart_cluster_rules
-from tests.support.cluster import service_account_kubeconfig
-from tests.support.controlplane import ControlPlane
-from tests.support.kubelet import FakeKubelet
-from tests.support.receivers import Receiver
-from tests.support.tasks import stop_task
 
-from aksnth.azure.simulator import MIN_NOTICE_SECONDS, STARTED_SECONDS, ImdsSimulator
 from demo.observers import ALL_PODS_UP_TO, NodeObserver, PodObserver, RecordsObserver
 from demo.scene import MIN_PODS, ReplicaSetStandIn, Scene, build_scene, wait_budget_ready
 from demo.timeline import Step, Timeline, format_summary
+from imds_simulator import MIN_NOTICE_SECONDS, STARTED_SECONDS, ImdsSimulator
+from testkit.chart import SEED_VALUES_DIR, chart_cluster_rules
+from testkit.cluster import service_account_kubeconfig
+from testkit.controlplane import ControlPlane
+from testkit.kubelet import FakeKubelet
+from testkit.process import HandlerExited, HandlerProcess
+from testkit.receivers import Receiver
+from testkit.tasks import stop_task
 
 EVENT_TYPES = ("Preempt", "Terminate", "Reboot", "Freeze", "Redeploy")
 GIVES_BACK = frozenset({"Reboot", "Freeze", "Redeploy"})  # the VM survives: the node is given back
@@ -311,7 +311,7 @@ class Demo:
                 timeout_seconds=budget,
                 check=handler.check_running,
             )
-        except (TimeoutError, HandlerExitedError) as exc:
+        except (TimeoutError, HandlerExited) as exc:
             await asyncio.sleep(timeline.settle_seconds)
             timeline.flush(everything=True)
             say()
@@ -337,7 +337,7 @@ class Demo:
             say("everything keeps running (--keep); Ctrl-C stops and removes it. Try:")
             say(f"  KUBECONFIG={self.control_plane.kubeconfig_path} kubectl get nodes,pods -A -o wide")
             say(
-                f"  {sys.executable} -m aksnth imds-simulator schedule --type Reboot --notice 30s "
+                f"  {sys.executable} -m imds_simulator schedule --type Reboot --notice 30s "
                 f"--duration 15s --resource {scene.spot.resource_name} --url {self.imds.url}"
             )
             say(f"  tail -f {handler.log_path}")
@@ -365,14 +365,14 @@ class Demo:
 
     async def stop(self) -> None:
         if self.handler is not None:
-            await self.handler.stop()
+            await asyncio.to_thread(self.handler.stop)
             self.handler = None
         self.stop_now()
 
     def stop_now(self) -> None:
         """Synchronous and idempotent: also the last resort after a second Ctrl-C."""
         if self.handler is not None:
-            self.handler.kill_now()
+            self.handler.kill()
             self.handler = None
         if self.receiver_started:
             self.receiver_started = False

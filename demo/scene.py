@@ -2,7 +2,7 @@
 healthy node for the replacements, and a ReplicaSet controller stand-in that recreates evicted pods
 on the healthy node (without it, the PodDisruptionBudget would stop the drain after one eviction).
 
-Built with the test harness (`tests.support.cluster`), so the objects look like the ones the
+Built with the test harness (`testkit.cluster`), so the objects look like the ones the
 integration tests use: AKS labels, the Spot taint, a providerID the handler derives its Azure
 resource name from.
 """
@@ -20,7 +20,8 @@ import httpx2
 from lightkube import ApiError, AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
 from lightkube.resources.core_v1 import Namespace, Pod
-from tests.support.cluster import (
+
+from testkit.cluster import (
     AksNode,
     create_aks_node,
     create_pdb,
@@ -28,7 +29,7 @@ from tests.support.cluster import (
     create_replicaset,
     wait_pdb_observed,
 )
-from tests.support.tasks import stop_task
+from testkit.tasks import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -142,27 +143,21 @@ def plan_pods(total: int, *, spot_node: str, web_owner: OwnerReference, rng: ran
             )
             for i in range(2)
         ),
-        *(
-            PodPlan(
-                namespace=APP_NAMESPACE,
-                name=generated_name(str(web_owner.name), rng),
-                role="ReplicaSet behind a PodDisruptionBudget",
-                owner=web_owner,
-                labels={"app": "web"},
-            )
-            for _ in range(web)
-        ),
-        *(
-            PodPlan(
-                namespace=APP_NAMESPACE,
-                name=generated_name(str(api_owner.name), rng),
-                role="ReplicaSet",
-                owner=api_owner,
-                labels={"app": "api"},
-            )
-            for _ in range(api)
-        ),
     ]
+    for owner, role, app, count in (
+        (web_owner, "ReplicaSet behind a PodDisruptionBudget", "web", web),
+        (api_owner, "ReplicaSet", "api", api),
+    ):
+        plans += [
+            PodPlan(
+                namespace=APP_NAMESPACE,
+                name=generated_name(str(owner.name), rng),
+                role=role,
+                owner=owner,
+                labels={"app": app},
+            )
+            for _ in range(count)
+        ]
     return plans
 
 

@@ -14,25 +14,22 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx2
 import pytest
-from lightkube import AsyncClient, KubeConfig
+from lightkube import AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.config import KubeSettings
 from aksnth.kube.api import KubeClient
 from aksnth.kube.client import open_client
-from tests.support.audit import suite_audit_policy
-from tests.support.chart import HANDLER_ACCOUNT_PREFIX, handler_cluster_rules
-from tests.support.cluster import AksNode, create_aks_node, service_account_kubeconfig, unique_suffix
-from tests.support.controlplane import ControlPlane
-from tests.support.emulation import EmulationUnavailable, arm64_emulation
-from tests.support.realcluster import arm64_image_missing, image_dir
+from imds_simulator import ImdsSimulator
+from testkit.audit import suite_audit_policy
+from testkit.chart import HANDLER_ACCOUNT_PREFIX, handler_cluster_rules
+from testkit.cluster import AksNode, admin_client, create_aks_node, service_account_kubeconfig, unique_suffix
+from testkit.controlplane import ControlPlane
+from testkit.emulation import EmulationUnavailable, arm64_emulation
+from testkit.realcluster import arm64_image_missing, image_dir
 from tests.support.reporting import report
-
-_CLIENT_TIMEOUT = httpx2.Timeout(10.0)
 
 
 @pytest.fixture(scope="session")
@@ -48,11 +45,8 @@ def control_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane]:
 async def kube(control_plane: ControlPlane) -> AsyncIterator[AsyncClient]:
     """A lightkube AsyncClient authenticated as the admin (system:masters)."""
     control_plane.check_running()
-    client = AsyncClient(KubeConfig.from_file(control_plane.kubeconfig_path), timeout=_CLIENT_TIMEOUT)
-    try:
+    async with admin_client(control_plane.kubeconfig_path) as client:
         yield client
-    finally:
-        await client.close()
 
 
 @pytest.fixture
@@ -105,7 +99,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 def handler_chart_values(request: pytest.FixtureRequest) -> tuple[str, ...]:
     """The chart values the scenario's handler would be installed with: the `--set` assignments of its
-    `chart_values` marker (e.g. `tests.support.chart.ALLOW_POD_DELETE` for -disableEviction), or none:
+    `chart_values` marker (e.g. `testkit.chart.ALLOW_POD_DELETE` for -disableEviction), or none:
     the chart's defaults."""
     marker = request.node.get_closest_marker("chart_values")
     return tuple(marker.args) if marker is not None else ()
@@ -162,7 +156,7 @@ def _arm64_unavailable(reason: str) -> None:
 def arm64_image() -> Iterator[Path]:
     """The folder of the test images (their archives, podman's configuration) once the arm64 image of
     `hack/build-test-image` is there, with arm64 emulation registered for the module's tests
-    (`tests.support.emulation.arm64_emulation`: undone after them when it was not there before).
+    (`testkit.emulation.arm64_emulation`: undone after them when it was not there before).
     Where that cannot be, the module's tests are skipped with the reason; with CI set, they fail."""
     if os.geteuid() != 0:
         _arm64_unavailable("root (podman, containerd, binfmt_misc)")

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.audit import AuditedRequest, missing_rights, read_audit_log, unused_rights
-from tests.support.chart import ALLOW_POD_DELETE, handler_cluster_rules, is_handler_user
-from tests.support.controlplane import ControlPlane
+from testkit.audit import AuditedRequest, missing_rights, read_audit_log, unused_rights
+from testkit.chart import ALLOW_POD_DELETE, handler_cluster_rules, is_handler_user
+from testkit.controlplane import ControlPlane
 
 # Every value that adds a right the handler itself uses (goImage's are the Go image's, not ours).
 WIDEST = (*ALLOW_POD_DELETE, "readinessCheck.interval=5m")

@@ -72,14 +72,12 @@ PROGRAM = "aks-node-termination-handler"
 
 # Subcommands and the module whose ``main(argv) -> int`` runs them; imported only when used.
 SUBCOMMANDS: Mapping[str, str] = {
-    "imds-simulator": "aksnth.azure.simulator",
     "readiness": "aksnth.commands.readiness",
     "render-template": "aksnth.commands.render_template",
 }
 
 USAGE_PREAMBLE = f"""\
 Usage: {PROGRAM} [flags]
-       {PROGRAM} imds-simulator [flags]    serve a simulated IMDS Scheduled Events endpoint
        {PROGRAM} readiness [flags]         would these nodes drain if Azure evicted them now?
        {PROGRAM} render-template [flags]   render a payload template with sample data
 

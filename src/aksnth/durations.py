@@ -1,7 +1,7 @@
 """Durations written as text, read as seconds: one parser for each form the program meets.
 
 * Go's ``time.ParseDuration`` (``5s``, ``1m30s``, ``300ms``), as the Go original's flags and config
-  file take them, and the IMDS simulator's options too; ``format_duration`` writes them back.
+  file take them; ``format_duration`` writes them back.
 * ``Retry-After`` (RFC 9110: delay-seconds or an HTTP date), as IMDS, the API server and the
   notification receivers send it, and the numbers some of them put in their bodies instead
   (Telegram's ``parameters.retry_after``, a Kubernetes Status's ``details.retryAfterSeconds``).

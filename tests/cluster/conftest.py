@@ -11,17 +11,14 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator
 
-import httpx2
 import pytest
-from lightkube import AsyncClient, KubeConfig
+from lightkube import AsyncClient
 
-from tests.cluster.scenario import restore_node
-from tests.support.hostnetwork import HostNetwork
-from tests.support.realcluster import RealCluster, missing_prerequisites
+from testkit.cluster import admin_client
+from testkit.hostnetwork import HostNetwork
+from testkit.realcluster import RealCluster, missing_prerequisites
+from testkit.scenario import restore_node
 from tests.support.reporting import report
-
-_CLIENT_TIMEOUT = httpx2.Timeout(15.0)
-
 
 _HOST_BEFORE = pytest.StashKey[HostNetwork]()
 
@@ -54,12 +51,11 @@ def real_cluster(request: pytest.FixtureRequest) -> Iterator[RealCluster]:
 async def rkube(real_cluster: RealCluster) -> AsyncIterator[AsyncClient]:
     """An admin client of the real cluster; each node is made fresh again after the test."""
     real_cluster.check_running()
-    client = AsyncClient(KubeConfig.from_file(real_cluster.kubeconfig_path), timeout=_CLIENT_TIMEOUT)
-    try:
-        yield client
-    finally:
-        if real_cluster.simulator is not None:
-            real_cluster.simulator.reset()
-        for node in real_cluster.nodes:
-            await restore_node(client, node.name)
-        await client.close()
+    async with admin_client(real_cluster.kubeconfig_path, timeout_seconds=15.0) as client:
+        try:
+            yield client
+        finally:
+            if real_cluster.simulator is not None:
+                real_cluster.simulator.reset()
+            for node in real_cluster.nodes:
+                await restore_node(client, node.name)

@@ -14,7 +14,10 @@ from pathlib import Path
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Namespace, Node
 
-from tests.cluster.scenario import (
+from testkit.cluster import eventually
+from testkit.realcluster import ARM64_HANDLER_IMAGE, RealCluster
+from testkit.safety import check_safety, describe
+from testkit.scenario import (
     Release,
     handler_marks,
     handler_processes,
@@ -28,9 +31,6 @@ from tests.cluster.scenario import (
     workload,
     workload_pod_spec,
 )
-from tests.support.cluster import eventually
-from tests.support.realcluster import ARM64_HANDLER_IMAGE, RealCluster
-from tests.support.safety import check_safety, describe
 
 PLATFORM = "linux/arm64"
 

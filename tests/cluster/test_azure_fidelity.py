@@ -9,7 +9,9 @@ from lightkube.resources.core_v1 import Namespace, Node
 
 from aksnth.kube import keys
 from aksnth.model import EventType
-from tests.cluster.scenario import (
+from testkit.cluster import eventually
+from testkit.realcluster import HANDLER_IMAGE, RealCluster
+from testkit.scenario import (
     ReadyWatch,
     Release,
     handler_marks,
@@ -24,8 +26,6 @@ from tests.cluster.scenario import (
     workload,
     workload_pod_spec,
 )
-from tests.support.cluster import eventually
-from tests.support.realcluster import HANDLER_IMAGE, RealCluster
 
 ADVISORY_TAINT = keys.taint_key(EventType.SPOT_REBALANCE_RECOMMENDATION)
 

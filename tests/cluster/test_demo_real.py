@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.realcluster import RealCluster
+from testkit.realcluster import RealCluster
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _FOLDERS = re.compile(r"/dev/shm/aksnth-(?:controlplane|realcluster)-\w+")

@@ -12,7 +12,9 @@ from lightkube import AsyncClient, codecs
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Namespace, Pod
 
-from tests.cluster.scenario import (
+from testkit.cluster import eventually
+from testkit.realcluster import HANDLER_IMAGE, WORKLOAD_IMAGE, RealCluster
+from testkit.scenario import (
     SPOT_TOLERATION,
     Release,
     is_ready,
@@ -22,9 +24,7 @@ from tests.cluster.scenario import (
     set_schedulable,
     wait_handlers_ready,
 )
-from tests.support.cluster import eventually
-from tests.support.realcluster import HANDLER_IMAGE, WORKLOAD_IMAGE, RealCluster
-from tests.support.tasks import stop_task
+from testkit.tasks import stop_task
 
 # A batch step killed mid-way: it exits 143 on SIGTERM (a failure, were it not a disruption).
 _BATCH_SCRIPT = "trap 'exit 143' TERM; while true; do sleep 3600 & wait $!; done"

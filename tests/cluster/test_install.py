@@ -5,7 +5,8 @@ from __future__ import annotations
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Event, Node
 
-from tests.cluster.scenario import (
+from testkit.realcluster import HANDLER_IMAGE, RealCluster
+from testkit.scenario import (
     RELEASE_NAMESPACE,
     Release,
     handler_marks,
@@ -14,7 +15,6 @@ from tests.cluster.scenario import (
     scrape,
     wait_handlers_ready,
 )
-from tests.support.realcluster import HANDLER_IMAGE, RealCluster
 
 
 async def test_readme_install_gives_a_ready_non_root_read_only_handler_on_each_node(

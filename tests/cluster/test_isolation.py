@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.support.hostnetwork import HostNetwork
-from tests.support.realcluster import FABRIC_IP, IMDS_IP, RealCluster
+from testkit.hostnetwork import HostNetwork
+from testkit.realcluster import FABRIC_IP, IMDS_IP, RealCluster
 
 
 def test_the_machine_sees_no_address_interface_rule_or_mount_of_the_cluster(

@@ -11,7 +11,9 @@ import uuid
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Namespace, Node, Pod
 
-from tests.cluster.scenario import (
+from testkit.cluster import eventually
+from testkit.realcluster import HANDLER_IMAGE, RealCluster, RealNode
+from testkit.scenario import (
     Release,
     handler_marks,
     handler_pods,
@@ -29,8 +31,6 @@ from tests.cluster.scenario import (
     workload,
     workload_pod_spec,
 )
-from tests.support.cluster import eventually
-from tests.support.realcluster import HANDLER_IMAGE, RealCluster, RealNode
 
 
 async def _start_on(kube: AsyncClient, cluster: RealCluster, node: RealNode, objects: list[object]) -> None:

@@ -10,7 +10,9 @@ from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Namespace, Node
 
 from aksnth.kube import keys
-from tests.cluster.scenario import (
+from testkit.cluster import eventually
+from testkit.realcluster import HANDLER_IMAGE, RealCluster
+from testkit.scenario import (
     Release,
     handler_marks,
     new_namespace,
@@ -22,9 +24,7 @@ from tests.cluster.scenario import (
     workload,
     workload_pod_spec,
 )
-from tests.cluster.traffic import HealthzWatch
-from tests.support.cluster import eventually
-from tests.support.realcluster import HANDLER_IMAGE, RealCluster
+from testkit.traffic import HealthzWatch
 from tests.support.reporting import report
 
 

@@ -12,14 +12,17 @@ from lightkube.resources.networking_v1 import NetworkPolicy
 
 from aksnth.kube import keys
 from aksnth.model import EventType
-from tests.cluster.scenario import (
+from testkit.cluster import eventually
+from testkit.metrics import Scrape
+from testkit.realcluster import HANDLER_IMAGE, RealCluster
+from testkit.safety import check_safety, describe
+from testkit.scenario import (
     RELEASE,
     RELEASE_NAMESPACE,
     SLACK_PATH,
     ReadyWatch,
     Release,
     handler_marks,
-    metric_value,
     new_namespace,
     pdb,
     pods,
@@ -34,9 +37,6 @@ from tests.cluster.scenario import (
     workload,
     workload_pod_spec,
 )
-from tests.support.cluster import eventually
-from tests.support.realcluster import HANDLER_IMAGE, RealCluster
-from tests.support.safety import check_safety, describe
 
 VARIANTS = {
     "pod-network": [],
@@ -142,12 +142,10 @@ async def test_preempt_on_node_a_cordons_taints_drains_onto_node_b_and_notifies(
             )
 
             exposition = scrape(real_cluster, handlers[node_a.name].status.podIP)
-            count = metric_value(
-                exposition,
-                "aks_node_termination_handler_scheduled_events_total",
-                {"node": node_a.name, "type": "Preempt"},
+            count = Scrape(exposition).value(
+                "aks_node_termination_handler_scheduled_events_total", node=node_a.name, type="Preempt"
             )
-            assert count is not None and count >= 1, exposition[:2000]
+            assert count >= 1, exposition[:2000]
             # Node B's handler saw the same document and left its node alone.
             assert not handler_marks(await rkube.get(Node, node_b.name)).any
             # One notification: the event (the drained one needs -notify.drainFinished).

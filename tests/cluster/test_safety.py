@@ -14,7 +14,10 @@ from lightkube.types import PatchType
 
 from aksnth.kube.drainplan import GRACE_MARGIN_SECONDS, LAST_RESORT_LEAD_SECONDS
 from aksnth.kube.record import NodeRecord
-from tests.cluster.scenario import (
+from testkit.cluster import eventually
+from testkit.realcluster import HANDLER_IMAGE, RealCluster
+from testkit.safety import check_safety, describe, safety_figures, stops
+from testkit.scenario import (
     Release,
     alive_times,
     new_namespace,
@@ -30,9 +33,6 @@ from tests.cluster.scenario import (
     workload,
     workload_pod_spec,
 )
-from tests.support.cluster import eventually
-from tests.support.realcluster import HANDLER_IMAGE, RealCluster
-from tests.support.safety import check_safety, describe, safety_figures, stops
 
 #: The protected pod's grace period: long enough to see that the kubelet let it run that long.
 GRACE_SECONDS = 8

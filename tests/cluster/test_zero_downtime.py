@@ -1,7 +1,7 @@
 """No request lost when a Spot node goes: requests through a Service and the real kube-proxy of the
 other node, counted while the handler (installed by helm with the seed's Slack values,
 `-taint.node=true` and the chart's `surgeDeployments=true`) protects the doomed node and the VM then
-goes (`tests.cluster.nodeloss`)."""
+goes (`testkit.nodeloss`)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,17 @@ import pytest
 from lightkube import AsyncClient
 
 from aksnth.kube.surge import REASON_SURGED
-from tests.cluster.nodeloss import Shape, measure_node_loss
-from tests.cluster.scenario import (
+from testkit.metrics import PREFIX, Scrape
+from testkit.nodeloss import Shape, measure_node_loss
+from testkit.realcluster import HANDLER_IMAGE, RealCluster
+from testkit.scenario import (
     SLACK_PATH,
     Release,
-    metric_value,
     released,
     scrape,
     slack_values,
     wait_handlers_ready,
 )
-from tests.support.realcluster import HANDLER_IMAGE, RealCluster
 from tests.support.reporting import report
 
 
@@ -47,9 +47,7 @@ async def test_no_request_fails_while_the_serving_node_goes(
             assert (loss.evictions, loss.forced_stops) == (1, 0), loss.line()
             # The doomed node's handler (the node is back, as a new VM would be) counted its surges.
             exposition = scrape(real_cluster, handlers[nodes[0]].status.podIP)
-            surges = metric_value(
-                exposition, "aks_node_termination_handler_surges_total", {"result": "started"}
-            )
+            surges = Scrape(exposition, prefix=PREFIX).value("surges_total", result="started")
     if shape is Shape.SINGLE:
         assert REASON_SURGED in loss.event_reasons, sorted(loss.event_reasons)
         assert surges == 1, exposition[:2000]

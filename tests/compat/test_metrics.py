@@ -20,7 +20,7 @@ from aksnth.observe import metrics
 from aksnth.observe.health import Health
 from aksnth.observe.httpmetrics import ApiServerMetrics, imds_transport, webhook_transport
 from aksnth.observe.server import MetricsServer
-from tests.support.receivers import Receiver
+from testkit.receivers import Receiver
 
 PREFIX = "aks_node_termination_handler_"
 

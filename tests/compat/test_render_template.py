@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from aksnth.cli import main
+from testkit.chart import seed_file
 
 SEED_VALUES = Path(__file__).resolve().parents[1] / "chart" / "values"
 NODE = "aks-spot-12345678-vmss000003"
@@ -42,12 +43,7 @@ def test_seed_args_pasted_with_the_payload_file_at_hand_give_the_same_bytes(
 ) -> None:
     """The slack values file's ``args`` pasted as they are, the payload file saved locally."""
     payload = tmp_path / "slack-payload.json"
-    payload.write_text(
-        '{\n  "channel": "#mychannel",\n  "username": "webhookbot",\n'
-        '  "text": "This is message for {{ .NodeName }}, {{ .InstanceType }} from {{ .NodeRegion }}",\n'
-        '  "icon_emoji": ":ghost:"\n}\n',
-        encoding="utf-8",
-    )
+    payload.write_text(seed_file("slack.yaml", "slack-payload.json"), encoding="utf-8")
     args = [
         "-webhook.url=https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX",
         f"-webhook.template-file={payload}",

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from aksnth.azure.simulator import ImdsSimulator
-from tests.support.process import HandlerProcess, handler_environment, start_handler
+from imds_simulator import ImdsSimulator
+from testkit.process import HandlerProcess, handler_environment, start_handler
 
 _PROCESSES = pytest.StashKey[list[HandlerProcess]]()
 POLL_PERIOD = "-period=0.2s"  # the shortest period the handler accepts (IMDS allows 5 requests/s)
@@ -85,7 +85,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             report.sections.append(
                 (
                     f"handler pid {handler.pid} (exit code {handler.returncode}) stderr tail",
-                    handler.stderr_tail(60),
+                    handler.tail(60),
                 )
             )
     return report

@@ -27,21 +27,21 @@ import pytest
 from lightkube import AsyncClient
 
 import aksnth
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.lifecycle import Phase
-from tests.e2e.state import has_lb_label, pods_on, wait_phase
-from tests.support.cluster import AksNode, create_pod, create_pods, eventually
-from tests.support.container import (
+from imds_simulator import ImdsSimulator
+from testkit.cluster import AksNode, create_pod, create_pods, eventually
+from testkit.container import (
     HandlerContainer,
     image_facts,
     process_facts,
     running_container,
     service_account_volume,
 )
-from tests.support.controlplane import ControlPlane
-from tests.support.kubelet import FakeKubelet
-from tests.support.ports import free_loopback_port
-from tests.support.realcluster import ARM64_HANDLER_IMAGE
+from testkit.controlplane import ControlPlane
+from testkit.kubelet import FakeKubelet
+from testkit.nodestate import has_lb_label, pods_on, wait_phase
+from testkit.ports import free_loopback_port
+from testkit.realcluster import ARM64_HANDLER_IMAGE
 from tests.support.reporting import report
 
 pytestmark = pytest.mark.controlplane

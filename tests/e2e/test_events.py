@@ -13,13 +13,24 @@ from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Node
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import PatchType
-from prometheus_client.parser import text_string_to_metric_families
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube import keys
 from aksnth.lifecycle import Phase
-from tests.e2e.conftest import Launcher
-from tests.e2e.state import (
+from imds_simulator import ImdsSimulator
+from testkit.cluster import (
+    AksNode,
+    create_aks_node,
+    create_pdb,
+    create_pod,
+    create_pods,
+    eventually,
+    hold_one_pod,
+    vmss_provider_id,
+    wait_pdb_observed,
+)
+from testkit.kubelet import FakeKubelet
+from testkit.metrics import PREFIX, Scrape
+from testkit.nodestate import (
     has_lb_label,
     node_event_counts,
     node_events,
@@ -31,18 +42,8 @@ from tests.e2e.state import (
     wait_phase,
     wait_polls,
 )
-from tests.support.cluster import (
-    AksNode,
-    create_aks_node,
-    create_pdb,
-    create_pod,
-    create_pods,
-    eventually,
-    vmss_provider_id,
-    wait_pdb_observed,
-)
-from tests.support.kubelet import FakeKubelet
-from tests.support.receivers import Receiver
+from testkit.receivers import Receiver
+from tests.e2e.conftest import Launcher
 
 pytestmark = pytest.mark.controlplane
 
@@ -50,14 +51,10 @@ pytestmark = pytest.mark.controlplane
 def scheduled_events_total(response: httpx2.Response, node: AksNode) -> dict[str, float]:
     """``aks_node_termination_handler_scheduled_events_total`` of this node, by event type."""
     assert response.status_code == 200
-    return {
-        sample.labels["type"]: sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-        if sample.name == "aks_node_termination_handler_scheduled_events_total"
-        and sample.labels["node"] == node.name
-        and sample.labels["resource"] == node.resource_name
-    }
+    samples = Scrape(response.text, prefix=PREFIX).matching(
+        "scheduled_events_total", node=node.name, resource=node.resource_name
+    )
+    return {sample.labels["type"]: sample.value for sample in samples}
 
 
 PREEMPT_TAINT = f"{keys.TAINT_KEY_PREFIX}preempt"
@@ -202,9 +199,9 @@ async def test_a_freeze_is_ignored_by_default_yet_counted_and_recorded_as_the_go
         ("Info", "ReadEvents", "Start to listen events from Azure API", 1),
         ("Warning", "Freeze", "Azure API sended schedule event for this node", 1),
     ]
-    assert scheduled_events_total(await handler.get("/metrics"), node) == {"Freeze": 1.0}
+    assert scheduled_events_total(handler.get("/metrics"), node) == {"Freeze": 1.0}
     # Seen and decided on, not missed:
-    assert "Freeze events are ignored unless -drainOnFreezeEvent is set" in handler.stderr()
+    assert "Freeze events are ignored unless -drainOnFreezeEvent is set" in handler.log_text()
 
 
 async def test_a_freeze_is_drained_with_drain_on_freeze_event_and_given_back(
@@ -264,10 +261,8 @@ async def test_no_execute_taint_appears_only_after_the_drain(
     kube: AsyncClient, namespace: str, node: AksNode, simulator: ImdsSimulator, launch: Launcher
 ) -> None:
     await create_pods(kube, namespace, node.name, 2)
-    await create_pods(kube, namespace, node.name, 1, labels={"app": "held"})
     async with FakeKubelet(kube, node=node.name):
-        pdb = await create_pdb(kube, namespace, {"app": "held"}, min_available=1)
-        await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1)
+        pdb = await hold_one_pod(kube, namespace, node.name)
         await launch(node.name, "-taint.node", "-taint.effect=NoExecute")
         event_id = simulator.schedule("Terminate", [node.resource_name], notice_seconds=300)
         await wait_phase(kube, node.name, event_id, Phase.PROTECTED)
@@ -394,11 +389,11 @@ async def test_a_node_without_provider_id_yet_is_retried_then_handled(
         handler = await launch(node.name)
 
         async def retried() -> bool:
-            return "(attempt 2)" in handler.stderr()
+            return "(attempt 2)" in handler.log_text()
 
         await eventually(retried, what="a second attempt to read the providerID", timeout_seconds=10)
         assert handler.returncode is None
-        assert (await handler.get("/readyz")).status_code == 503
+        assert handler.get("/readyz").status_code == 503
         # What the cloud controller manager does on a real cluster, a moment after the kubelet:
         await kube.patch(
             Node,

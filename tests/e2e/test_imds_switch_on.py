@@ -9,10 +9,10 @@ import pytest
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Node
 
-from aksnth.azure.simulator import SCHEDULED_EVENTS_PATH, ImdsSimulator
+from imds_simulator import SCHEDULED_EVENTS_PATH, ImdsSimulator
+from testkit.cluster import AksNode, eventually
+from testkit.process import HandlerProcess
 from tests.e2e.conftest import Launcher
-from tests.support.cluster import AksNode, eventually
-from tests.support.process import HandlerProcess
 
 pytestmark = pytest.mark.controlplane
 
@@ -22,7 +22,7 @@ FIRST_CALL_SECONDS = 33.0
 
 
 async def probe(handler: HandlerProcess, path: str) -> tuple[int, str]:
-    answer = await handler.get(path)
+    answer = handler.get(path)
     return answer.status_code, answer.json()["reason"]
 
 

@@ -11,22 +11,21 @@ import pytest
 from lightkube import AsyncClient
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.lifecycle import Phase
-from tests.e2e.conftest import Launcher
-from tests.e2e.state import pods_on, wait_phase
-from tests.support.cluster import (
+from imds_simulator import ImdsSimulator
+from testkit.cluster import (
     INSTANCE_TYPE,
     REGION,
     AksNode,
-    create_pdb,
     create_pods,
     eventually,
-    wait_pdb_observed,
+    hold_one_pod,
 )
-from tests.support.kubelet import FakeKubelet
-from tests.support.process import seed_values_args
-from tests.support.receivers import Receiver, TelegramApi, forward_proxy, pushgateway
+from testkit.kubelet import FakeKubelet
+from testkit.nodestate import pods_on, wait_phase
+from testkit.process import seed_values_args
+from testkit.receivers import Receiver, TelegramApi, forward_proxy, pushgateway
+from tests.e2e.conftest import Launcher
 
 pytestmark = pytest.mark.controlplane
 
@@ -52,7 +51,6 @@ async def test_the_seed_slack_payload_arrives_verbatim_while_the_drain_goes_on(
     tmp_path: Path,
 ) -> None:
     await create_pods(kube, namespace, node.name, 2)
-    await create_pods(kube, namespace, node.name, 1, labels={"app": "held"})
     files = tmp_path / "files"
     with Receiver() as slack:
         args = seed_values_args(
@@ -61,8 +59,7 @@ async def test_the_seed_slack_payload_arrives_verbatim_while_the_drain_goes_on(
             overrides={"-webhook.url": slack.url("/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX")},
         )
         async with FakeKubelet(kube, node=node.name):
-            pdb = await create_pdb(kube, namespace, {"app": "held"}, min_available=1)
-            await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1)
+            pdb = await hold_one_pod(kube, namespace, node.name)
             await launch(node.name, *args)
             event_id = simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)
             (request,) = await slack.wait_for_requests(1)
@@ -106,7 +103,7 @@ async def test_telegram_gets_the_default_alert_message(
     assert message["chat_id"] == TELEGRAM_CHAT_ID
     assert message["text"] == f"Draining node={node.name}, type=Preempt"
     assert f"/bot{TELEGRAM_TOKEN}/getMe" in paths
-    assert TELEGRAM_TOKEN not in handler.stderr()
+    assert TELEGRAM_TOKEN not in handler.log_text()
 
 
 async def test_the_seed_proxy_example_goes_through_a_real_proxy_with_basic_auth(
@@ -139,7 +136,7 @@ async def test_the_seed_proxy_example_goes_through_a_real_proxy_with_basic_auth(
     assert request.headers["content-type"] == "text/plain"
     assert "proxy.py" in request.headers.get("via", "")
     assert "proxy-authorization" not in request.headers
-    assert "user:pass@" not in handler.stderr()
+    assert "user:pass@" not in handler.log_text()
 
 
 async def test_the_seed_pushgateway_payload_ends_up_in_the_pushgateway(

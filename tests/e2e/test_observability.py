@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 from lightkube import AsyncClient
-from prometheus_client.parser import text_string_to_metric_families
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.lifecycle import Phase
+from imds_simulator import ImdsSimulator
+from testkit.cluster import AksNode, create_pods, eventually
+from testkit.controlplane import ControlPlane
+from testkit.kubelet import FakeKubelet
+from testkit.metrics import PREFIX, Scrape
+from testkit.nodestate import wait_phase
+from testkit.process import HandlerProcess
+from testkit.receivers import Receiver
 from tests.e2e.conftest import Launcher
-from tests.e2e.state import wait_phase
-from tests.support.cluster import AksNode, create_pods, eventually
-from tests.support.controlplane import ControlPlane
-from tests.support.kubelet import FakeKubelet
-from tests.support.process import HandlerProcess
-from tests.support.receivers import Receiver
 
 pytestmark = pytest.mark.controlplane
 
-PREFIX = "aks_node_termination_handler_"
 # Every metric of the Go original, as its /metrics names them (dashboards and alerts depend on them).
 ORIGINAL_METRICS = (
     "scheduled_events_total",
@@ -36,27 +33,11 @@ ORIGINAL_METRICS = (
 )
 
 
-class Scrape:
-    """One scrape of ``/metrics``: sample values by name and labels, and the declared metric names."""
-
-    def __init__(self, text: str) -> None:
-        self.declared = set(re.findall(r"^# TYPE (\S+) ", text, re.MULTILINE))
-        self.samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
-
-    def value(self, name: str, **labels: str) -> float:
-        """The sum of the samples of ``name`` whose labels include ``labels`` (0 when there is none)."""
-        return sum(
-            s.value
-            for s in self.samples
-            if s.name == PREFIX + name and all(s.labels.get(k) == v for k, v in labels.items())
-        )
-
-
 async def scrape(handler: HandlerProcess) -> Scrape:
-    response = await handler.get("/metrics")
+    response = handler.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
-    return Scrape(response.text)
+    return Scrape(response.text, prefix=PREFIX)
 
 
 async def test_metrics_move_after_a_preempt_and_keep_the_original_names(
@@ -104,7 +85,7 @@ async def test_metrics_move_after_a_preempt_and_keep_the_original_names(
 
 
 async def probe(handler: HandlerProcess, path: str) -> tuple[int, str]:
-    response = await handler.get(path)
+    response = handler.get(path)
     return response.status_code, response.json()["reason"]
 
 

@@ -9,10 +9,12 @@ import pytest
 from lightkube import AsyncClient
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.lifecycle import Phase
-from tests.e2e.conftest import POLL_PERIOD, Launcher
-from tests.e2e.state import (
+from imds_simulator import ImdsSimulator
+from testkit.cluster import AksNode, create_pods, eventually, hold_one_pod
+from testkit.controlplane import unreachable_kubeconfig
+from testkit.kubelet import FakeKubelet
+from testkit.nodestate import (
     node_event_counts,
     node_events,
     our_taints,
@@ -22,12 +24,10 @@ from tests.e2e.state import (
     wait_phase,
     wait_polls,
 )
-from tests.support.cluster import AksNode, create_pdb, create_pods, eventually, wait_pdb_observed
-from tests.support.controlplane import unreachable_kubeconfig
-from tests.support.kubelet import FakeKubelet
-from tests.support.ports import silent_port
-from tests.support.process import HandlerProcess, handler_environment, spawn_handler
-from tests.support.receivers import Receiver
+from testkit.ports import silent_port
+from testkit.process import HandlerProcess, handler_environment, spawn_handler
+from testkit.receivers import Receiver
+from tests.e2e.conftest import POLL_PERIOD, Launcher
 
 pytestmark = pytest.mark.controlplane
 
@@ -36,12 +36,10 @@ async def test_killed_mid_drain_a_new_process_finishes_the_same_event_once(
     kube: AsyncClient, namespace: str, node: AksNode, simulator: ImdsSimulator, launch: Launcher
 ) -> None:
     await create_pods(kube, namespace, node.name, 3)
-    await create_pods(kube, namespace, node.name, 1, labels={"app": "held"})
     with Receiver() as receiver:
         args = ("-taint.node", f"-webhook.url={receiver.url('/hook')}")
         async with FakeKubelet(kube, node=node.name):
-            pdb = await create_pdb(kube, namespace, {"app": "held"}, min_available=1)
-            await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1)
+            pdb = await hold_one_pod(kube, namespace, node.name)
             first = await launch(node.name, *args)
             event_id = simulator.schedule("Terminate", [node.resource_name], notice_seconds=300)
             await wait_phase(kube, node.name, event_id, Phase.PROTECTED)
@@ -66,7 +64,7 @@ async def test_killed_mid_drain_a_new_process_finishes_the_same_event_once(
     events = await node_event_counts(kube, node.name)
     assert (events["EventSeen"], events["Cordoned"]) == (1, 1)
     assert [r.path for r in receiver.requests] == ["/hook"]
-    assert "resuming" in second.stderr()
+    assert "resuming" in second.log_text()
 
 
 async def test_exit_after_node_drain_exits_zero_once_drained(
@@ -101,10 +99,8 @@ async def test_sigterm_while_idle_exits_zero_within_the_grace_period_and_leaves_
 async def test_sigterm_mid_drain_exits_zero_within_the_grace_period_and_undoes_nothing(
     kube: AsyncClient, namespace: str, node: AksNode, simulator: ImdsSimulator, launch: Launcher
 ) -> None:
-    await create_pods(kube, namespace, node.name, 1, labels={"app": "held"})
     async with FakeKubelet(kube, node=node.name):
-        pdb = await create_pdb(kube, namespace, {"app": "held"}, min_available=1)
-        await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1)
+        await hold_one_pod(kube, namespace, node.name)
         handler = await launch(node.name, "-taint.node", "-gracePeriodSeconds=4")
         event_id = simulator.schedule("Terminate", [node.resource_name], notice_seconds=300)
         await wait_phase(kube, node.name, event_id, Phase.PROTECTED)
@@ -144,7 +140,7 @@ async def test_a_broken_template_file_exits_2_naming_file_line_and_column_before
             tmp_path / "handler",
             processes,
         )
-    stderr = handler.stderr()
+    stderr = handler.log_text()
     assert f"{template}:3:25:" in stderr
     assert simulator.requests == []
     assert "Traceback" not in stderr
@@ -164,7 +160,7 @@ async def test_a_bad_flag_exits_2_naming_it(
     handler = await refused(
         [f"-endpoint={simulator.scheduled_events_url}", POLL_PERIOD, bad], tmp_path / "handler", processes
     )
-    first_line = handler.stderr().splitlines()[0]
+    first_line = handler.log_text().splitlines()[0]
     assert first_line.startswith("aks-node-termination-handler: ")
     assert named in first_line
     assert simulator.requests == []

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from lightkube import AsyncClient
 
-from tests.support.cluster import (
+from testkit.cluster import (
     AksNode,
     create_aks_node,
     create_pdb,
@@ -22,9 +22,9 @@ from tests.support.cluster import (
     unique_suffix,
     wait_pdb_observed,
 )
-from tests.support.controlplane import ControlPlane, unreachable_kubeconfig
-from tests.support.kubelet import FakeKubelet
-from tests.support.ports import silent_port
+from testkit.controlplane import ControlPlane, unreachable_kubeconfig
+from testkit.kubelet import FakeKubelet
+from testkit.ports import silent_port
 
 pytestmark = pytest.mark.controlplane
 

@@ -12,10 +12,11 @@ from lightkube import AsyncClient
 from aksnth.config import KubeSettings
 from aksnth.kube.api import KubeClient
 from aksnth.kube.client import open_client
-from aksnth.model import EventStatus, EventType, ScheduledEvent
-from tests.support.chart import HANDLER_ACCOUNT_PREFIX, handler_cluster_rules
-from tests.support.cluster import service_account_kubeconfig, unique_suffix
-from tests.support.controlplane import ControlPlane
+from aksnth.model import EventType, ScheduledEvent
+from testkit.chart import HANDLER_ACCOUNT_PREFIX, handler_cluster_rules
+from testkit.cluster import service_account_kubeconfig, unique_suffix
+from testkit.controlplane import ControlPlane
+from testkit.events import scheduled_event as testkit_event
 
 
 @asynccontextmanager
@@ -47,15 +48,9 @@ async def handler_client(
 def scheduled_event(
     event_id: str | None = None, kind: EventType = EventType.PREEMPT, resource: str = "vmss_0"
 ) -> ScheduledEvent:
-    now = datetime.now(UTC)
-    return ScheduledEvent(
+    return testkit_event(
+        kind,
         event_id=event_id or f"EV-{unique_suffix()}",
-        event_type=kind,
-        event_type_raw=kind.value,
-        resource_type="VirtualMachine",
         resources=(resource,),
-        status=EventStatus.SCHEDULED,
-        status_raw="Scheduled",
-        not_before=now + timedelta(seconds=30),
-        not_before_raw="",
+        not_before=datetime.now(UTC) + timedelta(seconds=30),
     )

@@ -14,10 +14,13 @@ from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Node
 from prometheus_client import REGISTRY
 
-from aksnth.azure.simulator import SCHEDULED_EVENTS_PATH, ImdsSimulator
 from aksnth.kube import keys
 from aksnth.lifecycle import Phase
-from tests.e2e.state import (
+from imds_simulator import SCHEDULED_EVENTS_PATH, ImdsSimulator
+from testkit.cluster import AksNode, create_pods, eventually, hold_one_pod
+from testkit.handler import running_handler
+from testkit.kubelet import FakeKubelet
+from testkit.nodestate import (
     node_events,
     our_taints,
     pods_on,
@@ -26,10 +29,7 @@ from tests.e2e.state import (
     settled_event_counts,
     wait_phase,
 )
-from tests.support.cluster import AksNode, create_pdb, create_pods, eventually, wait_pdb_observed
-from tests.support.handler import running_handler
-from tests.support.kubelet import FakeKubelet
-from tests.support.receivers import Receiver
+from testkit.receivers import Receiver
 
 pytestmark = pytest.mark.controlplane
 
@@ -299,10 +299,8 @@ async def test_a_restarted_handler_resumes_a_started_event_from_its_first_sighti
     from the record — the same first sighting, so the same 30 s deadline — finishes the drain once,
     and still approves nothing."""
     await create_pods(kube, namespace, node.name, 2)
-    await create_pods(kube, namespace, node.name, 1, labels={"app": "held"})
     async with FakeKubelet(kube, node=node.name):
-        pdb = await create_pdb(kube, namespace, {"app": "held"}, min_available=1)
-        await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1)
+        pdb = await hold_one_pod(kube, namespace, node.name)
         async with running_handler(
             kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator, extra=["-approveEvents"]
         ):

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.chart import (
+from testkit.chart import (
     CHART_DIR,
     SEED_VALUES_DIR,
     HelmError,
@@ -20,6 +20,7 @@ from tests.support.chart import (
     helm_binary,
     render_chart,
     run_helm,
+    seed_values,
 )
 
 FULLNAME = "aksnth-aks-node-termination-handler"
@@ -50,11 +51,6 @@ def pod_annotations(objects: list[dict[str, Any]]) -> dict[str, str]:
 
 def env_by_name(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {item["name"]: item for item in container(objects).get("env", [])}
-
-
-def seed_values(name: str) -> dict[str, Any]:
-    values: dict[str, Any] = yaml.safe_load((SEED_VALUES_DIR / name).read_text())
-    return values
 
 
 # --- lint -------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from lightkube.resources.core_v1 import ConfigMap, Secret, ServiceAccount
 from lightkube.resources.networking_v1 import NetworkPolicy
 from lightkube.resources.rbac_authorization_v1 import ClusterRole, ClusterRoleBinding
 
-from tests.support.chart import CHART_DIR, SEED_VALUES_DIR, chart_cluster_rules, run_helm
+from testkit.chart import CHART_DIR, SEED_VALUES_DIR, chart_cluster_rules, run_helm
 
 pytestmark = pytest.mark.controlplane
 

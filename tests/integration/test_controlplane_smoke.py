@@ -16,8 +16,8 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Node, Pod
 from lightkube.resources.scheduling_v1 import PriorityClass
 
-from tests.support import controlplane
-from tests.support.cluster import (
+from testkit import controlplane
+from testkit.cluster import (
     MIRROR_ANNOTATION,
     create_aks_node,
     create_pdb,
@@ -31,9 +31,9 @@ from tests.support.cluster import (
     wait_pod_gone,
     wait_pod_running,
 )
-from tests.support.controlplane import ControlPlane, ControlPlaneError
-from tests.support.kubelet import FakeKubelet
-from tests.support.ports import free_loopback_port
+from testkit.controlplane import ControlPlane, ControlPlaneError
+from testkit.kubelet import FakeKubelet
+from testkit.ports import free_loopback_port
 
 
 def eviction(name: str, namespace: str) -> Pod.Eviction:
@@ -292,7 +292,7 @@ def test_ports_taken_before_etcd_and_the_api_server_bind_them_are_replaced(
 ) -> None:
     """Ports are picked before the programs bind them. When etcd's port, and then kube-apiserver's, is
     taken in between (here: by a socket of the test that listens there), each exits, and the control
-    plane starts both again on other ports until it runs (within tests.support.ports.PORT_ATTEMPTS)."""
+    plane starts both again on other ports until it runs (within testkit.ports.PORT_ATTEMPTS)."""
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()

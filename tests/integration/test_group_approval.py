@@ -10,12 +10,12 @@ import pytest
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Node, Pod
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.lifecycle import Phase
-from tests.integration.test_handler_lifecycle import node_events, record_of, wait_phase
-from tests.support.cluster import create_aks_node, create_pod, eventually, unique_suffix, wait_pod_running
-from tests.support.handler import running_handler
-from tests.support.kubelet import FakeKubelet
+from imds_simulator import ImdsSimulator
+from testkit.cluster import create_aks_node, create_pod, eventually, unique_suffix, wait_pod_running
+from testkit.handler import running_handler
+from testkit.kubelet import FakeKubelet
+from testkit.nodestate import node_event_counts, record_of, wait_phase
 
 pytestmark = pytest.mark.controlplane
 
@@ -105,7 +105,7 @@ async def test_an_event_that_lists_a_vm_outside_the_cluster_is_not_approved(
             n = await wait_phase(kube, node.name, event_id, Phase.DRAINED)
 
             async def withheld() -> bool:
-                return (await node_events(kube, node.name)).get("ApprovalWithheld", 0) >= 1
+                return (await node_event_counts(kube, node.name)).get("ApprovalWithheld", 0) >= 1
 
             await eventually(withheld, what="an ApprovalWithheld Event on the node")
     assert simulator.approvals == []

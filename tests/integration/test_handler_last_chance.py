@@ -11,11 +11,10 @@ import pytest
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Event, Pod
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube.drainplan import GRACE_MARGIN_SECONDS, LAST_RESORT_LEAD_SECONDS
 from aksnth.lifecycle import Phase
-from tests.integration.test_handler_lifecycle import node_events, record_of, wait_phase
-from tests.support.cluster import (
+from imds_simulator import ImdsSimulator
+from testkit.cluster import (
     create_aks_node,
     create_pdb,
     create_pod,
@@ -23,8 +22,9 @@ from tests.support.cluster import (
     wait_pdb_observed,
     wait_pod_running,
 )
-from tests.support.handler import running_handler
-from tests.support.kubelet import FakeKubelet
+from testkit.handler import running_handler
+from testkit.kubelet import FakeKubelet
+from testkit.nodestate import node_event_counts, record_of, wait_phase
 
 pytestmark = pytest.mark.controlplane
 
@@ -52,7 +52,7 @@ async def pod_events(kube: AsyncClient, namespace: str, name: str) -> list[str]:
 
 async def wait_report(kube: AsyncClient, node: str) -> None:
     async def reported() -> bool:
-        return (await node_events(kube, node)).get("DrainFailed", 0) >= 1
+        return (await node_event_counts(kube, node)).get("DrainFailed", 0) >= 1
 
     await eventually(reported, what="the drain's report (a DrainFailed Event on the node)")
 
@@ -123,4 +123,4 @@ async def test_a_budget_that_recovers_after_the_drain_timeout_lets_the_pod_leave
     assert drain.result == "drained" and drain.evicted == 1 and drain.deleted == 0
     events = await pod_events(kube, namespace, "db-0")
     assert "LastResortStop" not in events and "PodEvicted" in events
-    assert (await node_events(kube, node.name)).get("DrainFinished") == 1  # the end, after the report
+    assert (await node_event_counts(kube, node.name)).get("DrainFinished") == 1  # the end, after the report

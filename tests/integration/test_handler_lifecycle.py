@@ -7,58 +7,37 @@ import asyncio
 
 import pytest
 from lightkube import AsyncClient
-from lightkube.resources.core_v1 import Event, Node, Pod
+from lightkube.resources.core_v1 import Event, Pod
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube import keys
-from aksnth.kube.record import NodeRecord
 from aksnth.lifecycle import Phase
 from aksnth.observe import metrics
-from tests.e2e.state import settled_event_counts
-from tests.support.chart import ALLOW_POD_DELETE
-from tests.support.cluster import (
+from testkit.chart import ALLOW_POD_DELETE
+from testkit.cluster import (
     create_aks_node,
     create_pdb,
     create_pod,
     create_pods,
     eventually,
+    hold_one_pod,
     wait_pdb_observed,
 )
-from tests.support.handler import running_handler
-from tests.support.kubelet import FakeKubelet
+from testkit.handler import running_handler
+from testkit.kubelet import FakeKubelet
+from testkit.nodestate import (
+    EXCLUDE_LB,
+    node_event_counts,
+    our_taints,
+    pods_on,
+    read_node,
+    record_of,
+    settled_event_counts,
+    wait_phase,
+    wait_polls,
+)
 
 pytestmark = pytest.mark.controlplane
-
-EXCLUDE_LB = "node.kubernetes.io/exclude-from-external-load-balancers"
-
-
-async def read_node(kube: AsyncClient, name: str) -> Node:
-    return await kube.get(Node, name)
-
-
-async def pods_on(kube: AsyncClient, node: str) -> list[Pod]:
-    return [p async for p in kube.list(Pod, namespace="*", fields={"spec.nodeName": node})]
-
-
-async def node_events(kube: AsyncClient, node: str) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    async for ev in kube.list(Event, namespace="*", fields={"involvedObject.name": node}):
-        if ev.involvedObject.kind == "Node":
-            counts[ev.reason or ""] = counts.get(ev.reason or "", 0) + (ev.count or 1)
-    return counts
-
-
-def our_taints(node: Node) -> list[tuple[str, str, str]]:
-    return [
-        (t.key, t.value or "", t.effect)
-        for t in (node.spec.taints or [])
-        if t.key.startswith(keys.TAINT_KEY_PREFIX)
-    ]
-
-
-def record_of(node: Node) -> NodeRecord:
-    return NodeRecord.from_annotations(node.metadata.annotations or {})
 
 
 async def replace_evicted(kube: AsyncClient, namespace: str, spare: str, labels: dict[str, str], stop) -> int:
@@ -124,12 +103,7 @@ async def test_preempt_drains_a_node_of_twenty_pods_honouring_the_pdb(
 
             left = await eventually(drained, what="only DaemonSet and mirror pods left", timeout_seconds=40)
 
-            async def finished():
-                n = await read_node(kube, node.name)
-                entry = record_of(n).events.get(event_id)
-                return entry is not None and entry.phase is Phase.DRAINED and n
-
-            n = await eventually(finished, what="the drain recorded on the node", timeout_seconds=20)
+            n = await wait_phase(kube, node.name, event_id, Phase.DRAINED, timeout_seconds=20)
         stop.set()
         replaced = await controller
 
@@ -145,32 +119,10 @@ async def test_preempt_drains_a_node_of_twenty_pods_honouring_the_pdb(
         "Node",
         "Node",
     ]
-    events = await node_events(kube, node.name)
+    events = await node_event_counts(kube, node.name)
     for reason in ("EventSeen", "Cordoned", "DrainStarted", "DrainFinished"):
         assert events.get(reason) == 1, events
     assert record_of(n).events[event_id].drain.result == "drained"
-
-
-async def wait_phase(
-    kube: AsyncClient, node: str, event_id: str, phase: Phase, *, timeout_seconds: float = 30
-):
-    async def reached():
-        n = await read_node(kube, node)
-        entry = record_of(n).events.get(event_id)
-        return entry is not None and entry.phase is phase and n
-
-    return await eventually(
-        reached, what=f"event {event_id} at phase {phase.value}", timeout_seconds=timeout_seconds
-    )
-
-
-async def wait_requests(simulator: ImdsSimulator, count: int) -> None:
-    start = len(simulator.requests)
-
-    async def polled():
-        return len(simulator.requests) >= start + count
-
-    await eventually(polled, what=f"{count} more IMDS polls")
 
 
 async def test_freeze_is_ignored_by_default(kube, namespace, node, simulator, handler_kubeconfig):
@@ -180,7 +132,7 @@ async def test_freeze_is_ignored_by_default(kube, namespace, node, simulator, ha
         running_handler(kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator),
     ):
         simulator.schedule("Freeze", [node.resource_name], notice_seconds=60)
-        await wait_requests(simulator, 5)
+        await wait_polls(simulator, 5)
         n = await read_node(kube, node.name)
     assert not n.spec.unschedulable
     assert len(await pods_on(kube, node.name)) == 1
@@ -252,7 +204,7 @@ async def test_an_event_for_another_vm_is_ignored(kube, namespace, node, simulat
         running_handler(kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator),
     ):
         simulator.schedule("Preempt", ["aks-spot-12345678-vmss_999"], notice_seconds=30)
-        await wait_requests(simulator, 5)
+        await wait_polls(simulator, 5)
         n = await read_node(kube, node.name)
     assert not n.spec.unschedulable
     assert len(await pods_on(kube, node.name)) == 1
@@ -273,7 +225,7 @@ async def test_dry_run_changes_nothing(kube, namespace, node, simulator, handler
         simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)
 
         async def reported():
-            return (await node_events(kube, node.name)).get("DrainFinished")
+            return (await node_event_counts(kube, node.name)).get("DrainFinished")
 
         await eventually(reported, what="the dry-run drain reported")
         after = await read_node(kube, node.name)
@@ -332,7 +284,7 @@ async def test_with_last_resort_off_a_pdb_that_never_allows_disruption_ends_in_a
     drain = record_of(n).events[event_id].drain
     assert drain.result == "timed_out"
     assert drain.remaining == 1
-    assert (await node_events(kube, node.name)).get("DrainFailed") == 2
+    assert (await node_event_counts(kube, node.name)).get("DrainFailed") == 2
     (pod,) = await pods_on(kube, node.name)
     assert pod.metadata.deletionTimestamp is None
 
@@ -382,10 +334,8 @@ async def test_a_restarted_handler_finishes_the_same_event_once(
     """Killed mid-drain (a PDB holds the last pod), started again: the drain completes, with one taint
     and no repeated EventSeen/Cordoned Events."""
     await create_pods(kube, namespace, node.name, 3)
-    await create_pods(kube, namespace, node.name, 1, labels={"app": "held"})
     async with FakeKubelet(kube, node=node.name):
-        pdb = await create_pdb(kube, namespace, {"app": "held"}, min_available=1)
-        await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1)
+        pdb = await hold_one_pod(kube, namespace, node.name)
         async with running_handler(
             kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator, extra=["-taint.node"]
         ):
@@ -404,6 +354,6 @@ async def test_a_restarted_handler_finishes_the_same_event_once(
             n = await wait_phase(kube, node.name, event_id, Phase.DRAINED)
     assert await pods_on(kube, node.name) == []
     assert len(our_taints(n)) == 1
-    events = await node_events(kube, node.name)
+    events = await node_event_counts(kube, node.name)
     assert events.get("EventSeen") == 1
     assert events.get("Cordoned") == 1

@@ -15,27 +15,15 @@ import pytest
 
 from aksnth.azure.documents import MAX_DOCUMENT_BYTES
 from aksnth.azure.imds import ImdsClient, PollBackoff
-from aksnth.azure.simulator import ImdsSimulator, SimulatorError, main
 from aksnth.config import ImdsSettings
 from aksnth.errors import ImdsDocumentError, ImdsUnavailable
 from aksnth.model import EventStatus, EventType, ScheduledEventsDocument
 from aksnth.observe.httpmetrics import imds_transport
+from imds_simulator import ImdsSimulator, SimulatorError, main
+from testkit.clock import FakeClock
 
 VM = "aks-spot-12345678-vmss_0"
 OTHER_VM = "aks-spot-12345678-vmss_1"
-
-
-class FakeClock:
-    """Wall clock the test moves by hand, so that lifecycle tests need no waiting at all."""
-
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
@@ -46,7 +34,7 @@ def simulator() -> Iterator[ImdsSimulator]:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1_700_000_000.0)
 
 
 @pytest.fixture

@@ -20,10 +20,10 @@ from aksnth.config import KubeSettings
 from aksnth.errors import KubeUnavailable
 from aksnth.kube.client import api_call, open_client
 from aksnth.kube.credentials import ClusterAccess, load_access
-from tests.support.cluster import service_account_kubeconfig, unique_suffix
-from tests.support.controlplane import ControlPlane
-from tests.support.pki import PROXY_ONLY_NAME
-from tests.support.receivers import ForwardProxy, recording_proxy
+from testkit.cluster import service_account_kubeconfig, unique_suffix
+from testkit.controlplane import ControlPlane
+from testkit.pki import PROXY_ONLY_NAME
+from testkit.receivers import ForwardProxy, recording_proxy
 
 pytestmark = pytest.mark.controlplane
 

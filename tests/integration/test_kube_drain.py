@@ -4,6 +4,7 @@ kubelet stand-in that finishes graceful deletions)."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from lightkube import AsyncClient
@@ -11,10 +12,10 @@ from lightkube.resources.core_v1 import Event, Pod
 
 from aksnth.kube.api import KubeClient
 from aksnth.kube.drain import PodProgress, drain_node
-from aksnth.kube.drainplan import DrainOutcome
+from aksnth.kube.drainplan import DrainOutcome, DrainResult
 from aksnth.kube.events import REASON_POD_EVICTED, EventRecorder
-from tests.support.chart import ALLOW_POD_DELETE
-from tests.support.cluster import (
+from testkit.chart import ALLOW_POD_DELETE
+from testkit.cluster import (
     create_aks_node,
     create_pdb,
     create_pod,
@@ -23,13 +24,34 @@ from tests.support.cluster import (
     wait_pdb_observed,
     wait_pod_running,
 )
-from tests.support.kubelet import FakeKubelet
+from testkit.kubelet import FakeKubelet
 
 pytestmark = pytest.mark.controlplane
 
 
 def deadline_in(seconds: float) -> float:
     return asyncio.get_running_loop().time() + seconds
+
+
+async def drain(
+    kube: KubeClient,
+    node: str,
+    *,
+    within_seconds: float,
+    disable_eviction: bool = False,
+    dry_run: bool = False,
+    **more: Any,
+) -> DrainResult:
+    """``drain_node`` with each pod's own grace period and a deadline ``within_seconds`` from now."""
+    return await drain_node(
+        kube,
+        node,
+        deadline=deadline_in(within_seconds),
+        grace_period_seconds=-1,
+        disable_eviction=disable_eviction,
+        dry_run=dry_run,
+        **more,
+    )
 
 
 async def running(kube: AsyncClient, namespace: str, *names: str) -> None:
@@ -92,15 +114,8 @@ async def test_drain_of_a_mixed_node_honours_order_skips_and_the_pdb(
                 await create_pod(kube, namespace, spare, name=f"web-new-{replacements}", labels=web)
 
         recorder = EventRecorder(handler_kube, host=node.name)
-        result = await drain_node(
-            handler_kube,
-            node.name,
-            deadline=deadline_in(60),
-            grace_period_seconds=-1,
-            disable_eviction=False,
-            dry_run=False,
-            on_progress=on_progress,
-            recorder=recorder,
+        result = await drain(
+            handler_kube, node.name, within_seconds=60, on_progress=on_progress, recorder=recorder
         )
 
         assert result.result is DrainOutcome.DRAINED, result.summary()
@@ -153,14 +168,7 @@ async def test_a_pdb_that_never_allows_disruption_times_out_naming_the_pod(
         pdb = await create_pdb(kube, namespace, {"app": "db"}, min_available=1, name="db-pdb")
         await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1)
 
-        result = await drain_node(
-            handler_kube,
-            node.name,
-            deadline=deadline_in(3),
-            grace_period_seconds=-1,
-            disable_eviction=False,
-            dry_run=False,
-        )
+        result = await drain(handler_kube, node.name, within_seconds=3)
 
     assert result.result is DrainOutcome.TIMED_OUT
     assert [(r.pod, r.reason) for r in result.remaining] == [
@@ -182,14 +190,7 @@ async def test_disable_eviction_deletes_even_what_a_pdb_protects(
         pdb = await create_pdb(kube, namespace, {"app": "db"}, min_available=1)
         await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1)
 
-        result = await drain_node(
-            handler_kube,
-            node.name,
-            deadline=deadline_in(30),
-            grace_period_seconds=-1,
-            disable_eviction=True,
-            dry_run=False,
-        )
+        result = await drain(handler_kube, node.name, within_seconds=30, disable_eviction=True)
 
     assert result.result is DrainOutcome.DRAINED, result.summary()
     assert result.deleted == (f"{namespace}/only",) and result.evicted == ()
@@ -203,14 +204,7 @@ async def test_dry_run_lists_what_it_would_evict_and_changes_nothing(
     await create_pod(kube, namespace, node, name="app")
     await create_pod(kube, namespace, node, name="agent", owner="DaemonSet")
 
-    result = await drain_node(
-        handler_kube,
-        node.name,
-        deadline=deadline_in(30),
-        grace_period_seconds=-1,
-        disable_eviction=False,
-        dry_run=True,
-    )
+    result = await drain(handler_kube, node.name, within_seconds=30, dry_run=True)
 
     assert result.result is DrainOutcome.DRY_RUN
     assert result.planned == (f"{namespace}/app",)
@@ -225,14 +219,7 @@ async def test_a_pod_that_does_not_terminate_in_time_is_reported_as_still_termin
     async with FakeKubelet(kube, node=node.name, deletion_delay_seconds=3600):
         await create_pod(kube, namespace, node, name="slow")
         await running(kube, namespace, "slow")
-        result = await drain_node(
-            handler_kube,
-            node.name,
-            deadline=deadline_in(2),
-            grace_period_seconds=-1,
-            disable_eviction=False,
-            dry_run=False,
-        )
+        result = await drain(handler_kube, node.name, within_seconds=2)
 
     assert result.result is DrainOutcome.TIMED_OUT
     assert [(r.pod, r.reason) for r in result.remaining] == [(f"{namespace}/slow", "still terminating")]
@@ -241,13 +228,6 @@ async def test_a_pod_that_does_not_terminate_in_time_is_reported_as_still_termin
 
 async def test_an_empty_node_is_drained_at_once(kube: AsyncClient, handler_kube: KubeClient):
     node = await create_aks_node(kube)
-    result = await drain_node(
-        handler_kube,
-        node.name,
-        deadline=deadline_in(30),
-        grace_period_seconds=-1,
-        disable_eviction=False,
-        dry_run=False,
-    )
+    result = await drain(handler_kube, node.name, within_seconds=30)
     assert result.result is DrainOutcome.DRAINED
     assert result.planned == ()

@@ -13,17 +13,16 @@ from dataclasses import dataclass
 import pytest
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Pod
-from lightkube.resources.flowcontrol_apiserver_v1 import FlowSchema, PriorityLevelConfiguration
 
 from aksnth.kube.api import KubeClient
 from aksnth.kube.drain import drain_node
 from aksnth.kube.drainplan import DrainOutcome
 from aksnth.observe.metrics import EVICTIONS
+from testkit.chart import HANDLER_ACCOUNT_PREFIX
+from testkit.cluster import create_aks_node, create_pods, eventually, squeezing_priority_level, unique_suffix
+from testkit.controlplane import ControlPlane
+from testkit.kubelet import FakeKubelet
 from tests.integration.kube_fixtures import handler_client
-from tests.support.chart import HANDLER_ACCOUNT_PREFIX
-from tests.support.cluster import create_aks_node, create_pods, eventually, unique_suffix
-from tests.support.controlplane import ControlPlane
-from tests.support.kubelet import FakeKubelet
 
 pytestmark = pytest.mark.controlplane
 
@@ -49,50 +48,11 @@ async def named_handler(
 async def squeeze(kube: AsyncClient, handler: HandlerKube) -> str:
     """A priority level with the smallest share and no queue, and a flow schema that puts the
     handler's ServiceAccount in it; returns the flow schema's uid once the API server applies it."""
-    namespace, name = handler.namespace, handler.account
-    level = f"squeezed-{unique_suffix()}"
-    await kube.create(
-        PriorityLevelConfiguration.from_dict(
-            {
-                "metadata": {"name": level},
-                "spec": {
-                    "type": "Limited",
-                    "limited": {"nominalConcurrencyShares": 1, "limitResponse": {"type": "Reject"}},
-                },
-            }
-        )
+    level, schema = squeezing_priority_level(
+        f"squeezed-{unique_suffix()}", namespace=handler.namespace, service_account=handler.account
     )
-    schema = await kube.create(
-        FlowSchema.from_dict(
-            {
-                "metadata": {"name": level},
-                "spec": {
-                    "priorityLevelConfiguration": {"name": level},
-                    "matchingPrecedence": 500,  # before the built-in service-accounts schema (9000)
-                    "distinguisherMethod": {"type": "ByUser"},
-                    "rules": [
-                        {
-                            "subjects": [
-                                {
-                                    "kind": "ServiceAccount",
-                                    "serviceAccount": {"namespace": namespace, "name": name},
-                                }
-                            ],
-                            "resourceRules": [
-                                {
-                                    "verbs": ["*"],
-                                    "apiGroups": ["*"],
-                                    "resources": ["*"],
-                                    "namespaces": ["*"],
-                                    "clusterScope": True,
-                                }
-                            ],
-                        }
-                    ],
-                },
-            }
-        )
-    )
+    await kube.create(level)
+    schema = await kube.create(schema)
     return schema.metadata.uid
 
 

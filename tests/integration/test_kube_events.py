@@ -9,7 +9,7 @@ from lightkube.resources.core_v1 import Event
 
 from aksnth.kube.api import KubeClient
 from aksnth.kube.events import REASON_CORDONED, REASON_POD_EVICTED, EventRecorder, ObjectRef
-from tests.support.cluster import create_aks_node, create_pod
+from testkit.cluster import create_aks_node, create_pod
 
 pytestmark = pytest.mark.controlplane
 

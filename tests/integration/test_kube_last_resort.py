@@ -21,7 +21,7 @@ from aksnth.kube.drainplan import DrainOutcome, last_resort_at
 from aksnth.kube.events import REASON_LAST_RESORT_STOP, EventRecorder
 from aksnth.kube.pods import delete_pod, pod_info
 from aksnth.model import EventType
-from tests.support.cluster import (
+from testkit.cluster import (
     create_aks_node,
     create_pdb,
     create_pod,
@@ -29,7 +29,7 @@ from tests.support.cluster import (
     wait_pdb_observed,
     wait_pod_running,
 )
-from tests.support.kubelet import FakeKubelet
+from testkit.kubelet import FakeKubelet
 
 pytestmark = pytest.mark.controlplane
 

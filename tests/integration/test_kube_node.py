@@ -17,10 +17,10 @@ from aksnth.kube.api import KubeClient
 from aksnth.kube.keys import EXCLUDE_FROM_LB_LABEL, STATE_ANNOTATION
 from aksnth.kube.record import NodeRecord
 from aksnth.lifecycle import Phase
-from aksnth.model import EventType
+from aksnth.model import EventType, ScheduledEvent
+from testkit.cluster import SPOT_TAINT, create_aks_node, create_pod
+from testkit.controlplane import ControlPlane
 from tests.integration.kube_fixtures import scheduled_event
-from tests.support.cluster import SPOT_TAINT, create_aks_node, create_pod
-from tests.support.controlplane import ControlPlane
 
 pytestmark = pytest.mark.controlplane
 
@@ -31,6 +31,21 @@ OUR_TAINT_PREFIX = "aks-node-termination-handler/"
 def taints_of(node: Node) -> list[tuple[str, str | None, str]]:
     assert node.spec is not None
     return [(t.key, t.value, t.effect) for t in node.spec.taints or []]
+
+
+async def protect(
+    kube: KubeClient,
+    node: str,
+    event: ScheduledEvent,
+    *,
+    effect: TaintEffect = TaintEffect.NO_SCHEDULE,
+    exclude_from_lb: bool = True,
+    dry_run: bool = False,
+) -> NodeRecord:
+    """``protect_node`` with our taint, as ``-taint.node`` has it."""
+    return await kube_node.protect_node(
+        kube, node, event=event, taint=True, effect=effect, exclude_from_lb=exclude_from_lb, dry_run=dry_run
+    )
 
 
 async def test_read_node_gives_boot_id_provider_id_and_annotations(
@@ -54,13 +69,9 @@ async def test_protect_is_idempotent_and_never_duplicates_the_taint(
 ):
     aks = await create_aks_node(kube)
     event = scheduled_event(kind=EventType.PREEMPT)
-    options = dict(
-        event=event, taint=True, effect=TaintEffect.NO_SCHEDULE, exclude_from_lb=True, dry_run=False
-    )
-
-    first = await kube_node.protect_node(handler_kube, aks.name, **options)
+    first = await protect(handler_kube, aks.name, event)
     after_first = await kube.get(Node, aks.name)
-    second = await kube_node.protect_node(handler_kube, aks.name, **options)
+    second = await protect(handler_kube, aks.name, event)
     after_second = await kube.get(Node, aks.name)
 
     assert after_second.metadata.resourceVersion == after_first.metadata.resourceVersion  # nothing written
@@ -80,15 +91,7 @@ async def test_protect_is_idempotent_and_never_duplicates_the_taint(
 async def test_no_execute_taint_only_after_the_drain_and_once(kube: AsyncClient, handler_kube: KubeClient):
     aks = await create_aks_node(kube)
     event = scheduled_event(kind=EventType.TERMINATE)
-    await kube_node.protect_node(
-        handler_kube,
-        aks.name,
-        event=event,
-        taint=True,
-        effect=TaintEffect.NO_EXECUTE,
-        exclude_from_lb=False,
-        dry_run=False,
-    )
+    await protect(handler_kube, aks.name, event, effect=TaintEffect.NO_EXECUTE, exclude_from_lb=False)
     assert [t for t in taints_of(await kube.get(Node, aks.name)) if t[0].startswith(OUR_TAINT_PREFIX)] == []
     for _ in range(2):
         await kube_node.apply_after_drain_taint(handler_kube, aks.name, event=event, dry_run=False)
@@ -99,15 +102,7 @@ async def test_no_execute_taint_only_after_the_drain_and_once(kube: AsyncClient,
 async def test_give_back_undoes_our_cordon_label_and_taint(kube: AsyncClient, handler_kube: KubeClient):
     aks = await create_aks_node(kube)
     event = scheduled_event(kind=EventType.REBOOT)
-    await kube_node.protect_node(
-        handler_kube,
-        aks.name,
-        event=event,
-        taint=True,
-        effect=TaintEffect.NO_SCHEDULE,
-        exclude_from_lb=True,
-        dry_run=False,
-    )
+    await protect(handler_kube, aks.name, event)
 
     result = await kube_node.give_back(handler_kube, aks.name, event_id=event.event_id, dry_run=False)
 
@@ -125,15 +120,7 @@ async def test_an_admin_cordoned_node_stays_cordoned_after_give_back(
 ):
     aks = await create_aks_node(kube, unschedulable=True)
     event = scheduled_event(kind=EventType.FREEZE)
-    await kube_node.protect_node(
-        handler_kube,
-        aks.name,
-        event=event,
-        taint=True,
-        effect=TaintEffect.NO_SCHEDULE,
-        exclude_from_lb=True,
-        dry_run=False,
-    )
+    await protect(handler_kube, aks.name, event)
 
     result = await kube_node.give_back(handler_kube, aks.name, event_id=event.event_id, dry_run=False)
 
@@ -149,15 +136,7 @@ async def test_dry_run_writes_nothing(kube: AsyncClient, handler_kube: KubeClien
     before = await kube.get(Node, aks.name)
     event = scheduled_event()
 
-    record = await kube_node.protect_node(
-        handler_kube,
-        aks.name,
-        event=event,
-        taint=True,
-        effect=TaintEffect.NO_SCHEDULE,
-        exclude_from_lb=True,
-        dry_run=True,
-    )
+    record = await protect(handler_kube, aks.name, event, dry_run=True)
     result = await kube_node.give_back(handler_kube, aks.name, event_id=event.event_id, dry_run=True)
     await kube_node.update_record(
         handler_kube, aks.name, lambda r: r.with_finished(event.event_id), dry_run=True

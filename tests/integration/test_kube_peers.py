@@ -14,7 +14,7 @@ from aksnth.azure.resource_name import resource_name_from_provider_id
 from aksnth.kube.api import KubeClient
 from aksnth.kube.keys import AGENT_POOL_LABEL
 from aksnth.kube.peers import wait_peers_cordoned
-from tests.support.cluster import AksNode, create_aks_node, unique_suffix
+from testkit.cluster import AksNode, create_aks_node, unique_suffix
 
 pytestmark = pytest.mark.controlplane
 

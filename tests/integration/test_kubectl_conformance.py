@@ -38,12 +38,12 @@ from aksnth.errors import AksnthError
 from aksnth.kube.api import KubeClient
 from aksnth.kube.client import api_call, open_client
 from aksnth.kube.credentials import ClusterAccess, load_access
-from tests.support.binaries import find_bin_dir
-from tests.support.cluster import eventually, service_account_kubeconfig, unique_suffix
-from tests.support.controlplane import ControlPlane
-from tests.support.pki import PROXY_ONLY_NAME, write_pki
-from tests.support.receivers import ForwardProxy, recording_proxy
-from tests.support.secretvolume import SecretVolume
+from testkit.binaries import find_bin_dir
+from testkit.cluster import eventually, service_account_kubeconfig, unique_suffix
+from testkit.controlplane import ControlPlane
+from testkit.pki import PROXY_ONLY_NAME, write_pki
+from testkit.receivers import ForwardProxy, recording_proxy
+from testkit.secretvolume import SecretVolume
 
 pytestmark = pytest.mark.controlplane
 

@@ -17,7 +17,8 @@ import aksnth.observe.metrics  # noqa: F401 - registers every metric in the defa
 from aksnth.errors import ConfigError
 from aksnth.observe.health import Health
 from aksnth.observe.server import DEFAULT_MAX_IDLE_CONNECTIONS, MetricsServer, serve
-from tests.support.ports import PORT_ATTEMPTS, free_loopback_port, listening_ports, port_taken
+from testkit.clock import FakeClock
+from testkit.ports import PORT_ATTEMPTS, free_loopback_port, listening_ports, port_taken
 
 PREFIX = "aks_node_termination_handler_"
 # The Go original's metric families, as a dashboard built for it queries them.
@@ -49,17 +50,9 @@ ADDED_METRICS = {
 }
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(100.0)
 
 
 @pytest.fixture

@@ -15,12 +15,12 @@ from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Node
 from lightkube.types import PatchType
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube.record import NodeRecord
 from aksnth.lifecycle import Phase
-from tests.support.cluster import AksNode, create_pod, eventually
-from tests.support.handler import running_handler
-from tests.support.kubelet import FakeKubelet
+from imds_simulator import ImdsSimulator
+from testkit.cluster import AksNode, create_pod, eventually
+from testkit.handler import running_handler
+from testkit.kubelet import FakeKubelet
 
 pytestmark = pytest.mark.controlplane
 

@@ -1,6 +1,6 @@
 """Notification sinks and the notifier against real receivers on loopback.
 
-Real HTTP receivers (tests.support.receivers), a real forward proxy (proxy.py), the real Prometheus
+Real HTTP receivers (testkit.receivers), a real forward proxy (proxy.py), the real Prometheus
 Pushgateway and a Telegram Bot API look-alike. Nothing but 127.0.0.1 is contacted.
 """
 
@@ -19,14 +19,15 @@ from prometheus_client import REGISTRY
 
 from aksnth.config import NotifySettings, Secret, TelegramSettings, WebhookSettings
 from aksnth.errors import NotifyError, TemplateError
-from aksnth.model import EventStatus, EventType, NodeSnapshot, ScheduledEvent
+from aksnth.model import EventType, NodeSnapshot
 from aksnth.notify.dispatcher import Notifier
 from aksnth.notify.http import DeliveryError, notify_backoff
 from aksnth.notify.payload import build_template_data
 from aksnth.notify.telegram import TelegramSink
 from aksnth.notify.template import Record
 from aksnth.notify.webhook import WebhookSink
-from tests.support.receivers import (
+from testkit.events import scheduled_event
+from testkit.receivers import (
     Receiver,
     Reply,
     TelegramApi,
@@ -275,15 +276,10 @@ async def test_https_through_the_proxy_is_tunnelled_and_refused_without_credenti
 
 # --- the notifier ----------------------------------------------------------------------------------------
 def event_data(node_name: str = "aks-spot-1", *, phase: str = "event") -> Record:
-    event = ScheduledEvent(
+    event = scheduled_event(
+        EventType.PREEMPT,
         event_id="A123BC45-1234-5678-AB90-ABCDEF123456",
-        event_type=EventType.PREEMPT,
-        event_type_raw="Preempt",
-        resource_type="VirtualMachine",
         resources=("aks-spot-12345678-vmss_0",),
-        status=EventStatus.SCHEDULED,
-        status_raw="Scheduled",
-        not_before=None,
         not_before_raw="Mon, 19 Sep 2016 18:29:47 GMT",
         description='Spot eviction "now"',
         event_source="Platform",

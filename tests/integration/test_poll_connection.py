@@ -24,10 +24,10 @@ from aksnth import __version__
 from aksnth.azure.documents import MAX_DOCUMENT_BYTES
 from aksnth.azure.imds import ERROR_BODY_BYTES, METADATA_HEADERS, ImdsClient
 from aksnth.azure.pollconn import PollConnection
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.config import ImdsSettings
 from aksnth.errors import ImdsDocumentError, ImdsUnavailable
 from aksnth.observe.httpmetrics import InstrumentedTransport, path_label
+from imds_simulator import ImdsSimulator
 
 PATH = "/metadata/scheduledevents?api-version=2020-07-01"
 DOCUMENT = json.dumps({"DocumentIncarnation": 7, "Events": []}).encode()

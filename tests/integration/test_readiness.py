@@ -20,7 +20,7 @@ from aksnth.errors import NodeNotFound
 from aksnth.kube.client import open_client
 from aksnth.kube.readiness.assess import NodeReadiness, Outcome, PodReadiness, Reason
 from aksnth.kube.readiness.placement import NO_PLACE_MESSAGE
-from tests.support.cluster import (
+from testkit.cluster import (
     AksNode,
     create_aks_node,
     create_pdb,
@@ -32,8 +32,8 @@ from tests.support.cluster import (
     unique_suffix,
     wait_pdb_observed,
 )
-from tests.support.controlplane import ControlPlane
-from tests.support.kubelet import FakeKubelet
+from testkit.controlplane import ControlPlane
+from testkit.kubelet import FakeKubelet
 
 pytestmark = pytest.mark.controlplane
 

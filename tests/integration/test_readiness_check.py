@@ -11,13 +11,13 @@ import pytest
 from lightkube import AsyncClient
 from prometheus_client import REGISTRY
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.config import KubeSettings, ResponseSettings
 from aksnth.kube.client import open_client
 from aksnth.kube.readiness.assess import Reason
 from aksnth.kube.readiness.periodic import ReadinessCheck, spot_eviction
-from tests.support.chart import chart_cluster_rules
-from tests.support.cluster import (
+from imds_simulator import ImdsSimulator
+from testkit.chart import chart_cluster_rules
+from testkit.cluster import (
     AksNode,
     create_pdb,
     create_pod,
@@ -27,9 +27,9 @@ from tests.support.cluster import (
     unique_suffix,
     wait_pdb_observed,
 )
-from tests.support.controlplane import ControlPlane
-from tests.support.handler import running_handler
-from tests.support.kubelet import FakeKubelet
+from testkit.controlplane import ControlPlane
+from testkit.handler import running_handler
+from testkit.kubelet import FakeKubelet
 
 pytestmark = pytest.mark.controlplane
 

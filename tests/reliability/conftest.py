@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 from lightkube import AsyncClient
 
+from testkit.cluster import AksNode, create_aks_node
 from tests.reliability.tally import NOTES, TALLY
-from tests.support.cluster import AksNode, create_aks_node
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

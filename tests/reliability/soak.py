@@ -24,14 +24,14 @@ from lightkube import AsyncClient, KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Node
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube.record import NodeRecord
 from aksnth.lifecycle import Phase
-from tests.reliability.process import HandlerProcess, handler_flags
-from tests.support.chart import chart_cluster_rules
-from tests.support.cluster import create_aks_node, create_pods, service_account_kubeconfig
-from tests.support.controlplane import ControlPlane
-from tests.support.kubelet import FakeKubelet
+from imds_simulator import ImdsSimulator
+from testkit.chart import chart_cluster_rules
+from testkit.cluster import create_aks_node, create_pods, service_account_kubeconfig
+from testkit.controlplane import ControlPlane
+from testkit.kubelet import FakeKubelet
+from testkit.process import HandlerProcess, handler_argv, handler_flags
 
 SAMPLE_SECONDS = 10.0
 PODS_PER_EVENT = 5
@@ -57,16 +57,18 @@ async def soak(minutes: float, period: str) -> int:
         kubeconfig = await service_account_kubeconfig(
             kube, plane, namespace=namespace, name="aksnth", cluster_rules=chart_cluster_rules()
         )
-        handler = HandlerProcess(
-            handler_flags(
-                kubeconfig=kubeconfig,
-                node=node.name,
-                simulator=simulator,
-                period=period,
-                extra=["-taint.node"],
+        handler = await HandlerProcess(
+            handler_argv(
+                handler_flags(
+                    kubeconfig=kubeconfig,
+                    node=node.name,
+                    simulator=simulator,
+                    period=period,
+                    extra=["-taint.node"],
+                )
             ),
             log_path=Path(work) / "handler.log",
-        ).start_listening()
+        ).start_serving()
         samples: list[tuple[float, int, int]] = []
         published: list[str] = []
         started = time.monotonic()
@@ -76,7 +78,7 @@ async def soak(minutes: float, period: str) -> int:
         print(f"{'t (s)':>7} {'RSS (KiB)':>10} {'fds':>5} {'events':>7} {'given back':>11}")
         try:
             async with FakeKubelet(kube, node=node.name):
-                handler.wait_ready()
+                await handler.wait_ready()
                 next_sample = time.monotonic()
                 while time.monotonic() < end:
                     now = time.monotonic()
@@ -89,7 +91,7 @@ async def soak(minutes: float, period: str) -> int:
                         next_event += 60
                     if now >= next_sample:
                         if not handler.running:
-                            print(f"the handler exited with {handler.exit_code}", file=sys.stderr)
+                            print(f"the handler exited with {handler.returncode}", file=sys.stderr)
                             return 1
                         record = NodeRecord.from_annotations(
                             (await kube.get(Node, node.name)).metadata.annotations

@@ -15,7 +15,8 @@ import contextlib
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,29 +26,23 @@ from lightkube import AsyncClient
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from prometheus_client import REGISTRY
 
-from aksnth.azure.simulator import LATEST_SCHEDULED_EVENTS_VERSION, SCHEDULED_EVENTS_PATH, ImdsSimulator
 from aksnth.lifecycle import Phase
-from tests.reliability.tally import count, note
-from tests.reliability.test_apiserver_faults import (
-    api_requests,
-    node_event_counts,
-    pods_on,
-    record_of,
-    wait_phase,
-)
-from tests.support.audit import read_audit_log
-from tests.support.cluster import (
+from imds_simulator import LATEST_SCHEDULED_EVENTS_VERSION, SCHEDULED_EVENTS_PATH, ImdsSimulator
+from testkit.audit import read_audit_log
+from testkit.cluster import (
     AksNode,
-    create_pdb,
     create_pods,
     eventually,
-    wait_pdb_observed,
+    hold_one_pod,
 )
-from tests.support.controlplane import ControlPlane
-from tests.support.handler import running_handler
-from tests.support.kubelet import FakeKubelet
-from tests.support.ports import free_loopback_port
-from tests.support.receivers import Receiver
+from testkit.controlplane import ControlPlane
+from testkit.handler import running_handler
+from testkit.kubelet import FakeKubelet
+from testkit.nodestate import node_event_counts, pods_on, record_of, wait_phase
+from testkit.ports import free_loopback_port
+from testkit.receivers import Receiver
+from tests.reliability.tally import count, note
+from tests.reliability.test_apiserver_faults import api_requests
 
 pytestmark = pytest.mark.controlplane
 
@@ -118,14 +113,52 @@ def phases(receiver: Receiver) -> Counter[tuple[str, str]]:
     return Counter((body["event"], body["phase"]) for body in notifications(receiver))
 
 
-def handler_flags(receiver: Receiver, web_port: int, *extra: str) -> list[str]:
-    return [
+@dataclass
+class Outage:
+    """What each scenario runs: the API server (stopped first), the IMDS simulator, the webhook
+    receiver, the handler's -web.address port, and the budget that holds a pod (with `held_pod_in`)."""
+
+    api: ApiServer
+    simulator: ImdsSimulator
+    receiver: Receiver
+    web_port: int
+    pdb: PodDisruptionBudget | None = None
+
+
+@contextlib.asynccontextmanager
+async def handler_after_the_api_server(
+    kube: AsyncClient,
+    control_plane: ControlPlane,
+    node: AksNode,
+    *,
+    kubeconfig: Path,
+    extra: Sequence[str] = (),
+    held_pod_in: str | None = None,
+) -> AsyncIterator[Outage]:
+    """The kubelet stand-in on `node` (and, with `held_pod_in`, a pod a budget holds in that namespace),
+    the API server stopped, then the handler started for `node` (in-process), notifying the receiver
+    with the test's template and serving on a free loopback port."""
+    web_port = free_loopback_port()
+    flags = [
         f"-period={PERIOD_SECONDS:g}s",
         f"-web.address=127.0.0.1:{web_port}",
-        f"-webhook.url={receiver.url('/hook')}",
         f"-webhook.template={TEMPLATE}",
         *extra,
     ]
+    with ImdsSimulator(vm_name=node.resource_name) as simulator, Receiver() as receiver:
+        api = ApiServer(control_plane)
+        outage = Outage(api=api, simulator=simulator, receiver=receiver, web_port=web_port)
+        flags.append(f"-webhook.url={receiver.url('/hook')}")
+        async with FakeKubelet(kube, node=node.name):
+            if held_pod_in is not None:
+                # After earlier restarts of the API server, the controller manager's informers come back
+                # with client-go's backoff (up to 30 s): the budget may take that long to be observed.
+                outage.pdb = await hold_one_pod(kube, held_pod_in, node.name, timeout_seconds=90)
+            async with (
+                outage.api.away(),
+                running_handler(kubeconfig=kubeconfig, node=node.name, simulator=simulator, extra=flags),
+            ):
+                yield outage
 
 
 def reachable_gauge() -> float | None:
@@ -183,51 +216,41 @@ async def test_a_preempt_published_while_the_api_server_is_down_is_notified_befo
     apiserver_reachable is 0. The VM is named by -resource.name, or, without it, by IMDS's compute
     metadata. Once the API server is back, the node is cordoned and drained."""
     await create_pods(kube, namespace, node.name, 2)
-    web_port = free_loopback_port()
     named = [f"-resource.name={node.resource_name}"] if named_by == "-resource.name" else []
     seen_before = sightings(node, "Preempt")
-    api = ApiServer(control_plane)
-    with ImdsSimulator(vm_name=node.resource_name) as simulator, Receiver() as receiver:
-        async with (
-            FakeKubelet(kube, node=node.name),
-            api.away(),
-            running_handler(
-                kubeconfig=handler_kubeconfig,
-                node=node.name,
-                simulator=simulator,
-                extra=handler_flags(receiver, web_port, *named),
-            ),
-        ):
-            await eventually(
-                lambda: _true(polls_between(simulator, 0, time.time()) >= 2),
-                what="the handler polling while the API server is down",
-                timeout_seconds=15,
-            )
-            published = time.monotonic()
-            event_id = simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)
-            body = await notified(receiver, "event", event_id)
-            latency = receiver.requests[0].received_at - published
-            assert api.down, "the notification must arrive while the API server is down"
-            assert body["node"] == node.name
-            assert body["cluster"] == "" and body["pods"] == []  # they need the Node
-            assert body["vm"] == node.resource_name  # IMDS's view of the VM needs no API server
-            assert sightings(node, "Preempt") == seen_before + 1
-            assert reachable_gauge() == 0
-            async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{web_port}") as probe:
-                ready = await probe.get("/readyz")
-                live = await probe.get("/healthz")
-            assert ready.status_code == 503
-            assert "Kubernetes API server" in ready.json()["reason"]
-            assert live.status_code == 200
+    async with handler_after_the_api_server(
+        kube, control_plane, node, kubeconfig=handler_kubeconfig, extra=named
+    ) as outage:
+        await eventually(
+            lambda: _true(polls_between(outage.simulator, 0, time.time()) >= 2),
+            what="the handler polling while the API server is down",
+            timeout_seconds=15,
+        )
+        published = time.monotonic()
+        event_id = outage.simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)
+        body = await notified(outage.receiver, "event", event_id)
+        latency = outage.receiver.requests[0].received_at - published
+        assert outage.api.down, "the notification must arrive while the API server is down"
+        assert body["node"] == node.name
+        assert body["cluster"] == "" and body["pods"] == []  # they need the Node
+        assert body["vm"] == node.resource_name  # IMDS's view of the VM needs no API server
+        assert sightings(node, "Preempt") == seen_before + 1
+        assert reachable_gauge() == 0
+        async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{outage.web_port}") as probe:
+            ready = await probe.get("/readyz")
+            live = await probe.get("/healthz")
+        assert ready.status_code == 503
+        assert "Kubernetes API server" in ready.json()["reason"]
+        assert live.status_code == 200
 
-            await api.start()
-            drained = await wait_phase(kube, node.name, event_id, Phase.DRAINED)
-            async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{web_port}") as probe:
+        await outage.api.start()
+        drained = await wait_phase(kube, node.name, event_id, Phase.DRAINED)
+        async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{outage.web_port}") as probe:
 
-                async def ready_again() -> bool:
-                    return (await probe.get("/readyz")).status_code == 200
+            async def ready_again() -> bool:
+                return (await probe.get("/readyz")).status_code == 200
 
-                await eventually(ready_again, what="/readyz 200 once the API server is back")
+            await eventually(ready_again, what="/readyz 200 once the API server is back")
     assert drained.spec.unschedulable is True
     assert await pods_on(kube, node.name) == []
     count("Preempts notified while the API server was down")
@@ -254,24 +277,18 @@ async def test_cordon_and_drain_begin_within_one_poll_period_of_the_api_server_a
     (its audit log says when) with at most two of the handler's polls since the API server served
     requests again, i.e. within one poll period."""
     await create_pods(kube, namespace, node.name, 3)
-    web_port = free_loopback_port()
     user = handler_user(namespace, handler_kubeconfig)
-    api = ApiServer(control_plane)
-    with ImdsSimulator() as simulator, Receiver() as receiver:
-        async with (
-            FakeKubelet(kube, node=node.name),
-            api.away(),
-            running_handler(
-                kubeconfig=handler_kubeconfig,
-                node=node.name,
-                simulator=simulator,
-                extra=handler_flags(receiver, web_port, f"-resource.name={node.resource_name}"),
-            ),
-        ):
-            event_id = simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)
-            await notified(receiver, "event", event_id)
-            await api.start()
-            await wait_phase(kube, node.name, event_id, Phase.DRAINED)
+    async with handler_after_the_api_server(
+        kube,
+        control_plane,
+        node,
+        kubeconfig=handler_kubeconfig,
+        extra=[f"-resource.name={node.resource_name}"],
+    ) as outage:
+        event_id = outage.simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)
+        await notified(outage.receiver, "event", event_id)
+        await outage.api.start()
+        await wait_phase(kube, node.name, event_id, Phase.DRAINED)
     assert control_plane.audit_log_path is not None
     mine = [r for r in read_audit_log(control_plane.audit_log_path) if r.user == user and r.code]
     cordoned_at = next(
@@ -282,15 +299,16 @@ async def test_cordon_and_drain_begin_within_one_poll_period_of_the_api_server_a
     evicting_at = next(r.received_at for r in mine if r.is_eviction)
     # The test's own GETs come every 20 ms: the handler's can only come after the first of them
     # (within the audit log's and the clocks' precision, which are the same machine's).
-    assert api.back_at - 0.05 < cordoned_at <= evicting_at
-    polls_to_cordon = polls_between(simulator, api.back_at, cordoned_at)
-    polls_to_eviction = polls_between(simulator, api.back_at, evicting_at)
-    assert polls_to_cordon <= 2, f"cordoned {cordoned_at - api.back_at:.2f}s after the API server was back"
-    assert polls_to_eviction <= 2, f"evicting {evicting_at - api.back_at:.2f}s after the API server was back"
+    back_at = outage.api.back_at
+    assert back_at - 0.05 < cordoned_at <= evicting_at
+    polls_to_cordon = polls_between(outage.simulator, back_at, cordoned_at)
+    polls_to_eviction = polls_between(outage.simulator, back_at, evicting_at)
+    assert polls_to_cordon <= 2, f"cordoned {cordoned_at - back_at:.2f}s after the API server was back"
+    assert polls_to_eviction <= 2, f"evicting {evicting_at - back_at:.2f}s after the API server was back"
     count("responses started once the API server was back")
     note(
-        f"API server back -> node cordoned in {cordoned_at - api.back_at:.2f}s, first eviction in "
-        f"{evicting_at - api.back_at:.2f}s ({polls_to_cordon} poll(s) in between, "
+        f"API server back -> node cordoned in {cordoned_at - back_at:.2f}s, first eviction in "
+        f"{evicting_at - back_at:.2f}s ({polls_to_cordon} poll(s) in between, "
         f"period {PERIOD_SECONDS:g}s)"
     )
 
@@ -311,32 +329,20 @@ async def test_after_the_api_server_returns_nothing_is_done_twice(
     notification was sent, one record entry, one taint, one of each Event (the Go original's Warning
     included, recorded late rather than lost)."""
     await create_pods(kube, namespace, node.name, 3)
-    web_port = free_loopback_port()
-    api = ApiServer(control_plane)
-    with ImdsSimulator() as simulator, Receiver() as receiver:
-        async with (
-            FakeKubelet(kube, node=node.name),
-            api.away(),
-            running_handler(
-                kubeconfig=handler_kubeconfig,
-                node=node.name,
-                simulator=simulator,
-                extra=handler_flags(
-                    receiver,
-                    web_port,
-                    f"-resource.name={node.resource_name}",
-                    "-notify.drainFinished",
-                    "-taint.node",
-                ),
-            ),
-        ):
-            event_id = simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)
-            await notified(receiver, "event", event_id)
-            await api.start()
-            drained = await wait_phase(kube, node.name, event_id, Phase.DRAINED)
-            await notified(receiver, "drained", event_id)
+    async with handler_after_the_api_server(
+        kube,
+        control_plane,
+        node,
+        kubeconfig=handler_kubeconfig,
+        extra=[f"-resource.name={node.resource_name}", "-notify.drainFinished", "-taint.node"],
+    ) as outage:
+        event_id = outage.simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)
+        await notified(outage.receiver, "event", event_id)
+        await outage.api.start()
+        drained = await wait_phase(kube, node.name, event_id, Phase.DRAINED)
+        await notified(outage.receiver, "drained", event_id)
         # The handler has stopped and delivered everything it queued: the count is final.
-    assert phases(receiver) == {(event_id, "event"): 1, (event_id, "drained"): 1}
+    assert phases(outage.receiver) == {(event_id, "event"): 1, (event_id, "drained"): 1}
     record = record_of(drained)
     assert list(record.events) == [event_id]
     assert sorted(record.events[event_id].notified) == ["drained", "event"]
@@ -364,58 +370,44 @@ async def test_a_drain_interrupted_by_api_server_outages_again_and_again_finishe
     while the drain is retrying a pod a PodDisruptionBudget holds: apiserver_reachable follows each
     outage, the drain finishes once the budget is lifted, and still nothing was done twice."""
     await create_pods(kube, namespace, node.name, 3)
-    await create_pods(kube, namespace, node.name, 1, labels={"app": "held"})
-    web_port = free_loopback_port()
-    api = ApiServer(control_plane)
-    with ImdsSimulator() as simulator, Receiver() as receiver:
-        async with FakeKubelet(kube, node=node.name):
-            pdb = await create_pdb(kube, namespace, {"app": "held"}, min_available=1)
-            # After earlier restarts of the API server, the controller manager's informers come back
-            # with client-go's backoff (up to 30 s): the budget may take that long to be observed.
-            await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1, timeout_seconds=90)
-            async with (
-                api.away(),
-                running_handler(
-                    kubeconfig=handler_kubeconfig,
-                    node=node.name,
-                    simulator=simulator,
-                    extra=handler_flags(
-                        receiver, web_port, f"-resource.name={node.resource_name}", "-notify.drainFinished"
-                    ),
-                ),
-            ):
-                event_id = simulator.schedule("Terminate", [node.resource_name], notice_seconds=300)
-                await notified(receiver, "event", event_id)
-                await api.start()
+    async with handler_after_the_api_server(
+        kube,
+        control_plane,
+        node,
+        kubeconfig=handler_kubeconfig,
+        extra=[f"-resource.name={node.resource_name}", "-notify.drainFinished"],
+        held_pod_in=namespace,
+    ) as outage:
+        event_id = outage.simulator.schedule("Terminate", [node.resource_name], notice_seconds=300)
+        await notified(outage.receiver, "event", event_id)
+        await outage.api.start()
 
-                async def only_the_held_pod_left() -> bool:
-                    return len(await pods_on(kube, node.name)) == 1
+        async def only_the_held_pod_left() -> bool:
+            return len(await pods_on(kube, node.name)) == 1
 
-                await eventually(only_the_held_pod_left, what="all but the PDB-held pod evicted")
-                for _ in range(OUTAGES):
-                    errors_before = api_requests("<error>")
-                    await api.stop()
+        await eventually(only_the_held_pod_left, what="all but the PDB-held pod evicted")
+        for _ in range(OUTAGES):
+            errors_before = api_requests("<error>")
+            await outage.api.stop()
 
-                    async def handler_saw_the_outage(before: float = errors_before) -> bool:
-                        return api_requests("<error>") >= before + 3
+            async def handler_saw_the_outage(before: float = errors_before) -> bool:
+                return api_requests("<error>") >= before + 3
 
-                    await eventually(
-                        handler_saw_the_outage, what="the handler's requests failing", timeout_seconds=30
-                    )
-                    assert reachable_gauge() == 0
-                    await api.start()
+            await eventually(
+                handler_saw_the_outage, what="the handler's requests failing", timeout_seconds=30
+            )
+            assert reachable_gauge() == 0
+            await outage.api.start()
 
-                    async def reachable_again() -> bool:
-                        return reachable_gauge() == 1
+            async def reachable_again() -> bool:
+                return reachable_gauge() == 1
 
-                    await eventually(
-                        reachable_again, what="apiserver_reachable back at 1", timeout_seconds=30
-                    )
-                await kube.delete(PodDisruptionBudget, pdb.metadata.name, namespace=namespace)
-                drained = await wait_phase(kube, node.name, event_id, Phase.DRAINED, timeout_seconds=60)
-                await notified(receiver, "drained", event_id)
+            await eventually(reachable_again, what="apiserver_reachable back at 1", timeout_seconds=30)
+        await kube.delete(PodDisruptionBudget, outage.pdb.metadata.name, namespace=namespace)
+        drained = await wait_phase(kube, node.name, event_id, Phase.DRAINED, timeout_seconds=60)
+        await notified(outage.receiver, "drained", event_id)
     assert await pods_on(kube, node.name) == []
-    assert phases(receiver) == {(event_id, "event"): 1, (event_id, "drained"): 1}
+    assert phases(outage.receiver) == {(event_id, "event"): 1, (event_id, "drained"): 1}
     record = record_of(drained)
     assert list(record.events) == [event_id]
     assert record.events[event_id].drain is not None and record.events[event_id].drain.result == "drained"

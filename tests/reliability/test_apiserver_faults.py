@@ -11,32 +11,31 @@ from pathlib import Path
 
 import pytest
 from lightkube import ApiError, AsyncClient
-from lightkube.resources.core_v1 import Event, Node, Pod
+from lightkube.resources.core_v1 import Node
 from lightkube.resources.flowcontrol_apiserver_v1 import FlowSchema, PriorityLevelConfiguration
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import PatchType
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube import keys
-from aksnth.kube.record import NodeRecord
 from aksnth.lifecycle import Phase
 from aksnth.observe import metrics
-from tests.reliability.tally import count, note
-from tests.support.cluster import (
+from imds_simulator import ImdsSimulator
+from testkit.cluster import (
     AksNode,
-    create_pdb,
     create_pods,
     eventually,
+    hold_one_pod,
+    squeezing_priority_level,
     unique_suffix,
-    wait_pdb_observed,
 )
-from tests.support.controlplane import ControlPlane
-from tests.support.handler import running_handler
-from tests.support.kubelet import FakeKubelet
+from testkit.controlplane import ControlPlane
+from testkit.handler import running_handler
+from testkit.kubelet import FakeKubelet
+from testkit.nodestate import EXCLUDE_LB, node_event_counts, our_taints, pods_on, record_of, wait_phase
+from tests.reliability.tally import count, note
 
 pytestmark = pytest.mark.controlplane
 
-EXCLUDE_LB = "node.kubernetes.io/exclude-from-external-load-balancers"
 # Concurrent writers of the node's labels in the conflict test, as fast as they can for a while after
 # each change of the event: the handler's read-modify-writes then conflict for sure, and succeed once
 # the burst is over (optimistic concurrency cannot win against writers that never pause: see
@@ -45,51 +44,6 @@ WRITERS = 3
 BURST_SECONDS = 1.5
 # Pods drained through the tiny priority level (three seats, rejecting): 40 take about 28 s.
 THROTTLED_PODS = 16
-
-
-def record_of(node: Node) -> NodeRecord:
-    return NodeRecord.from_annotations(node.metadata.annotations or {})
-
-
-def our_taints(node: Node) -> list[tuple[str, str, str]]:
-    return [
-        (t.key, t.value or "", t.effect)
-        for t in (node.spec.taints or [])
-        if t.key.startswith(keys.TAINT_KEY_PREFIX)
-    ]
-
-
-async def pods_on(kube: AsyncClient, node: str) -> list[Pod]:
-    return [p async for p in kube.list(Pod, namespace="*", fields={"spec.nodeName": node})]
-
-
-async def node_event_counts(kube: AsyncClient, node: str) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    async for ev in kube.list(Event, namespace="*", fields={"involvedObject.name": node}):
-        if ev.involvedObject.kind == "Node":
-            counts[ev.reason or ""] = counts.get(ev.reason or "", 0) + (ev.count or 1)
-    return counts
-
-
-async def wait_phase(
-    kube: AsyncClient,
-    node: str,
-    event_id: str,
-    phase: Phase,
-    *,
-    timeout_seconds: float = 30,
-    or_later: bool = False,
-) -> Node:
-    """Until the event's record on the node is at ``phase`` (or past it, with ``or_later``)."""
-
-    async def reached() -> Node | None:
-        current = await kube.get(Node, node)
-        entry = record_of(current).events.get(event_id)
-        if entry is None:
-            return None
-        return current if entry.phase is phase or (or_later and entry.phase.rank > phase.rank) else None
-
-    return await eventually(reached, what=f"{event_id} at {phase.value}", timeout_seconds=timeout_seconds)
 
 
 def api_requests(code: str) -> float:
@@ -115,11 +69,9 @@ async def test_a_drain_survives_an_api_server_crash_and_finishes_once_it_is_back
     handler_kubeconfig: Path,
 ) -> None:
     await create_pods(kube, namespace, node.name, 3)
-    await create_pods(kube, namespace, node.name, 1, labels={"app": "held"})
     errors_before = api_requests("<error>")
     async with FakeKubelet(kube, node=node.name):
-        pdb = await create_pdb(kube, namespace, {"app": "held"}, min_available=1)
-        await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1)
+        pdb = await hold_one_pod(kube, namespace, node.name)
         async with running_handler(
             kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator, extra=["-taint.node"]
         ):
@@ -245,48 +197,8 @@ async def tiny_priority_level(kube: AsyncClient, namespace: str, service_account
     """A PriorityLevelConfiguration with the smallest share (about 3 seats on this server), no borrowing,
     rejecting (429) what does not fit, and a FlowSchema that puts the ServiceAccount's requests there."""
     name = f"aksnth-tiny-{unique_suffix()}"
-    level = PriorityLevelConfiguration.from_dict(
-        {
-            "metadata": {"name": name},
-            "spec": {
-                "type": "Limited",
-                "limited": {
-                    "nominalConcurrencyShares": 1,
-                    "lendablePercent": 0,
-                    "borrowingLimitPercent": 0,
-                    "limitResponse": {"type": "Reject"},
-                },
-            },
-        }
-    )
-    schema = FlowSchema.from_dict(
-        {
-            "metadata": {"name": name},
-            "spec": {
-                "matchingPrecedence": 500,
-                "priorityLevelConfiguration": {"name": name},
-                "distinguisherMethod": {"type": "ByUser"},
-                "rules": [
-                    {
-                        "subjects": [
-                            {
-                                "kind": "ServiceAccount",
-                                "serviceAccount": {"name": service_account, "namespace": namespace},
-                            }
-                        ],
-                        "resourceRules": [
-                            {
-                                "verbs": ["*"],
-                                "apiGroups": ["*"],
-                                "resources": ["*"],
-                                "namespaces": ["*"],
-                                "clusterScope": True,
-                            }
-                        ],
-                    }
-                ],
-            },
-        }
+    level, schema = squeezing_priority_level(
+        name, namespace=namespace, service_account=service_account, borrowing=False
     )
     await kube.create(level)
     await kube.create(schema)

@@ -4,7 +4,7 @@
 per Spot node as the chart runs it (default flags, the chart's ServiceAccount), and one IMDS document
 with a Preempt for all five VMs. Outcomes, not timings: every Spot node cordoned and emptied before
 its deadline, no replacement scheduled onto a node under the event, and no finding of the safety
-checks (tests/support/safety.py) on any pod or event: every stop after a budget's refusal and not
+checks (testkit/src/testkit/safety.py) on any pod or event: every stop after a budget's refusal and not
 before the pod's last chance, no StartRequests before the listed nodes were empty, every pod given
 its SIGTERM and its grace period. (The default-size fleet and its timings are the bench's:
 `python -m bench.run --only fleet`.)"""
@@ -19,27 +19,27 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from bench.audit import audit_policy, read_audit_log
 from lightkube import AsyncClient, KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 
-from aksnth.azure.simulator import ImdsSimulator
-from tests.reliability.process import HandlerProcess, handler_flags
-from tests.reliability.tally import count, note
-from tests.support.chart import handler_cluster_rules
-from tests.support.cluster import eventually, service_account_kubeconfig
-from tests.support.controlplane import ControlPlane
-from tests.support.fleet import (
+from imds_simulator import ImdsSimulator
+from testkit.audit import audit_policy, read_audit_log
+from testkit.chart import handler_cluster_rules
+from testkit.cluster import eventually, service_account_kubeconfig
+from testkit.controlplane import ControlPlane
+from testkit.fleet import (
     FleetShape,
     create_fleet_nodes,
     create_workloads,
     fleet_control_plane,
     wait_workloads_ready,
 )
-from tests.support.fleetwatch import FleetWatch, fleet_outcome
-from tests.support.kubelet import FakeKubelet
-from tests.support.safety import check_safety, describe, event_record, safety_figures, safety_record
+from testkit.fleetwatch import FleetWatch, fleet_outcome
+from testkit.kubelet import FakeKubelet
+from testkit.process import HandlerProcess, handler_argv, handler_flags
+from testkit.safety import check_safety, describe, event_record, safety_figures, safety_record
+from tests.reliability.tally import count, note
 
 pytestmark = pytest.mark.controlplane
 
@@ -97,9 +97,12 @@ async def test_a_spot_pool_preempted_at_once_is_drained_gracefully_without_resch
                     flags = handler_flags(
                         kubeconfig=kubeconfig, node=node.name, simulator=simulator, period="1s"
                     )
-                    handlers.append(HandlerProcess(flags, log_path=tmp_path / f"{node.name}.log").start())
+                    handlers.append(
+                        HandlerProcess(handler_argv(flags), log_path=tmp_path / f"{node.name}.log")
+                    )
+                await asyncio.gather(*(handler.start_serving() for handler in handlers))
                 for handler in handlers:
-                    await asyncio.to_thread(handler.wait_ready)
+                    await handler.wait_ready()
                 async with FleetWatch(kube, namespace) as watch:
                     event_id = simulator.schedule(
                         "Preempt",

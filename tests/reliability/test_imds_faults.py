@@ -17,10 +17,10 @@ import pytest
 from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Node
 
-from aksnth.azure.simulator import ImdsSimulator
+from imds_simulator import ImdsSimulator
+from testkit.cluster import create_aks_node, eventually
+from testkit.handler import running_handler
 from tests.reliability.tally import count, note
-from tests.support.cluster import create_aks_node, eventually
-from tests.support.handler import running_handler
 
 pytestmark = pytest.mark.controlplane
 

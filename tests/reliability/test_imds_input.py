@@ -5,6 +5,7 @@ the running handler counts and logs each bad answer, keeps polling and still han
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import tracemalloc
@@ -17,14 +18,14 @@ from lightkube import Client, KubeConfig
 from lightkube.resources.core_v1 import Node
 
 from aksnth.azure.documents import MAX_DOCUMENT_BYTES, parse_document
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.errors import ImdsDocumentError
 from aksnth.model import ScheduledEventsDocument
+from imds_simulator import ImdsSimulator
+from testkit.cluster import AksNode
+from testkit.controlplane import ControlPlane
+from testkit.process import HandlerProcess, handler_argv, handler_flags
 from tests.reliability import strategies
-from tests.reliability.process import HandlerProcess, handler_flags
 from tests.reliability.tally import count
-from tests.support.cluster import AksNode
-from tests.support.controlplane import ControlPlane
 
 # An error message quotes at most a short excerpt of the answer.
 MAX_MESSAGE_CHARS = 1000
@@ -124,20 +125,20 @@ def _wait_polled(simulator: ImdsSimulator, requests_before: int, *, timeout_seco
 
 @pytest.mark.controlplane
 @pytest.mark.timeout(180)
-def test_the_running_handler_counts_and_logs_each_bad_answer_and_keeps_working(
+async def test_the_running_handler_counts_and_logs_each_bad_answer_and_keeps_working(
     control_plane: ControlPlane,
     node: AksNode,
     simulator: ImdsSimulator,
     handler_kubeconfig: Path,
     tmp_path: Path,
 ) -> None:
-    handler = HandlerProcess(
-        handler_flags(kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator),
+    handler = await HandlerProcess(
+        handler_argv(handler_flags(kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator)),
         log_path=tmp_path / "handler.log",
-    ).start_listening()
+    ).start_serving()
     served = {"refused": 0, "accepted": 0}
     try:
-        handler.wait_ready()
+        await handler.wait_ready()
 
         @settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
         @given(body=strategies.bodies)
@@ -171,7 +172,7 @@ def test_the_running_handler_counts_and_logs_each_bad_answer_and_keeps_working(
             deadline = time.monotonic() + 20
             while not admin.get(Node, node.name).spec.unschedulable:
                 assert time.monotonic() < deadline, "the Preempt after the bad answers was not handled"
-                time.sleep(0.05)
+                await asyncio.sleep(0.05)
     finally:
         handler.stop()
     count("IMDS answers served to the running handler", sum(served.values()))

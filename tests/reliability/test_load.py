@@ -4,7 +4,7 @@ concurrent events, three of them for this VM (Terminate, Reboot, Redeploy), one 
 by default) and sixteen for other VMs. Outcome: every pod leaves the node through the Eviction API
 while the Ready pods behind each budget, watched throughout the drain, never fall below its
 minAvailable; each of this VM's selected events is drained and recorded once, one cordon and one taint
-per event type, and the other events change nothing. The safety checks (tests/support/safety.py) find
+per event type, and the other events change nothing. The safety checks (testkit/src/testkit/safety.py) find
 nothing on any pod or event: no stop, every pod evicted with a grace period that ends before its
 deadline."""
 
@@ -20,19 +20,11 @@ from lightkube import AsyncClient
 from lightkube.resources.core_v1 import Pod
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube import keys
 from aksnth.lifecycle import Phase
-from tests.reliability.tally import count, note
-from tests.reliability.test_apiserver_faults import (
-    node_event_counts,
-    our_taints,
-    pods_on,
-    record_of,
-    wait_phase,
-)
-from tests.support.audit import kubeconfig_user, read_audit_log
-from tests.support.cluster import (
+from imds_simulator import ImdsSimulator
+from testkit.audit import kubeconfig_user, read_audit_log
+from testkit.cluster import (
     AksNode,
     create_pdb,
     create_pod,
@@ -41,11 +33,13 @@ from tests.support.cluster import (
     is_serving,
     wait_pdb_observed,
 )
-from tests.support.controlplane import ControlPlane
-from tests.support.fleetwatch import FleetWatch
-from tests.support.handler import running_handler
-from tests.support.kubelet import FakeKubelet
-from tests.support.safety import check_safety, describe, event_record, safety_record
+from testkit.controlplane import ControlPlane
+from testkit.fleetwatch import FleetWatch
+from testkit.handler import running_handler
+from testkit.kubelet import FakeKubelet
+from testkit.nodestate import node_event_counts, our_taints, pods_on, record_of, wait_phase
+from testkit.safety import check_safety, describe, event_record, safety_record
+from tests.reliability.tally import count, note
 
 pytestmark = pytest.mark.controlplane
 

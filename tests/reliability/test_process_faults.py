@@ -14,24 +14,18 @@ import pytest
 from lightkube import AsyncClient
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.kube import keys
 from aksnth.lifecycle import Phase
-from tests.reliability.process import HandlerProcess, handler_flags
+from imds_simulator import ImdsSimulator
+from testkit.cluster import create_aks_node, create_pdb, create_pods, eventually, wait_pdb_observed
+from testkit.controlplane import ControlPlane
+from testkit.handler import running_handler
+from testkit.kubelet import FakeKubelet
+from testkit.nodestate import node_event_counts, our_taints, pods_on, record_of, wait_phase
+from testkit.process import HandlerProcess, handler_argv, handler_flags
+from testkit.receivers import Receiver
 from tests.reliability.tally import count
-from tests.reliability.test_apiserver_faults import (
-    api_requests,
-    node_event_counts,
-    our_taints,
-    pods_on,
-    record_of,
-    wait_phase,
-)
-from tests.support.cluster import create_aks_node, create_pdb, create_pods, eventually, wait_pdb_observed
-from tests.support.controlplane import ControlPlane
-from tests.support.handler import running_handler
-from tests.support.kubelet import FakeKubelet
-from tests.support.receivers import Receiver
+from tests.reliability.test_apiserver_faults import api_requests
 
 pytestmark = pytest.mark.controlplane
 
@@ -71,7 +65,7 @@ async def kill_and_restart(
         async with FakeKubelet(kube, node=node.name):
             pdb = await create_pdb(kube, namespace, held, min_available=1)
             await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1)
-            first = HandlerProcess(flags, log_path=log_path).start_listening()
+            first = await HandlerProcess(handler_argv(flags), log_path=log_path).start_serving()
             try:
                 kind = "Redeploy" if point == "before the give-back" else "Terminate"
                 if point == "before the approval":
@@ -108,7 +102,7 @@ async def kill_and_restart(
             simulator.clear_faults()
             if point == "before the give-back":
                 simulator.cancel(event_id)
-            second = HandlerProcess(flags, log_path=log_path).start_listening()
+            second = await HandlerProcess(handler_argv(flags), log_path=log_path).start_serving()
             try:
                 final_phase = Phase.GIVEN_BACK if point == "before the give-back" else Phase.APPROVED
                 final = await wait_phase(kube, node.name, event_id, final_phase, timeout_seconds=40)

@@ -1,5 +1,5 @@
-"""The safety checks (tests/support/safety.py) can fail: each is fed a handler that breaks its promise
-on purpose (tests/support/misbehaving.py, a real process against the real API server and the IMDS
+"""The safety checks (testkit/src/testkit/safety.py) can fail: each is fed a handler that breaks its promise
+on purpose (testkit/src/testkit/misbehaving.py, a real process against the real API server and the IMDS
 simulator) and must report it, pod by pod or event by event; a handler that keeps every promise gets
 no finding. Then the real handler is held to the same checks.
 
@@ -19,10 +19,9 @@ from pathlib import Path
 import pytest
 from lightkube import AsyncClient
 
-from aksnth.azure.simulator import ImdsSimulator
-from tests.reliability.process import HandlerProcess, handler_flags
-from tests.support.audit import kubeconfig_user, read_audit_log
-from tests.support.cluster import (
+from imds_simulator import ImdsSimulator
+from testkit.audit import kubeconfig_user, read_audit_log
+from testkit.cluster import (
     AksNode,
     create_aks_node,
     create_pdb,
@@ -32,11 +31,12 @@ from tests.support.cluster import (
     unique_suffix,
     wait_pdb_observed,
 )
-from tests.support.controlplane import ControlPlane
-from tests.support.fleetwatch import FleetWatch
-from tests.support.kubelet import FakeKubelet
-from tests.support.misbehaving import MisbehavingHandler
-from tests.support.safety import (
+from testkit.controlplane import ControlPlane
+from testkit.fleetwatch import FleetWatch
+from testkit.kubelet import FakeKubelet
+from testkit.misbehaving import MisbehavingHandler
+from testkit.process import HandlerProcess, handler_argv, handler_flags
+from testkit.safety import (
     EARLY_APPROVAL,
     EARLY_STOP,
     GRACE_CUT,
@@ -113,8 +113,10 @@ class Scene:
         self.handlers.append(handler)
 
         async def polled() -> bool:
-            if handler.exit_code is not None:
-                raise AssertionError(f"{mode} exited with {handler.exit_code}:\n{handler.log_text()[-3000:]}")
+            if handler.returncode is not None:
+                raise AssertionError(
+                    f"{mode} exited with {handler.returncode}:\n{handler.log_text()[-3000:]}"
+                )
             return any(r.query.get("handler") == handler.tag for r in self.simulator.requests)
 
         await eventually(polled, what=f"the first poll of {mode} on {node.name}", timeout_seconds=30)
@@ -124,9 +126,10 @@ class Scene:
         flags = handler_flags(
             kubeconfig=self.kubeconfig, node=node.name, simulator=self.simulator, extra=extra
         )
-        handler = HandlerProcess(flags, log_path=self.logs / f"handler-{node.name}.log").start()
+        handler = HandlerProcess(handler_argv(flags), log_path=self.logs / f"handler-{node.name}.log")
         self.handlers.append(handler)
-        await asyncio.to_thread(handler.wait_ready)
+        await handler.start_serving()
+        await handler.wait_ready()
         return handler
 
     def keys(self, app: str) -> list[str]:
@@ -168,7 +171,7 @@ class Scene:
             if condition == "deadline":
                 return now > max(e.deadline for e in self.events) + TOLERANCE_SECONDS
             if condition == "exited":
-                return all(h.exit_code is not None for h in self.handlers)
+                return all(h.returncode is not None for h in self.handlers)
             raise ValueError(condition)
 
         await eventually(

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from lightkube import ApiError, AsyncClient, KubeConfig, codecs
 from lightkube.models.authentication_v1 import BoundObjectReference, TokenRequestSpec
 from lightkube.models.authorization_v1 import ResourceAttributes, SelfSubjectAccessReviewSpec
@@ -20,24 +19,25 @@ from lightkube.resources.authorization_v1 import SelfSubjectAccessReview
 from lightkube.resources.core_v1 import Event, Node, Pod, Secret, ServiceAccount
 from lightkube.types import PatchType
 
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.lifecycle import Phase
-from tests.reliability.process import HandlerProcess, handler_flags
-from tests.reliability.tally import count
-from tests.reliability.test_apiserver_faults import wait_phase
-from tests.support.chart import SEED_VALUES_DIR, chart_cluster_rules, find_object, render_chart
-from tests.support.cluster import (
+from imds_simulator import ImdsSimulator
+from testkit.chart import SEED_VALUES_DIR, chart_cluster_rules, find_object, render_chart
+from testkit.cluster import (
     create_aks_node,
     create_pod,
     create_pods,
     eventually,
     service_account_kubeconfig,
+    token_kubeconfig,
     unique_suffix,
 )
-from tests.support.controlplane import ControlPlane, kubeconfig
-from tests.support.handler import running_handler
-from tests.support.kubelet import FakeKubelet
-from tests.support.receivers import Receiver, TelegramApi
+from testkit.controlplane import ControlPlane
+from testkit.handler import running_handler
+from testkit.kubelet import FakeKubelet
+from testkit.nodestate import wait_phase
+from testkit.process import HandlerProcess, handler_argv, handler_environment, handler_flags
+from testkit.receivers import Receiver, TelegramApi
+from tests.reliability.tally import count
 
 NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
 
@@ -156,19 +156,8 @@ async def bound_token_kubeconfig(
         namespace=namespace,
     )
     assert answer.status is not None
-    path = (
-        control_plane.kubeconfig_path.parent
-        / "kubeconfigs"
-        / f"{namespace}-{pod.metadata.name}-bound.kubeconfig"
-    )
-    document = kubeconfig(
-        server_url=control_plane.server_url,
-        ca_path=control_plane.ca_path,
-        user=f"system:serviceaccount:{namespace}:{service_account}",
-        credentials={"token": answer.status.token},
-    )
-    path.write_text(yaml.safe_dump(document))
-    return path
+    account = f"{namespace}:{service_account}"
+    return token_kubeconfig(control_plane, account, answer.status.token, suffix=f"-{pod.metadata.name}-bound")
 
 
 @contextlib.asynccontextmanager
@@ -323,23 +312,29 @@ async def test_secrets_never_reach_the_logs_the_events_or_the_metrics(
     await create_pods(kube, namespace, node.name, 2)
     with Receiver() as hook, TelegramApi(TELEGRAM_TOKEN) as telegram:
         webhook_url = f"http://aksnth:{WEBHOOK_PASSWORD}@127.0.0.1:{hook.port}/hook?key={WEBHOOK_PASSWORD}"
-        handler = HandlerProcess(
-            handler_flags(
-                kubeconfig=handler_kubeconfig,
-                node=node.name,
-                simulator=simulator,
-                extra=["-telegram.chatID=42", f"-telegram.apiURL={telegram.origin}", "-notify.drainFinished"],
+        handler = await HandlerProcess(
+            handler_argv(
+                handler_flags(
+                    kubeconfig=handler_kubeconfig,
+                    node=node.name,
+                    simulator=simulator,
+                    extra=[
+                        "-telegram.chatID=42",
+                        f"-telegram.apiURL={telegram.origin}",
+                        "-notify.drainFinished",
+                    ],
+                )
             ),
             log_path=tmp_path / "handler.log",
-            env={"TELEGRAM_TOKEN": TELEGRAM_TOKEN, "WEBHOOK_URL": webhook_url},
-        ).start_listening()
+            env=handler_environment(None, {"TELEGRAM_TOKEN": TELEGRAM_TOKEN, "WEBHOOK_URL": webhook_url}),
+        ).start_serving()
         try:
             async with FakeKubelet(kube, node=node.name):
                 event_id = simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)
                 await wait_phase(kube, node.name, event_id, Phase.DRAINED)
                 await hook.wait_for_requests(2)
                 await eventually(lambda: _true(len(telegram.messages()) >= 2), what="two Telegram messages")
-                metrics_text = handler.metrics_text()
+                metrics_text = handler.get("/metrics").text
         finally:
             handler.stop()
         assert hook.requests[0].headers.get("authorization", "").startswith("Basic ")  # the password was used

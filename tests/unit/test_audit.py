@@ -1,4 +1,4 @@
-"""Reading the API server's audit log and comparing it with a ClusterRole (tests/support/audit.py), on
+"""Reading the API server's audit log and comparing it with a ClusterRole (testkit/src/testkit/audit.py), on
 audit lines written the way kube-apiserver writes them."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.support.audit import (
+from testkit.audit import (
     Right,
     forbidden_requests,
     granted_rights,
@@ -16,7 +16,7 @@ from tests.support.audit import (
     suite_audit_policy,
     unused_rights,
 )
-from tests.support.chart import is_handler_user
+from testkit.chart import is_handler_user
 
 HANDLER = "system:serviceaccount:t-1:aksnth-abc"
 OTHER = "system:serviceaccount:t-1:sa-abc"

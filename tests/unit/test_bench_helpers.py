@@ -10,14 +10,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from bench.audit import AuditedRequest, audit_policy, between, count_by_kind, read_audit_log
 from bench.fleet import _peak_rate
 from bench.process import OUR_TEMPLATE, _on_cpu_nanoseconds, command_line
 from bench.readiness import most_within
 from bench.report import Budget, render, rows
 from bench.stats import percentile, summary
 
-from tests.support.fleetwatch import FleetWatch, PodTrack, Violation, fleet_outcome
+from testkit.audit import AuditedRequest, audit_policy, between, count_by_kind, read_audit_log
+from testkit.fleetwatch import FleetWatch, PodTrack, Violation, fleet_outcome
 
 
 def test_command_line_fills_placeholders_inside_words_and_keeps_other_braces() -> None:

@@ -24,6 +24,7 @@ from aksnth.flags import HelpRequested, parse_go_bool, parse_go_int
 from aksnth.model import EventType
 from aksnth.observe.logging import LEVELS, parse_level
 from aksnth.options import GROUPS, OPTIONS
+from testkit.chart import seed_file
 
 NODE = "-node=aks-spot-12345678-vmss000001"
 
@@ -446,13 +447,7 @@ def test_secrets_do_not_show_in_the_settings_repr() -> None:
 # The seed README's args, verbatim (the /files/... template stands in a tmp_path file)
 # --------------------------------------------------------------------------------------------------
 
-SLACK_PAYLOAD = """{
-  "channel": "#mychannel",
-  "username": "webhookbot",
-  "text": "This is message for {{ .NodeName }}, {{ .InstanceType }} from {{ .NodeRegion }}",
-  "icon_emoji": ":ghost:"
-}
-"""
+SLACK_PAYLOAD = seed_file("slack.yaml", "slack-payload.json")
 
 
 def test_readme_telegram_args() -> None:
@@ -1127,7 +1122,7 @@ def test_help_lists_every_flag_default_and_variable(capsys: pytest.CaptureFixtur
         assert f"\n{group}:\n" in out
     assert "-period duration\n        poll interval" in out and "(default 1s)" in out
     assert '(default "NoSchedule")' in out
-    assert "imds-simulator" in out and "render-template" in out
+    assert "readiness [flags]" in out and "render-template [flags]" in out
     assert "(needs -taint.node)" in out
     assert "(needs -webhook.url or -webhook.url-file)" in out
 

@@ -1,5 +1,6 @@
-"""Durations as text: the one Go duration parser (flags, -config file, the IMDS simulator) and the one
-Retry-After parser (IMDS, the API server, notification receivers)."""
+"""Durations as text: the handler's one Go duration parser (flags, -config file) and its one Retry-After
+parser (IMDS, the API server, notification receivers); and the IMDS simulator's own reading of Go
+durations (it depends on nothing of the handler), held to read every Go duration as the handler does."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import argparse
 
 import pytest
 
-from aksnth.azure.simulator import parse_duration as simulator_duration
 from aksnth.durations import finite_seconds, format_duration, parse_go_duration, parse_retry_after
+from imds_simulator import parse_duration as simulator_duration
 
 NOW = 1445412480.0  # Wed, 21 Oct 2015 07:28:00 GMT
 
@@ -76,32 +77,35 @@ def test_finite_seconds_from_a_json_body(value: object, expected: float | None) 
     assert finite_seconds(value) == expected
 
 
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [
-        ("5s", 5.0),
-        ("1m30s", 90.0),
-        ("300ms", 0.3),
-        ("1h", 3600.0),
-        ("1.5h", 5400.0),
-        (".5s", 0.5),
-        ("5.s", 5.0),
-        ("1h2m3s4ms", 3723.004),
-        ("100us", 1e-4),
-        ("100\u00b5s", 1e-4),
-        ("100\u03bcs", 1e-4),
-        ("10ns", 1e-8),
-        ("0", 0.0),
-        ("0s", 0.0),
-        ("-1s", -1.0),
-        ("+2s", 2.0),
-    ],
-)
+GO_DURATIONS = [
+    ("5s", 5.0),
+    ("1m30s", 90.0),
+    ("300ms", 0.3),
+    ("1h", 3600.0),
+    ("1.5h", 5400.0),
+    (".5s", 0.5),
+    ("5.s", 5.0),
+    ("1h2m3s4ms", 3723.004),
+    ("100us", 1e-4),
+    ("100\u00b5s", 1e-4),
+    ("100\u03bcs", 1e-4),
+    ("10ns", 1e-8),
+    ("0", 0.0),
+    ("0s", 0.0),
+    ("-1s", -1.0),
+    ("+2s", 2.0),
+]
+
+
+@pytest.mark.parametrize(("text", "seconds"), GO_DURATIONS)
 def test_go_durations(text: str, seconds: float) -> None:
     assert parse_go_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "5", "s", "1x", ".s", "1.2.3s", "5 s", "-", "1d", "5S", "1s5"])
+BAD_GO_DURATIONS = ["", "5", "s", "1x", ".s", "1.2.3s", "5 s", "-", "1d", "5S", "1s5"]
+
+
+@pytest.mark.parametrize("text", BAD_GO_DURATIONS)
 def test_bad_go_durations(text: str) -> None:
     with pytest.raises(ValueError):
         parse_go_duration(text)
@@ -120,7 +124,14 @@ def test_the_simulator_reads_go_durations_and_plain_seconds(text: str, seconds: 
     assert simulator_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "s", "1d", "5 s", "nan", "inf", "-"])
+@pytest.mark.parametrize(("text", "seconds"), GO_DURATIONS)
+def test_the_simulator_reads_every_go_duration_as_the_handler_does(text: str, seconds: float) -> None:
+    assert simulator_duration(text) == pytest.approx(parse_go_duration(text)) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    "text", [*(bad for bad in BAD_GO_DURATIONS if bad != "5"), "nan", "inf", "1e3", "1_000", "1" * 400 + "h"]
+)
 def test_the_simulator_refuses_what_is_no_duration(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         simulator_duration(text)

@@ -13,22 +13,13 @@ from aksnth.kube.conditions import ListedEvent
 from aksnth.model import EventStatus, EventType, ScheduledEvent, ScheduledEventsDocument
 from aksnth.observe.health import Health
 from aksnth.policy import KnownEvent
+from testkit.events import scheduled_event
 
 ME = "aks-spot-12345678-vmss_3"
 
 
 def freeze(event_id: str) -> ScheduledEvent:
-    return ScheduledEvent(
-        event_id=event_id,
-        event_type=EventType.FREEZE,
-        event_type_raw="Freeze",
-        resource_type="VirtualMachine",
-        resources=(ME,),
-        status=EventStatus.SCHEDULED,
-        status_raw="Scheduled",
-        not_before=None,
-        not_before_raw="",
-    )
+    return scheduled_event(EventType.FREEZE, event_id=event_id, resources=(ME,))
 
 
 def finished_reboot(event_id: str) -> KnownEvent:
@@ -136,17 +127,7 @@ async def test_a_finished_event_still_listed_is_remembered() -> None:
         responded=True,
         finished=True,
     )
-    listed = ScheduledEvent(
-        event_id="DONE",
-        event_type=EventType.REBOOT,
-        event_type_raw="Reboot",
-        resource_type="VirtualMachine",
-        resources=(ME,),
-        status=EventStatus.STARTED,
-        status_raw="Started",
-        not_before=None,
-        not_before_raw="",
-    )
+    listed = scheduled_event(EventType.REBOOT, event_id="DONE", status=EventStatus.STARTED, resources=(ME,))
     h.on_document(ScheduledEventsDocument(incarnation=1, events=(listed,)))
     # Forgetting it now would make the next document look like a new event, and the node be drained again.
     assert "DONE" in h._known
@@ -175,17 +156,7 @@ async def test_a_change_of_the_advisories_read_beside_the_endpoint_is_decided_on
     first = ScheduledEventsDocument(incarnation=1, events=(freeze("F1"),))
     h.on_document(first)
     h.on_document(first)
-    advisory = ScheduledEvent(
-        event_id="A1",
-        event_type=EventType.UNKNOWN,
-        event_type_raw="SomeNewAdvice",
-        resource_type="VirtualMachine",
-        resources=(ME,),
-        status=EventStatus.ADVISORY,
-        status_raw="Advisory",
-        not_before=None,
-        not_before_raw="",
-    )
+    advisory = scheduled_event("SomeNewAdvice", event_id="A1", status=EventStatus.ADVISORY, resources=(ME,))
     unchanged = len(conditions.shown)
     h._take_advisories((advisory,))
     with_advisory = [(e.event_id, e.phase) for e in conditions.shown[-1]]

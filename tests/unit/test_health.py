@@ -6,17 +6,7 @@ from __future__ import annotations
 import pytest
 
 from aksnth.observe.health import Health
-
-
-class FakeClock:
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from testkit.clock import FakeClock
 
 
 @pytest.fixture

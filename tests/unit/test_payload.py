@@ -6,18 +6,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from aksnth.model import EventStatus, EventType, InstanceMetadata, NodeSnapshot, ScheduledEvent
+from aksnth.model import EventStatus, EventType, InstanceMetadata, NodeSnapshot
 from aksnth.notify.payload import build_template_data, sample_template_data
 from aksnth.notify.template import compile_template
+from testkit.events import scheduled_event
 
-EVENT = ScheduledEvent(
+EVENT = scheduled_event(
+    EventType.REBOOT,
     event_id="602d9444-d2cd-49c7-8624-8643e7171297",
-    event_type=EventType.REBOOT,
-    event_type_raw="Reboot",
-    resource_type="VirtualMachine",
     resources=("FrontEnd_IN_0", "BackEnd_IN_0"),
-    status=EventStatus.SCHEDULED,
-    status_raw="Scheduled",
     not_before=datetime(2016, 9, 19, 18, 29, 47, tzinfo=UTC),
     not_before_raw="Mon, 19 Sep 2016 18:29:47 GMT",
     description="Host server is undergoing maintenance.",
@@ -132,17 +129,8 @@ def test_instance_metadata() -> None:
 
 
 def test_unknown_event_type_keeps_the_text_imds_sent() -> None:
-    event = ScheduledEvent(
-        event_id="x",
-        event_type=EventType.UNKNOWN,
-        event_type_raw="LiveMigrate",
-        resource_type="VirtualMachine",
-        resources=(),
-        status=EventStatus.UNKNOWN,
-        status_raw="Pending",
-        not_before=None,
-        not_before_raw="",
-    )
+    event = scheduled_event("LiveMigrate", event_id="x", status="Pending", resources=())
+    assert (event.event_type, event.status) == (EventType.UNKNOWN, EventStatus.UNKNOWN)
     data = build_template_data(event=event, node=NODE)
     assert (
         compile_template("{{ .Event.EventType }}/{{ .Event.EventStatus }}").render(data)

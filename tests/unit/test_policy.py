@@ -20,6 +20,7 @@ from aksnth.policy import (
     event_deadline,
     peer_wait_seconds,
 )
+from testkit.events import scheduled_event
 
 NOW = datetime(2026, 11, 25, 12, 0, 0, tzinfo=UTC)
 ME = "aks-spot-12345678-vmss_3"
@@ -33,17 +34,7 @@ def event(
     not_before: datetime | None = None,
     resources: tuple[str, ...] = (ME,),
 ) -> ScheduledEvent:
-    return ScheduledEvent(
-        event_id=event_id,
-        event_type=EventType.parse(kind),
-        event_type_raw=kind,
-        resource_type="VirtualMachine",
-        resources=resources,
-        status=EventStatus.parse(status),
-        status_raw=status,
-        not_before=not_before,
-        not_before_raw="",
-    )
+    return scheduled_event(kind, event_id=event_id, status=status, not_before=not_before, resources=resources)
 
 
 def doc(*events: ScheduledEvent) -> ScheduledEventsDocument:

@@ -38,7 +38,7 @@ POINTERS = [
     "docs/moving-from-go.md",
     "docs/dependencies.md",
     "docs/azure.md",
-    "docs/imds-simulator.md",
+    "imds-simulator/README.md",
     "docs/testing.md",
     "bench/README.md",
     "CONTRIBUTING.md",

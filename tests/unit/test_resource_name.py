@@ -14,9 +14,9 @@ from aksnth.azure.resource_name import (
     resource_name_from_instance_metadata,
     resource_name_from_provider_id,
 )
-from aksnth.azure.simulator import ImdsSimulator
 from aksnth.errors import AksnthError
 from aksnth.model import InstanceMetadata
+from imds_simulator import ImdsSimulator
 
 SUB = "azure:///subscriptions/0b1f6471-1bf0-4dda-aec3-111122223333/resourceGroups/MC_rg_aks_westeurope/providers"
 

@@ -1,4 +1,4 @@
-"""The safety checks (tests/support/safety.py) on hand-made records: each way of breaking a promise is
+"""The safety checks (testkit/src/testkit/safety.py) on hand-made records: each way of breaking a promise is
 reported, and what keeps it is not. Times are seconds; every event here is published at 100."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from aksnth.azure.simulator import ImdsSimulator, RecordedRequest
-from tests.support.audit import AuditedRequest, read_audit_log
-from tests.support.fleetwatch import DeletionSeen, PodTrack
-from tests.support.safety import (
+from imds_simulator import ImdsSimulator, RecordedRequest
+from testkit.audit import AuditedRequest, read_audit_log
+from testkit.fleetwatch import DeletionSeen, PodTrack
+from testkit.safety import (
     EARLY_APPROVAL,
     EARLY_STOP,
     GRACE_CUT,

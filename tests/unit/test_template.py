@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from aksnth.errors import ConfigError, TemplateError
 from aksnth.notify.payload import compile_checked_template, sample_template_data
 from aksnth.notify.template import Record, TemplateLimits, TypedMap, compile_template
+from testkit.chart import seed_file
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -47,13 +48,7 @@ def render(text: str, data: object = DATA) -> str:
 
 # --- the seed README's payloads and the original's default message ---------------------------------------
 
-SLACK_PAYLOAD = """{
-  "channel": "#mychannel",
-  "username": "webhookbot",
-  "text": "This is message for {{ .NodeName }}, {{ .InstanceType }} from {{ .NodeRegion }}",
-  "icon_emoji": ":ghost:"
-}
-"""
+SLACK_PAYLOAD = seed_file("slack.yaml", "slack-payload.json")
 
 
 def test_readme_slack_payload_renders_verbatim() -> None:

@@ -1,1 +1,1 @@
-"""The Azure side: the Instance Metadata Service client, its document parser and a simulator."""
+"""The Azure side: the Instance Metadata Service client and its document parser."""

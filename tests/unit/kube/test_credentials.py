@@ -21,8 +21,8 @@ import yaml
 
 from aksnth.errors import ConfigError, KubeError, KubeUnavailable
 from aksnth.kube.credentials import ExecAuth, TokenFileAuth, load_access
-from tests.support.pki import Pki, write_pki
-from tests.support.secretvolume import SecretVolume
+from testkit.pki import Pki, write_pki
+from testkit.secretvolume import SecretVolume
 
 EXEC_V1 = "client.authentication.k8s.io/v1"
 

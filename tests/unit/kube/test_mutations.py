@@ -19,24 +19,15 @@ from aksnth.kube.mutations import (
     taint_after_drain,
 )
 from aksnth.lifecycle import Phase
-from aksnth.model import EventStatus, EventType, ScheduledEvent
+from aksnth.model import EventType, ScheduledEvent
+from testkit.events import scheduled_event
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 FOREIGN = Taint(key="dedicated", value="gpu", effect="NoSchedule", time_added=None)
 
 
 def event(event_id: str = "E1", kind: EventType = EventType.REBOOT) -> ScheduledEvent:
-    return ScheduledEvent(
-        event_id=event_id,
-        event_type=kind,
-        event_type_raw=kind.value,
-        resource_type="VirtualMachine",
-        resources=("vmss_0",),
-        status=EventStatus.SCHEDULED,
-        status_raw="Scheduled",
-        not_before=NOW + timedelta(minutes=15),
-        not_before_raw="",
-    )
+    return scheduled_event(kind, event_id=event_id, not_before=NOW + timedelta(minutes=15))
 
 
 def node(**kw) -> NodeState:

@@ -8,23 +8,11 @@ import asyncio
 import pytest
 
 from aksnth.kube.pacing import BudgetTurns, Throttle
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
+from testkit.clock import FakeClock
 
 
 async def test_the_throttle_lets_limit_requests_run_at_once_and_the_next_when_one_ends() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     throttle = Throttle(2, clock=clock, sleep=clock.sleep)
     release, two_running = asyncio.Event(), asyncio.Event()
     running: list[int] = []
@@ -47,7 +35,7 @@ async def test_the_throttle_lets_limit_requests_run_at_once_and_the_next_when_on
 
 
 async def test_an_overload_pauses_every_request_for_the_retry_after_and_halves_the_limit_once() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     throttle = Throttle(32, clock=clock, sleep=clock.sleep, draw=lambda: 0.5)
     pause = throttle.overloaded(2.0)
     assert pause == 2.5  # the server's 2 s, and a random share of it on top
@@ -65,7 +53,7 @@ async def test_an_overload_pauses_every_request_for_the_retry_after_and_halves_t
 
 
 async def test_each_round_of_accepted_requests_grows_the_limit_back_by_one() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     throttle = Throttle(5, clock=clock, sleep=clock.sleep, draw=lambda: 0.0)
     for _ in range(2):
         throttle.overloaded(None)
@@ -80,11 +68,11 @@ async def test_each_round_of_accepted_requests_grows_the_limit_back_by_one() -> 
 
 def test_a_throttle_needs_a_positive_limit() -> None:
     with pytest.raises(ValueError, match="at least 1"):
-        Throttle(0, clock=FakeClock())
+        Throttle(0, clock=FakeClock(100.0))
 
 
 async def test_refusals_in_a_row_space_the_next_question_more_and_more() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     turns = BudgetTurns(clock=clock, sleep=clock.sleep, draw=lambda: 0.0)
     waits = []
     for _ in range(6):
@@ -96,7 +84,7 @@ async def test_refusals_in_a_row_space_the_next_question_more_and_more() -> None
 
 
 async def test_an_allowed_eviction_lets_the_next_pod_ask_at_once() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     turns = BudgetTurns(clock=clock, sleep=clock.sleep, draw=lambda: 0.0)
     for _ in range(4):
         turns.refused("web", None)
@@ -108,14 +96,14 @@ async def test_an_allowed_eviction_lets_the_next_pod_ask_at_once() -> None:
 
 
 async def test_refusals_of_one_burst_do_not_lengthen_the_wait() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     turns = BudgetTurns(clock=clock, sleep=clock.sleep, draw=lambda: 0.0)
     delays = [turns.refused("web", None, escalate=False) for _ in range(5)]
     assert delays == [0.25] * 5
 
 
 async def test_the_servers_retry_after_is_waited_at_least() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     turns = BudgetTurns(clock=clock, sleep=clock.sleep, draw=lambda: 0.0)
     turns.refused("db", 10.0)
     async with turns.turn("db", until=clock.now + 60):
@@ -124,7 +112,7 @@ async def test_the_servers_retry_after_is_waited_at_least() -> None:
 
 
 async def test_the_wait_for_a_turn_ends_at_the_pods_last_chance() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     turns = BudgetTurns(clock=clock, sleep=clock.sleep, draw=lambda: 0.0)
     turns.refused("db", 10.0)
     async with turns.turn("db", until=clock.now + 4.0) as in_turn:
@@ -135,7 +123,7 @@ async def test_the_wait_for_a_turn_ends_at_the_pods_last_chance() -> None:
 
 
 async def test_one_pod_per_budget_asks_at_a_time_and_other_budgets_are_not_held_up() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     turns = BudgetTurns(clock=clock, sleep=clock.sleep)
     inside: list[str] = []
     leave, two_inside = asyncio.Event(), asyncio.Event()

@@ -12,19 +12,15 @@ from aksnth.kube.keys import STATE_ANNOTATION
 from aksnth.kube.record import MAX_EVENTS, NodeRecord, RecordError, TaintRef
 from aksnth.lifecycle import Phase
 from aksnth.model import EventStatus, EventType, ScheduledEvent
+from testkit.events import scheduled_event
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def event(event_id: str = "E1", kind: EventType = EventType.PREEMPT) -> ScheduledEvent:
-    return ScheduledEvent(
+    return scheduled_event(
+        kind,
         event_id=event_id,
-        event_type=kind,
-        event_type_raw=kind.value,
-        resource_type="VirtualMachine",
-        resources=("vmss_0",),
-        status=EventStatus.SCHEDULED,
-        status_raw="Scheduled",
         not_before=NOW + timedelta(seconds=30),
         not_before_raw="Wed, 01 May 2024 12:00:30 GMT",
     )

@@ -1,0 +1,174 @@
+"""One measurement of requests lost while a Spot node goes, for the tests and for `bench.zero_downtime`.
+
+The web service of `testkit.traffic` serves from node 0 (the doomed VM), in one of two shapes:
+- (a) `SPREAD`: two replicas, one on each node;
+- (b) `SINGLE`: one replica, on node 0, with a PodDisruptionBudget of minAvailable 1.
+With the handler installed (the caller's release), the client on node 1 sends requests through node 1's
+kube-proxy; a Preempt is published for node 0's VM; when the event starts (NotBefore, or at once when
+the handler approved it), the VM is gone (`vm_gone`). The measurement ends once every request of the
+last `RECOVERED_SECONDS` succeeded after the VM's loss, or `cap_seconds` after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from dataclasses import dataclass, field
+
+from lightkube import AsyncClient
+from lightkube.resources.core_v1 import Event, Namespace, Node, Service
+
+from testkit.cluster import eventually
+from testkit.realcluster import RealCluster
+from testkit.scenario import (
+    handler_user,
+    new_namespace,
+    pdb,
+    set_schedulable,
+    sigterm_times,
+    wait_pods,
+    workload,
+)
+from testkit.traffic import TrafficReport, traffic, vm_gone, web_pod_spec, web_service
+
+RECOVERED_SECONDS = 3.0
+DEFAULT_CAP_SECONDS = 120.0
+
+
+class Shape(enum.Enum):
+    SPREAD = "a"  # two replicas, one per node
+    SINGLE = "b"  # one replica, PodDisruptionBudget minAvailable 1
+
+    @property
+    def title(self) -> str:
+        return {
+            Shape.SPREAD: "(a) 2 replicas, one per node",
+            Shape.SINGLE: "(b) 1 replica, PDB minAvailable 1",
+        }[self]
+
+
+@dataclass(frozen=True)
+class NodeLoss:
+    """What one run saw; times are seconds after the event's publication."""
+
+    shape: Shape
+    traffic: TrafficReport
+    published_at: float
+    started_at: float  # the event turned Started: the VM was gone from then on
+    sigterms: dict[str, float] = field(default_factory=dict)  # pod → its SIGTERM
+    recovered: bool = True  # answering again within the cap
+    evictions: int = 0  # the handler's accepted evictions of the web pods (the audit log)
+    forced_stops: int = 0  # the handler's accepted DELETEs of them: last-resort stops (or -disableEviction)
+    event_reasons: frozenset[str] = frozenset()  # of the Events in the workload's namespace
+
+    def line(self) -> str:
+        terms = ", ".join(f"{t - self.published_at:+.1f} s" for t in sorted(self.sigterms.values()))
+        tail = "" if self.recovered else " (not answering again by the end of the window)"
+        return (
+            f"{self.shape.title}: {self.traffic.summary()}; SIGTERM at {terms or 'never'}; "
+            f"{self.evictions} evicted, {self.forced_stops} stopped by DELETE; "
+            f"VM gone at {self.started_at - self.published_at:+.1f} s{tail}"
+        )
+
+
+async def measure_node_loss(
+    cluster: RealCluster,
+    kube: AsyncClient,
+    shape: Shape,
+    *,
+    cap_seconds: float = DEFAULT_CAP_SECONDS,
+) -> NodeLoss:
+    """Runs the scenario of the module's docstring with the handler already installed and Ready."""
+    doomed, other = cluster.nodes
+    simulator = cluster.simulator
+    assert simulator is not None
+    user = await handler_user(kube)
+    namespace = await new_namespace(kube, f"loss-{shape.value}")
+    try:
+        if shape is Shape.SPREAD:
+            await kube.create(
+                workload("Deployment", "web", namespace, web_pod_spec(cluster, spread=True), replicas=2)
+            )
+            placed = await wait_pods(kube, namespace, labels="app=web", count=2, what="2 web replicas")
+            assert {p.spec.nodeName for p in placed} == {doomed.name, other.name}, (
+                "the scheduler put both replicas on one node"
+            )
+        else:
+            await set_schedulable(kube, other.name, schedulable=False)
+            try:
+                await kube.create(
+                    workload("Deployment", "web", namespace, web_pod_spec(cluster, spread=False), replicas=1)
+                )
+                await kube.create(pdb("web", namespace, app="web", min_available=1))
+                await wait_pods(
+                    kube, namespace, labels="app=web", count=1, node=doomed.name, what="web on node 0"
+                )
+            finally:
+                await set_schedulable(kube, other.name, schedulable=True)
+        await kube.create(web_service(namespace))
+        service = await kube.get(Service, "web", namespace=namespace)
+        cluster_ip = service.spec.clusterIP
+
+        with traffic(other, cluster_ip) as client:
+
+            async def answering() -> bool:
+                return client.answering_since(RECOVERED_SECONDS)
+
+            await eventually(
+                answering, what="the Service answering through node 1's kube-proxy", timeout_seconds=60
+            )
+            published_at = time.time()
+            event_id = simulator.schedule("Preempt", [doomed.spec.resource_name])
+
+            async def started() -> float | None:
+                event = next(e for e in simulator.state()["events"] if e["EventId"] == event_id)
+                started_at = event["started_at"]
+                return float(started_at) if started_at is not None else None
+
+            started_at = await eventually(started, what="the Preempt starting", timeout_seconds=90)
+            with vm_gone(cluster, doomed):
+                gone_at = time.time()
+                recovered = True
+                while (
+                    not client.answering_since(RECOVERED_SECONDS) or time.time() < gone_at + RECOVERED_SECONDS
+                ):
+                    if time.time() > gone_at + cap_seconds:
+                        recovered = False
+                        break
+                    await asyncio.sleep(0.2)
+                until = time.time()
+            report = client.report(since=published_at - 1.0, until=until)
+        accepted = [
+            r
+            for r in cluster.audited()
+            if r.user == user and r.namespace == namespace and r.code is not None and 200 <= r.code < 300
+        ]
+        result = NodeLoss(
+            shape=shape,
+            traffic=report,
+            published_at=published_at,
+            started_at=started_at,
+            sigterms=sigterm_times(cluster, namespace),
+            recovered=recovered,
+            evictions=sum(1 for r in accepted if r.is_eviction),
+            forced_stops=sum(1 for r in accepted if r.kind == "delete pods"),
+            event_reasons=frozenset(
+                [e.reason async for e in kube.list(Event, namespace=namespace) if e.reason]
+            ),
+        )
+        await _node_back(kube, doomed.name)
+        return result
+    finally:
+        simulator.reset()
+        await kube.delete(Namespace, namespace)
+
+
+async def _node_back(kube: AsyncClient, name: str) -> None:
+    """Until the node (its link back) reports Ready again, as a new VM under its name would."""
+
+    async def ready() -> bool:
+        node = await kube.get(Node, name)
+        return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+
+    await eventually(ready, what=f"{name} Ready again", timeout_seconds=120)
