@@ -9,7 +9,6 @@ a message.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import logging
 import os
@@ -21,6 +20,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from aksnth import __version__
+from aksnth.azure.firstpoll import send_first_poll
 from aksnth.config import (
     ADVISORY_VERSION_AUTO,
     ADVISORY_VERSION_OFF,
@@ -167,11 +167,16 @@ def skip_unused_modules() -> None:
 
 
 def _run_handler(settings: Settings) -> int:
+    # The first GET goes out before asyncio, the HTTP client and the rest of the handler are imported
+    # (most of a start): the node is unprotected until it is answered.
+    first_poll = send_first_poll(settings.imds.endpoint)
     skip_unused_modules()
+    import asyncio  # noqa: PLC0415 - after the first poll, see above
+
     from aksnth import app  # noqa: PLC0415 - the handler and its libraries load only when it runs
 
     try:
-        result: int = asyncio.run(app.run(settings))
+        result: int = asyncio.run(app.run(settings, first_poll=first_poll))
     except ConfigError as exc:  # e.g. a template that does not compile, found while starting
         return _refuse(exc)
     return result
