@@ -167,6 +167,15 @@ def skip_unused_modules() -> None:
 
 
 def _run_handler(settings: Settings) -> int:
+    if settings.notify.enabled:
+        # A template mistake stops the start before any request; the check needs only the template
+        # modules (the notifier checks its templates again when it starts).
+        from aksnth.notify.payload import check_templates  # noqa: PLC0415
+
+        try:
+            check_templates(settings.notify)
+        except ConfigError as exc:
+            return _refuse(exc)
     # The first GET goes out before asyncio, the HTTP client and the rest of the handler are imported
     # (most of a start): the node is unprotected until it is answered.
     first_poll = send_first_poll(settings.imds.endpoint)
