@@ -167,9 +167,10 @@ def skip_unused_modules() -> None:
 
 
 def _run_handler(settings: Settings) -> int:
-    if settings.notify.enabled:
+    if settings.notify.own_templates:
         # A template mistake stops the start before any request; the check needs only the template
-        # modules (the notifier checks its templates again when it starts).
+        # modules (tens of milliseconds, so only for the user's own templates; the notifier checks
+        # every template again when it starts).
         from aksnth.notify.payload import check_templates  # noqa: PLC0415
 
         try:
