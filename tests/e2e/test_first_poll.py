@@ -14,10 +14,9 @@ import pytest
 from lightkube import AsyncClient
 
 from aksnth.azure.simulator import ImdsSimulator
-from aksnth.kube.record import Phase
 from tests.e2e.conftest import Launcher
-from tests.e2e.state import wait_phase
-from tests.support.cluster import AksNode
+from tests.e2e.state import read_node
+from tests.support.cluster import AksNode, eventually
 
 pytestmark = pytest.mark.controlplane
 
@@ -45,8 +44,15 @@ async def test_an_event_there_at_start_is_answered_without_importing_anything_on
     looks at that answer."""
     event_id = simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)
     handler = await launch(node.name, env={"PYTHONPROFILEIMPORTTIME": "1", "PYTHONUNBUFFERED": "1"})
-    await wait_phase(kube, node.name, event_id, Phase.PROTECTED)
+    cordoned = f"node {node.name} cordoned"
+
+    async def logged() -> bool:  # written once the API server has answered the cordon
+        return cordoned in handler.stderr()
+
+    await eventually(logged, what="the handler's log line about the cordon")
+    spec = (await read_node(kube, node.name)).spec
+    assert spec is not None and spec.unschedulable
     lines = handler.stderr().splitlines()
     assert any(line.startswith(IMPORT_LINE) for line in lines), "the import log is missing"
-    assert imports_between(lines, event_id, f"node {node.name} cordoned") == []
+    assert imports_between(lines, event_id, cordoned) == []
     assert simulator.requests[0].path.startswith("/metadata/scheduledevents")
