@@ -32,13 +32,12 @@ import logging
 import os
 import statistics
 import sys
-import tarfile
 import tempfile
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
+from bench.imagesize import compressed_size_mib
 from bench.lab import HANDLER_NAMESPACE, BenchError, Lab, wait_for
 from bench.node import cgroup_path, working_set_bytes
 from bench.process import tree_rss_kib
@@ -67,21 +66,6 @@ IMAGES = (
     ("amd64, native", HANDLER_IMAGE, "linux/amd64", "aksnth.tar"),
     ("arm64, emulated", ARM64_HANDLER_IMAGE, "linux/arm64", "aksnth-arm64.tar"),
 )
-
-
-def compressed_size_mib(archive: Path) -> float:
-    """The layers of a docker archive, each gzipped at level 6 (what `docker push` uploads), in MiB."""
-    total = 0
-    with tarfile.open(archive) as tar:
-        manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
-        for layer in manifest[0]["Layers"]:
-            stream = tar.extractfile(layer)
-            assert stream is not None
-            packer = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: the gzip format
-            while chunk := stream.read(1 << 20):
-                total += len(packer.compress(chunk))
-            total += len(packer.flush())
-    return total / _MIB
 
 
 def process_start_wall(pid: int) -> float:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace
 
 from bench.lab import HANDLER_USER, BenchError, Lab, wait_for
-from bench.process import Implementation
+from bench.process import Implementation, trees_rss_kib
 from bench.reaction import PREEMPT_NOTICE_SECONDS
 from bench.stats import summary
 from testkit.audit import AuditedRequest, audit_policy, between, count_by_kind
@@ -53,6 +54,7 @@ WORKLOAD_NAMESPACE = "apps"
 POD_STOP_SECONDS = 1.0
 _SETUP_TIMEOUT_SECONDS = 600.0
 _TRAILING_SECONDS = 1.0  # requests the handlers make right after the nodes are empty
+_RSS_SAMPLE_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,6 +77,9 @@ async def measure_fleet(
 ) -> dict[str, Any]:
     shape = case.shape
     began = time.monotonic()
+    # The machine's load (1, 5 and 15 minute averages of runnable processes), for reading the timing
+    # figures: every process of the fleet shares this machine's cores.
+    load = {"before_setup": os.getloadavg()}
     await lab.client.create(Namespace(metadata=ObjectMeta(name=WORKLOAD_NAMESPACE)))
     spot, _regular = await create_fleet_nodes(lab.client, shape)
     workloads = await create_workloads(lab.client, WORKLOAD_NAMESPACE, shape)
@@ -103,6 +108,7 @@ async def measure_fleet(
                     "Preempt", [node.resource_name for node in spot], notice_seconds=PREEMPT_NOTICE_SECONDS
                 )
                 event = event_record(lab.imds, event_id)
+                load["at_publication"] = os.getloadavg()
                 published, deadline = event.published_at, event.deadline
 
                 def settled() -> bool | None:
@@ -112,9 +118,19 @@ async def measure_fleet(
                         handler.check_running()
                     return None
 
-                await wait_for(
-                    settled, what="every Spot node to be empty", timeout_seconds=deadline + 5 - time.time()
-                )
+                rss_max_mib: dict[str, float] = {}
+                sampler = asyncio.create_task(_sample_rss(handlers, rss_max_mib), name="fleet-rss")
+                try:
+                    await wait_for(
+                        settled,
+                        what="every Spot node to be empty",
+                        timeout_seconds=deadline + 5 - time.time(),
+                    )
+                finally:
+                    sampler.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await sampler
+                load["at_end"] = os.getloadavg()
                 ended = time.time() + _TRAILING_SECONDS
                 await wait_for(lambda: True if time.time() >= ended else None, what="the trailing requests")
         finally:
@@ -135,6 +151,9 @@ async def measure_fleet(
         missing = [n for n, v in outcome.cordon_seconds.items() if v is None]
         raise BenchError(f"{len(missing)} Spot node(s) never cordoned, e.g. {missing[0]}")
     node_of = {p.key: p.node for p in watch.pods.values() if p.node in doomed and p.must_go}
+    # The API server's answer times while the fleet worked: every request but watches.
+    latencies = [v for r in during if (v := r.latency_seconds) is not None]
+    handler_latencies = [v for r in ours if (v := r.latency_seconds) is not None]
     evictions = [r for r in ours if r.is_eviction]
     issued = _last_removal_per_node(ours, node_of, published)
     empty = [v for v in outcome.empty_seconds.values() if v is not None]
@@ -152,6 +171,8 @@ async def measure_fleet(
         "pods_per_node": shape.pods_per_node,
         "workload_pods_on_spot": len(node_of),
         "setup_seconds": setup_seconds,
+        "load_average": load,
+        "cpus": os.cpu_count(),
         "poll_phases": phases,
         "cordon_seconds": summary([v for v in outcome.cordon_seconds.values() if v is not None]),
         "issued_seconds": summary(list(issued.values())),
@@ -172,6 +193,15 @@ async def measure_fleet(
         if len(approvals) == len(safety.approval_after_empty_seconds)
         else None,
         "handler_api_requests": len(ours),
+        # One event here, so per node per event is per node.
+        "handler_api_requests_per_node": len(ours) / shape.spot_nodes,
+        "apf_rejections": sum(1 for r in during if r.code == 429 and not r.refused_by_budget),
+        "handler_apf_rejections": sum(1 for r in ours if r.code == 429 and not r.refused_by_budget),
+        "api_latency_seconds": summary(latencies) if latencies else None,
+        "handler_api_latency_seconds": summary(handler_latencies) if handler_latencies else None,
+        "peak_api_latency_seconds": max(latencies, default=None),
+        "handler_rss_mib": summary(list(rss_max_mib.values())) if rss_max_mib else None,
+        "handler_rss_max_mib": max(rss_max_mib.values(), default=None),
         "handler_api_requests_by_kind": count_by_kind(ours),
         "api_requests": len(during),
         "peak_requests_per_second": _peak_rate(during),
@@ -203,6 +233,18 @@ async def measure_fleet(
         },
         "logs": [str(h.log_path) for h in handlers],
     }
+
+
+async def _sample_rss(handlers: Sequence[HandlerProcess], largest: dict[str, float]) -> None:
+    """Each handler's RSS (its process tree) once a second until cancelled: the largest per handler
+    (by its log's path) into ``largest``."""
+    while True:
+        by_pid = {handler.pid: str(handler.log_path) for handler in handlers}
+        for pid, rss_kib in trees_rss_kib(by_pid).items():
+            if rss_kib:  # 0: the process is gone (the wait reports a handler that ended)
+                key = by_pid[pid]
+                largest[key] = max(largest.get(key, 0.0), rss_kib / 1024)
+        await asyncio.sleep(_RSS_SAMPLE_SECONDS)
 
 
 def _poll_phases(lab: Lab, spot: Sequence[AksNode], period_seconds: float) -> list[float]:

@@ -11,6 +11,7 @@ import asyncio
 import importlib.metadata
 import logging
 import re
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,26 @@ async def measure_footprint(
         "startup_api_requests": len(start_up),
         "startup_api_requests_by_kind": count_by_kind(start_up),
         "log": str(process.log_path),
+    }
+
+
+async def measure_starts(lab: Lab, implementation: Implementation, *, starts: int) -> dict[str, Any]:
+    """Start → first IMDS poll, ``starts`` times: the handler started on a fresh node, stopped as soon
+    as its first poll arrived. One start is at the mercy of whatever else the machine does in that
+    tenth of a second; the median of several is the figure."""
+    samples: list[float] = []
+    for index in range(starts):
+        node = await lab.new_node()
+        process = lab.start_handler(implementation, node, label=f"start-{index}")
+        try:
+            samples.append(await lab.wait_first_poll(process) - process.started_at)
+        finally:
+            await process.stop()
+    log.info("%s start → first poll over %d starts: %s s", implementation.name, starts, samples)
+    return {
+        "startup_median_seconds": statistics.median(samples),
+        "startup_min_seconds": min(samples),
+        "startup_samples_seconds": samples,
     }
 
 

@@ -11,11 +11,7 @@ image does not. This entry point hides them and takes the handler's own flags:
 
 from __future__ import annotations
 
-import compileall
-import re
 import sys
-import sysconfig
-from pathlib import Path
 
 DEVELOPMENT_ONLY = ("click", "rich", "pygments")
 #: The image compiles these at build time (docker/Dockerfile); neither do its tests ship.
@@ -29,6 +25,13 @@ def precompile() -> None:
     compiler's leftovers instead of the handler; with it, the image-like column loads byte code, as
     the image does. Files already compiled are skipped, so a second call costs a directory walk.
     """
+    # Imported here, not at the top: the handler started through main() would carry them, and its
+    # start would be slower than the image's.
+    import compileall  # noqa: PLC0415
+    import re  # noqa: PLC0415
+    import sysconfig  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
     paths = {sysconfig.get_path(name) for name in ("stdlib", "purelib", "platlib")}
     paths.add(str(Path(__file__).resolve().parents[1] / "src"))
     for path in sorted(p for p in paths if p and Path(p).is_dir()):

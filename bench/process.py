@@ -12,6 +12,7 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,8 +126,18 @@ def tree_rss_kib(root: int) -> int:
     return sum(rss for pid in _tree(root) if (rss := _vm_rss_kib(pid)) is not None)
 
 
-def _tree(root: int) -> list[int]:
-    """`root` and its descendants (a template may start a wrapper that starts the real handler)."""
+def trees_rss_kib(roots: Iterable[int]) -> dict[int, int]:
+    """:func:`tree_rss_kib` of each of `roots`, from one look at /proc for them all (a fleet has a
+    hundred handlers)."""
+    children = _children()
+    return {
+        root: sum(rss for pid in _tree(root, children) if (rss := _vm_rss_kib(pid)) is not None)
+        for root in roots
+    }
+
+
+def _children() -> dict[int, list[int]]:
+    """Parent pid → its children's pids, over every process."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -134,6 +145,13 @@ def _tree(root: int) -> list[int]:
         stat = _read_stat(int(entry))
         if stat is not None:
             children.setdefault(int(stat[1]), []).append(int(entry))  # ppid is field 4
+    return children
+
+
+def _tree(root: int, children: dict[int, list[int]] | None = None) -> list[int]:
+    """`root` and its descendants (a template may start a wrapper that starts the real handler)."""
+    if children is None:
+        children = _children()
     found, frontier = [root], [root]
     while frontier:
         frontier = [child for pid in frontier for child in children.get(pid, [])]

@@ -157,10 +157,22 @@ def rows(
     table += [
         Row(
             section=section,
-            figure="start → first IMDS poll",
+            figure="start → first IMDS poll, median of the starts",
+            unit="s",
+            read=_get("footprint", "startup_median_seconds"),
+            budget=Budget(limit=0.1),
+        ),
+        Row(
+            section=section,
+            figure="start → first IMDS poll, quickest start",
+            unit="s",
+            read=_get("footprint", "startup_min_seconds"),
+        ),
+        Row(
+            section=section,
+            figure="start → first IMDS poll, the footprint's start",
             unit="s",
             read=_get("footprint", "startup_seconds"),
-            budget=Budget(limit=0.3),
         ),
         Row(
             section=section,
@@ -201,7 +213,37 @@ def rows(
             unit="%",
             read=_get("footprint", "node_cpu_percent"),
         ),
-        Row(section=section, figure="image size", unit="MiB", read=_get("footprint", "image_mib")),
+        Row(
+            section=section,
+            figure="image layers, uncompressed",
+            unit="MiB",
+            read=_get("footprint", "image_layers_mib"),
+        ),
+        Row(
+            section=section,
+            figure="image layers, gzipped (what a node pulls)",
+            unit="MiB",
+            read=_get("footprint", "image_compressed_mib"),
+            budget=Budget(limit=40.0),
+        ),
+        Row(
+            section=section,
+            figure="real node: image import (containerd unpacks it)",
+            unit="s",
+            read=_get("footprint", "node_image_import_seconds"),
+        ),
+        Row(
+            section=section,
+            figure="real node: image import → first IMDS poll",
+            unit="s",
+            read=_get("footprint", "node_import_to_first_poll_seconds"),
+        ),
+        Row(
+            section=section,
+            figure="real node: image import → handler Ready",
+            unit="s",
+            read=_get("footprint", "node_import_to_ready_seconds"),
+        ),
         Row(
             section=section,
             figure="IMDS requests per minute",
@@ -311,7 +353,41 @@ def fleet_rows(label: str) -> list[Row]:
             budget=Budget(limit=-TOLERANCE_SECONDS, at_most=False),
         ),
         count("handlers' API requests (publication → empty)", "handler_api_requests"),
+        Row(
+            section=section,
+            figure="  per node and event",
+            unit="/node",
+            read=_get("fleet", "handler_api_requests_per_node"),
+        ),
         count("all API requests (publication → empty)", "api_requests"),
+        count("API Priority and Fairness rejections (429), all users", "apf_rejections"),
+        count("  of which the handlers'", "handler_apf_rejections"),
+        Row(
+            section=section,
+            figure="API server latency p50, all users (no watches)",
+            unit="s",
+            read=_get("fleet", "api_latency_seconds", "p50"),
+        ),
+        Row(section=section, figure="  p99", unit="s", read=_get("fleet", "api_latency_seconds", "p99")),
+        Row(
+            section=section,
+            figure="  peak (slowest answer)",
+            unit="s",
+            read=_get("fleet", "peak_api_latency_seconds"),
+        ),
+        Row(
+            section=section,
+            figure="  the handlers' requests, p99",
+            unit="s",
+            read=_get("fleet", "handler_api_latency_seconds", "p99"),
+        ),
+        Row(
+            section=section,
+            figure="handler RSS under load, p50 over handlers",
+            unit="MiB",
+            read=_get("fleet", "handler_rss_mib", "p50"),
+        ),
+        Row(section=section, figure="  the largest", unit="MiB", read=_get("fleet", "handler_rss_max_mib")),
         Row(
             section=section,
             figure="API server's peak request rate (1 s)",
@@ -349,6 +425,8 @@ def _number(value: float, unit: str) -> str:
         return f"{value:.1f}/min"
     if unit == "/s":
         return f"{value:.0f}/s"
+    if unit == "/node":
+        return f"{value:.1f}/node"
     return f"{value:.0f}"
 
 

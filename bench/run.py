@@ -1,7 +1,7 @@
 """`make bench`: measure the handler (and optionally a second implementation) and print a table.
 
     python -m bench.run [--events 20] [--pods 30,110,250] [--idle-seconds 60]
-                        [--fleet-spot 20] [--fleet-regular 5] [--fleet-pods 30]
+                        [--fleet-spot 100] [--fleet-regular 15] [--fleet-pods 30]
                         [--only reaction,drain,footprint,fleet] [--candidate "CMD TEMPLATE"] [--json FILE]
 
 Everything runs on loopback: a real kube-apiserver + etcd (the test binaries), the IMDS simulator and
@@ -30,8 +30,9 @@ from typing import Any
 
 from bench.drain import DrainCase, measure_drain
 from bench.fleet import FleetCase, fleet_lab, measure_fleet
-from bench.footprint import installed_size_mib, measure_footprint
+from bench.footprint import installed_size_mib, measure_footprint, measure_starts
 from bench.image_like import precompile
+from bench.imagesize import binary_image_compressed_mib, compressed_size_mib, uncompressed_size_mib
 from bench.lab import Lab
 from bench.node import NodeFootprintUnavailable, measure_node_footprint
 from bench.process import IMAGE_LIKE_TEMPLATE, OUR_TEMPLATE, PLACEHOLDERS, Implementation
@@ -39,6 +40,7 @@ from bench.reaction import measure_reaction
 from bench.readiness import measure_readiness
 from bench.report import budget_verdicts, render, rows
 from testkit.fleet import FleetShape
+from testkit.realcluster import image_dir
 
 log = logging.getLogger("bench")
 
@@ -73,6 +75,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "image built from docker/Dockerfile); it runs by default where `make test-images` can build",
     )
     parser.add_argument(
+        "--starts",
+        type=int,
+        default=5,
+        help="footprint: start each handler this many times for start → first IMDS poll (default 5)",
+    )
+    parser.add_argument(
+        "--candidate-binary",
+        type=Path,
+        help="the second implementation's static binary: its image size is that binary alone on scratch",
+    )
+    parser.add_argument(
         "--readiness-interval",
         type=float,
         default=10.0,
@@ -84,8 +97,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=6,
         help="the readiness section's window, in intervals (default 6)",
     )
-    parser.add_argument("--fleet-spot", type=int, default=20, help="fleet: Spot nodes preempted at once (20)")
-    parser.add_argument("--fleet-regular", type=int, default=5, help="fleet: regular nodes (default 5)")
+    # A real Spot reclaim can take a whole pool of 100 nodes or more at once; 15 regular nodes have
+    # room (250 pods each) for every pod of the pool and their own.
+    parser.add_argument(
+        "--fleet-spot", type=int, default=100, help="fleet: Spot nodes preempted at once (default 100)"
+    )
+    parser.add_argument("--fleet-regular", type=int, default=15, help="fleet: regular nodes (default 15)")
     parser.add_argument(
         "--fleet-pods",
         type=int,
@@ -211,6 +228,8 @@ async def _measure_single_node(
                     else:
                         footprint = await measure_footprint(lab, impl, idle_seconds=args.idle_seconds)
                         results[impl.name]["footprint"] = footprint
+                        footprint.update(await measure_starts(lab, impl, starts=args.starts))
+                        footprint.update(_image_sizes(args, first=impl is implementations[0]))
                         if impl is implementations[0]:
                             footprint["installed_mib"] = installed_size_mib()
                         if impl is implementations[0] and not args.no_real_node:
@@ -224,6 +243,26 @@ async def _measure_single_node(
                     results[impl.name]["errors"][section] = str(exc)
                 log.info("%s of %s took %.0f s", section, impl.name, time.monotonic() - began)
         _keep_audit_log(args, lab, work_dir, "audit.log")
+
+
+def _image_sizes(args: argparse.Namespace, *, first: bool) -> dict[str, float]:
+    """The compressed image: ours from the archive `hack/build-test-image` wrote, when it is there;
+    the candidate's from `--candidate-binary`, that binary alone on scratch."""
+    if first:
+        archive = image_dir() / "aksnth.tar"
+        if not archive.is_file():
+            return {}
+        return {
+            "image_compressed_mib": compressed_size_mib(archive),
+            "image_layers_mib": uncompressed_size_mib(archive),
+        }
+    if args.candidate_binary is None:
+        return {}
+    binary: Path = args.candidate_binary
+    return {
+        "image_compressed_mib": binary_image_compressed_mib(binary, path_in_image=f"/{binary.name}"),
+        "image_layers_mib": binary.stat().st_size / (1024 * 1024),
+    }
 
 
 def _keep_audit_log(args: argparse.Namespace, lab: Lab, work_dir: Path, name: str) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Awaitable
 from contextlib import AsyncExitStack
 
@@ -54,9 +55,17 @@ def prepare(settings: Settings) -> Notifier | None:
 
 
 async def run(
-    settings: Settings, *, notifier: Notifier | None = None, install_signal_handlers: bool = True
+    settings: Settings,
+    *,
+    notifier: Notifier | None = None,
+    install_signal_handlers: bool = True,
+    first_poll: socket.socket | None = None,
 ) -> int:
-    """Run the handler until SIGTERM/SIGINT (or the end of a drain with -exitAfterNodeDrain)."""
+    """Run the handler until SIGTERM/SIGINT (or the end of a drain with -exitAfterNodeDrain).
+
+    ``first_poll``: a socket on which the first Scheduled Events GET went out before this process
+    imported its libraries (:func:`aksnth.azure.firstpoll.send_first_poll`); its answer is the first
+    document."""
     if notifier is None:
         notifier = prepare(settings)
     # Before any task starts, so that every record of every task names the node (tasks copy the context).
@@ -91,7 +100,7 @@ async def run(
         # The first poll needs nothing of what follows (the kubeconfig, the node's state): it goes out
         # now, and the handler's first fetch takes its answer (the handler polls before, and whether
         # or not, the API server answers).
-        imds.start_first_poll()
+        imds.start_first_poll(first_poll)
         await imds.first_poll_head_start(FIRST_POLL_HEAD_START_SECONDS)
         # Loaded once the first poll is out: the handler's Kubernetes side is a good part of
         # start-up's imports, and the first poll needs none of it.

@@ -9,7 +9,6 @@ a message.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import logging
 import os
@@ -21,6 +20,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from aksnth import __version__
+from aksnth.azure.firstpoll import send_first_poll
 from aksnth.config import (
     ADVISORY_VERSION_AUTO,
     ADVISORY_VERSION_OFF,
@@ -165,11 +165,26 @@ def skip_unused_modules() -> None:
 
 
 def _run_handler(settings: Settings) -> int:
+    if settings.notify.own_templates:
+        # A template mistake stops the start before any request; the check needs only the template
+        # modules (tens of milliseconds, so only for the user's own templates; the notifier checks
+        # every template again when it starts).
+        from aksnth.notify.payload import check_templates  # noqa: PLC0415
+
+        try:
+            check_templates(settings.notify)
+        except ConfigError as exc:
+            return _refuse(exc)
+    # The first GET goes out before asyncio, the HTTP client and the rest of the handler are imported
+    # (most of a start): the node is unprotected until it is answered.
+    first_poll = send_first_poll(settings.imds.endpoint)
     skip_unused_modules()
+    import asyncio  # noqa: PLC0415 - after the first poll, see above
+
     from aksnth import app  # noqa: PLC0415 - the handler and its libraries load only when it runs
 
     try:
-        result: int = asyncio.run(app.run(settings))
+        result: int = asyncio.run(app.run(settings, first_poll=first_poll))
     except ConfigError as exc:  # e.g. a template that does not compile, found while starting
         return _refuse(exc)
     return result

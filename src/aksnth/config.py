@@ -185,6 +185,13 @@ class NotifySettings:
     def enabled(self) -> bool:
         return bool(self.webhooks) or self.telegram is not None
 
+    @property
+    def own_templates(self) -> bool:
+        """Whether a template is the user's: a webhook body template, or an -alert.message other than
+        the default. Only those can fail the start-up check (the defaults are known to render)."""
+        telegram = self.telegram is not None and self.telegram.message_template != DEFAULT_ALERT_MESSAGE
+        return telegram or any(hook.template for hook in self.webhooks)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WebSettings:

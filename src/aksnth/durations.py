@@ -13,7 +13,6 @@ at once, which turns a backoff into a retry storm.
 
 from __future__ import annotations
 
-import email.utils
 import math
 import re
 import time
@@ -38,6 +37,10 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if _DELAY_SECONDS.fullmatch(text):
         return finite_seconds(float(text))
     try:
+        # Imported here: an HTTP date is rare, and the email package is a few milliseconds of every
+        # start (this module is on the path to the first poll).
+        import email.utils  # noqa: PLC0415
+
         moment = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError):
         return None

@@ -1,9 +1,12 @@
-"""The handler's image holds the handler and its dependencies, and none of the IMDS simulator.
+"""What a node pulls: the files of the images built from docker/Dockerfile, amd64 and arm64.
 
-The simulator is a part of its own (imds-simulator/, with an image of its own): it must not ship to
-every node. The image read here is the one `hack/build-test-image` builds from docker/Dockerfile,
-unchanged, and saves as a docker-archive; its layers are read as the files they are, so nothing is
-run. The installed wheel's own file list (the dist-info RECORD) is read from the same image.
+The image is the handler's environment and the part of Python that runs it, on `scratch`: no shell,
+no package manager and no pip can be used in a container nobody meant to be entered, every megabyte is
+pulled by every new node before it is protected, and none of the IMDS simulator ships to a node (the
+simulator is a part of its own, imds-simulator/, with an image of its own). The images read here are
+the ones `hack/build-test-image` builds from docker/Dockerfile, unchanged, and saves as
+docker-archives; their layers are read as the files they are, so nothing is run. The installed wheel's
+own file list (the dist-info RECORD) is read from the same image.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ import json
 import os
 import posixpath
 import tarfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
+from bench.imagesize import compressed_size_mib
 
 from testkit.realcluster import image_dir
 
@@ -23,12 +27,17 @@ VENV = "opt/aksnth/"
 # the README) may name the simulator, code may not.
 SIMULATOR_MARKERS = (b"imds_simulator", b"ImdsSimulator")
 CODE_SUFFIXES = (".py", ".pyc", "RECORD", "entry_points.txt")
+ARCHIVES = ("aksnth.tar", "aksnth-arm64.tar")
+#: The goal for the image a node pulls (linux/amd64, gzipped layers), kept for both platforms.
+COMPRESSED_LIMIT_MIB = 40.0
+SHELLS = ("bin/sh", "bin/bash", "bin/dash", "bin/busybox", "usr/bin/sh", "usr/bin/bash", "usr/bin/dash")
 
 
-def image_files(archive: Path, prefix: str) -> dict[str, bytes]:
-    """The regular files below `prefix` in the image saved in `archive` (a docker-archive), as its
-    layers leave them: a later layer replaces a file, and its whiteouts (``.wh.NAME``) remove one."""
-    files: dict[str, bytes] = {}
+def image_entries(archive: Path, prefix: str = "") -> dict[str, bytes | None]:
+    """Every entry below `prefix` in the image saved in `archive` (a docker-archive), as its layers
+    leave them: a later layer replaces an entry, and its whiteouts (``.wh.NAME``) remove one. A regular
+    file maps to its content; a link or a folder to None."""
+    entries: dict[str, bytes | None] = {}
     with tarfile.open(archive) as outer:
         manifest_member = outer.extractfile("manifest.json")
         assert manifest_member is not None, f"{archive} has no manifest.json: not a docker-archive"
@@ -38,16 +47,22 @@ def image_files(archive: Path, prefix: str) -> dict[str, bytes]:
             assert layer_file is not None, f"{archive}: layer {layer_name} is missing"
             with tarfile.open(fileobj=layer_file, mode="r:*") as layer:
                 for member in layer:
-                    name = member.name.removeprefix("./")
+                    name = member.name.removeprefix("./").rstrip("/")
                     folder, base = posixpath.split(name)
                     if base.startswith(".wh."):
                         gone = posixpath.join(folder, base.removeprefix(".wh."))
-                        files = {k: v for k, v in files.items() if k != gone and not k.startswith(gone + "/")}
-                    elif member.isfile() and name.startswith(prefix):
-                        content = layer.extractfile(member)
-                        assert content is not None
-                        files[name] = content.read()
-    return files
+                        entries = {
+                            k: v for k, v in entries.items() if k != gone and not k.startswith(gone + "/")
+                        }
+                    elif name.startswith(prefix):
+                        content = layer.extractfile(member) if member.isfile() else None
+                        entries[name] = content.read() if content is not None else None
+    return entries
+
+
+def image_files(archive: Path, prefix: str) -> dict[str, bytes]:
+    """The regular files below `prefix` in the image, with their content."""
+    return {name: content for name, content in image_entries(archive, prefix).items() if content is not None}
 
 
 def simulator_code(files: dict[str, bytes]) -> list[str]:
@@ -61,15 +76,20 @@ def simulator_code(files: dict[str, bytes]) -> list[str]:
     )
 
 
+def archive_or_skip(name: str) -> Path:
+    """The image archive `name` of the image folder; a skip where it is missing (a failure with CI set)."""
+    path = image_dir() / name
+    if not path.is_file():
+        reason = f"the image archive {path}: run `hack/build-test-image` (root, Debian)"
+        if os.environ.get("CI"):
+            pytest.fail(f"missing {reason} (CI is set: that is a failure)", pytrace=False)
+        pytest.skip(f"missing {reason}")
+    return path
+
+
 @pytest.fixture(scope="module")
 def handler_image_files() -> dict[str, bytes]:
-    archive = image_dir() / "aksnth.tar"
-    if not archive.is_file():
-        message = f"the handler's image archive {archive}: run `hack/build-test-image` (root, Debian)"
-        if os.environ.get("CI"):
-            pytest.fail(f"needs {message} (CI is set: that is a failure)", pytrace=False)
-        pytest.skip(f"needs {message}")
-    return image_files(archive, VENV)
+    return image_files(archive_or_skip("aksnth.tar"), VENV)
 
 
 def test_the_handler_image_holds_no_simulator_code(handler_image_files: dict[str, bytes]) -> None:
@@ -103,3 +123,34 @@ def test_the_check_finds_simulator_code_where_it_is() -> None:
     assert simulator_code(handler) == []
     for extra in (inside, record, renamed):
         assert simulator_code({**handler, **extra}) == sorted(extra)
+
+
+@pytest.fixture(params=ARCHIVES)
+def archive(request: pytest.FixtureRequest) -> Path:
+    return archive_or_skip(request.param)
+
+
+def test_the_image_has_no_shell_no_package_manager_and_no_pip(archive: Path) -> None:
+    """The handler, its Python and nothing to log in with or install with."""
+    files = set(image_entries(archive))
+    assert "opt/aksnth/bin/aks-node-termination-handler" in files
+    assert [shell for shell in SHELLS if shell in files] == []
+    assert [
+        f for f in files if PurePosixPath(f).name in ("apt", "apt-get", "dpkg", "apk", "pip", "pip3")
+    ] == []
+    assert [f for f in files if "/site-packages/pip" in f or "/site-packages/setuptools" in f] == []
+
+
+def test_the_image_keeps_only_the_byte_code_it_runs(archive: Path) -> None:
+    """Python runs with PYTHONOPTIMIZE=2 and reads only ``.opt-2.pyc``; byte code for the other
+    levels, and the standard library's tests, would be pulled for nothing."""
+    files = set(image_entries(archive))
+    other_levels = [f for f in files if f.endswith(".pyc") and ".opt-2." not in f]
+    assert other_levels == [], other_levels[:5]
+    assert any(f.endswith("asyncio/__pycache__/base_events.cpython-311.opt-2.pyc") for f in files)
+    assert [f for f in files if "/python3.11/test/" in f or "/idlelib/" in f] == []
+
+
+def test_the_image_a_node_pulls_is_at_most_40_mib_gzipped(archive: Path) -> None:
+    """Its layers, gzipped as a registry stores them, are within the goal of 40 MiB."""
+    assert compressed_size_mib(archive) <= COMPRESSED_LIMIT_MIB

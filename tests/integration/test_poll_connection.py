@@ -22,12 +22,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from aksnth import __version__
 from aksnth.azure.documents import MAX_DOCUMENT_BYTES
+from aksnth.azure.firstpoll import send_first_poll
 from aksnth.azure.imds import ERROR_BODY_BYTES, METADATA_HEADERS, ImdsClient
 from aksnth.azure.pollconn import PollConnection
 from aksnth.config import ImdsSettings
 from aksnth.errors import ImdsDocumentError, ImdsUnavailable
 from aksnth.observe.httpmetrics import InstrumentedTransport, path_label
 from imds_simulator import ImdsSimulator
+from testkit.ports import free_loopback_port
 
 PATH = "/metadata/scheduledevents?api-version=2020-07-01"
 DOCUMENT = json.dumps({"DocumentIncarnation": 7, "Events": []}).encode()
@@ -610,3 +612,61 @@ async def test_a_closed_connection_is_not_used_again(server: ScriptedServer) -> 
     await server.wait_until_all_closed()
     with pytest.raises(RuntimeError, match="closed"):
         await connection.fetch()
+
+
+# --- the first poll, sent before the event loop runs (aksnth.azure.firstpoll) ----------------------
+
+
+async def test_the_early_get_is_the_same_request_the_poll_connection_sends(server: ScriptedServer) -> None:
+    """The GET written before the libraries are loaded is, byte for byte, the poll connection's."""
+    connection = PollConnection(
+        server.url, headers=METADATA_HEADERS, max_body_bytes=MAX_DOCUMENT_BYTES, error_body_bytes=64
+    )
+    try:
+        await connection.fetch()
+    finally:
+        await connection.aclose()
+    sent = send_first_poll(server.url)
+    assert sent is not None
+    try:
+        await server.wait_for(lambda: len(server.requests) == 2)
+    finally:
+        sent.close()
+    assert server.requests[1] == server.requests[0]
+
+
+async def test_the_first_document_is_read_from_the_socket_sent_before_the_loop(
+    server: ScriptedServer,
+) -> None:
+    """``send_first_poll`` connects and writes the GET synchronously (the server has not even
+    accepted yet); the client given that socket reads its answer as the first document, without a
+    second GET, and keeps the connection for the next poll."""
+    sent = send_first_poll(server.url)
+    assert sent is not None
+    async with ImdsClient(settings_for(server.url)) as imds:
+        imds.start_first_poll(sent)
+        assert await poll(imds) == 7
+        assert (server.accepted, len(server.requests)) == (1, 1)
+        assert await poll(imds) == 7
+        assert (server.accepted, len(server.requests)) == (1, 2)
+
+
+async def test_a_socket_sent_before_the_loop_and_hung_up_on_is_replaced_once() -> None:
+    """When the server closes the early connection without answering, the GET (idempotent) goes out
+    once more on a new connection, and its answer is the first document."""
+    async with ScriptedServer([hang_up]) as server:
+        sent = send_first_poll(server.url)
+        assert sent is not None
+        async with ImdsClient(settings_for(server.url)) as imds:
+            imds.start_first_poll(sent)
+            assert await poll(imds) == 7
+        assert (server.accepted, len(server.requests)) == (2, 2)
+
+
+def test_no_early_poll_without_an_ip_address_over_plain_http_that_accepts_at_once() -> None:
+    """A host name (a DNS lookup would block the start), https, or a refused connection: nothing is
+    sent early, and the usual first poll does the work."""
+    port = free_loopback_port()
+    assert send_first_poll(f"http://localhost:{port}{PATH}") is None
+    assert send_first_poll(f"https://127.0.0.1:{port}{PATH}") is None
+    assert send_first_poll(f"http://127.0.0.1:{port}{PATH}") is None

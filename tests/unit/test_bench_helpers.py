@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 from bench.fleet import _peak_rate
-from bench.process import OUR_TEMPLATE, _on_cpu_nanoseconds, command_line
+from bench.imagesize import binary_image_compressed_mib
+from bench.process import OUR_TEMPLATE, _on_cpu_nanoseconds, command_line, tree_rss_kib, trees_rss_kib
 from bench.readiness import most_within
 from bench.report import Budget, render, rows
 from bench.stats import percentile, summary
@@ -238,3 +239,36 @@ def test_on_cpu_time_comes_from_schedstat_in_nanoseconds_and_grows_with_work() -
     time.sleep(0.001)  # schedstat is brought up to date when the thread leaves the CPU
     after = _on_cpu_nanoseconds(os.getpid())
     assert after is not None and after - before >= 40_000_000
+
+
+def test_a_requests_latency_runs_from_its_arrival_to_its_completion_and_watches_have_none(
+    tmp_path: Path,
+) -> None:
+    """The fleet's API server latency: ``stageTimestamp`` of the ResponseComplete record minus the
+    arrival; none for a watch (it lasts as long as its client wants) or a request not yet complete."""
+    done = json.loads(_event("a", "ResponseComplete", "2026-01-01T00:00:01.000000Z", code=200))
+    done["stageTimestamp"] = "2026-01-01T00:00:01.250000Z"
+    started = json.loads(_event("b", "ResponseStarted", "2026-01-01T00:00:02.000000Z", code=None))
+    started["stageTimestamp"] = "2026-01-01T00:00:02.001000Z"
+    watch = dict(done, auditID="c", verb="watch")
+    log = tmp_path / "audit.log"
+    log.write_text("\n".join(json.dumps(e) for e in (done, started, watch)))
+    by_id = {r.audit_id: r for r in read_audit_log(log)}
+    assert by_id["a"].latency_seconds == pytest.approx(0.25)
+    assert by_id["b"].latency_seconds is None
+    assert by_id["c"].latency_seconds is None
+
+
+def test_one_look_at_proc_gives_the_rss_of_every_handler_tree() -> None:
+    """The fleet samples a hundred handlers a second: each tree's RSS, as one handler's would be."""
+    mine = os.getpid()
+    assert trees_rss_kib([mine])[mine] == pytest.approx(tree_rss_kib(mine), rel=0.05)
+    assert trees_rss_kib([2**22 + 1]) == {2**22 + 1: 0}  # gone (beyond pid_max): nothing
+
+
+def test_a_static_binary_alone_on_scratch_is_one_gzipped_layer(tmp_path: Path) -> None:
+    """The Go version's smallest image: its binary in a one-file layer, gzipped at level 6."""
+    binary = tmp_path / "handler"
+    binary.write_bytes(os.urandom(256 * 1024) + bytes(4 * 1024 * 1024))  # 0.25 MiB noise, 4 MiB zeros
+    mib = binary_image_compressed_mib(binary, path_in_image="/handler")
+    assert 0.25 < mib < 0.3  # the noise does not shrink, the zeros nearly vanish

@@ -927,8 +927,16 @@ def test_an_option_given_without_its_companion_is_refused_naming_both(
 
 
 def replace_handler_run(monkeypatch: pytest.MonkeyPatch, run: Callable[[Settings], Awaitable[int]]) -> None:
-    """``aksnth.app.run`` (what ``cli.main`` starts after parsing) is ``run`` for this test."""
-    monkeypatch.setitem(sys.modules, "aksnth.app", types.SimpleNamespace(run=run))
+    """``aksnth.app.run`` (what ``cli.main`` starts after parsing) is ``run`` for this test, and the
+    first poll that ``cli.main`` sends before it is not sent (the default endpoint is IMDS's address,
+    beyond this machine)."""
+
+    async def handler_run(settings: Settings, *, first_poll: object = None) -> int:
+        assert first_poll is None
+        return await run(settings)
+
+    monkeypatch.setattr(cli, "send_first_poll", lambda url: None)
+    monkeypatch.setitem(sys.modules, "aksnth.app", types.SimpleNamespace(run=handler_run))
     monkeypatch.setattr("aksnth.app", sys.modules["aksnth.app"], raising=False)
 
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from aksnth.config import ImdsSettings
+from aksnth.config import (
+    DEFAULT_ALERT_MESSAGE,
+    ImdsSettings,
+    NotifySettings,
+    Secret,
+    TelegramSettings,
+    WebhookSettings,
+)
 
 ENDPOINT = "http://169.254.169.254/metadata/scheduledevents?api-version=2020-07-01"
 
@@ -32,3 +39,19 @@ def test_the_endpoint_at_another_api_version_carries_it_once(
 def test_the_endpoint_api_version() -> None:
     assert ImdsSettings(endpoint=ENDPOINT).endpoint_api_version == "2020-07-01"
     assert ImdsSettings(endpoint="http://127.0.0.1/metadata/scheduledevents").endpoint_api_version == ""
+
+
+def test_only_the_users_own_templates_are_checked_before_the_first_poll() -> None:
+    """The defaults (no webhook body template, the default -alert.message) are known to render, so the
+    first poll need not wait for the template modules; a template of the user's must be checked first."""
+    hook = WebhookSettings(url=Secret("http://127.0.0.1:1/hook"))
+    telegram = TelegramSettings(token=Secret("t"), chat_id=1)
+    assert not NotifySettings().own_templates
+    assert not NotifySettings(webhooks=(hook,), telegram=telegram).own_templates
+    assert telegram.message_template == DEFAULT_ALERT_MESSAGE
+    assert NotifySettings(
+        webhooks=(hook, WebhookSettings(url=hook.url, template="{{ .NodeName }}"))
+    ).own_templates
+    assert NotifySettings(
+        telegram=TelegramSettings(token=Secret("t"), chat_id=1, message_template="x")
+    ).own_templates

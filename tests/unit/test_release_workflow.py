@@ -163,9 +163,26 @@ def test_each_platforms_image_installs_the_lock_for_its_own_platform_checked_by_
     )
     assert "$BUILDPLATFORM" not in venv.splitlines()[0], "the venv stage must be of the target platform"
     assert "$BUILDPLATFORM" in stages["wheel"].splitlines()[0]
-    final = list(stages.values())[-1]
-    assert (
-        "COPY --from=venv /opt/aksnth /opt/aksnth" in final and "$BUILDPLATFORM" not in final.splitlines()[0]
-    )
+    rootfs = stages.get("rootfs", "")
+    assert "COPY --from=venv /opt/aksnth /opt/aksnth" in rootfs
+    assert "$BUILDPLATFORM" not in rootfs.splitlines()[0], "the rootfs stage must be of the target platform"
     ignored = (REPO_ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
     assert "!requirements.lock" in ignored
+
+
+def test_the_final_image_is_the_assembled_file_system_on_scratch_run_as_65532() -> None:
+    """The last stage is ``FROM scratch`` plus the folder docker/rootfs.py assembled (and checked by
+    running the handler in it, chrooted, at build time) in a stage of the target platform: nothing of
+    the Python base's shell, package manager or pip reaches a node. .dockerignore lets rootfs.py into
+    the build."""
+    stages = _dockerfile_stages()
+    final = list(stages.values())[-1]
+    assert re.match(r"FROM\s+scratch\s*$", final.splitlines()[0]), final.splitlines()[0]
+    assert "COPY --from=rootfs /rootfs /" in final
+    assert re.search(r"(?m)^USER 65532:65532$", final)
+    assert 'ENTRYPOINT ["aks-node-termination-handler"]' in final
+    rootfs = stages["rootfs"]
+    assert "COPY docker/rootfs.py /tmp/rootfs.py" in rootfs
+    assert re.search(r"python /tmp/rootfs\.py /rootfs /opt/aksnth .*chroot /rootfs /opt/aksnth/bin/", rootfs)
+    ignored = (REPO_ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    assert "!docker/rootfs.py" in ignored

@@ -21,13 +21,13 @@ import contextlib
 import json
 import logging
 import random
+import socket
 from types import TracebackType
 from typing import Self
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx2
 
-from aksnth import __version__
 from aksnth.azure.documents import (
     MAX_DOCUMENT_BYTES,
     excerpt,
@@ -35,6 +35,7 @@ from aksnth.azure.documents import (
     parse_instance_metadata,
     parse_version_refusal,
 )
+from aksnth.azure.firstpoll import METADATA_HEADERS
 from aksnth.azure.pollconn import PollConnection, declared_too_long, longer_than_accepted
 from aksnth.config import ImdsSettings
 from aksnth.durations import parse_retry_after
@@ -45,7 +46,6 @@ from aksnth.retry import Backoff
 
 log = logging.getLogger(__name__)
 
-METADATA_HEADERS = {"Metadata": "true", "User-Agent": f"aks-node-termination-handler/{__version__}"}
 # How much of an error answer is read, to quote it in the message.
 ERROR_BODY_BYTES = 2048
 
@@ -116,12 +116,23 @@ class ImdsClient:
             return settings.request_timeout_seconds
         return max(settings.first_request_timeout_seconds, settings.request_timeout_seconds)
 
-    def start_first_poll(self) -> None:
+    def start_first_poll(self, sent: socket.socket | None = None) -> None:
         """Send the first GET now, while start-up goes on; the next :meth:`fetch_document` returns
         its answer (or its error). An answer older than one poll interval by then is not used: that
-        call polls again. Call it from the event loop."""
+        call polls again. Call it from the event loop.
+
+        ``sent``: a socket on which that GET went out already, before the event loop ran
+        (:func:`aksnth.azure.firstpoll.send_first_poll`): its answer is read instead. Closed here
+        when this client has no poll connection of its own to read it with."""
         if self._first_poll is not None:
+            if sent is not None:
+                sent.close()
             return
+        if sent is not None:
+            if self._poll_connection is None:
+                sent.close()
+            else:
+                self._poll_connection.take_over(sent)
         loop = asyncio.get_running_loop()
 
         def answered(_: asyncio.Task[bytes]) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import select
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import cast
@@ -108,6 +109,15 @@ class PollConnection:
         self._wire: _Wire | None = None
         self._h11 = h11.Connection(h11.CLIENT)
         self._closed = False
+        self._sent: socket.socket | None = None
+
+    def take_over(self, sent: socket.socket) -> None:
+        """The next :meth:`fetch` reads its answer from ``sent``, a connected socket on which this
+        GET went out already (:func:`aksnth.azure.firstpoll.send_first_poll`) instead of sending it.
+        Taking it over needs no event loop; the socket is this connection's to close from now on."""
+        if self._sent is not None:
+            self._sent.close()
+        self._sent = sent
 
     async def fetch(self) -> PollAnswer:
         """Send the GET and read the answer, whatever its status."""
@@ -146,6 +156,9 @@ class PollConnection:
         self._closed = True
         wire = self._wire
         self._drop()
+        if self._sent is not None:
+            self._sent.close()
+            self._sent = None
         if wire is not None:
             # abort() closes the socket on the loop's next turn; wait for it, so that nothing is left
             # open when this returns.
@@ -155,7 +168,20 @@ class PollConnection:
 
     async def _send(self) -> h11.Response:
         """Send the request; the answer's status line and headers. Retries once on a new connection
-        when a kept one turns out to have been closed by the server."""
+        when a kept one turns out to have been closed by the server, or one taken over before any
+        byte of its answer."""
+        if (sent := self._sent) is not None:
+            self._sent = None
+            self._drop()
+            await self._connect(sent)
+            try:
+                return await self._exchange_head(written=True)
+            except _Failure as exc:
+                if not exc.before_answer:
+                    raise
+            self._drop()
+            await self._connect()
+            return await self._exchange_head()
         reused = self._reusable()
         if not reused:
             self._drop()
@@ -180,21 +206,29 @@ class PollConnection:
             and wire.silent()
         )
 
-    async def _connect(self) -> None:
+    async def _connect(self, sent: socket.socket | None = None) -> None:
+        """A new connection, or the event loop's hold on ``sent``."""
         loop = asyncio.get_running_loop()
         try:
-            _, wire = await loop.create_connection(_Wire, self._host, self._port)
+            if sent is None:
+                _, wire = await loop.create_connection(_Wire, self._host, self._port)
+            else:
+                _, wire = await loop.create_connection(_Wire, sock=sent)
         except OSError as exc:
             raise _Failure(f"ConnectError: {_describe(exc)}") from exc
         self._wire = wire
         self._h11 = h11.Connection(h11.CLIENT)
 
-    async def _exchange_head(self) -> h11.Response:
+    async def _exchange_head(self, *, written: bool = False) -> h11.Response:
+        """Send the GET (unless it was ``written`` already, on a socket taken over) and read the
+        answer's head."""
         conn, wire = self._h11, self._wire
         assert wire is not None
         if conn.our_state is h11.DONE:
             conn.start_next_cycle()
-        wire.write(_sent(conn, self._request) + _sent(conn, _END))
+        request = _sent(conn, self._request) + _sent(conn, _END)  # h11 must know the GET was sent
+        if not written:
+            wire.write(request)
         received = False
         while True:
             event = conn.next_event()

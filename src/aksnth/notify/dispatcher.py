@@ -19,7 +19,7 @@ import httpx2
 
 from aksnth.config import NotifySettings
 from aksnth.errors import NotifyError, TemplateError
-from aksnth.notify.payload import PHASE_DRAINED, PHASE_EVENT, compile_checked_template
+from aksnth.notify.payload import PHASE_DRAINED, PHASE_EVENT, compile_checked_template, templates_of
 from aksnth.notify.telegram import TelegramSink
 from aksnth.notify.template import Record, Template, compile_template
 from aksnth.notify.webhook import WebhookSink
@@ -29,7 +29,6 @@ from aksnth.retry import Backoff
 log = logging.getLogger(__name__)
 
 DEFAULT_BACKLOG = 32
-TELEGRAM_TEMPLATE_NAME = "-alert.message"
 
 
 class Sink(Protocol):
@@ -99,28 +98,21 @@ class Notifier:
         backoff: Backoff | None = None,
     ) -> None:
         self._settings = settings
-        lanes: list[_Lane] = []
+        sinks: list[Sink] = []
         for hook in settings.webhooks:
             own_transport = bool(hook.http_proxy) or hook.insecure_skip_verify
-            sink: Sink = WebhookSink(hook, transport=None if own_transport else transport, backoff=backoff)
-            lanes.append(
-                _Lane(sink, template_text=hook.template, template_name=hook.template_name, capacity=backlog)
-            )
+            sinks.append(WebhookSink(hook, transport=None if own_transport else transport, backoff=backoff))
         self._telegram: TelegramSink | None = None
         if settings.telegram is not None:
             telegram = settings.telegram
             self._telegram = TelegramSink(
                 telegram, transport=None if telegram.http_proxy else transport, backoff=backoff
             )
-            lanes.append(
-                _Lane(
-                    self._telegram,
-                    template_text=telegram.message_template,
-                    template_name=TELEGRAM_TEMPLATE_NAME,
-                    capacity=backlog,
-                )
-            )
-        self._lanes = tuple(lanes)
+            sinks.append(self._telegram)
+        self._lanes = tuple(
+            _Lane(sink, template_text=text, template_name=name, capacity=backlog)
+            for sink, (text, name) in zip(sinks, templates_of(settings), strict=True)
+        )
 
     @property
     def notify_on_drain_finished(self) -> bool:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Final
 
+from aksnth.config import NotifySettings
 from aksnth.model import (
     ADVISORY_EVENT_TYPES,
     EventStatus,
@@ -291,6 +292,26 @@ def sample_template_data(
         drain_result=_SAMPLE_DRAIN_RESULT if phase == PHASE_DRAINED else None,
         instance=sample_instance(),
     )
+
+
+#: How Telegram's message template (-alert.message) is named in template errors.
+TELEGRAM_TEMPLATE_NAME: Final = "-alert.message"
+
+
+def templates_of(settings: NotifySettings) -> list[tuple[str, str]]:
+    """The template (its text and its name for errors) of each sink: every webhook's, in order, then
+    Telegram's."""
+    found = [(hook.template, hook.template_name) for hook in settings.webhooks]
+    if settings.telegram is not None:
+        found.append((settings.telegram.message_template, TELEGRAM_TEMPLATE_NAME))
+    return found
+
+
+def check_templates(settings: NotifySettings) -> None:
+    """:func:`compile_checked_template` of every sink's template: a ``TemplateError`` stops the start
+    before any request. Needs nothing but the template modules, so it can run first of all."""
+    for text, name in templates_of(settings):
+        compile_checked_template(text, name=name)
 
 
 def compile_checked_template(text: str, *, name: str = "template") -> Template:

@@ -81,6 +81,15 @@ class AuditedRequest:
     decision: str = ""  # "allow", "forbid", or "" (not authorized yet, or a non-resource request)
     namespace: str = ""
     message: str = ""  # the answer's Status message, for refusals (a budget's, or API Priority and Fairness')
+    completed_at: float = 0.0  # wall clock of the record's last stage (ResponseComplete); 0 when unknown
+
+    @property
+    def latency_seconds(self) -> float | None:
+        """From arrival to the answer's end, as the API server stamped them; None for a watch (it
+        lasts as long as its client keeps it) or a request still open when the log was read."""
+        if self.verb == "watch" or self.completed_at <= 0.0:
+            return None
+        return self.completed_at - self.received_at
 
     @property
     def refused_by_budget(self) -> bool:
@@ -148,6 +157,9 @@ def _record(event: dict[str, Any]) -> AuditedRequest:
         decision=(event.get("annotations") or {}).get(DECISION_ANNOTATION, ""),
         namespace=ref.get("namespace", ""),
         message=status.get("message", "") or "",
+        completed_at=_timestamp(event.get("stageTimestamp", ""))
+        if event.get("stage") == "ResponseComplete"
+        else 0.0,
     )
 
 
