@@ -47,12 +47,12 @@ async def test_an_event_there_at_start_is_answered_without_importing_anything_on
     cordoned = f"node {node.name} cordoned"
 
     async def logged() -> bool:  # written once the API server has answered the cordon
-        return cordoned in handler.stderr()
+        return cordoned in handler.log_text()
 
     await eventually(logged, what="the handler's log line about the cordon")
     spec = (await read_node(kube, node.name)).spec
     assert spec is not None and spec.unschedulable
-    lines = handler.stderr().splitlines()
+    lines = handler.log_text().splitlines()
     assert any(line.startswith(IMPORT_LINE) for line in lines), "the import log is missing"
     assert imports_between(lines, event_id, cordoned) == []
     assert simulator.requests[0].path.startswith("/metadata/scheduledevents")

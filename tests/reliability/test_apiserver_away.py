@@ -346,7 +346,11 @@ async def test_after_the_api_server_returns_nothing_is_done_twice(
     record = record_of(drained)
     assert list(record.events) == [event_id]
     assert sorted(record.events[event_id].notified) == ["drained", "event"]
-    assert [t.key for t in record.events[event_id].taints] == ["aks-node-termination-handler/preempt"]
+    # Once each: ours, and the cluster autoscaler's that takes the node out of load balancers.
+    assert sorted(t.key for t in record.events[event_id].taints) == [
+        "ToBeDeletedByClusterAutoscaler",
+        "aks-node-termination-handler/preempt",
+    ]
     events = await node_event_counts(kube, node.name)
     for reason in ("Preempt", "EventSeen", "Cordoned", "DrainStarted", "DrainFinished"):
         assert events.get(reason) == 1, events

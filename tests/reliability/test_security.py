@@ -256,7 +256,31 @@ async def test_the_node_restriction_policy_keeps_a_handler_to_its_own_node(
             assert "names no node" in no_node.value.status.message
             with pytest.raises(ApiError) as other_pod:
                 await on_a.delete(Pod, pod_on_b.metadata.name, namespace=namespace)
-            assert "may delete only pods on that node" in other_pod.value.status.message
+            assert "may stop only pods on that node" in other_pod.value.status.message
+            # The DisruptionTarget mark that goes before a forced stop is held to the same node.
+            marked = {
+                "status": {
+                    "conditions": [
+                        {"type": "DisruptionTarget", "status": "True", "reason": "Test", "message": "test"}
+                    ]
+                }
+            }
+            with pytest.raises(ApiError) as other_mark:
+                await on_a.patch(
+                    Pod.Status,
+                    pod_on_b.metadata.name,
+                    marked,
+                    namespace=namespace,
+                    patch_type=PatchType.STRATEGIC,
+                )
+            assert "may stop only pods on that node" in other_mark.value.status.message
+            await on_a.patch(
+                Pod.Status,
+                pod_on_a.metadata.name,
+                marked,
+                namespace=namespace,
+                patch_type=PatchType.STRATEGIC,
+            )
             await on_a.delete(Pod, pod_on_a.metadata.name, namespace=namespace)
 
             # The real handler, with the bound token, still does its whole job on its own node.
