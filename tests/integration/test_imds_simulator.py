@@ -667,11 +667,14 @@ async def test_the_first_request_for_events_waits_the_switch_on_delay_and_the_ne
     """ "Expect a delayed response in your first call of up to two minutes": requests that arrive while
     Scheduled Events switches on are all answered when it is on; then at once. The instance metadata
     endpoint is not delayed."""
-    with ImdsSimulator(vm_name=VM, first_call_delay_seconds=1.0) as sim:
+    # A delay long beside what a loaded machine adds to a loopback request, so that "at once" and "after
+    # the delay" cannot be mistaken for each other.
+    delay = 4.0
+    with ImdsSimulator(vm_name=VM, first_call_delay_seconds=delay) as sim:
         async with httpx2.AsyncClient(trust_env=False) as raw:
             began = time.monotonic()
             compute = await raw.get(sim.compute_url, headers={"Metadata": "true"})
-            assert compute.status_code == 200 and time.monotonic() - began < 0.5
+            assert compute.status_code == 200 and time.monotonic() - began < delay / 2
             first, second = await asyncio.gather(
                 raw.get(sim.scheduled_events_url, headers={"Metadata": "true"}),
                 raw.get(sim.scheduled_events_url, headers={"Metadata": "true"}),
@@ -682,8 +685,8 @@ async def test_the_first_request_for_events_waits_the_switch_on_delay_and_the_ne
             fast = time.monotonic() - began
         state = sim.state()["scheduled_events"]
     assert [first.status_code, second.status_code, third.status_code] == [200, 200, 200]
-    assert 1.0 <= waited < 1.8
-    assert fast < 0.5
+    assert delay <= waited < 2 * delay
+    assert fast < delay / 2
     assert state["on"] is True and state["switch_ons"] == 1
 
 
@@ -694,9 +697,9 @@ async def test_scheduled_events_switches_itself_off_after_a_day_without_a_reques
         assert sim.switch_off_after_seconds == 24 * 3600
         await get_events(sim.scheduled_events_url)
         clock.advance(24 * 3600 - 1)
-        began = time.monotonic()
         await get_events(sim.scheduled_events_url)
-        assert time.monotonic() - began < 0.3
+        # Within the day: no switch-on again (counted, not timed: a loaded machine can be slow anyway).
+        assert sim.state()["scheduled_events"]["switch_ons"] == 1
         clock.advance(24 * 3600)
         began = time.monotonic()
         await get_events(sim.scheduled_events_url)
