@@ -19,14 +19,13 @@ import time
 from dataclasses import dataclass, field
 
 from lightkube import AsyncClient
-from lightkube.resources.core_v1 import Event, Namespace, Node, Service
+from lightkube.resources.core_v1 import Event, Namespace, Node, Pod, Service
 
 from tests.cluster.scenario import (
     handler_user,
     is_ready,
     new_namespace,
     pdb,
-    pods,
     set_schedulable,
     sigterm_times,
     wait_pods,
@@ -67,9 +66,9 @@ class NodeLoss:
     evictions: int = 0  # the handler's accepted evictions of the web pods (the audit log)
     forced_stops: int = 0  # the handler's accepted DELETEs of them: last-resort stops (or -disableEviction)
     event_reasons: frozenset[str] = frozenset()  # of the Events in the workload's namespace
-    # Whether a web pod on the other node was seen Ready while the doomed node's pod was not yet
-    # deleted (no deletionTimestamp), in one and the same read of the namespace's pods: a replacement
-    # (or the other replica) Ready elsewhere before the eviction.
+    # Whether a web pod on the other node was Ready when the doomed node's pod was deleted (got its
+    # deletionTimestamp), in the order of the namespace's pod watch: a replacement (or the other
+    # replica) Ready elsewhere before the eviction.
     ready_elsewhere_first: bool = False
 
     def line(self) -> str:
@@ -186,17 +185,21 @@ async def measure_node_loss(
 
 
 async def _ready_elsewhere_first(kube: AsyncClient, namespace: str, doomed: str) -> bool:
-    """Reads the namespace's web pods every 0.1 s until the doomed node's pod is deleted (True when,
-    in one read, a pod on another node was Ready while it was not deleted yet: that order is then
-    proven) or gone from the reads; cancelled at the end of the window otherwise."""
-    seen_ready_elsewhere = False
-    while True:
-        found = await pods(kube, namespace, labels="app=web")
-        here = [p for p in found if p.spec.nodeName == doomed]
-        if not here or any(p.metadata.deletionTimestamp is not None for p in here):
-            return seen_ready_elsewhere
-        seen_ready_elsewhere = any(is_ready(p) for p in found if p.spec.nodeName != doomed)
-        await asyncio.sleep(0.1)
+    """Watches the namespace's web pods until the doomed node's pod is deleted (a deletionTimestamp,
+    or gone): True when, just before that change, a pod on another node was Ready. A watch delivers
+    the changes in the order they were written (etcd's), so a replacement found Ready in that state
+    became Ready before the eviction; polling could miss a short interval. Cancelled at the end of the
+    window when the pod is never deleted."""
+    current: dict[str, Pod] = {}
+    async for kind, pod in kube.watch(Pod, namespace=namespace, labels={"app": "web"}):
+        name = pod.metadata.name
+        if pod.spec.nodeName == doomed and (kind == "DELETED" or pod.metadata.deletionTimestamp is not None):
+            return any(is_ready(p) for p in current.values() if p.spec.nodeName != doomed)
+        if kind == "DELETED":
+            current.pop(name, None)
+        else:
+            current[name] = pod
+    return False
 
 
 async def _node_back(kube: AsyncClient, name: str) -> None:
