@@ -6,8 +6,9 @@
 The scenario is `tests.cluster.nodeloss`: a web Deployment (readiness probe, preStop delay, graceful
 shutdown) behind a Service, requests from the other node through its real kube-proxy, a Preempt for
 the serving node, the VM gone when the event starts. Shapes: (a) two replicas, one per node; (b) one
-replica with a PodDisruptionBudget of minAvailable 1; (c) one replica without a budget. Each handler is installed by helm with the seed's
-Slack values (the receiver in the cluster's network) plus `-taint.node=true`:
+replica with a PodDisruptionBudget of minAvailable 1; (c) one replica without a budget. Each handler
+is installed by helm with the seed's Slack values (the receiver in the cluster's network) plus
+`-taint.node=true`:
 
 - *ours*: the image of `hack/build-test-image`, with the chart's `surgeDeployments=true` (unless
   `--ours-values` says otherwise) and the flags' defaults (`-taint.toBeDeleted`);
