@@ -215,9 +215,15 @@ class Surger:
     async def _ready_elsewhere(self, pod: PodInfo, target: _Target, timeout_seconds: float) -> bool | None:
         """Whether a pod of the Deployment is Ready, not terminating, on another node than ``pod``'s;
         None when ``pod`` itself is gone or terminating (nothing left to wait for)."""
-        selector = from_object(child(child(target.deployment, "spec"), "selector"))
+        label_selector = child(child(target.deployment, "spec"), "selector")
+        selector = from_object(label_selector)
+        match_labels = child(label_selector, "matchLabels")
         async with api_call(f"list pods of Deployment {target.key}", timeout_seconds=timeout_seconds):
-            listed = await self._client.list(namespaced_path(pod.namespace, "pods"))
+            # The server narrows by matchLabels; matchExpressions are applied here.
+            listed = await self._client.list(
+                namespaced_path(pod.namespace, "pods"),
+                labels={str(k): str(v) for k, v in match_labels.items()} or None,
+            )
         replicas = [p for p in map(pod_info, listed.items) if selector.matches(p.labels)]
         if not any(p.name == pod.name and not p.deleting for p in replicas):
             return None
