@@ -1,13 +1,14 @@
 """Requests lost while a Spot node goes, on real kubelets: ours beside the Go version.
 
-    python -m bench.zero_downtime [--handlers ours,go] [--shapes a,b] [--runs 1] [--cap-seconds 120]
+    python -m bench.zero_downtime [--handlers ours,go] [--shapes a,b,c] [--runs 1] [--cap-seconds 120]
                                   [--ours-args ARGS] [--json FILE]
 
 The scenario is `testkit.nodeloss`: a web Deployment (readiness probe, preStop delay, graceful
 shutdown) behind a Service, requests from the other node through its real kube-proxy, a Preempt for
 the serving node, the VM gone when the event starts. Shapes: (a) two replicas, one per node; (b) one
-replica with a PodDisruptionBudget of minAvailable 1. Each handler is installed by helm with the seed's
-Slack values (the receiver in the cluster's network) plus `-taint.node=true`:
+replica with a PodDisruptionBudget of minAvailable 1; (c) one replica without a budget. Each handler
+is installed by helm with the seed's Slack values (the receiver in the cluster's network) plus
+`-taint.node=true`:
 
 - *ours*: the image of `hack/build-test-image`, with the chart's `surgeDeployments=true` (unless
   `--ours-values` says otherwise) and the flags' defaults (`-taint.toBeDeleted`);
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--handlers", default="ours,go", help="comma-separated: ours, go (default %(default)s)"
     )
-    parser.add_argument("--shapes", default="a,b", help="comma-separated: a, b (default %(default)s)")
+    parser.add_argument("--shapes", default="a,b", help="comma-separated: a, b, c (default %(default)s)")
     parser.add_argument("--runs", type=int, default=1, help="runs of each shape and handler (default 1)")
     parser.add_argument(
         "--cap-seconds",

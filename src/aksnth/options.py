@@ -241,9 +241,10 @@ OPTIONS: tuple[Option, ...] = (
         kind=Kind.BOOL,
         default=False,
         group=RESPONSE,
-        usage="when a PodDisruptionBudget refuses a pod's eviction, start a rollout of its Deployment (as "
-        "kubectl rollout restart does) so that a replacement is Ready on another node first; needs "
-        "deployments patch (chart value surgeDeployments=true)",
+        usage="when a PodDisruptionBudget refuses a pod's eviction, or no other replica of its Deployment "
+        "is Ready on another node, start a rollout of that Deployment (as kubectl rollout restart does) "
+        "so that a replacement is Ready on another node first; needs deployments patch (chart value "
+        "surgeDeployments=true)",
     ),
     Option(
         name="excludeFromLoadBalancers",

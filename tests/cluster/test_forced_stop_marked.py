@@ -10,7 +10,7 @@ from typing import Any
 
 from lightkube import AsyncClient, codecs
 from lightkube.resources.batch_v1 import Job
-from lightkube.resources.core_v1 import Namespace, Pod
+from lightkube.resources.core_v1 import Event, Namespace, Node, Pod
 
 from testkit.cluster import eventually
 from testkit.realcluster import HANDLER_IMAGE, WORKLOAD_IMAGE, RealCluster
@@ -74,6 +74,39 @@ async def _watch_conditions(kube: AsyncClient, namespace: str, seen: dict[str, d
                 }
 
 
+async def _why_not_running(kube: AsyncClient, namespace: str) -> str:
+    """What the Job's pods, the Job, the namespace's Events and the nodes said: where each pod was
+    bound, its conditions (a PodScheduled False names the scheduler's reason) and its containers'
+    waiting reasons, the Job's counts, the Events (FailedScheduling, FailedMount, FailedCreate, ...),
+    and each node's cordon and taints."""
+    lines = []
+    for pod in await pods(kube, namespace, labels="app=batch"):
+        status = pod.status
+        conditions = [
+            f"{c.type}={c.status} {c.reason or ''} {c.message or ''}".strip() for c in status.conditions or []
+        ]
+        waiting = [
+            f"{c.name}: {c.state.waiting.reason} {c.state.waiting.message or ''}".strip()
+            for c in status.containerStatuses or []
+            if c.state and c.state.waiting
+        ]
+        lines.append(
+            f"pod {pod.metadata.name} on {pod.spec.nodeName}: {status.phase}; {conditions}; {waiting}"
+        )
+    job = await kube.get(Job, "batch", namespace=namespace)
+    lines.append(f"Job status: {job.status}")
+    lines += [
+        f"Event {e.involvedObject.kind}/{e.involvedObject.name} {e.reason}: {e.message}"
+        async for e in kube.list(Event, namespace=namespace)
+    ]
+    async for node in kube.list(Node):
+        taints = [f"{t.key}:{t.effect}" for t in node.spec.taints or []]
+        lines.append(
+            f"node {node.metadata.name}: unschedulable={bool(node.spec.unschedulable)} taints={taints}"
+        )
+    return "\n".join(lines)
+
+
 async def test_a_deleted_job_pod_is_marked_as_disrupted_and_its_job_makes_a_replacement(
     real_cluster: RealCluster, rkube: AsyncClient
 ) -> None:
@@ -93,12 +126,8 @@ async def test_a_deleted_job_pod_is_marked_as_disrupted_and_its_job_makes_a_repl
         try:
             await rkube.create(batch_job("batch", namespace))
 
-            seen: list[str] = []
-
             async def running_on_a() -> Pod | None:
-                listed = await pods(rkube, namespace, labels="app=batch")
-                seen[:] = [f"{p.metadata.name} on {p.spec.nodeName}: {p.status.phase}" for p in listed]
-                found = [p for p in listed if is_ready(p)]
+                found = [p for p in await pods(rkube, namespace, labels="app=batch") if is_ready(p)]
                 return found[0] if len(found) == 1 and found[0].spec.nodeName == node_a.name else None
 
             try:
@@ -106,8 +135,7 @@ async def test_a_deleted_job_pod_is_marked_as_disrupted_and_its_job_makes_a_repl
                     running_on_a, what="the Job's pod Ready on node A", timeout_seconds=90
                 )
             except AssertionError as exc:
-                job = await rkube.get(Job, "batch", namespace=namespace)
-                raise AssertionError(f"{exc}; pods: {seen}; Job status: {job.status}") from None
+                raise AssertionError(f"{exc}; {await _why_not_running(rkube, namespace)}") from None
         finally:
             await set_schedulable(rkube, node_b.name, schedulable=True)
 

@@ -17,9 +17,9 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from aksnth.kube.api import PODDISRUPTIONBUDGETS, JsonObject, KubeClient, child, children
+from aksnth.kube.api import PODDISRUPTIONBUDGETS, JsonObject, KubeClient, child
 from aksnth.kube.client import api_call
-from aksnth.kube.labelselector import Selector, from_label_selector
+from aksnth.kube.labelselector import Selector, from_object
 from aksnth.kube.pods import FINISHED_PHASES, PodInfo
 
 log = logging.getLogger(__name__)
@@ -57,13 +57,8 @@ def budget_info(pdb: JsonObject) -> BudgetInfo:
     name = meta.get("name") or ""
     selector: Selector | None = None
     if isinstance(spec.get("selector"), dict):
-        label_selector = child(spec, "selector")
-        expressions = [
-            (e.get("key") or "", e.get("operator") or "", tuple(e.get("values") or ()))
-            for e in children(label_selector, "matchExpressions")
-        ]
         try:
-            selector = from_label_selector(label_selector.get("matchLabels"), expressions)
+            selector = from_object(child(spec, "selector"))
         except ValueError as exc:
             log.warning("PodDisruptionBudget %s/%s selects nothing: %s", namespace, name, exc)
     generation = meta.get("generation") or 0

@@ -172,6 +172,16 @@ class _Drain:
     # --- one pod ------------------------------------------------------------------------------------
     async def remove(self, pod: PodInfo) -> None:
         """Evict (or delete) ``pod`` until accepted, gone, failed, stopped, or out of time."""
+        if self.surger is not None:
+            # The pod's Events need not wait for this pod's first request, which may wait for a
+            # replacement (up to its last chance).
+            self._answered(pod)
+            await self.surger.replace_first(
+                pod,
+                until=self._last_chance(pod),
+                clock=self.loop.time,
+                timeout_seconds=DEFAULT_CALL_TIMEOUT_SECONDS,
+            )
         attempt = 0
         while self.state[pod.key] in (_State.PENDING, _State.BLOCKED):
             if self.time_left() <= 0:
@@ -391,7 +401,11 @@ class _Drain:
     def _set(self, pod: PodInfo, state: _State, reason: str) -> None:
         self.state[pod.key] = state
         self.reason[pod.key] = reason
-        if state is not _State.PENDING and pod.key in self.unanswered:
+        if state is not _State.PENDING:
+            self._answered(pod)
+
+    def _answered(self, pod: PodInfo) -> None:
+        if pod.key in self.unanswered:
             self.unanswered.discard(pod.key)
             if not self.unanswered:
                 self.first_requests_answered.set()
@@ -559,7 +573,8 @@ async def drain_node(
     reason. Counts ``last_resort_stops_total{type,result}`` and records a Warning Event on the pod.
     ``on_progress`` (sync or async, must be quick) hears about every pod's change of state;
     ``recorder`` gets a ``PodEvicted`` Event per evicted pod, written in the background.
-    ``surger``: a pod a budget refuses gets its Deployment surged first (``aksnth.kube.surge``).
+    ``surger``: a pod a budget refuses, or whose Deployment has no other replica Ready elsewhere, gets
+    its Deployment surged first (``aksnth.kube.surge``).
     Counts ``evictions_total{result}`` and ``drain_duration_seconds{type,result}``.
     Never raises a ``KubeError``: a failure is a result with ``result="failed"``.
     """

@@ -202,3 +202,20 @@ def from_label_selector(
             raise ValueError(f"operator {operator!r} is for node selectors only")
         requirements.append(Requirement(key, op, tuple(values)))
     return Selector(tuple(requirements))
+
+
+def from_object(label_selector: Mapping[str, object]) -> Selector:
+    """A ``LabelSelector`` as the API server sends it (a budget's or a Deployment's ``selector``).
+
+    ``ValueError`` as :func:`from_label_selector`.
+    """
+    labels = label_selector.get("matchLabels")
+    expressions = label_selector.get("matchExpressions")
+    return from_label_selector(
+        {str(k): str(v) for k, v in labels.items()} if isinstance(labels, Mapping) else None,
+        [
+            (str(e.get("key") or ""), str(e.get("operator") or ""), tuple(e.get("values") or ()))
+            for e in (expressions if isinstance(expressions, list) else [])
+            if isinstance(e, Mapping)
+        ],
+    )

@@ -2,7 +2,8 @@
 
 The web service of `testkit.traffic` serves from node 0 (the doomed VM), in one of two shapes:
 - (a) `SPREAD`: two replicas, one on each node;
-- (b) `SINGLE`: one replica, on node 0, with a PodDisruptionBudget of minAvailable 1.
+- (b) `SINGLE`: one replica, on node 0, with a PodDisruptionBudget of minAvailable 1;
+- (c) `LONE`: one replica, on node 0, and no budget: nothing refuses its eviction.
 With the handler installed (the caller's release), the client on node 1 sends requests through node 1's
 kube-proxy; a Preempt is published for node 0's VM; when the event starts (NotBefore, or at once when
 the handler approved it), the VM is gone (`vm_gone`). The measurement ends once every request of the
@@ -12,17 +13,19 @@ last `RECOVERED_SECONDS` succeeded after the VM's loss, or `cap_seconds` after i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import time
 from dataclasses import dataclass, field
 
 from lightkube import AsyncClient
-from lightkube.resources.core_v1 import Event, Namespace, Node, Service
+from lightkube.resources.core_v1 import Event, Namespace, Node, Pod, Service
 
 from testkit.cluster import eventually
 from testkit.realcluster import RealCluster
 from testkit.scenario import (
     handler_user,
+    is_ready,
     new_namespace,
     pdb,
     set_schedulable,
@@ -39,12 +42,14 @@ DEFAULT_CAP_SECONDS = 120.0
 class Shape(enum.Enum):
     SPREAD = "a"  # two replicas, one per node
     SINGLE = "b"  # one replica, PodDisruptionBudget minAvailable 1
+    LONE = "c"  # one replica, no budget
 
     @property
     def title(self) -> str:
         return {
             Shape.SPREAD: "(a) 2 replicas, one per node",
             Shape.SINGLE: "(b) 1 replica, PDB minAvailable 1",
+            Shape.LONE: "(c) 1 replica, no PDB",
         }[self]
 
 
@@ -61,6 +66,10 @@ class NodeLoss:
     evictions: int = 0  # the handler's accepted evictions of the web pods (the audit log)
     forced_stops: int = 0  # the handler's accepted DELETEs of them: last-resort stops (or -disableEviction)
     event_reasons: frozenset[str] = frozenset()  # of the Events in the workload's namespace
+    # Whether a web pod on the other node was Ready when the doomed node's pod was deleted (got its
+    # deletionTimestamp), in the order of the namespace's pod watch: a replacement (or the other
+    # replica) Ready elsewhere before the eviction.
+    ready_elsewhere_first: bool = False
 
     def line(self) -> str:
         terms = ", ".join(f"{t - self.published_at:+.1f} s" for t in sorted(self.sigterms.values()))
@@ -68,6 +77,7 @@ class NodeLoss:
         return (
             f"{self.shape.title}: {self.traffic.summary()}; SIGTERM at {terms or 'never'}; "
             f"{self.evictions} evicted, {self.forced_stops} stopped by DELETE; "
+            f"{'a' if self.ready_elsewhere_first else 'no'} replica Ready elsewhere before the eviction; "
             f"VM gone at {self.started_at - self.published_at:+.1f} s{tail}"
         )
 
@@ -94,13 +104,14 @@ async def measure_node_loss(
             assert {p.spec.nodeName for p in placed} == {doomed.name, other.name}, (
                 "the scheduler put both replicas on one node"
             )
-        else:
+        else:  # (b) and (c): the one replica on node 0
             await set_schedulable(kube, other.name, schedulable=False)
             try:
                 await kube.create(
                     workload("Deployment", "web", namespace, web_pod_spec(cluster, spread=False), replicas=1)
                 )
-                await kube.create(pdb("web", namespace, app="web", min_available=1))
+                if shape is Shape.SINGLE:
+                    await kube.create(pdb("web", namespace, app="web", min_available=1))
                 await wait_pods(
                     kube, namespace, labels="app=web", count=1, node=doomed.name, what="web on node 0"
                 )
@@ -110,6 +121,7 @@ async def measure_node_loss(
         service = await kube.get(Service, "web", namespace=namespace)
         cluster_ip = service.spec.clusterIP
 
+        order = asyncio.create_task(_ready_elsewhere_first(kube, namespace, doomed.name))
         with traffic(other, cluster_ip) as client:
 
             async def answering() -> bool:
@@ -139,6 +151,13 @@ async def measure_node_loss(
                     await asyncio.sleep(0.2)
                 until = time.time()
             report = client.report(since=published_at - 1.0, until=until)
+        if order.done():
+            ready_first = order.result()
+        else:  # the doomed pod was never deleted
+            order.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await order
+            ready_first = False
         accepted = [
             r
             for r in cluster.audited()
@@ -156,12 +175,31 @@ async def measure_node_loss(
             event_reasons=frozenset(
                 [e.reason async for e in kube.list(Event, namespace=namespace) if e.reason]
             ),
+            ready_elsewhere_first=ready_first,
         )
         await _node_back(kube, doomed.name)
         return result
     finally:
         simulator.reset()
         await kube.delete(Namespace, namespace)
+
+
+async def _ready_elsewhere_first(kube: AsyncClient, namespace: str, doomed: str) -> bool:
+    """Watches the namespace's web pods until the doomed node's pod is deleted (a deletionTimestamp,
+    or gone): True when, just before that change, a pod on another node was Ready. A watch delivers
+    the changes in the order they were written (etcd's), so a replacement found Ready in that state
+    became Ready before the eviction; polling could miss a short interval. Cancelled at the end of the
+    window when the pod is never deleted."""
+    current: dict[str, Pod] = {}
+    async for kind, pod in kube.watch(Pod, namespace=namespace, labels={"app": "web"}):
+        name = pod.metadata.name
+        if pod.spec.nodeName == doomed and (kind == "DELETED" or pod.metadata.deletionTimestamp is not None):
+            return any(is_ready(p) for p in current.values() if p.spec.nodeName != doomed)
+        if kind == "DELETED":
+            current.pop(name, None)
+        else:
+            current[name] = pod
+    return False
 
 
 async def _node_back(kube: AsyncClient, name: str) -> None:
