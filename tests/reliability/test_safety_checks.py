@@ -182,35 +182,6 @@ class Scene:
         return "\n".join(f"--- {h.log_path.name}\n{h.log_text()[-2500:]}" for h in self.handlers)
 
 
-@asynccontextmanager
-async def scene(
-    kube: AsyncClient,
-    namespace: str,
-    control_plane: ControlPlane,
-    simulator: ImdsSimulator,
-    handler_kubeconfig: Path,
-    tmp_path: Path,
-    *,
-    nodes: int,
-) -> AsyncIterator[Scene]:
-    """`nodes` nodes of a new scale set, a kubelet stand-in for each, a watch of the namespace from the
-    start; the handlers started in it are stopped at the end."""
-    vmss = f"aks-safety{unique_suffix()}-vmss"
-    world = Scene(kube, namespace, control_plane, simulator, handler_kubeconfig, tmp_path)
-    world.nodes = [await create_aks_node(kube, vmss=vmss, instance_id=str(i)) for i in range(nodes)]
-    async with AsyncExitStack() as stack:
-        for node in world.nodes:
-            await stack.enter_async_context(
-                FakeKubelet(kube, node=node.name, deletion_delay_seconds=POD_STOP_SECONDS)
-            )
-        world.watch = await stack.enter_async_context(FleetWatch(kube, namespace))
-        try:
-            yield world
-        finally:
-            for handler in world.handlers:
-                await asyncio.to_thread(handler.stop)
-
-
 NewScene = Callable[[int], AbstractAsyncContextManager[Scene]]
 
 
@@ -224,9 +195,27 @@ def new_scene(
     tmp_path: Path,
 ) -> NewScene:
     """`new_scene(nodes)`: a scene of that many nodes in the test's namespace, simulator and identity."""
-    return lambda nodes: scene(
-        kube, namespace, control_plane, simulator, handler_kubeconfig, tmp_path, nodes=nodes
-    )
+
+    @asynccontextmanager
+    async def scene(nodes: int) -> AsyncIterator[Scene]:
+        """`nodes` nodes of a new scale set, a kubelet stand-in for each, a watch of the namespace from
+        the start; the handlers started in it are stopped at the end."""
+        vmss = f"aks-safety{unique_suffix()}-vmss"
+        world = Scene(kube, namespace, control_plane, simulator, handler_kubeconfig, tmp_path)
+        world.nodes = [await create_aks_node(kube, vmss=vmss, instance_id=str(i)) for i in range(nodes)]
+        async with AsyncExitStack() as stack:
+            for node in world.nodes:
+                await stack.enter_async_context(
+                    FakeKubelet(kube, node=node.name, deletion_delay_seconds=POD_STOP_SECONDS)
+                )
+            world.watch = await stack.enter_async_context(FleetWatch(kube, namespace))
+            try:
+                yield world
+            finally:
+                for handler in world.handlers:
+                    await asyncio.to_thread(handler.stop)
+
+    return scene
 
 
 def of(findings: Sequence[Finding], kind: str) -> list[str]:
