@@ -49,12 +49,7 @@ SeedPreempt = Callable[[str, Mapping[str, str]], AbstractAsyncContextManager[Han
 
 @pytest.fixture
 def seed_preempt(
-    kube: AsyncClient,
-    namespace: str,
-    node: AksNode,
-    simulator: ImdsSimulator,
-    launch: Launcher,
-    tmp_path: Path,
+    kube: AsyncClient, namespace: str, node: AksNode, launch: Launcher, tmp_path: Path
 ) -> SeedPreempt:
     """`seed_preempt(values_file, overrides)`: one pod on the node, the handler started with the seed's
     values file (its files in tmp_path/files), a Preempt of 30 s; the handler while it drains."""
@@ -65,7 +60,7 @@ def seed_preempt(
         args = seed_values_args(values_file, files_dir=tmp_path / "files", overrides=overrides)
         async with FakeKubelet(kube, node=node.name):
             handler = await launch(node.name, *args)
-            simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)
+            launch.simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)
             yield handler
 
     return preempt
