@@ -15,7 +15,7 @@ from aksnth.model import EventType
 from testkit.cluster import eventually
 from testkit.metrics import Scrape
 from testkit.realcluster import HANDLER_IMAGE, RealCluster
-from testkit.safety import check_safety, describe
+from testkit.safety import accepted_evictions, check_safety, describe
 from testkit.scenario import (
     RELEASE,
     RELEASE_NAMESPACE,
@@ -119,7 +119,7 @@ async def test_preempt_on_node_a_cordons_taints_drains_onto_node_b_and_notifies(
                 record = safety.record()
             findings = check_safety(record)
             assert findings == [], describe(findings)
-            evicted = {r.name for r in record.requests if r.is_eviction and 200 <= (r.code or 0) < 300}
+            evicted = set(accepted_evictions(record))
             assert evicted == {p.metadata.name for p in before}, "the audit log shows other evictions"
             assert web_ready.lowest is not None and web_ready.lowest >= 1, (
                 "the PodDisruptionBudget was broken"

@@ -16,7 +16,7 @@ from aksnth.kube.drainplan import GRACE_MARGIN_SECONDS, LAST_RESORT_LEAD_SECONDS
 from aksnth.kube.record import NodeRecord
 from testkit.cluster import eventually
 from testkit.realcluster import HANDLER_IMAGE, RealCluster
-from testkit.safety import check_safety, describe, safety_figures, stops
+from testkit.safety import accepted_evictions, check_safety, describe, safety_figures, stops
 from testkit.scenario import (
     Release,
     alive_times,
@@ -160,8 +160,7 @@ async def test_a_budget_that_recovers_mid_event_lets_the_pod_leave_by_eviction_w
     findings = check_safety(record)
     assert findings == [], describe(findings)
     assert stops(record) == []
-    accepted = [r.name for r in record.requests if r.is_eviction and 200 <= (r.code or 0) < 300]
-    assert accepted == [solo], "the audit log shows no accepted eviction"
+    assert accepted_evictions(record) == [solo], "the audit log shows no accepted eviction"
     drain = node_record.events[event_id].drain
     assert drain is not None and (drain.result, drain.evicted, drain.deleted) == ("drained", 1, 0)
     assert "LastResortStop" not in reasons and "PodEvicted" in reasons

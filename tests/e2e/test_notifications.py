@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import httpx2
@@ -23,7 +25,7 @@ from testkit.cluster import (
 )
 from testkit.kubelet import FakeKubelet
 from testkit.nodestate import pods_on, wait_phase
-from testkit.process import seed_values_args
+from testkit.process import HandlerProcess, seed_values_args
 from testkit.receivers import Receiver, TelegramApi, forward_proxy, pushgateway
 from tests.e2e.conftest import Launcher
 
@@ -40,6 +42,28 @@ def render_seed(template: str, node: AksNode) -> str:
         .replace("{{ .InstanceType }}", INSTANCE_TYPE)
         .replace("{{ .NodeRegion }}", REGION)
     )
+
+
+SeedPreempt = Callable[[str, Mapping[str, str]], AbstractAsyncContextManager[HandlerProcess]]
+
+
+@pytest.fixture
+def seed_preempt(
+    kube: AsyncClient, namespace: str, node: AksNode, launch: Launcher, tmp_path: Path
+) -> SeedPreempt:
+    """`seed_preempt(values_file, overrides)`: one pod on the node, the handler started with the seed's
+    values file (its files in tmp_path/files), a Preempt of 30 s; the handler while it drains."""
+
+    @asynccontextmanager
+    async def preempt(values_file: str, overrides: Mapping[str, str]) -> AsyncIterator[HandlerProcess]:
+        await create_pods(kube, namespace, node.name, 1)
+        args = seed_values_args(values_file, files_dir=tmp_path / "files", overrides=overrides)
+        async with FakeKubelet(kube, node=node.name):
+            handler = await launch(node.name, *args)
+            launch.simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)
+            yield handler
+
+    return preempt
 
 
 async def test_the_seed_slack_payload_arrives_verbatim_while_the_drain_goes_on(
@@ -107,26 +131,14 @@ async def test_telegram_gets_the_default_alert_message(
 
 
 async def test_the_seed_proxy_example_goes_through_a_real_proxy_with_basic_auth(
-    kube: AsyncClient,
-    namespace: str,
-    node: AksNode,
-    simulator: ImdsSimulator,
-    launch: Launcher,
-    tmp_path: Path,
+    node: AksNode, seed_preempt: SeedPreempt, tmp_path: Path
 ) -> None:
-    await create_pods(kube, namespace, node.name, 1)
     with forward_proxy(tmp_path / "proxy", basic_auth="user:pass") as port, Receiver() as server:
-        args = seed_values_args(
-            "proxy.yaml",
-            files_dir=tmp_path / "files",
-            overrides={
-                "-webhook.url": server.url("/somepath"),
-                "-webhook.http-proxy": f"http://user:pass@127.0.0.1:{port}",
-            },
-        )
-        async with FakeKubelet(kube, node=node.name):
-            handler = await launch(node.name, *args)
-            simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)
+        overrides = {
+            "-webhook.url": server.url("/somepath"),
+            "-webhook.http-proxy": f"http://user:pass@127.0.0.1:{port}",
+        }
+        async with seed_preempt("proxy.yaml", overrides) as handler:
             (request,) = await server.wait_for_requests(1)
     # The seed's payload.json has no trailing newline; the handler appends one, as the original did.
     template = (tmp_path / "files" / "payload.json").read_text()
@@ -140,23 +152,11 @@ async def test_the_seed_proxy_example_goes_through_a_real_proxy_with_basic_auth(
 
 
 async def test_the_seed_pushgateway_payload_ends_up_in_the_pushgateway(
-    kube: AsyncClient,
-    namespace: str,
-    node: AksNode,
-    simulator: ImdsSimulator,
-    launch: Launcher,
-    tmp_path: Path,
+    node: AksNode, seed_preempt: SeedPreempt, tmp_path: Path
 ) -> None:
-    await create_pods(kube, namespace, node.name, 1)
     with pushgateway(tmp_path / "pushgateway") as base:
-        args = seed_values_args(
-            "pushgateway.yaml",
-            files_dir=tmp_path / "files",
-            overrides={"-webhook.url": f"{base}/metrics/job/aks-node-termination-handler"},
-        )
-        async with FakeKubelet(kube, node=node.name):
-            await launch(node.name, *args)
-            simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)
+        overrides = {"-webhook.url": f"{base}/metrics/job/aks-node-termination-handler"}
+        async with seed_preempt("pushgateway.yaml", overrides):
             pattern = re.compile(
                 r'^node_termination_event\{[^}]*job="aks-node-termination-handler"[^}]*node="'
                 + re.escape(node.name)

@@ -5,7 +5,10 @@ serves advisories. Each docstring quotes the documentation it holds the handler 
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ from aksnth.kube import keys
 from aksnth.lifecycle import Phase
 from imds_simulator import SCHEDULED_EVENTS_PATH, ImdsSimulator
 from testkit.cluster import AksNode, create_pods, eventually, hold_one_pod
-from testkit.handler import running_handler
+from testkit.handler import RunningHandler, running_handler
 from testkit.kubelet import FakeKubelet
 from testkit.nodestate import (
     node_events,
@@ -42,6 +45,17 @@ TEMPLATE = (
     '"type": {{ toJson .Event.EventType }}, "status": {{ toJson .Event.EventStatus }}, '
     '"impact": {{ toJson .Event.DurationInSeconds }}}'
 )
+
+
+StartHandler = Callable[..., AbstractAsyncContextManager[RunningHandler]]
+
+
+@pytest.fixture
+def handler(node: AksNode, simulator: ImdsSimulator, handler_kubeconfig: Path) -> StartHandler:
+    """`handler(extra=[...])`: `running_handler` for the test's node, simulator and the chart's identity."""
+    return functools.partial(
+        running_handler, kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator
+    )
 
 
 def notifications(receiver: Receiver) -> list[dict[str, Any]]:
@@ -73,7 +87,7 @@ async def wait_taints(kube: AsyncClient, node: str, expected: list[tuple[str, st
 
 
 async def test_an_advisory_taints_prefer_no_schedule_notifies_and_is_undone_when_withdrawn(
-    kube: AsyncClient, namespace: str, node: AksNode, simulator: ImdsSimulator, handler_kubeconfig: Path
+    kube: AsyncClient, namespace: str, node: AksNode, simulator: ImdsSimulator, handler: StartHandler
 ) -> None:
     """ "Spot eviction risk notifications": a SpotRebalanceRecommendation is "only advisory. Unlike
     preempt notifications, acknowledging them has no effect". By default the node is prepared — a
@@ -84,10 +98,7 @@ async def test_an_advisory_taints_prefer_no_schedule_notifies_and_is_undone_when
     with Receiver() as receiver:
         async with (
             FakeKubelet(kube, node=node.name),
-            running_handler(
-                kubeconfig=handler_kubeconfig,
-                node=node.name,
-                simulator=simulator,
+            handler(
                 extra=[PERIOD, "-approveEvents", *webhook(receiver)],
             ),
         ):
@@ -126,7 +137,7 @@ async def test_an_advisory_taints_prefer_no_schedule_notifies_and_is_undone_when
 
 
 async def test_a_preempt_that_follows_an_advisory_builds_on_it(
-    kube: AsyncClient, namespace: str, node: AksNode, simulator: ImdsSimulator, handler_kubeconfig: Path
+    kube: AsyncClient, namespace: str, node: AksNode, simulator: ImdsSimulator, handler: StartHandler
 ) -> None:
     """ "When you receive this recommendation, proactively [...] shift your workload": the Preempt that
     follows finds the node prepared, cordons, drains and taints it as always; the advisory leaving the
@@ -134,9 +145,7 @@ async def test_a_preempt_that_follows_an_advisory_builds_on_it(
     await create_pods(kube, namespace, node.name, 2)
     async with (
         FakeKubelet(kube, node=node.name),
-        running_handler(
-            kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator, extra=[PERIOD, "-taint.node"]
-        ),
+        handler(extra=[PERIOD, "-taint.node"]),
     ):
         advisory_id = simulator.schedule(ADVISORY, [node.resource_name])
         await wait_taints(kube, node.name, [(ADVISORY_TAINT, advisory_id, "PreferNoSchedule")])
@@ -153,17 +162,14 @@ async def test_a_preempt_that_follows_an_advisory_builds_on_it(
 
 
 async def test_an_advisory_named_in_event_types_is_drained_and_never_approved(
-    kube: AsyncClient, namespace: str, node: AksNode, simulator: ImdsSimulator, handler_kubeconfig: Path
+    kube: AsyncClient, namespace: str, node: AksNode, simulator: ImdsSimulator, handler: StartHandler
 ) -> None:
     """The user opts in with -eventTypes: the advisory is drained like any event, and still never
     approved — StartRequests has no effect on it."""
     await create_pods(kube, namespace, node.name, 2)
     async with (
         FakeKubelet(kube, node=node.name),
-        running_handler(
-            kubeconfig=handler_kubeconfig,
-            node=node.name,
-            simulator=simulator,
+        handler(
             extra=[PERIOD, "-approveEvents", f"-eventTypes=Preempt,{ADVISORY}"],
         ),
     ):
@@ -177,14 +183,12 @@ async def test_an_advisory_named_in_event_types_is_drained_and_never_approved(
 
 
 async def test_advisories_are_read_at_the_newest_version_imds_names_beside_the_endpoint(
-    kube: AsyncClient, node: AksNode, simulator: ImdsSimulator, handler_kubeconfig: Path
+    kube: AsyncClient, node: AksNode, simulator: ImdsSimulator, handler: StartHandler
 ) -> None:
     """The handler keeps polling -endpoint (2020-07-01) every period — what it gives is not lost — and
     asks IMDS once for its newest versions (a request without api-version, refused with
     "newest-versions"), then reads that version every fifth period for advisories."""
-    async with running_handler(
-        kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator, extra=[PERIOD]
-    ):
+    async with handler(extra=[PERIOD]):
         event_id = simulator.schedule(ADVISORY, [node.resource_name])
         await wait_taints(kube, node.name, [(ADVISORY_TAINT, event_id, "PreferNoSchedule")])
 
@@ -204,13 +208,10 @@ async def test_advisories_are_read_at_the_newest_version_imds_names_beside_the_e
 
 
 async def test_with_advisories_off_an_advisory_never_reaches_the_node(
-    kube: AsyncClient, node: AksNode, simulator: ImdsSimulator, handler_kubeconfig: Path
+    kube: AsyncClient, node: AksNode, simulator: ImdsSimulator, handler: StartHandler
 ) -> None:
     """-advisory.apiVersion=off: only -endpoint's version is read, which does not serve advisories."""
-    async with running_handler(
-        kubeconfig=handler_kubeconfig,
-        node=node.name,
-        simulator=simulator,
+    async with handler(
         extra=[PERIOD, "-advisory.apiVersion=off"],
     ):
         simulator.schedule(ADVISORY, [node.resource_name])
@@ -226,14 +227,11 @@ async def test_with_advisories_off_an_advisory_never_reaches_the_node(
 
 
 async def test_an_endpoint_at_the_advisory_version_serves_advisories_itself(
-    kube: AsyncClient, node: AksNode, simulator: ImdsSimulator, handler_kubeconfig: Path
+    kube: AsyncClient, node: AksNode, simulator: ImdsSimulator, handler: StartHandler
 ) -> None:
     """A user may point -endpoint at the newer version: its documents carry the advisories and every
     other event, nothing more is read beside it."""
-    async with running_handler(
-        kubeconfig=handler_kubeconfig,
-        node=node.name,
-        simulator=simulator,
+    async with handler(
         extra=[PERIOD, f"-endpoint={simulator.advisory_url}"],
     ):
         event_id = simulator.schedule(ADVISORY, [node.resource_name])
@@ -243,7 +241,7 @@ async def test_an_endpoint_at_the_advisory_version_serves_advisories_itself(
 
 
 async def test_an_event_published_started_is_cordoned_on_the_poll_that_sees_it_and_never_approved(
-    kube: AsyncClient, namespace: str, node: AksNode, simulator: ImdsSimulator, handler_kubeconfig: Path
+    kube: AsyncClient, namespace: str, node: AksNode, simulator: ImdsSimulator, handler: StartHandler
 ) -> None:
     """ "If there is a hardware failure, Azure bypasses the 'Scheduled' state and immediately move[s] to
     the EventStatus:'Started' state" (with NotBefore blank). The response starts on the first document
@@ -252,9 +250,7 @@ async def test_an_event_published_started_is_cordoned_on_the_poll_that_sees_it_a
     await create_pods(kube, namespace, node.name, 2)
     async with (
         FakeKubelet(kube, node=node.name),
-        running_handler(
-            kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator, extra=["-approveEvents"]
-        ),
+        handler(extra=["-approveEvents"]),
     ):
         event_id = simulator.schedule("Reboot", [node.resource_name], started=True, duration_seconds=8)
         published = simulator.publication_time(event_id)
@@ -275,16 +271,14 @@ async def test_an_event_published_started_is_cordoned_on_the_poll_that_sees_it_a
 
 
 async def test_a_user_event_the_vm_policy_approves_at_once_is_handled_as_started(
-    kube: AsyncClient, namespace: str, node: AksNode, simulator: ImdsSimulator, handler_kubeconfig: Path
+    kube: AsyncClient, namespace: str, node: AksNode, simulator: ImdsSimulator, handler: StartHandler
 ) -> None:
     """The VM's scheduledEventsPolicy (userInitiatedReboot.automaticallyApprove) lets a user's Reboot
     start without waiting: modelled as a User event with no notice, it is Started when first read."""
     await create_pods(kube, namespace, node.name, 1)
     async with (
         FakeKubelet(kube, node=node.name),
-        running_handler(
-            kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator, extra=["-approveEvents"]
-        ),
+        handler(extra=["-approveEvents"]),
     ):
         event_id = simulator.schedule("Reboot", [node.resource_name], source="User", notice_seconds=0)
         drained = await wait_phase(kube, node.name, event_id, Phase.DRAINED)
@@ -293,7 +287,7 @@ async def test_a_user_event_the_vm_policy_approves_at_once_is_handled_as_started
 
 
 async def test_a_restarted_handler_resumes_a_started_event_from_its_first_sighting(
-    kube: AsyncClient, namespace: str, node: AksNode, simulator: ImdsSimulator, handler_kubeconfig: Path
+    kube: AsyncClient, namespace: str, node: AksNode, simulator: ImdsSimulator, handler: StartHandler
 ) -> None:
     """Killed mid-drain of a Started event (a budget holds the last pod), started again: it resumes
     from the record — the same first sighting, so the same 30 s deadline — finishes the drain once,
@@ -301,9 +295,7 @@ async def test_a_restarted_handler_resumes_a_started_event_from_its_first_sighti
     await create_pods(kube, namespace, node.name, 2)
     async with FakeKubelet(kube, node=node.name):
         pdb = await hold_one_pod(kube, namespace, node.name)
-        async with running_handler(
-            kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator, extra=["-approveEvents"]
-        ):
+        async with handler(extra=["-approveEvents"]):
             event_id = simulator.schedule("Reboot", [node.resource_name], started=True, duration_seconds=600)
             protected = await wait_phase(kube, node.name, event_id, Phase.PROTECTED)
 
@@ -312,9 +304,7 @@ async def test_a_restarted_handler_resumes_a_started_event_from_its_first_sighti
 
             await eventually(held_only, what="all but the held pod evicted")
         await kube.delete(type(pdb), pdb.metadata.name, namespace=namespace)
-        async with running_handler(
-            kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator, extra=["-approveEvents"]
-        ):
+        async with handler(extra=["-approveEvents"]):
             drained = await wait_phase(kube, node.name, event_id, Phase.DRAINED)
             counts = await settled_event_counts(kube, node.name, DrainFinished=1)
     first = record_of(protected).events[event_id].first_seen
@@ -330,7 +320,7 @@ async def test_duration_in_seconds_minus_one_and_zero_are_shown_and_change_nothi
     namespace: str,
     node: AksNode,
     simulator: ImdsSimulator,
-    handler_kubeconfig: Path,
+    handler: StartHandler,
     impact: int,
     said: str,
 ) -> None:
@@ -342,9 +332,7 @@ async def test_duration_in_seconds_minus_one_and_zero_are_shown_and_change_nothi
     with Receiver() as receiver:
         async with (
             FakeKubelet(kube, node=node.name),
-            running_handler(
-                kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator, extra=webhook(receiver)
-            ),
+            handler(extra=webhook(receiver)),
         ):
             event_id = simulator.schedule(
                 "Reboot", [node.resource_name], notice_seconds=60, impact_seconds=impact
@@ -358,14 +346,11 @@ async def test_duration_in_seconds_minus_one_and_zero_are_shown_and_change_nothi
 
 
 async def test_an_advisory_version_imds_refuses_is_asked_for_once(
-    node: AksNode, simulator: ImdsSimulator, handler_kubeconfig: Path
+    node: AksNode, simulator: ImdsSimulator, handler: StartHandler
 ) -> None:
     """A pinned -advisory.apiVersion that IMDS refuses (400, as for any version it does not serve):
     said once, never asked again; -endpoint's polls go on."""
-    async with running_handler(
-        kubeconfig=handler_kubeconfig,
-        node=node.name,
-        simulator=simulator,
+    async with handler(
         extra=[PERIOD, "-advisory.apiVersion=2098-01-01"],
     ):
 

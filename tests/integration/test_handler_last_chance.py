@@ -4,8 +4,11 @@ protects is asked again until its last chance before NotBefore, and stopped only
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 
 import pytest
 from lightkube import AsyncClient
@@ -15,6 +18,7 @@ from aksnth.kube.drainplan import GRACE_MARGIN_SECONDS, LAST_RESORT_LEAD_SECONDS
 from aksnth.lifecycle import Phase
 from imds_simulator import ImdsSimulator
 from testkit.cluster import (
+    AksNode,
     create_aks_node,
     create_pdb,
     create_pod,
@@ -50,6 +54,21 @@ async def pod_events(kube: AsyncClient, namespace: str, name: str) -> list[str]:
     ]
 
 
+@asynccontextmanager
+async def terminate_behind_a_closed_budget(
+    kube: AsyncClient, namespace: str, node: AksNode, simulator: ImdsSimulator, kubeconfig: Path
+) -> AsyncIterator[str]:
+    """Once db-0 runs on `node` (its kubelet stand-in already started) behind a budget that allows no
+    disruption: the handler running with HANDLER_FLAGS and the id of a Terminate due in NOTICE_SECONDS."""
+    await wait_pod_running(kube, namespace, "db-0")
+    pdb = await create_pdb(kube, namespace, DB, min_available=1)
+    await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1)
+    async with running_handler(
+        kubeconfig=kubeconfig, node=node.name, simulator=simulator, extra=HANDLER_FLAGS
+    ):
+        yield simulator.schedule("Terminate", [node.resource_name], notice_seconds=NOTICE_SECONDS)
+
+
 async def wait_report(kube: AsyncClient, node: str) -> None:
     async def reported() -> bool:
         return (await node_event_counts(kube, node)).get("DrainFailed", 0) >= 1
@@ -65,24 +84,20 @@ async def test_a_budget_that_never_allows_is_stopped_at_the_vms_last_chance_not_
     deleted only at its last chance (NotBefore minus its 2 s grace period and 1.5 s), with that
     grace period, ending by NotBefore."""
     await create_pod(kube, namespace, node.name, name="db-0", labels=DB, grace_seconds=POD_GRACE_SECONDS)
-    async with FakeKubelet(kube, node=node.name, grace_period_scale=1.0):
-        await wait_pod_running(kube, namespace, "db-0")
-        pdb = await create_pdb(kube, namespace, DB, min_available=1)
-        await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1)
-        async with running_handler(
-            kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator, extra=HANDLER_FLAGS
-        ):
-            event_id = simulator.schedule("Terminate", [node.resource_name], notice_seconds=NOTICE_SECONDS)
-            not_before = not_before_of(simulator, event_id)
-            await wait_report(kube, node.name)
-            at_report = await kube.get(Pod, "db-0", namespace=namespace)
+    async with (
+        FakeKubelet(kube, node=node.name, grace_period_scale=1.0),
+        terminate_behind_a_closed_budget(kube, namespace, node, simulator, handler_kubeconfig) as event_id,
+    ):
+        not_before = not_before_of(simulator, event_id)
+        await wait_report(kube, node.name)
+        at_report = await kube.get(Pod, "db-0", namespace=namespace)
 
-            async def deleting() -> Pod | None:
-                pod = await kube.get(Pod, "db-0", namespace=namespace)
-                return pod if pod.metadata.deletionTimestamp is not None else None
+        async def deleting() -> Pod | None:
+            pod = await kube.get(Pod, "db-0", namespace=namespace)
+            return pod if pod.metadata.deletionTimestamp is not None else None
 
-            deleted = await eventually(deleting, what="the last-resort stop of db-0", timeout_seconds=30)
-            n = await wait_phase(kube, node.name, event_id, Phase.DRAINED, timeout_seconds=30)
+        deleted = await eventually(deleting, what="the last-resort stop of db-0", timeout_seconds=30)
+        n = await wait_phase(kube, node.name, event_id, Phase.DRAINED, timeout_seconds=30)
 
     assert at_report.metadata.deletionTimestamp is None  # the report stopped nothing
     assert deleted.metadata.deletionGracePeriodSeconds == POD_GRACE_SECONDS
@@ -106,18 +121,12 @@ async def test_a_budget_that_recovers_after_the_drain_timeout_lets_the_pod_leave
     async with (
         FakeKubelet(kube, node=node.name, grace_period_scale=1.0),
         FakeKubelet(kube, node=other.name),
+        terminate_behind_a_closed_budget(kube, namespace, node, simulator, handler_kubeconfig) as event_id,
     ):
-        await wait_pod_running(kube, namespace, "db-0")
-        pdb = await create_pdb(kube, namespace, DB, min_available=1)
-        await wait_pdb_observed(kube, namespace, pdb.metadata.name, expected_pods=1)
-        async with running_handler(
-            kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator, extra=HANDLER_FLAGS
-        ):
-            event_id = simulator.schedule("Terminate", [node.resource_name], notice_seconds=NOTICE_SECONDS)
-            await wait_report(kube, node.name)
-            assert (await kube.get(Pod, "db-0", namespace=namespace)).metadata.deletionTimestamp is None
-            await create_pod(kube, namespace, other.name, name="db-1", labels=DB)
-            n = await wait_phase(kube, node.name, event_id, Phase.DRAINED, timeout_seconds=30)
+        await wait_report(kube, node.name)
+        assert (await kube.get(Pod, "db-0", namespace=namespace)).metadata.deletionTimestamp is None
+        await create_pod(kube, namespace, other.name, name="db-1", labels=DB)
+        n = await wait_phase(kube, node.name, event_id, Phase.DRAINED, timeout_seconds=30)
 
     drain = record_of(n).events[event_id].drain
     assert drain.result == "drained" and drain.evicted == 1 and drain.deleted == 0

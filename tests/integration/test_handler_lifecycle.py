@@ -20,10 +20,9 @@ from testkit.cluster import (
     create_pod,
     create_pods,
     eventually,
-    hold_one_pod,
     wait_pdb_observed,
 )
-from testkit.handler import running_handler
+from testkit.handler import handler_held_mid_drain, running_handler
 from testkit.kubelet import FakeKubelet
 from testkit.nodestate import (
     EXCLUDE_LB,
@@ -335,23 +334,16 @@ async def test_a_restarted_handler_finishes_the_same_event_once(
     and no repeated EventSeen/Cordoned Events."""
     await create_pods(kube, namespace, node.name, 3)
     async with FakeKubelet(kube, node=node.name):
-        pdb = await hold_one_pod(kube, namespace, node.name)
+        async with handler_held_mid_drain(
+            kube, namespace, node, simulator, kubeconfig=handler_kubeconfig, extra=["-taint.node"]
+        ) as held:
+            pass  # the first handler stops here, mid-drain: the budget holds the last pod
+        # The budget is lifted; a new handler starts.
+        await kube.delete(PodDisruptionBudget, held.budget.metadata.name, namespace=namespace)
         async with running_handler(
             kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator, extra=["-taint.node"]
         ):
-            event_id = simulator.schedule("Terminate", [node.resource_name], notice_seconds=300)
-            await wait_phase(kube, node.name, event_id, Phase.PROTECTED)
-
-            async def three_gone():
-                return len(await pods_on(kube, node.name)) == 1
-
-            await eventually(three_gone, what="all but the PDB-held pod evicted")
-        # The first handler is gone mid-drain; the budget is lifted; a new handler starts.
-        await kube.delete(PodDisruptionBudget, pdb.metadata.name, namespace=namespace)
-        async with running_handler(
-            kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator, extra=["-taint.node"]
-        ):
-            n = await wait_phase(kube, node.name, event_id, Phase.DRAINED)
+            n = await wait_phase(kube, node.name, held.event_id, Phase.DRAINED)
     assert await pods_on(kube, node.name) == []
     assert len(our_taints(n)) == 1
     events = await node_event_counts(kube, node.name)

@@ -5,6 +5,7 @@ takes part in the real handshake; and requests go through a real forward proxy w
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import sys
 from collections.abc import Iterator
@@ -67,28 +68,24 @@ async def test_admin_client_certificate_data(control_plane: ControlPlane, tmp_pa
     assert await get_default_namespace(load_access(write(tmp_path, document))) == 200
 
 
-async def test_service_account_token(kube: AsyncClient, control_plane: ControlPlane, namespace: str) -> None:
-    path = await service_account_kubeconfig(
+@pytest.fixture
+async def reader_kubeconfig(kube: AsyncClient, control_plane: ControlPlane, namespace: str) -> Path:
+    """The kubeconfig (a token) of a new ServiceAccount that may read namespaces."""
+    return await service_account_kubeconfig(
         kube,
         control_plane,
         namespace=namespace,
         name=f"{ACCOUNT_PREFIX}{unique_suffix()}",
         cluster_rules=READ_NAMESPACES,
     )
-    assert await get_default_namespace(load_access(str(path))) == 200
 
 
-async def test_exec_plugin_token(
-    kube: AsyncClient, control_plane: ControlPlane, namespace: str, tmp_path: Path
-) -> None:
-    path = await service_account_kubeconfig(
-        kube,
-        control_plane,
-        namespace=namespace,
-        name=f"{ACCOUNT_PREFIX}{unique_suffix()}",
-        cluster_rules=READ_NAMESPACES,
-    )
-    document = yaml.safe_load(path.read_text())
+async def test_service_account_token(reader_kubeconfig: Path) -> None:
+    assert await get_default_namespace(load_access(str(reader_kubeconfig))) == 200
+
+
+async def test_exec_plugin_token(reader_kubeconfig: Path, tmp_path: Path) -> None:
+    document = yaml.safe_load(await asyncio.to_thread(reader_kubeconfig.read_text))
     token = document["users"][0]["user"].pop("token")
     script = (
         "import json; print(json.dumps({'apiVersion': 'client.authentication.k8s.io/v1', "

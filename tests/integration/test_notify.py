@@ -29,6 +29,7 @@ from aksnth.notify.webhook import WebhookSink
 from testkit.events import scheduled_event
 from testkit.receivers import (
     Receiver,
+    Recorded,
     Reply,
     TelegramApi,
     forward_proxy,
@@ -313,8 +314,9 @@ async def stop(task: asyncio.Task[None], notifier: Notifier) -> None:
     await notifier.aclose()
 
 
-async def test_the_seed_slack_payload_arrives_verbatim(receiver: Receiver) -> None:
-    notifier = Notifier(NotifySettings(webhooks=(webhook(receiver.url("/slack"), template=SLACK_TEMPLATE),)))
+async def the_one_request(receiver: Receiver, path: str, *, template: str) -> Recorded:
+    """The request the receiver gets at `path` for one "event" notification rendered with `template`."""
+    notifier = Notifier(NotifySettings(webhooks=(webhook(receiver.url(path), template=template),)))
     notifier.validate()
     task = start(notifier)
     try:
@@ -322,6 +324,11 @@ async def test_the_seed_slack_payload_arrives_verbatim(receiver: Receiver) -> No
         (request,) = await receiver.wait_for_requests(1)
     finally:
         await stop(task, notifier)
+    return request
+
+
+async def test_the_seed_slack_payload_arrives_verbatim(receiver: Receiver) -> None:
+    request = await the_one_request(receiver, "/slack", template=SLACK_TEMPLATE)
     assert request.json() == {
         "channel": "#mychannel",
         "username": "webhookbot",
@@ -332,14 +339,7 @@ async def test_the_seed_slack_payload_arrives_verbatim(receiver: Receiver) -> No
 
 async def test_dot_template_is_the_receivers_own_template_text(receiver: Receiver) -> None:
     template = "{{ .NodeName }} uses: {{ .Template }}"
-    notifier = Notifier(NotifySettings(webhooks=(webhook(receiver.url("/t"), template=template),)))
-    notifier.validate()
-    task = start(notifier)
-    try:
-        notifier.submit("event", event_data())
-        (request,) = await receiver.wait_for_requests(1)
-    finally:
-        await stop(task, notifier)
+    request = await the_one_request(receiver, "/t", template=template)
     assert request.body.decode().strip() == f"aks-spot-1 uses: {template}"
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import httpx2
 import pytest
 from lightkube import AsyncClient
+from lightkube.resources.core_v1 import Node
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from prometheus_client import REGISTRY
 
@@ -161,6 +163,29 @@ async def handler_after_the_api_server(
                 yield outage
 
 
+async def drained_after_a_preempt_seen_while_away(
+    kube: AsyncClient, outage: Outage, node: AksNode
+) -> tuple[str, Node]:
+    """A Preempt of 30 s published while the API server is down and its event notification sent, then
+    the API server back: the event's id and the node once the handler drained it."""
+    event_id = outage.simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)
+    await notified(outage.receiver, "event", event_id)
+    await outage.api.start()
+    return event_id, await wait_phase(kube, node.name, event_id, Phase.DRAINED)
+
+
+Away = Callable[..., contextlib.AbstractAsyncContextManager[Outage]]
+
+
+@pytest.fixture
+def away(kube: AsyncClient, control_plane: ControlPlane, node: AksNode, handler_kubeconfig: Path) -> Away:
+    """`away(extra=..., held_pod_in=...)`: `handler_after_the_api_server` for the test's node, with the
+    test's control plane and the handler's identity."""
+    return functools.partial(
+        handler_after_the_api_server, kube, control_plane, node, kubeconfig=handler_kubeconfig
+    )
+
+
 def reachable_gauge() -> float | None:
     return REGISTRY.get_sample_value("aks_node_termination_handler_apiserver_reachable")
 
@@ -205,10 +230,9 @@ async def notified(receiver: Receiver, phase: str, event_id: str) -> dict[str, A
 async def test_a_preempt_published_while_the_api_server_is_down_is_notified_before_it_returns(
     named_by: str,
     kube: AsyncClient,
-    control_plane: ControlPlane,
     namespace: str,
     node: AksNode,
-    handler_kubeconfig: Path,
+    away: Away,
 ) -> None:
     """The API server is stopped before the handler starts. The handler polls IMDS all the same: a
     Preempt published then is notified at once (fields that need the Node are empty), counted in
@@ -218,9 +242,7 @@ async def test_a_preempt_published_while_the_api_server_is_down_is_notified_befo
     await create_pods(kube, namespace, node.name, 2)
     named = [f"-resource.name={node.resource_name}"] if named_by == "-resource.name" else []
     seen_before = sightings(node, "Preempt")
-    async with handler_after_the_api_server(
-        kube, control_plane, node, kubeconfig=handler_kubeconfig, extra=named
-    ) as outage:
+    async with away(extra=named) as outage:
         await eventually(
             lambda: _true(polls_between(outage.simulator, 0, time.time()) >= 2),
             what="the handler polling while the API server is down",
@@ -271,6 +293,7 @@ async def test_cordon_and_drain_begin_within_one_poll_period_of_the_api_server_a
     namespace: str,
     node: AksNode,
     handler_kubeconfig: Path,
+    away: Away,
 ) -> None:
     """An event seen (and notified) while the API server is down starts its response as soon as the API
     server answers, not at some later retry: the cordon and the first eviction reach the API server
@@ -278,17 +301,8 @@ async def test_cordon_and_drain_begin_within_one_poll_period_of_the_api_server_a
     requests again, i.e. within one poll period."""
     await create_pods(kube, namespace, node.name, 3)
     user = handler_user(namespace, handler_kubeconfig)
-    async with handler_after_the_api_server(
-        kube,
-        control_plane,
-        node,
-        kubeconfig=handler_kubeconfig,
-        extra=[f"-resource.name={node.resource_name}"],
-    ) as outage:
-        event_id = outage.simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)
-        await notified(outage.receiver, "event", event_id)
-        await outage.api.start()
-        await wait_phase(kube, node.name, event_id, Phase.DRAINED)
+    async with away(extra=[f"-resource.name={node.resource_name}"]) as outage:
+        await drained_after_a_preempt_seen_while_away(kube, outage, node)
     assert control_plane.audit_log_path is not None
     mine = [r for r in read_audit_log(control_plane.audit_log_path) if r.user == user and r.code]
     cordoned_at = next(
@@ -319,27 +333,19 @@ async def test_cordon_and_drain_begin_within_one_poll_period_of_the_api_server_a
 @pytest.mark.timeout(120)
 async def test_after_the_api_server_returns_nothing_is_done_twice(
     kube: AsyncClient,
-    control_plane: ControlPlane,
     namespace: str,
     node: AksNode,
-    handler_kubeconfig: Path,
+    away: Away,
 ) -> None:
     """What happened while the API server was away (the sighting, the event notification) is merged
     with the record on the node once it answers: one notification per phase, the record says the event
     notification was sent, one record entry, one taint, one of each Event (the Go original's Warning
     included, recorded late rather than lost)."""
     await create_pods(kube, namespace, node.name, 3)
-    async with handler_after_the_api_server(
-        kube,
-        control_plane,
-        node,
-        kubeconfig=handler_kubeconfig,
-        extra=[f"-resource.name={node.resource_name}", "-notify.drainFinished", "-taint.node"],
+    async with away(
+        extra=[f"-resource.name={node.resource_name}", "-notify.drainFinished", "-taint.node"]
     ) as outage:
-        event_id = outage.simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)
-        await notified(outage.receiver, "event", event_id)
-        await outage.api.start()
-        drained = await wait_phase(kube, node.name, event_id, Phase.DRAINED)
+        event_id, drained = await drained_after_a_preempt_seen_while_away(kube, outage, node)
         await notified(outage.receiver, "drained", event_id)
         # The handler has stopped and delivered everything it queued: the count is final.
     assert phases(outage.receiver) == {(event_id, "event"): 1, (event_id, "drained"): 1}
@@ -365,22 +371,16 @@ OUTAGES = 2
 @pytest.mark.timeout(240)
 async def test_a_drain_interrupted_by_api_server_outages_again_and_again_finishes_once(
     kube: AsyncClient,
-    control_plane: ControlPlane,
     namespace: str,
     node: AksNode,
-    handler_kubeconfig: Path,
+    away: Away,
 ) -> None:
     """The API server is down when the event comes, then goes away (SIGKILL) and comes back twice more
     while the drain is retrying a pod a PodDisruptionBudget holds: apiserver_reachable follows each
     outage, the drain finishes once the budget is lifted, and still nothing was done twice."""
     await create_pods(kube, namespace, node.name, 3)
-    async with handler_after_the_api_server(
-        kube,
-        control_plane,
-        node,
-        kubeconfig=handler_kubeconfig,
-        extra=[f"-resource.name={node.resource_name}", "-notify.drainFinished"],
-        held_pod_in=namespace,
+    async with away(
+        extra=[f"-resource.name={node.resource_name}", "-notify.drainFinished"], held_pod_in=namespace
     ) as outage:
         event_id = outage.simulator.schedule("Terminate", [node.resource_name], notice_seconds=300)
         await notified(outage.receiver, "event", event_id)

@@ -24,12 +24,11 @@ from testkit.cluster import (
     AksNode,
     create_pods,
     eventually,
-    hold_one_pod,
     squeezing_priority_level,
     unique_suffix,
 )
 from testkit.controlplane import ControlPlane
-from testkit.handler import running_handler
+from testkit.handler import handler_held_mid_drain, running_handler
 from testkit.kubelet import FakeKubelet
 from testkit.nodestate import EXCLUDE_LB, node_event_counts, our_taints, pods_on, record_of, wait_phase
 from tests.reliability.tally import count, note
@@ -70,34 +69,26 @@ async def test_a_drain_survives_an_api_server_crash_and_finishes_once_it_is_back
 ) -> None:
     await create_pods(kube, namespace, node.name, 3)
     errors_before = api_requests("<error>")
-    async with FakeKubelet(kube, node=node.name):
-        pdb = await hold_one_pod(kube, namespace, node.name)
-        async with running_handler(
-            kubeconfig=handler_kubeconfig, node=node.name, simulator=simulator, extra=["-taint.node"]
-        ):
-            event_id = simulator.schedule("Terminate", [node.resource_name], notice_seconds=300)
-            await wait_phase(kube, node.name, event_id, Phase.PROTECTED)
+    async with (
+        FakeKubelet(kube, node=node.name),
+        handler_held_mid_drain(
+            kube, namespace, node, simulator, kubeconfig=handler_kubeconfig, extra=["-taint.node"]
+        ) as held,
+    ):
+        # Crash the API server while the drain retries the held pod, and keep it down until the
+        # handler has noticed (failed requests), then bring it back and lift the budget.
+        await control_plane.stop_apiserver_async(graceful=False)
 
-            async def only_the_held_pod_left() -> bool:
-                return len(await pods_on(kube, node.name)) == 1
+        async def handler_saw_the_outage() -> bool:
+            return api_requests("<error>") >= errors_before + 3
 
-            await eventually(only_the_held_pod_left, what="all but the PDB-held pod evicted")
+        await eventually(handler_saw_the_outage, what="the handler's requests failing", timeout_seconds=30)
+        failed_during_outage = api_requests("<error>") - errors_before
+        await control_plane.start_apiserver_async()
+        await kube.delete(PodDisruptionBudget, held.budget.metadata.name, namespace=namespace)
+        drained = await wait_phase(kube, node.name, held.event_id, Phase.DRAINED, timeout_seconds=60)
 
-            # Crash the API server while the drain retries the held pod, and keep it down until the
-            # handler has noticed (failed requests), then bring it back and lift the budget.
-            await control_plane.stop_apiserver_async(graceful=False)
-
-            async def handler_saw_the_outage() -> bool:
-                return api_requests("<error>") >= errors_before + 3
-
-            await eventually(
-                handler_saw_the_outage, what="the handler's requests failing", timeout_seconds=30
-            )
-            failed_during_outage = api_requests("<error>") - errors_before
-            await control_plane.start_apiserver_async()
-            await kube.delete(PodDisruptionBudget, pdb.metadata.name, namespace=namespace)
-            drained = await wait_phase(kube, node.name, event_id, Phase.DRAINED, timeout_seconds=60)
-
+    event_id = held.event_id
     assert await pods_on(kube, node.name) == []
     record = record_of(drained)
     assert list(record.events) == [event_id]

@@ -182,35 +182,6 @@ class Scene:
         return "\n".join(f"--- {h.log_path.name}\n{h.log_text()[-2500:]}" for h in self.handlers)
 
 
-@asynccontextmanager
-async def scene(
-    kube: AsyncClient,
-    namespace: str,
-    control_plane: ControlPlane,
-    simulator: ImdsSimulator,
-    handler_kubeconfig: Path,
-    tmp_path: Path,
-    *,
-    nodes: int,
-) -> AsyncIterator[Scene]:
-    """`nodes` nodes of a new scale set, a kubelet stand-in for each, a watch of the namespace from the
-    start; the handlers started in it are stopped at the end."""
-    vmss = f"aks-safety{unique_suffix()}-vmss"
-    world = Scene(kube, namespace, control_plane, simulator, handler_kubeconfig, tmp_path)
-    world.nodes = [await create_aks_node(kube, vmss=vmss, instance_id=str(i)) for i in range(nodes)]
-    async with AsyncExitStack() as stack:
-        for node in world.nodes:
-            await stack.enter_async_context(
-                FakeKubelet(kube, node=node.name, deletion_delay_seconds=POD_STOP_SECONDS)
-            )
-        world.watch = await stack.enter_async_context(FleetWatch(kube, namespace))
-        try:
-            yield world
-        finally:
-            for handler in world.handlers:
-                await asyncio.to_thread(handler.stop)
-
-
 NewScene = Callable[[int], AbstractAsyncContextManager[Scene]]
 
 
@@ -224,13 +195,45 @@ def new_scene(
     tmp_path: Path,
 ) -> NewScene:
     """`new_scene(nodes)`: a scene of that many nodes in the test's namespace, simulator and identity."""
-    return lambda nodes: scene(
-        kube, namespace, control_plane, simulator, handler_kubeconfig, tmp_path, nodes=nodes
-    )
+
+    @asynccontextmanager
+    async def scene(nodes: int) -> AsyncIterator[Scene]:
+        """`nodes` nodes of a new scale set, a kubelet stand-in for each, a watch of the namespace from
+        the start; the handlers started in it are stopped at the end."""
+        vmss = f"aks-safety{unique_suffix()}-vmss"
+        world = Scene(kube, namespace, control_plane, simulator, handler_kubeconfig, tmp_path)
+        world.nodes = [await create_aks_node(kube, vmss=vmss, instance_id=str(i)) for i in range(nodes)]
+        async with AsyncExitStack() as stack:
+            for node in world.nodes:
+                await stack.enter_async_context(
+                    FakeKubelet(kube, node=node.name, deletion_delay_seconds=POD_STOP_SECONDS)
+                )
+            world.watch = await stack.enter_async_context(FleetWatch(kube, namespace))
+            try:
+                yield world
+            finally:
+                for handler in world.handlers:
+                    await asyncio.to_thread(handler.stop)
+
+    return scene
 
 
 def of(findings: Sequence[Finding], kind: str) -> list[str]:
     return sorted(f.subject for f in findings if f.kind == kind)
+
+
+async def preempted_under(
+    new_scene: NewScene, mode: str, *, notice_seconds: float, until: str, grace_seconds: int = 5
+) -> tuple[Scene, list[Finding]]:
+    """One node with `web` pods of `grace_seconds`, a handler of `mode` on it and a Preempt of
+    `notice_seconds`; the scene and its findings once the condition `until` holds."""
+    async with new_scene(1) as world:
+        (node,) = world.nodes
+        await world.pods(node, app="web", grace_seconds=grace_seconds)
+        await world.misbehaving(mode, node)
+        world.publish("Preempt", [node], notice_seconds=notice_seconds)
+        await world.until(until, timeout_seconds=30)
+        return world, check_safety(world.record())
 
 
 # --- misbehaving handlers, one per promise ----------------------------------------------------------
@@ -295,13 +298,7 @@ async def test_check_c_reports_an_approval_while_another_node_the_event_lists_st
 async def test_check_d_reports_a_handler_that_deletes_pods_without_a_grace_period(
     new_scene: NewScene,
 ) -> None:
-    async with new_scene(1) as world:
-        (node,) = world.nodes
-        await world.pods(node, app="web")
-        await world.misbehaving("kill-at-once", node)
-        world.publish("Preempt", [node], notice_seconds=30)
-        await world.until("empty", timeout_seconds=30)
-        findings = check_safety(world.record())
+    world, findings = await preempted_under(new_scene, "kill-at-once", notice_seconds=30, until="empty")
     web = world.keys("web")
     assert of(findings, NO_SIGTERM) == web, describe(findings)
     assert safety_figures(world.record(), findings).pods_without_sigterm == PODS_PER_NODE
@@ -311,13 +308,7 @@ async def test_check_d_reports_a_handler_that_deletes_pods_without_a_grace_perio
 async def test_check_d_reports_pods_a_handler_leaves_on_the_node_until_the_deadline(
     new_scene: NewScene,
 ) -> None:
-    async with new_scene(1) as world:
-        (node,) = world.nodes
-        await world.pods(node, app="web")
-        await world.misbehaving("ignore", node)
-        world.publish("Preempt", [node], notice_seconds=5)
-        await world.until("deadline", timeout_seconds=30)
-        findings = check_safety(world.record())
+    world, findings = await preempted_under(new_scene, "ignore", notice_seconds=5, until="deadline")
     assert of(findings, NO_SIGTERM) == world.keys("web"), describe(findings)
     assert all("not deleted" in f.detail for f in findings)
 
@@ -325,13 +316,9 @@ async def test_check_d_reports_pods_a_handler_leaves_on_the_node_until_the_deadl
 @pytest.mark.timeout(120)
 async def test_check_d_reports_a_grace_period_that_runs_past_the_deadline(new_scene: NewScene) -> None:
     """Evicted 2 s before the deadline with their own 30 s: SIGTERM came, the grace period could not."""
-    async with new_scene(1) as world:
-        (node,) = world.nodes
-        await world.pods(node, app="web", grace_seconds=30)
-        await world.misbehaving("evict-late", node)
-        world.publish("Preempt", [node], notice_seconds=6)
-        await world.until("empty", timeout_seconds=30)
-        findings = check_safety(world.record())
+    world, findings = await preempted_under(
+        new_scene, "evict-late", notice_seconds=6, until="empty", grace_seconds=30
+    )
     assert of(findings, GRACE_CUT) == world.keys("web"), describe(findings)
 
 

@@ -9,10 +9,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from lightkube import AsyncClient
+from lightkube.resources.policy_v1 import PodDisruptionBudget
+
 from aksnth import app
 from aksnth.cli import parse_settings
 from aksnth.config import Settings
+from aksnth.lifecycle import Phase
 from imds_simulator import ImdsSimulator
+from testkit.cluster import AksNode, eventually, hold_one_pod
+from testkit.nodestate import pods_on, wait_phase
 
 
 @dataclass
@@ -61,3 +67,36 @@ async def running_handler(
         with contextlib.suppress(asyncio.CancelledError):
             async with asyncio.timeout(30):
                 await task
+
+
+@dataclass(frozen=True)
+class HeldDrain:
+    """A drain under way that a budget holds: the event's id and the budget (delete it to let go)."""
+
+    event_id: str
+    budget: PodDisruptionBudget
+
+
+@asynccontextmanager
+async def handler_held_mid_drain(
+    kube: AsyncClient,
+    namespace: str,
+    node: AksNode,
+    simulator: ImdsSimulator,
+    *,
+    kubeconfig: Path,
+    extra: Sequence[str] = (),
+) -> AsyncIterator[HeldDrain]:
+    """With `node`'s kubelet stand-in running: one more pod a budget holds (`hold_one_pod`), the handler
+    started, a Terminate (300 s notice) published, and its drain under way until only the held pod is
+    left on the node; the handler stops on exit."""
+    budget = await hold_one_pod(kube, namespace, node.name)
+    async with running_handler(kubeconfig=kubeconfig, node=node.name, simulator=simulator, extra=extra):
+        event_id = simulator.schedule("Terminate", [node.resource_name], notice_seconds=300)
+        await wait_phase(kube, node.name, event_id, Phase.PROTECTED)
+
+        async def only_the_held_pod_left() -> bool:
+            return len(await pods_on(kube, node.name)) == 1
+
+        await eventually(only_the_held_pod_left, what="all but the PDB-held pod evicted")
+        yield HeldDrain(event_id=event_id, budget=budget)

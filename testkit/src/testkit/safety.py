@@ -237,6 +237,11 @@ def _accepted(request: AuditedRequest) -> bool:
     return request.code is not None and 200 <= request.code < 300
 
 
+def accepted_evictions(record: SafetyRecord) -> list[str]:
+    """The names of the pods whose eviction the API server accepted (2xx), in the audit log's order."""
+    return [r.name for r in record.requests if r.is_eviction and _accepted(r)]
+
+
 def _is_pod_delete(request: AuditedRequest) -> bool:
     return request.verb == "delete" and request.resource == "pods" and not request.subresource
 

@@ -97,19 +97,20 @@ def signals_dir(cluster: RealCluster) -> Path:
     return folder
 
 
-def workload_pod_spec(
-    cluster: RealCluster, *, grace_seconds: int = 20, lingering: bool = False, node: str | None = None
+def signalling_pod_spec(
+    cluster: RealCluster, container: Mapping[str, Any], *, grace_seconds: int
 ) -> dict[str, Any]:
-    """`lingering`: the container keeps running after SIGTERM until it is killed. `node`: only there."""
-    spec: dict[str, Any] = {
+    """A pod that tolerates spot nodes, of one container of WORKLOAD_IMAGE (`container`: its name, args
+    and the rest) whose script writes its SIGTERM's uptime to the signals folder: the pod's name and
+    namespace in its environment, the folder at /signals."""
+    return {
         "terminationGracePeriodSeconds": grace_seconds,
         "tolerations": [SPOT_TOLERATION],
         "containers": [
             {
-                "name": "work",
+                **container,
                 "image": WORKLOAD_IMAGE,
                 "imagePullPolicy": "Never",
-                "args": ["sh", "-c", _LINGERING_SCRIPT if lingering else _WORKLOAD_SCRIPT],
                 "env": [
                     {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                     {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
@@ -121,6 +122,16 @@ def workload_pod_spec(
             {"name": "signals", "hostPath": {"path": str(signals_dir(cluster)), "type": "DirectoryOrCreate"}}
         ],
     }
+
+
+def workload_pod_spec(
+    cluster: RealCluster, *, grace_seconds: int = 20, lingering: bool = False, node: str | None = None
+) -> dict[str, Any]:
+    """`lingering`: the container keeps running after SIGTERM until it is killed. `node`: only there."""
+    script = _LINGERING_SCRIPT if lingering else _WORKLOAD_SCRIPT
+    spec = signalling_pod_spec(
+        cluster, {"name": "work", "args": ["sh", "-c", script]}, grace_seconds=grace_seconds
+    )
     if node is not None:
         spec["nodeSelector"] = {"kubernetes.io/hostname": node}
     return spec

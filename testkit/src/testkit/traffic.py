@@ -33,8 +33,8 @@ from typing import Any
 from lightkube import codecs
 
 from testkit.netns import NetnsThread
-from testkit.realcluster import WORKLOAD_IMAGE, RealCluster, RealNode
-from testkit.scenario import SPOT_TOLERATION, signals_dir
+from testkit.realcluster import RealCluster, RealNode
+from testkit.scenario import signalling_pod_spec
 
 WEB_PORT = 8080
 SERVICE_PORT = 80
@@ -58,34 +58,19 @@ _WEB_SCRIPT = (
 
 def web_pod_spec(cluster: RealCluster, *, spread: bool) -> dict[str, Any]:
     """The web server's pod. `spread`: replicas prefer nodes that have none yet (one per node)."""
-    spec: dict[str, Any] = {
-        "terminationGracePeriodSeconds": GRACE_SECONDS,
-        "tolerations": [SPOT_TOLERATION],
-        "containers": [
-            {
-                "name": "web",
-                "image": WORKLOAD_IMAGE,
-                "imagePullPolicy": "Never",
-                "args": ["sh", "-c", _WEB_SCRIPT],
-                "ports": [{"containerPort": WEB_PORT, "name": "http"}],
-                "readinessProbe": {
-                    "httpGet": {"path": "/", "port": WEB_PORT},
-                    "periodSeconds": 1,
-                    "failureThreshold": 1,
-                    "timeoutSeconds": 1,
-                },
-                "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
-                "env": [
-                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                    {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-                ],
-                "volumeMounts": [{"name": "signals", "mountPath": "/signals"}],
-            }
-        ],
-        "volumes": [
-            {"name": "signals", "hostPath": {"path": str(signals_dir(cluster)), "type": "DirectoryOrCreate"}}
-        ],
+    web = {
+        "name": "web",
+        "args": ["sh", "-c", _WEB_SCRIPT],
+        "ports": [{"containerPort": WEB_PORT, "name": "http"}],
+        "readinessProbe": {
+            "httpGet": {"path": "/", "port": WEB_PORT},
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+            "timeoutSeconds": 1,
+        },
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
     }
+    spec = signalling_pod_spec(cluster, web, grace_seconds=GRACE_SECONDS)
     if spread:
         spec["affinity"] = {
             "podAntiAffinity": {

@@ -18,6 +18,7 @@ from aksnth.kube.readiness.placement import (
     Toleration,
     add_cluster_risks,
 )
+from tests.unit.kube.readiness.pods import running_pod
 
 SPOT_TAINT = Taint(key="kubernetes.azure.com/scalesetpriority", value="spot", effect="NoSchedule")
 TOLERATES_SPOT = Toleration(key=SPOT_TAINT.key, value="spot", effect="NoSchedule")
@@ -33,16 +34,7 @@ def regular_node(name: str, **kw) -> NodeInfo:
 
 
 def replica(name: str, node: str, *, workload: str = "web") -> PodInfo:
-    return PodInfo(
-        namespace="shop",
-        name=name,
-        phase="Running",
-        ready=True,
-        node_name=node,
-        controller_kind="ReplicaSet",
-        controller_name=workload,
-        controller_uid=f"uid-{workload}",
-    )
+    return running_pod(name, node, kind="ReplicaSet", owner=workload)
 
 
 def risks(cluster: ClusterView, node: str = "spot-a") -> dict[str, tuple[Reason, ...]]:

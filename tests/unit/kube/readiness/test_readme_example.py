@@ -13,6 +13,7 @@ from aksnth.kube.pods import PodInfo
 from aksnth.kube.readiness.assess import Scenario, assess_node
 from aksnth.kube.readiness.placement import ClusterView, NodeInfo, Placement, Toleration, add_cluster_risks
 from aksnth.kube.readiness.report import Assessment, render_table
+from tests.unit.kube.readiness.pods import running_pod
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 PROMPT = "$ aks-node-termination-handler readiness\n"
@@ -41,18 +42,7 @@ def test_the_documented_example_is_what_the_report_prints() -> None:
     }
 
     def pod(name: str, node: str, kind: str, owner: str, app: str, **kw: object) -> PodInfo:
-        return PodInfo(
-            namespace="shop",
-            name=name,
-            phase="Running",
-            ready=True,
-            node_name=node,
-            labels={"app": app},
-            controller_kind=kind,
-            controller_name=owner,
-            controller_uid=f"uid-{owner}" if owner else "",
-            **kw,  # type: ignore[arg-type]
-        )
+        return running_pod(name, node, kind=kind, owner=owner, labels={"app": app}, **kw)
 
     pods = [
         pod("web-7c9d8b6f4-x2lqp", a, "ReplicaSet", "web-7c9d8b6f4", "web"),
