@@ -344,9 +344,7 @@ def _kube_settings(values: _Values) -> KubeSettings:
 
 
 def _imds_settings(values: _Values) -> ImdsSettings:
-    period = values.seconds("period")
-    if period < 0:
-        raise ConfigError(f"{values.where('period')}: must not be negative, got {format_duration(period)}")
+    period = _non_negative_seconds(values, "period")
     if period < MIN_POLL_INTERVAL_SECONDS:
         raise ConfigError(
             f"{values.where('period')}: {format_duration(period)} is too short; IMDS allows 5 requests "
@@ -392,6 +390,7 @@ def _response_settings(values: _Values) -> ResponseSettings:
         taint_to_be_deleted=values.flag("taint.toBeDeleted"),
         uncordon_after_event=values.flag("uncordonAfterEvent"),
         approve_events=values.flag("approveEvents"),
+        approve_load_balancer_wait_seconds=_non_negative_seconds(values, "approveEvents.loadBalancerWait"),
         disable_eviction=values.flag("disableEviction"),
         last_resort=values.flag("lastResort"),
         surge_deployments=values.flag("surgeDeployments"),
@@ -403,10 +402,7 @@ def _response_settings(values: _Values) -> ResponseSettings:
 
 
 def _readiness_settings(values: _Values) -> ReadinessSettings:
-    interval = values.seconds("readiness.interval")
-    if interval < 0:
-        where = values.where("readiness.interval")
-        raise ConfigError(f"{where}: must not be negative, got {format_duration(interval)}")
+    interval = _non_negative_seconds(values, "readiness.interval")
     if 0 < interval < MIN_READINESS_INTERVAL_SECONDS:
         raise ConfigError(
             f"{values.where('readiness.interval')}: {format_duration(interval)} is too short: every node's "
@@ -631,6 +627,13 @@ def _positive_seconds(values: _Values, name: str) -> float:
     seconds = values.seconds(name)
     if seconds <= 0:
         raise ConfigError(f"{values.where(name)}: must be positive, got {format_duration(seconds)}")
+    return seconds
+
+
+def _non_negative_seconds(values: _Values, name: str) -> float:
+    seconds = values.seconds(name)
+    if seconds < 0:
+        raise ConfigError(f"{values.where(name)}: must not be negative, got {format_duration(seconds)}")
     return seconds
 
 

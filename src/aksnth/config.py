@@ -21,6 +21,9 @@ DEFAULT_WEB_ADDRESS = ":17923"
 # Linux VMs, "Enabling and disabling Scheduled Events"): until IMDS has answered once, a request may
 # take that long, and a margin.
 DEFAULT_FIRST_REQUEST_TIMEOUT_SECONDS = 150.0
+# How long an approval waits after the ToBeDeletedByClusterAutoscaler taint went on: cloud-provider-azure
+# probes kube-proxy's /healthz every 5 s and takes a node out after 2 failures (its defaults).
+DEFAULT_APPROVAL_LOAD_BALANCER_WAIT_SECONDS = 10.0
 # -advisory.apiVersion: ask IMDS for its newest versions, or never read advisories.
 ADVISORY_VERSION_AUTO = "auto"
 ADVISORY_VERSION_OFF = "off"
@@ -130,6 +133,9 @@ class ResponseSettings:
     taint_to_be_deleted: bool = True
     uncordon_after_event: bool = True
     approve_events: bool = False
+    # After our ToBeDeletedByClusterAutoscaler taint went on, the approval waits this long (bounded by the
+    # event's start), so that the load balancer has taken the node out before the VM goes.
+    approve_load_balancer_wait_seconds: float = DEFAULT_APPROVAL_LOAD_BALANCER_WAIT_SECONDS
     disable_eviction: bool = False
     # Delete pods a PodDisruptionBudget still protects at their last chance, for these event types.
     last_resort: bool = True

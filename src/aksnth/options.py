@@ -11,6 +11,7 @@ from __future__ import annotations
 from aksnth.config import (
     ADVISORY_VERSION_AUTO,
     DEFAULT_ALERT_MESSAGE,
+    DEFAULT_APPROVAL_LOAD_BALANCER_WAIT_SECONDS,
     DEFAULT_ENDPOINT,
     DEFAULT_FIRST_REQUEST_TIMEOUT_SECONDS,
     DEFAULT_TELEGRAM_API_URL,
@@ -180,6 +181,16 @@ OPTIONS: tuple[Option, ...] = (
         group=IMDS,
         usage="approve the event (POST StartRequests) once the node is drained, so Azure proceeds early; "
         "an event that lists other VMs waits until each of their nodes is drained too",
+    ),
+    Option(
+        name="approveEvents.loadBalancerWait",
+        kind=Kind.DURATION,
+        default=DEFAULT_APPROVAL_LOAD_BALANCER_WAIT_SECONDS,
+        group=IMDS,
+        usage="with -approveEvents: the approval waits this long after the handler put the "
+        "ToBeDeletedByClusterAutoscaler taint on (-taint.toBeDeleted), so that Azure's load-balancer "
+        "probe of kube-proxy's /healthz (every 5 s, out after 2 failures) has taken the node out before "
+        "the VM goes; never past the event's start; 0 approves as soon as the node is drained",
     ),
     # Node response
     Option(

@@ -21,6 +21,7 @@ from aksnth import policy
 from aksnth.azure.imds import ImdsClient
 from aksnth.azure.resource_name import resource_name_from_provider_id
 from aksnth.config import Settings, TaintEffect
+from aksnth.durations import format_duration
 from aksnth.errors import (
     AksnthError,
     EvictionBlocked,
@@ -250,7 +251,7 @@ class Responder:
             ).events.get(event.event_id)
             if record is None or record.drain is None or record.drain.result != "drained":
                 await self._withhold_approval(event, "the drain of this node did not complete")
-            elif await self._group_drained(action):
+            elif await self._group_drained(action) and await self._load_balancer_let_go(action, record):
                 await self._imds.approve_event(event.event_id)
                 await kube_node.update_record(
                     self._kube, self._node_name, lambda r: r.with_approved(event.event_id), dry_run=dry
@@ -266,6 +267,35 @@ class Responder:
         if self._response.exit_after_node_drain:
             log.info("-exitAfterNodeDrain: exiting now that the drain is over")
             self._host.exit_requested.set()
+
+    async def _load_balancer_let_go(self, action: policy.Respond, record: EventRecord) -> bool:
+        """Whether to approve now, after waiting for the load balancer. Our ToBeDeletedByClusterAutoscaler
+        taint makes kube-proxy fail its /healthz at once, but Azure's load balancer takes the node out only
+        after its probe has failed enough times: until then it still sends new connections here, and an
+        approval would let the VM go under them. So the approval waits -approveEvents.loadBalancerWait
+        after the taint went on (its value is that moment, in Unix seconds), never past the event's start;
+        False when the event no longer needs an approval after the wait."""
+        wait = self._response.approve_load_balancer_wait_seconds
+        ours = [ref.value for ref in record.taints if ref.key == keys.TO_BE_DELETED_TAINT]
+        since = float(ours[0]) if ours and ours[0].isdigit() else None
+        if wait <= 0 or since is None:
+            return True
+        event = action.event
+        until = min(since + wait, action.event_deadline.timestamp())
+        left = until - self._now().timestamp()
+        if left > 0:
+            log.info(
+                "approval of %s waits %.1fs more: the load balancer takes the node out %s after the %s taint",
+                event.event_id,
+                left,
+                format_duration(wait),
+                keys.TO_BE_DELETED_TAINT,
+            )
+            await asyncio.sleep(left)
+        needless = self._approval_needless(event)
+        if needless:
+            log.info("not approving event %s: %s", event.event_id, needless)
+        return not needless
 
     def _approval_needless(self, event: ScheduledEvent) -> str:
         """Why StartRequests would change nothing for ``event`` now ("" when it would let Azure start

@@ -247,6 +247,34 @@ async def test_approve_events_approves_once_drained(kube, namespace, node, simul
     assert simulator.approvals == [event_id]
 
 
+async def test_an_approval_waits_for_the_load_balancer_after_the_autoscaler_taint(
+    kube, namespace, node, simulator, handler_kubeconfig
+):
+    """-approveEvents on a Preempt: the node is drained within a few seconds, but StartRequests goes out
+    only -approveEvents.loadBalancerWait after the ToBeDeletedByClusterAutoscaler taint went on (its
+    value, Unix seconds), so that Azure's load balancer has stopped sending connections to the node
+    before the VM goes."""
+    wait_seconds = 6
+    await create_pods(kube, namespace, node.name, 1)
+    async with (
+        FakeKubelet(kube, node=node.name),
+        running_handler(
+            kubeconfig=handler_kubeconfig,
+            node=node.name,
+            simulator=simulator,
+            extra=["-approveEvents", f"-approveEvents.loadBalancerWait={wait_seconds}s"],
+        ),
+    ):
+        event_id = simulator.schedule("Preempt", [node.resource_name], notice_seconds=30)
+        approved = await wait_phase(kube, node.name, event_id, Phase.APPROVED)
+    [taint] = [
+        ref for ref in record_of(approved).events[event_id].taints if ref.key == keys.TO_BE_DELETED_TAINT
+    ]
+    [approval] = [r for r in simulator.requests if r.method == "POST"]
+    assert approval.time >= int(taint.value) + wait_seconds, (approval.time, taint.value)
+    assert simulator.approvals == [event_id]
+
+
 @pytest.mark.chart_values(*ALLOW_POD_DELETE)
 async def test_disable_eviction_deletes_pods_past_a_pdb(kube, namespace, node, simulator, handler_kubeconfig):
     await create_pods(kube, namespace, node.name, 2, labels={"app": "stuck"})

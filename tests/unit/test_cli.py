@@ -192,6 +192,7 @@ def test_defaults() -> None:
     assert response.pod_grace_period_seconds == -1 and response.node_grace_period_seconds == 120
     assert response.exclude_from_load_balancers is True and response.uncordon_after_event is True
     assert response.approve_events is False and response.disable_eviction is False
+    assert response.approve_load_balancer_wait_seconds == 10.0
     assert response.dry_run is False and response.exit_after_node_drain is False
     assert response.resource_name == ""
     assert settings.notify.webhooks == () and settings.notify.telegram is None
@@ -249,6 +250,8 @@ FLAG_CASES: list[tuple[list[str], Callable[[Settings], object], object]] = [
     ),
     (["-drainOnFreezeEvent"], lambda s: EventType.FREEZE in s.response.selected_event_types, True),
     (["-approveEvents"], lambda s: s.response.approve_events, True),
+    (["-approveEvents.loadBalancerWait=0s"], lambda s: s.response.approve_load_balancer_wait_seconds, 0.0),
+    (["-approveEvents.loadBalancerWait=15s"], lambda s: s.response.approve_load_balancer_wait_seconds, 15.0),
     (["-taint.node"], lambda s: s.response.taint_node, True),
     (
         ["-taint.node", "-taint.effect=NoExecute"],
@@ -776,6 +779,7 @@ BAD_INPUT: list[tuple[list[str], str]] = [
     (["-advisory.apiVersion=latest"], "-advisory.apiVersion: must be auto, off or an api-version"),
     (["-readiness.interval=5s"], "-readiness.interval: 5s is too short: every node's check lists the"),
     (["-readiness.interval=-1m"], "-readiness.interval: must not be negative, got -1m"),
+    (["-approveEvents.loadBalancerWait=-5s"], "-approveEvents.loadBalancerWait: must not be negative, got -5s"),
     (["-kube.requestTimeout=-2s"], "-kube.requestTimeout: must be positive"),
     (["-webhook.url=http://h.test", "-webhook.timeout=0s"], "-webhook.timeout: must be positive"),
     (["-nodeGracePeriodSeconds=ten"], "invalid value 'ten' for flag -nodeGracePeriodSeconds: not an integer"),

@@ -132,6 +132,7 @@ def protect(
     now: datetime,
     notified: tuple[str, ...] = (),
     to_be_deleted: bool = False,
+    changed_at: datetime | None = None,
 ) -> Change:
     """Stop new traffic and new pods: exclude-from-LB label, cordon, taint (NoExecute waits for the drain),
     and with ``to_be_deleted``, for an event that removes the VM, the cluster autoscaler's taint (which
@@ -139,7 +140,9 @@ def protect(
 
     Remembers whether the cordon and the label were already there (an admin's or AKS's), so that
     a give-back never undoes them. ``notified`` phases are recorded in the same write, so that a
-    handler killed right after the cordon does not send them again.
+    handler killed right after the cordon does not send them again. ``now`` is when the event was seen
+    (the record's first sighting); ``changed_at`` (default ``now``) is when this change is written, the
+    value of the autoscaler's taint, from which the load balancer's reaction is timed.
     """
     record = node.record.with_event_seen(event, now=now)
     for phase in notified:
@@ -162,7 +165,7 @@ def protect(
         if word:
             words.append(word)
     if to_be_deleted and event.event_type in FATAL_EVENT_TYPES:
-        after, record, word = _add_to_be_deleted(after, record, event, now)
+        after, record, word = _add_to_be_deleted(after, record, event, changed_at or now)
         if word:
             words.append(word)
     record = record.with_phase(event.event_id, Phase.PROTECTED)

@@ -188,6 +188,7 @@ async def protect_node(
             now=moment,
             notified=notified,
             to_be_deleted=to_be_deleted,
+            changed_at=datetime.now(UTC),
         ),
         dry_run=dry_run,
         what="protect",
