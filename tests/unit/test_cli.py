@@ -779,7 +779,10 @@ BAD_INPUT: list[tuple[list[str], str]] = [
     (["-advisory.apiVersion=latest"], "-advisory.apiVersion: must be auto, off or an api-version"),
     (["-readiness.interval=5s"], "-readiness.interval: 5s is too short: every node's check lists the"),
     (["-readiness.interval=-1m"], "-readiness.interval: must not be negative, got -1m"),
-    (["-approveEvents.loadBalancerWait=-5s"], "-approveEvents.loadBalancerWait: must not be negative, got -5s"),
+    (
+        ["-approveEvents.loadBalancerWait=-5s"],
+        "-approveEvents.loadBalancerWait: must not be negative, got -5s",
+    ),
     (["-kube.requestTimeout=-2s"], "-kube.requestTimeout: must be positive"),
     (["-webhook.url=http://h.test", "-webhook.timeout=0s"], "-webhook.timeout: must be positive"),
     (["-nodeGracePeriodSeconds=ten"], "invalid value 'ten' for flag -nodeGracePeriodSeconds: not an integer"),
