@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
+from aksnth.kube.keys import TO_BE_DELETED_TAINT, taint_key
+from aksnth.model import EventType
 from testkit.chart import (
     CHART_DIR,
     SEED_VALUES_DIR,
@@ -99,13 +101,14 @@ def test_defaults_render_the_handler_daemonset_with_its_rbac_and_files() -> None
     assert spec["hostNetwork"] is False
     assert "dnsPolicy" not in spec
     assert "priorityClassName" not in spec
-    assert spec["tolerations"] == [
+    assert with_own_sorted(spec["tolerations"]) == [
         {
             "key": "kubernetes.azure.com/scalesetpriority",
             "operator": "Equal",
             "value": "spot",
             "effect": "NoSchedule",
-        }
+        },
+        *OWN_TAINT_TOLERATIONS,
     ]
     assert spec["volumes"] == [{"name": "files", "configMap": {"name": "aksnth-files"}}]
 
@@ -395,6 +398,43 @@ def test_no_secret_and_no_secret_env_by_default() -> None:
 )
 def test_image_reference(set_values: list[str], image: str) -> None:
     assert container(render_chart(set_values=set_values))["image"] == image
+
+
+# The taints the handler puts on its own node, each tolerated by its pods whatever the values: our
+# taint for every event type (any effect, -taint.effect=NoExecute included) and the autoscaler's.
+OWN_TAINT_TOLERATIONS = [
+    *(
+        {"key": taint_key(event_type), "operator": "Exists"}
+        for event_type in EventType
+        if event_type is not EventType.UNKNOWN
+    ),
+    {"key": TO_BE_DELETED_TAINT, "operator": "Exists", "effect": "NoSchedule"},
+]
+OWN_TAINT_TOLERATIONS.sort(key=lambda toleration: toleration["key"])
+
+
+def with_own_sorted(tolerations: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The tolerations as rendered, with the handler's own (the last ones) in the order of their keys."""
+    own = len(OWN_TAINT_TOLERATIONS)
+    return [*tolerations[:-own], *sorted(tolerations[-own:], key=lambda toleration: toleration["key"])]
+
+
+def test_the_pods_tolerate_the_handlers_own_taints_also_with_tolerations_of_the_users() -> None:
+    """A handler pod restarted on a node under an event must come back to resume it: the DaemonSet
+    tolerates every taint the handler itself puts on a node (the list follows the code's event types),
+    after the tolerations a values file gives."""
+    gpu = {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}
+    objects = render_chart(
+        set_values=[
+            "tolerations[0].key=sku",
+            "tolerations[0].operator=Equal",
+            "tolerations[0].value=gpu",
+            "tolerations[0].effect=NoSchedule",
+        ]
+    )
+    assert with_own_sorted(pod_spec(objects)["tolerations"]) == [gpu, *OWN_TAINT_TOLERATIONS]
+    alone = pod_spec(render_chart(set_values=["tolerations=null"]))["tolerations"]
+    assert with_own_sorted(alone) == OWN_TAINT_TOLERATIONS
 
 
 def test_tolerate_all_taints_replaces_the_tolerations() -> None:
