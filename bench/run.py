@@ -17,11 +17,8 @@ import datetime as dt
 import json
 import logging
 import math
-import os
-import platform
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +33,7 @@ from bench.imagesize import binary_image_compressed_mib, compressed_size_mib, un
 from bench.lab import Lab
 from bench.node import NodeFootprintUnavailable, measure_node_footprint
 from bench.process import IMAGE_LIKE_TEMPLATE, OUR_TEMPLATE, PLACEHOLDERS, Implementation
+from bench.provenance import commit, machine
 from bench.reaction import measure_reaction
 from bench.readiness import measure_readiness
 from bench.report import budget_verdicts, render, rows
@@ -311,13 +309,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, errors in failed.items():
         for section, message in errors.items():
             print(f"\n{name}, {section}: {message.splitlines()[0] if message else 'failed'}")
-    print(f"\n{_machine()}; {elapsed:.0f} s in all")
+    print(f"\n{machine()}; {elapsed:.0f} s in all")
     if args.json:
         document = {
             "started_at": started_at.isoformat(timespec="seconds"),
             "elapsed_seconds": elapsed,
-            "machine": _machine(),
-            "commit": _commit(),
+            "machine": machine(),
+            "commit": commit(),
             "command": " ".join(sys.argv),
             "implementations": [{"name": i.name, "template": i.template} for i in implementations],
             "options": {
@@ -367,34 +365,6 @@ def _section_selected(title: str, sections: list[str]) -> bool:
         "fleet": "fleet",
     }
     return wanted.get(first_word, "") in sections
-
-
-def _commit() -> str:
-    """The commit measured, with "+dirty" when the work tree differs from it ("" outside git)."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return head + ("+dirty" if dirty else "")
-
-
-def _machine() -> str:
-    cpus = len(os.sched_getaffinity(0))
-    return f"{platform.machine()}, {cpus} CPUs, Python {platform.python_version()}"
 
 
 def _finite(value: Any) -> Any:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import logging
 import subprocess
@@ -38,6 +39,7 @@ from typing import Any
 
 from lightkube import AsyncClient, KubeConfig
 
+from bench.provenance import commit, machine
 from testkit.binaries import REPO_ROOT
 from testkit.nodeloss import DEFAULT_CAP_SECONDS, NodeLoss, Shape, measure_node_loss
 from testkit.realcluster import HANDLER_IMAGE, RealCluster, image_dir, missing_prerequisites
@@ -188,10 +190,18 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print("bench.zero_downtime needs " + "; ".join(missing), file=sys.stderr)
         return 2
+    started_at = dt.datetime.now(dt.UTC)
     rows = asyncio.run(run(args))
     print(render(rows, args.cap_seconds))
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        document = {
+            "started_at": started_at.isoformat(timespec="seconds"),
+            "machine": machine(),
+            "commit": commit(),
+            "command": " ".join(sys.argv),
+            "rows": rows,
+        }
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
     return 0
 
 
