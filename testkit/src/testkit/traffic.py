@@ -62,10 +62,13 @@ def web_pod_spec(cluster: RealCluster, *, spread: bool) -> dict[str, Any]:
         "name": "web",
         "args": ["sh", "-c", _WEB_SCRIPT],
         "ports": [{"containerPort": WEB_PORT, "name": "http"}],
+        # Asked every second; three failures in a row take the pod out (Kubernetes' default threshold),
+        # so that one probe slowed down by a loaded node does not take a serving replica out of the
+        # Service, nor count as "no replica Ready" for the surge.
         "readinessProbe": {
             "httpGet": {"path": "/", "port": WEB_PORT},
             "periodSeconds": 1,
-            "failureThreshold": 1,
+            "failureThreshold": 3,
             "timeoutSeconds": 1,
         },
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
