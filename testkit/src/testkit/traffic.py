@@ -222,7 +222,9 @@ def _request(host: str, port: int) -> tuple[bool, str]:
     except TimeoutError:
         return False, "timeout"
     except OSError as exc:
-        return False, type(exc).__name__
+        # The errno's words too: a plain OSError (no route to host, address not available, …) says
+        # nothing of its cause by its type alone.
+        return False, f"{type(exc).__name__}: {exc.strerror}" if exc.strerror else type(exc).__name__
     except http.client.HTTPException as exc:
         return False, type(exc).__name__
     finally:
