@@ -122,6 +122,14 @@ def row(candidate: str, loss: NodeLoss) -> dict[str, Any]:
         ),
         "vm_gone_after_event_seconds": round(loss.started_at - loss.published_at, 1),
         "recovered": loss.recovered,
+        # The first failures with their causes (the error, where conntrack sent the connection).
+        "first_failures": [
+            {"after_event_seconds": round(a.started - loss.published_at, 2), "detail": a.detail}
+            for a in report.failed[:10]
+        ],
+        "seconds_without_ready_endpoint": round(
+            sum(end - start for start, end in loss.without_ready_endpoint), 2
+        ),
     }
 
 

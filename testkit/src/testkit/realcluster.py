@@ -300,6 +300,22 @@ class RealNode:
     def iptables_rules(self) -> str:
         return self.sandbox.run(["iptables-save"])
 
+    def proxies(self, cluster_ip: str, port: int) -> bool:
+        """Whether the node's kube-proxy sends connections to `cluster_ip`:`port` to endpoints: its
+        jump from KUBE-SERVICES to the Service's chain, which it writes only once the Service has one."""
+        rules = self.sandbox.run(["iptables", "-t", "nat", "-S", "KUBE-SERVICES"], check=False)
+        return any(
+            f"-d {cluster_ip}/32" in rule and f"--dport {port} " in rule and "-j KUBE-SVC-" in rule
+            for rule in rules.splitlines()
+        )
+
+    def untranslated_connections(self, cluster_ip: str) -> list[str]:
+        """The node's conntrack entries of connections to `cluster_ip` that no DNAT rule translated
+        (their reply comes from the ClusterIP itself): a later connection from the same source port
+        would belong to one and go nowhere."""
+        listed = self.sandbox.run(["conntrack", "-L", "-p", "tcp", "-d", cluster_ip], check=False)
+        return [entry for entry in listed.splitlines() if f"src={cluster_ip} " in entry]
+
     def import_image(self, archive: Path, *, platform: str) -> None:
         """Imports a docker archive into the node's containerd for the kubelet (namespace k8s.io).
         `platform` is the image's: without it, ctr keeps only the node's own platform's content."""

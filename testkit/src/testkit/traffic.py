@@ -24,6 +24,8 @@ from __future__ import annotations
 import contextlib
 import http.client
 import itertools
+import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +45,7 @@ GRACE_SECONDS = 15
 REQUEST_TIMEOUT_SECONDS = 1.0
 # About 40 requests a second: a gap of one request is 25 ms, far below any failure's length.
 REQUEST_PACE_SECONDS = 0.025
+EXPLAINED_FAILURES = 5
 
 # busybox httpd serves the pod's name. On SIGTERM (after the preStop delay) it is told to stop
 # accepting; its children, each serving one request, finish on their own; the container then exits.
@@ -147,7 +150,7 @@ class TrafficReport:
             kinds = sorted({a.detail for a in failed})
             text += (
                 f" (failures from +{first.started - self.since:.1f} s to +{last.started - self.since:.1f} s: "
-                f"{'; '.join(kinds[:4])})"
+                f"{'; '.join(kinds[:6])})"
             )
         return text
 
@@ -184,6 +187,7 @@ class TrafficClient:
         self._port = port
         self._lock = threading.Lock()
         self.attempts: list[Attempt] = []
+        self._failures_in_a_row = 0
         self._loop = NamespaceLoop(node, "client", self._send, pace_seconds=REQUEST_PACE_SECONDS)
 
     def stop(self) -> None:
@@ -205,30 +209,94 @@ class TrafficClient:
 
     def _send(self) -> None:
         started = time.time()
-        ok, detail = _request(self._host, self._port)
+        # Only the first failures of a run of them are explained: a VM's loss under the Go version
+        # fails thousands in a row.
+        ok, detail = _request(self._host, self._port, explain=self._failures_in_a_row < EXPLAINED_FAILURES)
+        self._failures_in_a_row = 0 if ok else self._failures_in_a_row + 1
         with self._lock:
             self.attempts.append(Attempt(started, time.time(), ok, detail))
 
 
-def _request(host: str, port: int) -> tuple[bool, str]:
+def _request(host: str, port: int, *, explain: bool = True) -> tuple[bool, str]:
+    """One GET on a new connection. A failure's detail names its cause and, with `explain`, the
+    endpoint kube-proxy sent the connection to (from the namespace's conntrack table, by the
+    connection's own source port): a failure then says which replica, or which stale rule, lost it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(REQUEST_TIMEOUT_SECONDS)
     connection = http.client.HTTPConnection(host, port, timeout=REQUEST_TIMEOUT_SECONDS)
+    local_port = 0
     try:
+        sock.bind(("", 0))
+        local_port = sock.getsockname()[1]
+        sock.connect((host, port))
+        connection.sock = sock
         connection.request("GET", "/", headers={"Connection": "close"})
         response = connection.getresponse()
         body = response.read().decode(errors="replace").strip()
         if response.status != 200:
-            return False, f"HTTP {response.status}"
+            return False, _explained(f"HTTP {response.status}", local_port, explain)
         return True, body
     except TimeoutError:
-        return False, "timeout"
+        return False, _explained("timeout", local_port, explain)
     except OSError as exc:
         # The errno's words too: a plain OSError (no route to host, address not available, …) says
         # nothing of its cause by its type alone.
-        return False, f"{type(exc).__name__}: {exc.strerror}" if exc.strerror else type(exc).__name__
+        words = f"{type(exc).__name__}: {exc.strerror}" if exc.strerror else type(exc).__name__
+        return False, _explained(words, local_port, explain)
     except http.client.HTTPException as exc:
-        return False, type(exc).__name__
+        return False, _explained(type(exc).__name__, local_port, explain)
     finally:
         connection.close()
+        sock.close()
+
+
+def _explained(failure: str, local_port: int, explain: bool) -> str:
+    if not explain or not local_port:
+        return failure
+    try:
+        listed = _run(["conntrack", "-L", "-p", "tcp", "--orig-port-src", str(local_port)])
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{failure} (endpoint unknown: {exc})"
+    # Where the namespace's conntrack table (which the `conntrack` this thread runs sees) sent the
+    # connection: the endpoint kube-proxy's DNAT chose, with the entry's state. An older entry of
+    # the same source port is listed too: a new connection can belong to it.
+    entries = reply_sources(listed)
+    if not entries:
+        return f"{failure} (no conntrack entry)"
+    address = entries[0].rsplit(" ", 1)[-1].rpartition(":")[0]
+    return f"{failure} (to {' | '.join(entries)}{_neighbour(address)})"
+
+
+def reply_sources(conntrack_listing: str) -> list[str]:
+    """Each entry of a `conntrack -L` listing as its state and its reply direction's source: where
+    the connection really went. "tcp 6 117 SYN_SENT src=10.200.0.3 dst=10.0.0.9 sport=5 dport=80
+    [UNREPLIED] src=10.244.2.7 dst=10.200.0.3 sport=8080 dport=5 …" is "SYN_SENT 10.244.2.7:8080", a
+    pod; the ClusterIP itself when no DNAT rule translated the connection."""
+    found = []
+    for line in conntrack_listing.splitlines():
+        fields = line.split()
+        sources = [f.removeprefix("src=") for f in fields if f.startswith("src=")]
+        ports = [f.removeprefix("sport=") for f in fields if f.startswith("sport=")]
+        if len(sources) == 2 and len(ports) == 2 and len(fields) > 3:
+            found.append(f"{fields[3]} {sources[1]}:{ports[1]}")
+    return found
+
+
+def _neighbour(address: str) -> str:
+    """The namespace's neighbour entry for `address` (its link-layer address and state: STALE,
+    FAILED, …), when it has one: a connection lost to an address whose entry is stale or failed was
+    lost below TCP."""
+    if not address:
+        return ""
+    try:
+        entry = _run(["ip", "neigh", "show", address]).strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return f", neighbour {entry}" if entry else ""
+
+
+def _run(argv: list[str]) -> str:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False).stdout
 
 
 @contextlib.contextmanager
