@@ -579,8 +579,10 @@ class Handler:
     def _forget_ended(self, present: set[str]) -> None:
         """Drop what we remember of events that are over and gone from the document, so that months
         of events do not pile up in memory. IMDS never lists an EventId again once it has left."""
-        for event_id in [i for i, known in self._known.items() if known.finished and i not in present]:
+        ended = [i for i, known in self._known.items() if known.finished and i not in present]
+        for event_id in ended:
             del self._known[event_id]
+        self._responder.forget(ended)
         for event_id in [i for i in self._first_seen if i not in present and i not in self._known]:
             del self._first_seen[event_id]
         self._ignored &= present

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -109,6 +109,29 @@ class Responder:
         # sends one twice, even before the record on the node says so.
         self.notified: set[tuple[str, str]] = set()
         self.instance: InstanceMetadata | None = None  # IMDS's view of the VM, for notifications
+        # Each event's surger (with -surgeDeployments): a drain resumed after a transient failure
+        # keeps the surges already started, so a Deployment is surged once per event, and an eviction
+        # held for a replacement is held again.
+        self._surgers: dict[str, Surger] = {}
+
+    def forget(self, event_ids: Iterable[str]) -> None:
+        """Drops what is kept of events that are over and gone from the document (IMDS never lists an
+        EventId again), so that months of events do not pile up."""
+        gone = set(event_ids)
+        self.notified.difference_update([entry for entry in self.notified if entry[0] in gone])
+        for event_id in gone:
+            self._surgers.pop(event_id, None)
+
+    def _surger(self, event: ScheduledEvent) -> Surger | None:
+        if not self._response.surge_deployments:
+            return None
+        if event.event_id not in self._surgers:
+            self._surgers[event.event_id] = Surger(
+                self._kube,
+                recorder=self._recorder,
+                because=f"Azure {event.event_type.value} {event.event_id}",
+            )
+        return self._surgers[event.event_id]
 
     # --- executing a response ---------------------------------------------------------------------
     async def respond(self, action: policy.Respond) -> None:
@@ -487,13 +510,7 @@ class Responder:
             last_resort=action.last_resort,
             recorder=self._recorder,
             event_type=event.event_type,
-            surger=Surger(
-                self._kube,
-                recorder=self._recorder,
-                because=f"Azure {event.event_type.value} {event.event_id}",
-            )
-            if self._response.surge_deployments
-            else None,
+            surger=self._surger(event),
         )
         if not reported:
             await self._report_drain(event, result)

@@ -60,8 +60,13 @@ class Conditions:
         pass
 
 
-def handler(recorder: Recorder | None = None, conditions: Conditions | None = None) -> Handler:
-    settings = Settings(kube=KubeSettings(node_name="node-1"), response=ResponseSettings(resource_name=ME))
+def handler(
+    recorder: Recorder | None = None, conditions: Conditions | None = None, *, surge: bool = False
+) -> Handler:
+    settings = Settings(
+        kube=KubeSettings(node_name="node-1"),
+        response=ResponseSettings(resource_name=ME, surge_deployments=surge),
+    )
     # Only ignored Freeze events flow through here: no response is started, so no client is touched.
     h = Handler(
         settings=settings,
@@ -167,3 +172,37 @@ async def test_a_change_of_the_advisories_read_beside_the_endpoint_is_decided_on
     assert [(e.event_id, e.phase) for e in conditions.shown[-1]] == [("F1", "ignored")]
     assert gauge == 1
     assert REGISTRY.get_sample_value("aks_node_termination_handler_advisory_events") == 0
+
+
+async def test_an_events_surger_lasts_as_long_as_the_event_and_no_longer() -> None:
+    """With -surgeDeployments each event has one surger, the same for every attempt of its drain (a
+    drain resumed after a transient failure does not surge a Deployment twice); another event has its
+    own. Once the event is over and gone from the document, its surger and its notifications are
+    dropped; a finished event still listed keeps them."""
+    h = handler(surge=True)
+    responder = h._responder
+    preempt = scheduled_event(EventType.PREEMPT, event_id="P1", resources=(ME,))
+    other = scheduled_event(EventType.PREEMPT, event_id="P2", resources=(ME,))
+    first = responder._surger(preempt)
+    assert first is not None
+    assert responder._surger(preempt) is first  # the resumed drain's
+    assert responder._surger(other) is not first
+    responder.notified.update({("P1", "event"), ("P1", "drained"), ("P2", "event")})
+    for event_id in ("P1", "P2"):
+        h._known[event_id] = KnownEvent(
+            event_id=event_id,
+            event_type=EventType.PREEMPT,
+            last_status=EventStatus.STARTED,
+            responded=True,
+            finished=True,
+        )
+
+    h.on_document(ScheduledEventsDocument(incarnation=1, events=(other,)))  # P1 over and gone
+
+    assert responder.notified == {("P2", "event")}
+    assert responder._surger(preempt) is not first  # a new one: P1 is unknown now
+    assert "P2" in h._known
+
+
+def test_without_the_flag_there_is_no_surger() -> None:
+    assert handler()._responder._surger(scheduled_event(EventType.PREEMPT, resources=(ME,))) is None

@@ -21,10 +21,12 @@ Both only when at least ``SURGE_LEAD_SECONDS`` remain before the pod's last chan
 its shortened grace period and a margin): the replacement needs that long to be scheduled, started and
 found Ready, and the pod must still be stopped gracefully. The pod's last chance also ends the wait of
 ``replace_first``: the eviction is then asked for, as the budget's refusals end there in the last-resort
-stop. Once per Deployment per drain. Never for StatefulSets (their pods have fixed identities: a
-replacement cannot run beside the old one) nor bare ReplicaSets. It needs ``get`` on replicasets
-and deployments and ``patch`` on deployments (the chart's ``surgeDeployments`` value), and ``list``
-on pods (granted anyway); a refusal is logged once and the drain goes on without it.
+stop. Once per Deployment per event (a drain resumed after a transient failure keeps the surges
+already started; a restarted handler does not know them). Never for StatefulSets (their pods have
+fixed identities: a replacement cannot run beside the old one) nor bare ReplicaSets. It needs
+``get`` on replicasets and deployments and ``patch`` on deployments (the chart's
+``surgeDeployments`` value), and ``list`` on pods (granted anyway); a refusal is logged once and the
+drain goes on without it.
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ def restart_patch(now: datetime) -> JsonObject:
 
 @dataclass(slots=True)
 class _Target:
-    """A pod's Deployment, as one drain found it."""
+    """A pod's Deployment, as the event's drain first found it."""
 
     namespace: str
     name: str
@@ -122,7 +124,7 @@ class _Target:
 
 
 class Surger:
-    """Starts at most one surge per Deployment for one drain."""
+    """Starts at most one surge per Deployment for one event's drain, resumed or not."""
 
     def __init__(self, client: KubeClient, *, recorder: EventRecorder | None, because: str) -> None:
         self._client = client
@@ -192,7 +194,7 @@ class Surger:
             )
 
     async def _target(self, pod: PodInfo, timeout_seconds: float) -> _Target | None:
-        """``pod``'s Deployment (read once per drain), or None when its controller is none."""
+        """``pod``'s Deployment (read once per event), or None when its controller is none."""
         if pod.controller_kind != "ReplicaSet" or not pod.controller_name:
             return None
         replica_set_key = f"{pod.namespace}/{pod.controller_name}"
