@@ -265,22 +265,16 @@ async def test_the_node_restriction_policy_keeps_a_handler_to_its_own_node(
                     ]
                 }
             }
-            with pytest.raises(ApiError) as other_mark:
+
+            async def mark(pod: Pod) -> None:
                 await on_a.patch(
-                    Pod.Status,
-                    pod_on_b.metadata.name,
-                    marked,
-                    namespace=namespace,
-                    patch_type=PatchType.STRATEGIC,
+                    Pod.Status, pod.metadata.name, marked, namespace=namespace, patch_type=PatchType.STRATEGIC
                 )
+
+            with pytest.raises(ApiError) as other_mark:
+                await mark(pod_on_b)
             assert "may stop only pods on that node" in other_mark.value.status.message
-            await on_a.patch(
-                Pod.Status,
-                pod_on_a.metadata.name,
-                marked,
-                namespace=namespace,
-                patch_type=PatchType.STRATEGIC,
-            )
+            await mark(pod_on_a)
             await on_a.delete(Pod, pod_on_a.metadata.name, namespace=namespace)
 
             # The real handler, with the bound token, still does its whole job on its own node.

@@ -183,7 +183,12 @@ async def measure_node_loss(
         async def proxied() -> bool:
             return await asyncio.to_thread(other.proxies, cluster_ip, SERVICE_PORT)
 
-        await eventually(proxied, what="node 1's kube-proxy proxying the Service", timeout_seconds=60)
+        await eventually(
+            proxied,
+            what="node 1's kube-proxy proxying the Service",
+            timeout_seconds=60,
+            interval_seconds=0.2,  # each look is an nsenter and an iptables
+        )
 
         order = asyncio.create_task(_ready_elsewhere_first(kube, namespace, doomed.name))
         endpoints = EndpointHistory()
